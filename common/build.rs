@@ -1,0 +1,12 @@
+//! Compiles `proto/*.proto` with protox (pure Rust), so the build needs no system `protoc`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/mgmtd.proto", "proto/meta.proto", "proto/storage.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

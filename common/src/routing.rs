@@ -1,0 +1,215 @@
+//! Routing info: who serves what. mgmtd owns it; every other process keeps a [`RoutingCache`]
+//! refreshed by polling `GetRoutingInfo(known_version)` (mgmtd answers "unchanged" cheaply).
+//!
+//! [`Routing`] indexes one snapshot of `proto::RoutingInfo` for lookups on the data path. Snapshots
+//! are immutable and shared by `Arc`; a refresh swaps the whole snapshot.
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{ChainId, ChainTableId, NodeId, TargetId};
+use crate::proto::{self, PublicTargetState};
+use crate::status::{Error, StatusCode};
+
+/// One indexed snapshot of the routing info.
+#[derive(Debug, Default)]
+pub struct Routing {
+    pub info: proto::RoutingInfo,
+    nodes: HashMap<NodeId, usize>,
+    chains: HashMap<ChainId, usize>,
+    targets: HashMap<TargetId, usize>,
+    tables: HashMap<(ChainTableId, u32), usize>,
+}
+
+impl Routing {
+    pub fn new(info: proto::RoutingInfo) -> Self {
+        let nodes = info.nodes.iter().enumerate().map(|(i, n)| (NodeId(n.node_id), i)).collect();
+        let chains = info.chains.iter().enumerate().map(|(i, c)| (ChainId(c.chain_id), i)).collect();
+        let targets = info.targets.iter().enumerate().map(|(i, t)| (TargetId(t.target_id), i)).collect();
+        let tables = info.tables.iter().enumerate().map(|(i, t)| ((ChainTableId(t.table_id), t.version), i)).collect();
+        Self { info, nodes, chains, targets, tables }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.info.version
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&proto::NodeInfo> {
+        self.nodes.get(&id).map(|&i| &self.info.nodes[i])
+    }
+
+    pub fn chain(&self, id: ChainId) -> Result<&proto::ChainInfo, Error> {
+        self.chains
+            .get(&id)
+            .map(|&i| &self.info.chains[i])
+            .ok_or_else(|| Error::new(StatusCode::RoutingNotReady, format!("unknown chain {id}")))
+    }
+
+    pub fn target(&self, id: TargetId) -> Result<&proto::TargetInfo, Error> {
+        self.targets
+            .get(&id)
+            .map(|&i| &self.info.targets[i])
+            .ok_or_else(|| Error::new(StatusCode::RoutingNotReady, format!("unknown target {id}")))
+    }
+
+    /// A chain table by id and version; version 0 means the newest version of that table.
+    pub fn table(&self, id: ChainTableId, version: u32) -> Result<&proto::ChainTable, Error> {
+        let found = if version == 0 {
+            self.info.tables.iter().filter(|t| t.table_id == id.0).max_by_key(|t| t.version)
+        } else {
+            self.tables.get(&(id, version)).map(|&i| &self.info.tables[i])
+        };
+        found.ok_or_else(|| Error::new(StatusCode::RoutingNotReady, format!("unknown chain table {id} v{version}")))
+    }
+
+    /// The node that hosts a target.
+    pub fn node_of_target(&self, id: TargetId) -> Result<&proto::NodeInfo, Error> {
+        let t = self.target(id)?;
+        self.node(NodeId(t.node_id))
+            .ok_or_else(|| Error::new(StatusCode::RoutingNotReady, format!("target {id}: unknown node {}", t.node_id)))
+    }
+
+    /// Active nodes of one type.
+    pub fn nodes_of_type(&self, ty: proto::NodeType) -> impl Iterator<Item = &proto::NodeInfo> {
+        self.info.nodes.iter().filter(move |n| {
+            n.node_type == ty as i32
+                && matches!(
+                    proto::NodeStatus::try_from(n.status),
+                    Ok(proto::NodeStatus::HeartbeatConnected | proto::NodeStatus::PrimaryMgmtd)
+                )
+        })
+    }
+
+    /// The successor of `target` in `chain` among targets that take writes (SERVING or SYNCING).
+    pub fn successor(&self, chain: &proto::ChainInfo, target: TargetId) -> Option<TargetId> {
+        let pos = chain.targets.iter().position(|t| t.target_id == target.0)?;
+        chain.targets[pos + 1..]
+            .iter()
+            .find(|t| is_writable(t.public_state))
+            .map(|t| TargetId(t.target_id))
+    }
+}
+
+/// Public states that accept writes.
+pub fn is_writable(state: i32) -> bool {
+    state == PublicTargetState::Serving as i32 || state == PublicTargetState::Syncing as i32
+}
+
+/// Public states that serve reads.
+pub fn is_readable(state: i32) -> bool {
+    state == PublicTargetState::Serving as i32
+}
+
+/// A shared, refreshable routing snapshot.
+#[derive(Clone, Default)]
+pub struct RoutingCache {
+    current: Arc<RwLock<Arc<Routing>>>,
+}
+
+impl RoutingCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current snapshot (cheap: an `Arc` clone).
+    pub fn get(&self) -> Arc<Routing> {
+        self.current.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Installs a snapshot if it is newer than the current one.
+    pub fn update(&self, info: proto::RoutingInfo) {
+        let mut g = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if info.version >= g.version() {
+            *g = Arc::new(Routing::new(info));
+        }
+    }
+
+    /// Fetches routing info from mgmtd once; returns whether it changed.
+    pub async fn refresh(&self, mgmtd: &mut MgmtdClient, header: proto::RequestHeader) -> Result<bool, Error> {
+        let known = self.get().version();
+        let rsp = mgmtd
+            .get_routing_info(proto::GetRoutingInfoReq { header: Some(header), known_version: known })
+            .await
+            .map_err(|st| Error::from_tonic(&st))?
+            .into_inner();
+        match rsp.info {
+            Some(info) => {
+                self.update(info);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Polls mgmtd every `interval` until `cancel` fires. Errors are logged and retried.
+    pub fn spawn_poller(
+        &self,
+        mgmtd_addr: String,
+        token: String,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut client: Option<MgmtdClient> = None;
+            loop {
+                if client.is_none() {
+                    client = connect_mgmtd(&mgmtd_addr).await.ok();
+                }
+                if let Some(c) = client.as_mut() {
+                    let header = proto::RequestHeader { token: token.clone(), ..Default::default() };
+                    if let Err(e) = cache.refresh(c, header).await {
+                        tracing::debug!(error = %e, "routing refresh failed");
+                        if e.code == StatusCode::Unavailable {
+                            client = None;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+        })
+    }
+
+    /// Waits until `pred` holds on the current snapshot (polled every 50 ms), or `timeout` passes.
+    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&Routing) -> bool) -> Result<Arc<Routing>, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let r = self.get();
+            if pred(&r) {
+                return Ok(r);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(StatusCode::RoutingNotReady, "timed out waiting for routing info"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub type MgmtdClient = proto::mgmtd_client::MgmtdClient<tonic::transport::Channel>;
+
+/// Connects a gRPC channel to `addr` (`host:port` or `http://host:port`).
+pub async fn connect_channel(addr: &str) -> Result<tonic::transport::Channel, Error> {
+    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| Error::invalid(format!("bad address {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| Error::unavailable(format!("connecting to {addr}: {e}")))
+}
+
+pub async fn connect_mgmtd(addr: &str) -> Result<MgmtdClient, Error> {
+    Ok(proto::mgmtd_client::MgmtdClient::new(connect_channel(addr).await?))
+}
