@@ -1,1 +1,114 @@
-fn main() {}
+//! `t3fs`: the one binary. Daemons (`mgmtd`, `meta`, `storage`, `mount`) load their typed config
+//! and call their crate's `run`; `local` runs a whole cluster on one machine.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "t3fs", version, about = "t3fs: a distributed parallel file system for AI clusters")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the cluster manager.
+    Mgmtd {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a metadata server.
+    Meta {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a storage server.
+    Storage {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Mount t3fs with FUSE at MNT (stays in the foreground; unmounts on SIGINT/SIGTERM).
+    Mount {
+        #[arg(long)]
+        config: PathBuf,
+        mountpoint: PathBuf,
+    },
+    /// A whole cluster on this machine.
+    Local {
+        #[command(subcommand)]
+        cmd: LocalCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalCmd {
+    /// Start mgmtd, one meta and three storage servers (and a FUSE mount) as child processes; stay
+    /// in the foreground until Ctrl-C/SIGTERM. Re-running on the same directory keeps every file.
+    Up {
+        /// Where configs, logs, pids, metadata and chunks live.
+        #[arg(long, default_value = "t3fs-local")]
+        data_dir: PathBuf,
+        /// Mount the file system here.
+        #[arg(long)]
+        mount: Option<PathBuf>,
+    },
+    /// Print the nodes, targets and chains of a local cluster.
+    Status {
+        #[arg(long, default_value = "t3fs-local")]
+        data_dir: PathBuf,
+    },
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    Ok(token)
+}
+
+fn load<T: serde::de::DeserializeOwned>(p: &Path) -> anyhow::Result<T> {
+    Ok(t3fs_common::config::load(p)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Mgmtd { config } => t3fs_mgmtd::run(load(&config)?, shutdown_on_signal()?).await,
+        Cmd::Meta { config } => t3fs_meta::run(load(&config)?, shutdown_on_signal()?).await,
+        Cmd::Storage { config } => t3fs_storage::run(load(&config)?, shutdown_on_signal()?).await,
+        Cmd::Mount { config, mountpoint } => t3fs_fuse::run(load(&config)?, mountpoint, shutdown_on_signal()?).await,
+        Cmd::Local { cmd: LocalCmd::Up { data_dir, mount } } => t3fs_cli::local::process::up(&data_dir, mount).await,
+        Cmd::Local { cmd: LocalCmd::Status { data_dir } } => t3fs_cli::local::status::print(&data_dir).await,
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.cmd, Cmd::Local { .. });
+    t3fs_common::telemetry::init(if quiet { "warn" } else { "info" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio") {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("t3fs: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("t3fs: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

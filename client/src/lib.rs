@@ -1,1 +1,256 @@
-//! placeholder
+//! t3fs-client: the native client library. It is all an application (or the FUSE daemon) needs to
+//! use a t3fs cluster.
+//!
+//! - Routing: a [`RoutingCache`] kept fresh by polling mgmtd. Meta nodes, storage nodes, chains and
+//!   their target states all come from it; nothing else is configured.
+//! - Metadata ([`meta`]): namespace RPCs to any meta node (meta is stateless, so every node serves
+//!   every request). On transport failure the client fails over to another meta node.
+//! - Data ([`data`]): a file's byte range is split by chunk; reads go to any SERVING replica of the
+//!   chunk's chain, writes to the chain head (which replicates down the chain before it acks). Chunk
+//!   data rides the bulk plane, never gRPC.
+//!
+//! Retries: every operation retries retryable errors ([`StatusCode::is_retryable`]) with exponential
+//! backoff until `retry_timeout_ms`, refreshing routing info between tries and re-reading the chain
+//! (head, version) on each try. One request id is used for all tries of one logical operation.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use t3fs_common::bulk::BulkClient;
+use t3fs_common::proto;
+use t3fs_common::routing::{self, MgmtdClient, Routing, RoutingCache};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub mod config;
+pub mod data;
+pub mod meta;
+
+pub use config::{ClientConfig, UserInfo};
+pub use data::{ChunkOp, ChunkPiece};
+pub use meta::SetAttr;
+pub use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};
+
+pub type MetaClient = proto::meta_client::MetaClient<tonic::transport::Channel>;
+
+/// Longest wait between two tries of a retried operation.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// First wait before retrying.
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+/// Explicit routing refreshes (on retry) closer together than this are skipped.
+const MIN_REFRESH_GAP: Duration = Duration::from_millis(50);
+
+/// A connection to one meta node.
+#[derive(Clone)]
+struct MetaConn {
+    node_id: u32,
+    client: MetaClient,
+}
+
+/// A connected t3fs client. Cheap to share (`Arc`); every method takes `&self`.
+pub struct Client {
+    cfg: ClientConfig,
+    routing: RoutingCache,
+    cancel: CancellationToken,
+    poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    meta: Mutex<Option<MetaConn>>,
+    /// Connection used for explicit routing refreshes, and the time of the last one.
+    mgmtd: tokio::sync::Mutex<(Option<MgmtdClient>, Option<Instant>)>,
+    bulk: BulkClient,
+    /// Round-robin counter spreading reads over replicas and meta connections over meta nodes.
+    rr: AtomicUsize,
+}
+
+impl Client {
+    /// Starts the routing poller, waits (up to `retry_timeout_ms`) until a meta node is known and
+    /// connects to one.
+    pub async fn connect(cfg: ClientConfig) -> Result<Arc<Client>> {
+        let routing = RoutingCache::new();
+        let cancel = CancellationToken::new();
+        let poller = routing.spawn_poller(
+            cfg.mgmtd_addr.clone(),
+            cfg.token.clone(),
+            Duration::from_millis(cfg.routing_refresh_ms.max(10)),
+            cancel.clone(),
+        );
+        let client = Arc::new(Client {
+            routing,
+            cancel,
+            poller: Mutex::new(Some(poller)),
+            meta: Mutex::new(None),
+            mgmtd: tokio::sync::Mutex::new((None, None)),
+            bulk: BulkClient::default(),
+            rr: AtomicUsize::new(rand_start()),
+            cfg,
+        });
+        let wait = client
+            .routing
+            .wait_for(client.retry_timeout(), |r| r.nodes_of_type(proto::NodeType::Meta).next().is_some());
+        if let Err(e) = wait.await {
+            client.cancel.cancel();
+            return Err(Error::new(
+                e.code,
+                format!("no meta node known from mgmtd {} after {:?}", client.cfg.mgmtd_addr, client.retry_timeout()),
+            ));
+        }
+        if let Err(e) = client.retrying("connect meta", || async { client.meta_conn().await.map(|_| ()) }).await {
+            client.cancel.cancel();
+            return Err(e);
+        }
+        tracing::info!(mgmtd = %client.cfg.mgmtd_addr, routing_version = client.routing.get().version(), "client connected");
+        Ok(client)
+    }
+
+    /// Stops the routing poller. Calls made afterwards still work until routing info goes stale.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let handle = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+    }
+
+    /// The current routing snapshot.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.get()
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    fn retry_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.retry_timeout_ms)
+    }
+
+    fn next_rr(&self) -> usize {
+        self.rr.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A header for one logical operation (reuse it across retries of that operation).
+    fn header(&self, user: &UserInfo, request_id: &str) -> proto::RequestHeader {
+        proto::RequestHeader {
+            request_id: request_id.to_string(),
+            token: self.cfg.token.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            gids: user.gids.clone(),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails with a non-retryable error, or `retry_timeout_ms` passes.
+    /// Between tries: backoff, then a routing refresh.
+    ///
+    /// (`op` is a plain closure returning a future rather than an async closure: futures of async
+    /// closures cannot yet be proven `Send` for callers that spawn them.)
+    async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.retry_timeout();
+        let mut backoff = FIRST_BACKOFF;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, tries, "{what}: retrying");
+                    tokio::time::sleep(backoff).await;
+                    self.refresh_routing().await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    if tries > 1 {
+                        tracing::debug!(error = %e, tries, "{what}: giving up");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Asks mgmtd for newer routing info now (best effort; the poller keeps running regardless).
+    pub async fn refresh_routing(&self) {
+        let mut g = self.mgmtd.lock().await;
+        if g.1.is_some_and(|t| t.elapsed() < MIN_REFRESH_GAP) {
+            return;
+        }
+        g.1 = Some(Instant::now());
+        if g.0.is_none() {
+            match routing::connect_mgmtd(&self.cfg.mgmtd_addr).await {
+                Ok(c) => g.0 = Some(c),
+                Err(e) => {
+                    tracing::debug!(error = %e, "routing refresh: mgmtd unreachable");
+                    return;
+                }
+            }
+        }
+        if let Some(c) = g.0.as_mut() {
+            let header = proto::RequestHeader {
+                request_id: t3fs_common::new_request_id(),
+                token: self.cfg.token.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = self.routing.refresh(c, header).await {
+                tracing::debug!(error = %e, "routing refresh failed");
+                if matches!(e.code, StatusCode::Unavailable | StatusCode::Timeout) {
+                    g.0 = None;
+                }
+            }
+        }
+    }
+
+    /// The current meta connection, or a new one to a meta node from routing info (round robin, so
+    /// after a failure the next node is tried first).
+    async fn meta_conn(&self) -> Result<MetaConn> {
+        if let Some(c) = self.meta.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(c);
+        }
+        let routing = self.routing.get();
+        let nodes: Vec<(u32, String)> =
+            routing.nodes_of_type(proto::NodeType::Meta).map(|n| (n.node_id, n.grpc_addr.clone())).collect();
+        if nodes.is_empty() {
+            return Err(Error::new(StatusCode::RoutingNotReady, "no meta node in routing info"));
+        }
+        let start = self.next_rr();
+        let mut last = None;
+        for i in 0..nodes.len() {
+            let (node_id, addr) = &nodes[(start + i) % nodes.len()];
+            match routing::connect_channel(addr).await {
+                Ok(ch) => {
+                    let conn = MetaConn { node_id: *node_id, client: MetaClient::new(ch) };
+                    *self.meta.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+                    tracing::debug!(node = node_id, %addr, "connected to meta");
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    tracing::debug!(node = node_id, %addr, error = %e, "meta node unreachable");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::unavailable("no meta node reachable")))
+    }
+
+    /// Drops the connection to `node_id` (if it is still the current one) after a transport failure.
+    fn forget_meta(&self, node_id: u32) {
+        let mut g = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_some_and(|c| c.node_id == node_id) {
+            *g = None;
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A per-process starting point for round robin, so many clients do not all hit the same replica.
+fn rand_start() -> usize {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    (t as usize) ^ (std::process::id() as usize)
+}

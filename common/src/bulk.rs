@@ -30,7 +30,11 @@ pub const MAX_HEADER: usize = 1 << 20;
 pub const MAX_PAYLOAD: usize = (64 << 20) + 4096;
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, header: &impl Message, payload: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    header: &impl Message,
+    payload: &[u8],
+) -> std::io::Result<()> {
     let hdr = header.encode_to_vec();
     if hdr.len() > MAX_HEADER || payload.len() > MAX_PAYLOAD {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "bulk frame too large"));
@@ -164,7 +168,8 @@ impl BulkClient {
             .map_err(|_| Error::new(StatusCode::Timeout, format!("bulk call to {addr} timed out")))?
             .map_err(|e| Error::unavailable(format!("bulk call to {addr}: {e}")))?;
         let (hdr, data) = frame.ok_or_else(|| Error::unavailable(format!("bulk peer {addr} closed the connection")))?;
-        let rsp = BulkResponse::decode(hdr).map_err(|e| Error::internal(format!("bad bulk response from {addr}: {e}")))?;
+        let rsp =
+            BulkResponse::decode(hdr).map_err(|e| Error::internal(format!("bad bulk response from {addr}: {e}")))?;
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let v = idle.entry(addr.to_string()).or_default();
@@ -182,7 +187,7 @@ impl BulkClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{bulk_request, ReadChunk};
+    use crate::proto::{ReadChunk, bulk_request};
 
     struct Echo;
     impl BulkHandler for Echo {

@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn chain_mapping_spreads_over_the_stripe() {
-        let layout = proto::Layout { table_id: 1, table_version: 1, chunk_size: 1 << 20, stripe: 4, base_index: 2, seed: 9 };
+        let layout =
+            proto::Layout { table_id: 1, table_version: 1, chunk_size: 1 << 20, stripe: 4, base_index: 2, seed: 9 };
         let chains = [10, 11, 12, 13, 14, 15];
         let mut seen: Vec<u32> = (0..4).map(|i| chain_of(&layout, &chains, i).unwrap().0).collect();
         // chunk i and i+stripe share a chain
@@ -118,7 +119,8 @@ mod tests {
 
     #[test]
     fn layout_validation() {
-        let mut l = proto::Layout { table_id: 1, table_version: 1, chunk_size: 1 << 20, stripe: 1, base_index: 0, seed: 0 };
+        let mut l =
+            proto::Layout { table_id: 1, table_version: 1, chunk_size: 1 << 20, stripe: 1, base_index: 0, seed: 0 };
         assert!(validate(&l).is_ok());
         l.chunk_size = 3000;
         assert!(validate(&l).is_err());

@@ -85,10 +85,7 @@ impl Routing {
     /// The successor of `target` in `chain` among targets that take writes (SERVING or SYNCING).
     pub fn successor(&self, chain: &proto::ChainInfo, target: TargetId) -> Option<TargetId> {
         let pos = chain.targets.iter().position(|t| t.target_id == target.0)?;
-        chain.targets[pos + 1..]
-            .iter()
-            .find(|t| is_writable(t.public_state))
-            .map(|t| TargetId(t.target_id))
+        chain.targets[pos + 1..].iter().find(|t| is_writable(t.public_state)).map(|t| TargetId(t.target_id))
     }
 }
 

@@ -97,8 +97,8 @@ impl StatusCode {
             Unsupported => libc::EOPNOTSUPP,
             NoSpace => libc::ENOSPC,
             Busy => libc::EBUSY,
-            Unavailable | TargetNotServing | RoutingNotReady | ChainVersionMismatch | NotHead
-            | ChunkNotCommitted | KvConflict | KvTransactionTooOld => libc::EAGAIN,
+            Unavailable | TargetNotServing | RoutingNotReady | ChainVersionMismatch | NotHead | ChunkNotCommitted
+            | KvConflict | KvTransactionTooOld => libc::EAGAIN,
             KvTransactionTooLarge => libc::EFBIG,
             Internal | Io | ChecksumMismatch => libc::EIO,
         }
@@ -126,9 +126,7 @@ impl StatusCode {
         use StatusCode::*;
         match self {
             Ok => tonic::Code::Ok,
-            InvalidArgument | NameTooLong | ChunkTooLarge | NotDirectory | IsDirectory => {
-                tonic::Code::InvalidArgument
-            }
+            InvalidArgument | NameTooLong | ChunkTooLarge | NotDirectory | IsDirectory => tonic::Code::InvalidArgument,
             NotFound | ChunkNotFound => tonic::Code::NotFound,
             AlreadyExists => tonic::Code::AlreadyExists,
             DirectoryNotEmpty => tonic::Code::FailedPrecondition,
@@ -201,11 +199,8 @@ impl Error {
 
     /// Decodes a gRPC status; transport failures (no `t3fs-code`) map onto `Unavailable`/`Timeout`.
     pub fn from_tonic(st: &tonic::Status) -> Self {
-        if let Some(code) = st
-            .metadata()
-            .get(CODE_KEY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<u32>().ok())
+        if let Some(code) =
+            st.metadata().get(CODE_KEY).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u32>().ok())
         {
             return Self::new(StatusCode::from_u32(code), st.message().to_string());
         }

@@ -1,1 +1,131 @@
-//! placeholder
+//! t3fs-fuse: the FUSE daemon, as a library (`t3fs fuse` calls [`run`]).
+//!
+//! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles with write
+//! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
+//! [`attr`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
+//! on the caller's tokio runtime.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fuser::{BackgroundSession, MountOption, SessionACL};
+use t3fs_client::Client;
+use tokio_util::sync::CancellationToken;
+
+pub mod attr;
+pub mod config;
+pub mod fs;
+pub mod handles;
+
+pub use config::MountConfig;
+pub use fs::T3Fs;
+
+/// Errors of mounting and unmounting.
+#[derive(Debug, thiserror::Error)]
+pub enum FuseError {
+    #[error("mounting t3fs at {path}: {source}")]
+    Mount { path: PathBuf, source: std::io::Error },
+    #[error("unmounting {path}: {source}")]
+    Unmount { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Client(#[from] t3fs_common::Error),
+}
+
+/// The fuser session options for `cfg`.
+fn session_config(cfg: &MountConfig) -> fuser::Config {
+    let mut c = fuser::Config::default();
+    c.mount_options = vec![MountOption::FSName(cfg.fsname.clone()), MountOption::Subtype("t3fs".into())];
+    if cfg.allow_other {
+        c.acl = SessionACL::All;
+        // Only possible with allow_other: unmount if this process dies, so no
+        // "Transport endpoint is not connected" mount is left behind.
+        c.mount_options.push(MountOption::AutoUnmount);
+    }
+    let threads = cfg.threads.max(1);
+    c.n_threads = Some(threads);
+    c.clone_fd = threads > 1;
+    c
+}
+
+fn mount_inner(
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    cfg: &MountConfig,
+) -> Result<(BackgroundSession, Arc<fs::Inner>), FuseError> {
+    let fs = T3Fs::new(client, rt, cfg);
+    let inner = fs.inner();
+    let session = fuser::spawn_mount(fs, mountpoint, &session_config(cfg))
+        .map_err(|source| FuseError::Mount { path: mountpoint.to_path_buf(), source })?;
+    Ok((session, inner))
+}
+
+/// Mounts t3fs at `mountpoint`, serving requests on background threads (operations run on `rt`).
+/// Blocks briefly for the FUSE handshake, so call it off the async threads (e.g. `spawn_blocking`).
+/// Dropping the session unmounts; prefer `umount_and_join`.
+pub fn mount(
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    cfg: &MountConfig,
+) -> Result<BackgroundSession, FuseError> {
+    mount_inner(client, rt, mountpoint, cfg).map(|(s, _)| s)
+}
+
+/// Connects to the cluster, mounts, serves until `shutdown` fires (or the mount goes away, e.g.
+/// `fusermount3 -u`), then writes out buffered data and unmounts cleanly.
+pub async fn run(cfg: MountConfig, mountpoint: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = Client::connect(cfg.client_config())
+        .await
+        .with_context(|| format!("connecting to the t3fs cluster at {}", cfg.mgmtd_addr))?;
+    let rt = tokio::runtime::Handle::current();
+    let (session, inner) = {
+        let (client, mp, cfg) = (client.clone(), mountpoint.clone(), cfg.clone());
+        tokio::task::spawn_blocking(move || mount_inner(client, rt, &mp, &cfg)).await.context("mount task")??
+    };
+    tracing::info!(mountpoint = %mountpoint.display(), fsname = %cfg.fsname, "t3fs mounted");
+
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => if session.guard.is_finished() {
+                tracing::warn!(mountpoint = %mountpoint.display(), "the mount went away; stopping");
+                break;
+            },
+        }
+    }
+
+    inner.sync_all().await;
+    let mp = mountpoint.clone();
+    let res = tokio::task::spawn_blocking(move || session.umount_and_join()).await.context("unmount task")?;
+    client.shutdown().await;
+    res.map_err(|source| FuseError::Unmount { path: mp, source })?;
+    tracing::info!(mountpoint = %mountpoint.display(), "t3fs unmounted");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_options() {
+        let mut cfg = MountConfig::default();
+        let c = session_config(&cfg);
+        assert_eq!(c.n_threads, Some(4));
+        assert!(c.clone_fd);
+        assert_eq!(c.acl, SessionACL::Owner);
+        assert!(c.mount_options.contains(&MountOption::FSName("t3fs".into())));
+        assert!(!c.mount_options.contains(&MountOption::AutoUnmount));
+        assert!(!c.mount_options.contains(&MountOption::DefaultPermissions));
+        cfg.allow_other = true;
+        cfg.threads = 0;
+        let c = session_config(&cfg);
+        assert_eq!(c.acl, SessionACL::All);
+        assert!(c.mount_options.contains(&MountOption::AutoUnmount));
+        assert_eq!(c.n_threads, Some(1));
+        assert!(!c.clone_fd);
+    }
+}

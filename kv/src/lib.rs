@@ -28,7 +28,7 @@ mod resolver;
 use std::sync::Arc;
 
 pub use error::KvError;
-pub use retry::{run, run_with, RetryPolicy};
+pub use retry::{RetryPolicy, run, run_with};
 
 pub type Result<T, E = KvError> = std::result::Result<T, E>;
 

@@ -61,11 +61,8 @@ where
 
 fn rand_jitter(d: Duration) -> Duration {
     // Cheap jitter from the clock's low bits; no need for a real RNG here.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     let max = d.as_nanos().max(1) as u32;
     Duration::from_nanos((nanos % max) as u64)
 }
-

@@ -1,1 +1,164 @@
-//! placeholder
+//! t3fs-meta: the stateless metadata service.
+//!
+//! Inodes and dentries live in the transactional KV store ([`keys`] documents the schema); the
+//! namespace logic ([`namespace::MetaStore`]) is plain async functions over the KV traits, and the
+//! gRPC service ([`service::MetaService`]) is a thin adapter over it. Any number of meta servers
+//! may share one store: all state is in the KV store, every operation is one transaction.
+//!
+//! A running server ([`start`]) binds its gRPC port, opens the KV store (creating the root
+//! directory if missing), registers with mgmtd (node type META, the actual bound address),
+//! heartbeats, and polls routing info (new files get their layout from the chain table in it).
+pub mod alloc;
+pub mod config;
+pub mod keys;
+pub mod mgmtd_link;
+pub mod namespace;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use t3fs_common::routing::RoutingCache;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use namespace::{Caller, MetaStore, Placement, ReadDir, SetAttr, StatFs};
+pub use service::MetaService;
+
+/// How long `shutdown` waits for a task before aborting it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running meta server (all tasks on the caller's tokio runtime).
+pub struct Server {
+    grpc_addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    store: Arc<MetaStore>,
+    routing: RoutingCache,
+}
+
+impl Server {
+    /// The actual bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The namespace this server serves (for in-process tools and tests).
+    pub fn store(&self) -> &Arc<MetaStore> {
+        &self.store
+    }
+
+    /// The routing cache the server keeps fresh.
+    pub fn routing(&self) -> &RoutingCache {
+        &self.routing
+    }
+
+    /// Stops every task, waits for them, and drops the KV handle (so an embedded store can be
+    /// reopened in this process once no other clone of [`Server::store`] is alive).
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for mut task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+                tracing::warn!("meta task did not stop in time; aborting it");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        drop(self.store);
+        tracing::info!("meta server stopped");
+    }
+}
+
+/// The address to register: the bound one, with an unspecified host replaced by loopback.
+fn advertised(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = if addr.is_ipv4() {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}
+
+/// Binds, opens the store, starts serving, registers with mgmtd and returns once all of it is done.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    config.validate().context("invalid meta config")?;
+    let listener =
+        tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let grpc_addr = listener.local_addr().context("reading the bound address")?;
+    let db = t3fs_kv::open(&config.kv).await.context("opening the kv store")?;
+    let routing = RoutingCache::new();
+    let placement =
+        Placement { chain_table_id: config.chain_table_id, chunk_size: config.chunk_size, stripe: config.stripe };
+    let store = Arc::new(MetaStore::open(db, routing.clone(), placement).await.context("opening the namespace")?);
+
+    let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let svc = MetaService::new(store.clone(), config.token.clone()).into_server();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stop = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "meta gRPC server failed");
+        }
+    }));
+
+    let node = mgmtd_link::NodeIdentity {
+        node_id: config.node_id,
+        grpc_addr: advertised(grpc_addr).to_string(),
+        mgmtd_addr: config.mgmtd_addr.clone(),
+        token: config.token.clone(),
+    };
+    let mut client = match node.register(mgmtd_link::REGISTER_TIMEOUT, &cancel).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Stop what already runs before reporting.
+            Server { grpc_addr, cancel, tasks, store, routing }.shutdown().await;
+            return Err(anyhow::Error::new(e).context("meta start"));
+        }
+    };
+    // First routing fetch now, so layouts work as soon as start returns (when a table exists).
+    let header = t3fs_common::proto::RequestHeader { token: config.token.clone(), ..Default::default() };
+    if let Err(e) = routing.refresh(&mut client, header).await {
+        tracing::debug!(error = %e, "initial routing fetch failed; the poller retries");
+    }
+    tasks.push(routing.spawn_poller(
+        config.mgmtd_addr.clone(),
+        config.token.clone(),
+        Duration::from_millis(config.routing_refresh_ms),
+        cancel.clone(),
+    ));
+    tasks.push(node.spawn_heartbeat(Some(client), Duration::from_millis(config.heartbeat_interval_ms), cancel.clone()));
+    tracing::info!(node_id = config.node_id, %grpc_addr, "meta server started");
+    Ok(Server { grpc_addr, cancel, tasks, store, routing })
+}
+
+/// `start`, then serve until `shutdown` is cancelled, then stop cleanly.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    shutdown.cancelled().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_hosts_are_advertised_as_loopback() {
+        assert_eq!(advertised("0.0.0.0:7".parse().unwrap()).to_string(), "127.0.0.1:7");
+        assert_eq!(advertised("[::]:7".parse().unwrap()).to_string(), "[::1]:7");
+        assert_eq!(advertised("10.1.2.3:7".parse().unwrap()).to_string(), "10.1.2.3:7");
+    }
+}

@@ -1,1 +1,222 @@
-//! placeholder
+//! t3fs-storage: the storage daemon (skeleton). One process serves several *targets* (replica slots,
+//! one directory each); each target is a member of one replication chain.
+//!
+//! - [`chunk_store`]: per-target chunk files + chunk metadata in fjall; copy-on-write, crash-safe updates,
+//!   CRC32C verified on every read.
+//! - [`service`]: the bulk-plane handler: chunk reads and CRAQ-style chain-replicated updates.
+//! - [`admin`]: the `StorageAdmin` gRPC service (chunk metadata queries).
+//! - [`heartbeat`]: registration with mgmtd and the heartbeat loop.
+//! - [`config`]: the typed TOML config.
+//!
+//! [`start`] opens every target, binds both listeners, registers the actual addresses with mgmtd and
+//! starts the heartbeat and routing-poll tasks; [`Server::shutdown`] stops everything and closes the
+//! targets so the same directories can be reopened in the same process.
+pub mod admin;
+pub mod chunk_store;
+pub mod config;
+pub mod heartbeat;
+#[cfg(feature = "rdma")]
+pub mod rdma;
+pub mod service;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use t3fs_common::TargetId;
+use t3fs_common::proto::storage_admin_server::StorageAdminServer;
+use t3fs_common::routing::RoutingCache;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use chunk_store::{ChunkMeta, ChunkStore};
+pub use config::{Config, TargetConfig};
+
+/// How long `shutdown` waits for a task before aborting it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running storage daemon (all tasks run on the caller's tokio runtime). Dropping it without
+/// [`Server::shutdown`] leaves the tasks running until the runtime ends.
+pub struct Server {
+    node_id: u32,
+    grpc_addr: SocketAddr,
+    bulk_addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    stores: Arc<HashMap<TargetId, ChunkStore>>,
+    routing: RoutingCache,
+}
+
+impl Server {
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    /// Actual address of the `StorageAdmin` gRPC service.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Actual address of the bulk data plane.
+    pub fn bulk_addr(&self) -> SocketAddr {
+        self.bulk_addr
+    }
+
+    /// This node's routing cache (refreshed from mgmtd every `routing_refresh_ms`).
+    pub fn routing(&self) -> &RoutingCache {
+        &self.routing
+    }
+
+    /// The chunk store of a local target.
+    pub fn store(&self, target: TargetId) -> Option<&ChunkStore> {
+        self.stores.get(&target)
+    }
+
+    /// Stops every task, waits for them, and closes the targets' metadata stores (releasing their locks).
+    pub async fn shutdown(self) {
+        stop(self.cancel, self.tasks, self.stores).await;
+        tracing::info!(node_id = self.node_id, "storage server stopped");
+    }
+}
+
+async fn stop(cancel: CancellationToken, tasks: Vec<JoinHandle<()>>, stores: Arc<HashMap<TargetId, ChunkStore>>) {
+    cancel.cancel();
+    for mut t in tasks {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await.is_err() {
+            tracing::warn!("storage task did not stop in time; aborting it");
+            t.abort();
+            let _ = t.await;
+        }
+    }
+    let closed = tokio::task::spawn_blocking(move || stores.values().for_each(ChunkStore::close)).await;
+    if let Err(e) = closed {
+        tracing::error!(error = %e, "closing targets failed");
+    }
+}
+
+/// The address to register: the bound one, with an unspecified IP replaced by loopback (skeleton).
+fn advertised(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()).to_string()
+    } else {
+        addr.to_string()
+    }
+}
+
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Opens the targets, binds, starts serving, registers with mgmtd and starts the background tasks.
+/// Returns once registered and listening.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    config.validate()?;
+    let targets = config.targets.clone();
+    let stores = tokio::task::spawn_blocking(move || {
+        let mut stores = HashMap::new();
+        for t in &targets {
+            let (store, report) = ChunkStore::open(TargetId(t.id), &t.path)
+                .with_context(|| format!("opening target {} at {}", t.id, t.path.display()))?;
+            tracing::info!(
+                target_id = t.id,
+                chunks = report.live_chunks,
+                damaged = report.damaged.len(),
+                "target opened"
+            );
+            stores.insert(TargetId(t.id), store);
+        }
+        Ok::<_, anyhow::Error>(stores)
+    })
+    .await
+    .context("opening targets")??;
+    let stores = Arc::new(stores);
+    let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+    match serve_and_register(&config, &stores, &cancel, &mut tasks).await {
+        Ok(server) => Ok(server),
+        Err(e) => {
+            stop(cancel, tasks, stores).await;
+            Err(e)
+        }
+    }
+}
+
+async fn serve_and_register(
+    config: &Config,
+    stores: &Arc<HashMap<TargetId, ChunkStore>>,
+    cancel: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Server> {
+    let routing = RoutingCache::new();
+    let grpc = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let bulk =
+        TcpListener::bind(&config.bulk_listen).await.with_context(|| format!("binding {}", config.bulk_listen))?;
+    let (grpc_addr, bulk_addr) = (grpc.local_addr()?, bulk.local_addr()?);
+
+    let handler = Arc::new(service::StorageService::new(config.token.clone(), stores.clone(), routing.clone()));
+    tasks.push(tokio::spawn(t3fs_common::bulk::serve(bulk, handler, cancel.clone())));
+    let admin = StorageAdminServer::new(admin::AdminService::new(config.token.clone(), stores.clone()));
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let shutdown = cancel.clone().cancelled_owned();
+    tasks.push(tokio::spawn(async move {
+        let served =
+            tonic::transport::Server::builder().add_service(admin).serve_with_incoming_shutdown(incoming, shutdown);
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "storage admin gRPC server failed");
+        }
+    }));
+
+    let me = heartbeat::NodeIdentity {
+        node_id: config.node_id,
+        token: config.token.clone(),
+        grpc_addr: advertised(grpc_addr),
+        bulk_addr: advertised(bulk_addr),
+        hostname: hostname(),
+    };
+    let register_timeout = Duration::from_millis(config.register_timeout_ms);
+    let mut client = heartbeat::register(&config.mgmtd_addr, &me, register_timeout).await?;
+    // Best effort: start with routing info so the first requests need not wait for the poller.
+    let header = t3fs_common::proto::RequestHeader { token: config.token.clone(), ..Default::default() };
+    if let Err(e) = routing.refresh(&mut client, header).await {
+        tracing::debug!(error = %e, "initial routing refresh failed");
+    }
+    tasks.push(routing.spawn_poller(
+        config.mgmtd_addr.clone(),
+        config.token.clone(),
+        Duration::from_millis(config.routing_refresh_ms),
+        cancel.clone(),
+    ));
+    tasks.push(heartbeat::spawn_heartbeats(
+        Some(client),
+        config.mgmtd_addr.clone(),
+        me,
+        stores.clone(),
+        routing.clone(),
+        Duration::from_millis(config.heartbeat_interval_ms),
+        cancel.clone(),
+    ));
+    tracing::info!(node_id = config.node_id, %grpc_addr, %bulk_addr, targets = stores.len(), "storage server started");
+    Ok(Server {
+        node_id: config.node_id,
+        grpc_addr,
+        bulk_addr,
+        cancel: cancel.clone(),
+        tasks: std::mem::take(tasks),
+        stores: stores.clone(),
+        routing,
+    })
+}
+
+/// `start`, then wait for `shutdown` to fire, then [`Server::shutdown`]. What `t3fs storage --config F` runs.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    shutdown.cancelled().await;
+    server.shutdown().await;
+    Ok(())
+}

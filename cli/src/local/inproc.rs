@@ -1,0 +1,135 @@
+//! An in-process local cluster: every daemon's `start` on the caller's tokio runtime.
+//!
+//! Used by integration tests (and benchmarks) to boot mgmtd, meta and three storage servers on
+//! loopback in one process, over the same data-directory layout as `t3fs local up`, so a test can
+//! stop the cluster and start it again on the same directory.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use t3fs_common::proto;
+
+use super::plan::Plan;
+use super::{CHAIN_TABLE_ID, REPLICAS, STORAGE_NODES, TARGETS_PER_NODE};
+
+/// A running in-process cluster.
+pub struct LocalCluster {
+    pub plan: Plan,
+    mgmtd: Option<t3fs_mgmtd::Server>,
+    meta: Option<t3fs_meta::Server>,
+    storage: Vec<t3fs_storage::Server>,
+}
+
+impl LocalCluster {
+    /// Starts (or restarts) a cluster on `dir`: mgmtd, meta, storage servers, then the chain table.
+    pub async fn start(dir: &Path) -> anyhow::Result<LocalCluster> {
+        let mut plan = Plan::load_or_create(dir, Some("127.0.0.1:0"))?;
+        let mgmtd = t3fs_mgmtd::start(plan.mgmtd.clone()).await.context("starting mgmtd")?;
+        let addr = mgmtd.grpc_addr().to_string();
+        plan.meta.mgmtd_addr = addr.clone();
+        plan.fuse.mgmtd_addr = addr.clone();
+        for s in &mut plan.storage {
+            s.mgmtd_addr = addr.clone();
+        }
+        plan.cluster.mgmtd_addr = addr;
+        let mut storage = Vec::new();
+        for cfg in &plan.storage {
+            storage.push(
+                t3fs_storage::start(cfg.clone()).await.with_context(|| format!("starting storage {}", cfg.node_id))?,
+            );
+        }
+        ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token).await?;
+        let meta = t3fs_meta::start(plan.meta.clone()).await.context("starting meta")?;
+        Ok(LocalCluster { plan, mgmtd: Some(mgmtd), meta: Some(meta), storage })
+    }
+
+    /// The address clients reach mgmtd at.
+    pub fn mgmtd_addr(&self) -> &str {
+        &self.plan.cluster.mgmtd_addr
+    }
+
+    /// A client config for this cluster.
+    pub fn client_config(&self) -> t3fs_client::ClientConfig {
+        t3fs_client::ClientConfig {
+            mgmtd_addr: self.plan.cluster.mgmtd_addr.clone(),
+            token: self.plan.cluster.token.clone(),
+            ..t3fs_client::ClientConfig::default()
+        }
+    }
+
+    /// A FUSE mount config for this cluster.
+    pub fn mount_config(&self) -> t3fs_fuse::MountConfig {
+        self.plan.fuse.clone()
+    }
+
+    /// Connects a native client.
+    pub async fn client(&self) -> anyhow::Result<Arc<t3fs_client::Client>> {
+        Ok(t3fs_client::Client::connect(self.client_config()).await?)
+    }
+
+    /// Stops storage server `i` (0-based) only: failure injection for tests.
+    pub async fn stop_storage(&mut self, i: usize) -> Option<t3fs_storage::Config> {
+        if i >= self.storage.len() {
+            return None;
+        }
+        let s = self.storage.remove(i);
+        s.shutdown().await;
+        self.plan.storage.get(i).cloned()
+    }
+
+    /// Stops everything (meta, storage, then mgmtd), releasing every file so `start` can reopen it.
+    pub async fn shutdown(mut self) {
+        if let Some(m) = self.meta.take() {
+            m.shutdown().await;
+        }
+        for s in self.storage.drain(..) {
+            s.shutdown().await;
+        }
+        if let Some(m) = self.mgmtd.take() {
+            m.shutdown().await;
+        }
+    }
+}
+
+/// Waits until every storage target is registered, then creates chain table 1 unless it exists.
+pub async fn ensure_chain_table(mgmtd_addr: &str, token: &str) -> anyhow::Result<proto::ChainTable> {
+    let mut client = t3fs_common::routing::connect_mgmtd(mgmtd_addr).await?;
+    let header = || proto::RequestHeader {
+        request_id: t3fs_common::new_request_id(),
+        token: token.to_string(),
+        ..Default::default()
+    };
+    let want_targets = (STORAGE_NODES * TARGETS_PER_NODE) as usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = client
+            .get_routing_info(proto::GetRoutingInfoReq { header: Some(header()), known_version: 0 })
+            .await
+            .map_err(|s| t3fs_common::Error::from_tonic(&s))?
+            .into_inner()
+            .info
+            .unwrap_or_default();
+        if let Some(t) = info.tables.iter().find(|t| t.table_id == CHAIN_TABLE_ID) {
+            return Ok(t.clone());
+        }
+        if info.targets.len() >= want_targets {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("only {} of {want_targets} storage targets registered after 60 s", info.targets.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rsp = client
+        .create_chain_table(proto::CreateChainTableReq {
+            header: Some(header()),
+            table_id: CHAIN_TABLE_ID,
+            replicas: REPLICAS,
+            desc: "local cluster".into(),
+        })
+        .await
+        .map_err(|s| t3fs_common::Error::from_tonic(&s))?
+        .into_inner();
+    rsp.table.context("mgmtd returned no chain table")
+}

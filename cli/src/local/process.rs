@@ -1,0 +1,220 @@
+//! `t3fs local up`: supervises a local cluster made of child processes of the `t3fs` binary.
+//!
+//! Children run in their own process group (so a terminal's Ctrl-C reaches only this supervisor,
+//! which then stops them in order: FUSE mount, meta, storage, mgmtd) and get SIGTERM if the
+//! supervisor dies (`PR_SET_PDEATHSIG`). A child that exits on its own is reported and left down,
+//! so a user can kill a storage server and watch the cluster react in `t3fs local status`.
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use t3fs_common::proto;
+use tokio::process::{Child, Command};
+
+use super::plan::Plan;
+use super::status;
+
+struct Daemon {
+    name: String,
+    child: Child,
+    exited: bool,
+}
+
+/// Runs the cluster in the foreground until SIGINT/SIGTERM.
+pub async fn up(dir: &Path, mount: Option<PathBuf>) -> anyhow::Result<()> {
+    let plan = Plan::load_or_create(dir, None)?;
+    plan.write_configs()?;
+    std::fs::create_dir_all(plan.dir.join("logs"))?;
+    std::fs::create_dir_all(plan.dir.join("run"))?;
+    refuse_if_running(&plan)?;
+    if let Some(m) = &mount {
+        std::fs::create_dir_all(m).with_context(|| format!("creating mount point {}", m.display()))?;
+    }
+
+    let mut daemons: Vec<Daemon> = Vec::new();
+    let result = async {
+        daemons.push(spawn(&plan, "mgmtd", &["mgmtd"], None)?);
+        wait_mgmtd(&plan, &mut daemons).await?;
+        for i in 1..=plan.storage.len() {
+            let name = format!("storage-{i}");
+            daemons.push(spawn(&plan, &name, &["storage"], None)?);
+        }
+        super::inproc::ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token).await?;
+        daemons.push(spawn(&plan, "meta", &["meta"], None)?);
+        wait_meta(&plan, &mut daemons).await?;
+        if let Some(m) = &mount {
+            daemons.push(spawn(&plan, "fuse", &["mount"], Some(m))?);
+            wait_mounted(m, &mut daemons).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!(
+            "t3fs local up failed: {e:#}; stopping what was started (logs in {})",
+            plan.dir.join("logs").display()
+        );
+        stop_all(&plan, &mut daemons).await;
+        return Err(e);
+    }
+
+    println!("t3fs local cluster is up (data dir {})", plan.dir.display());
+    println!("  mgmtd {}   logs {}", plan.cluster.mgmtd_addr, plan.dir.join("logs").display());
+    if let Some(m) = &mount {
+        println!("  mounted at {}", m.display());
+    }
+    println!("  status: t3fs local status --data-dir {}", plan.dir.display());
+    println!("  stop:   Ctrl-C (or SIGTERM to pid {})", std::process::id());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => report_exits(&mut daemons),
+        }
+    }
+    println!("stopping t3fs local cluster...");
+    stop_all(&plan, &mut daemons).await;
+    println!("stopped");
+    Ok(())
+}
+
+fn refuse_if_running(plan: &Plan) -> anyhow::Result<()> {
+    for name in plan.daemon_names().iter().chain(std::iter::once(&"fuse".to_string())) {
+        if let Some(pid) = status::read_pid(&plan.dir, name)
+            && status::pid_alive(pid)
+        {
+            bail!("{name} of this cluster is already running (pid {pid}); stop the other `t3fs local up` first");
+        }
+    }
+    Ok(())
+}
+
+fn spawn(plan: &Plan, name: &str, args: &[&str], mount: Option<&Path>) -> anyhow::Result<Daemon> {
+    let exe = std::env::current_exe().context("locating the t3fs binary")?;
+    let log_path = plan.dir.join("logs").join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).arg("--config").arg(plan.conf_path(name));
+    if let Some(m) = mount {
+        cmd.arg(m);
+    }
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    if let Some(pid) = child.id() {
+        std::fs::write(plan.dir.join("run").join(format!("{name}.pid")), format!("{pid}\n"))?;
+    }
+    Ok(Daemon { name: name.to_string(), child, exited: false })
+}
+
+/// Fails if any child died (with the tail of its log), so start-up errors surface at once.
+fn check_alive(daemons: &mut [Daemon]) -> anyhow::Result<()> {
+    for d in daemons.iter_mut() {
+        if let Ok(Some(st)) = d.child.try_wait() {
+            d.exited = true;
+            bail!("{} exited during start-up ({st})", d.name);
+        }
+    }
+    Ok(())
+}
+
+async fn poll_until<F, Fut>(what: &str, daemons: &mut [Daemon], mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        check_alive(daemons)?;
+        if f().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after 60 s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn routing(plan: &Plan) -> Option<proto::RoutingInfo> {
+    status::fetch_routing(&plan.cluster.mgmtd_addr, &plan.cluster.token).await.ok()
+}
+
+async fn wait_mgmtd(plan: &Plan, daemons: &mut [Daemon]) -> anyhow::Result<()> {
+    poll_until("mgmtd to answer", daemons, || async { routing(plan).await.is_some() }).await
+}
+
+async fn wait_meta(plan: &Plan, daemons: &mut [Daemon]) -> anyhow::Result<()> {
+    poll_until("meta to register", daemons, || async {
+        routing(plan).await.is_some_and(|r| {
+            r.nodes.iter().any(|n| {
+                n.node_type == proto::NodeType::Meta as i32 && n.status == proto::NodeStatus::HeartbeatConnected as i32
+            })
+        })
+    })
+    .await
+}
+
+async fn wait_mounted(mnt: &Path, daemons: &mut [Daemon]) -> anyhow::Result<()> {
+    let mnt = mnt.canonicalize().unwrap_or_else(|_| mnt.to_path_buf());
+    poll_until("the FUSE mount", daemons, || {
+        let m = mnt.clone();
+        async move { is_mounted(&m) }
+    })
+    .await
+}
+
+/// Whether `path` is a mount point (listed in /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy();
+    text.lines().any(|l| l.split_whitespace().nth(4) == Some(want.as_ref()))
+}
+
+fn report_exits(daemons: &mut [Daemon]) {
+    for d in daemons.iter_mut().filter(|d| !d.exited) {
+        if let Ok(Some(st)) = d.child.try_wait() {
+            d.exited = true;
+            eprintln!("{} exited ({st}); the rest of the cluster keeps running", d.name);
+        }
+    }
+}
+
+/// Stops children in reverse start order: SIGTERM, then SIGKILL after 15 s.
+async fn stop_all(plan: &Plan, daemons: &mut Vec<Daemon>) {
+    while let Some(mut d) = daemons.pop() {
+        if !d.exited
+            && let Some(pid) = d.child.id()
+        {
+            // SAFETY: kill(2) on a pid we spawned and have not yet reaped; no memory is involved.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+            match tokio::time::timeout(Duration::from_secs(15), d.child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    eprintln!("{} did not stop within 15 s; killing it", d.name);
+                    let _ = d.child.kill().await;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(plan.dir.join("run").join(format!("{}.pid", d.name)));
+    }
+}

@@ -1,0 +1,70 @@
+//! Client configuration and caller identity.
+//!
+//! [`ClientConfig`] is what an application (or the FUSE daemon) needs to reach a cluster: the mgmtd
+//! address and the cluster token. Everything else is found through routing info. [`UserInfo`] is the
+//! identity carried in every request header; meta uses it for ownership (and, later, permission checks).
+use serde::{Deserialize, Serialize};
+
+/// How a client reaches and talks to a t3fs cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// mgmtd gRPC address (`host:port`); the only address a client must know.
+    pub mgmtd_addr: String,
+    /// Cluster token put in every request header (empty when the cluster runs without one).
+    pub token: String,
+    /// How often the routing poller asks mgmtd for a newer routing version, in milliseconds. Cheap when
+    /// nothing changed; 500 ms lets a client notice chain changes within a second.
+    pub routing_refresh_ms: u64,
+    /// How long one operation keeps retrying retryable errors (node failover, chain changes) before it
+    /// gives up, in milliseconds. 30 s covers a storage target being declared offline by mgmtd.
+    pub retry_timeout_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            mgmtd_addr: "127.0.0.1:8000".into(),
+            token: String::new(),
+            routing_refresh_ms: 500,
+            retry_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The caller's identity, sent in every request header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub gids: Vec<u32>,
+}
+
+impl UserInfo {
+    pub fn new(uid: u32, gid: u32) -> Self {
+        Self { uid, gid, gids: Vec::new() }
+    }
+
+    /// The superuser (uid 0, gid 0).
+    pub fn root() -> Self {
+        Self::new(0, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_rejects_unknown_fields() {
+        let c: ClientConfig = t3fs_common::config::parse("mgmtd_addr = \"10.0.0.1:9000\"\ntoken = \"t\"").unwrap();
+        assert_eq!(c.mgmtd_addr, "10.0.0.1:9000");
+        assert_eq!(c.token, "t");
+        assert_eq!(c.routing_refresh_ms, 500);
+        assert_eq!(c.retry_timeout_ms, 30_000);
+        assert!(t3fs_common::config::parse::<ClientConfig>("mgmtd = \"x\"").is_err());
+        let back: ClientConfig = t3fs_common::config::parse(&t3fs_common::config::to_toml(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+}

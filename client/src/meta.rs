@@ -1,0 +1,320 @@
+//! Namespace operations against the meta service.
+//!
+//! Every call validates names locally first (bad input never reaches the wire), builds one
+//! `RequestHeader` (fresh request id, token, caller identity) and sends it to the current meta node,
+//! retrying retryable errors (the same request id on every try). A transport failure drops the
+//! connection so the next try picks another meta node.
+//!
+//! Storage side effects the client owns (meta only edits the namespace):
+//! - `remove` of a file's last link deletes its chunks (best effort; leftover chunks are for GC).
+//! - `truncate` cuts/deletes chunks on storage first, then sets the new length in meta, so a reader
+//!   never sees stale bytes inside the new length.
+use t3fs_common::names::validate_name;
+use t3fs_common::proto::{self, InodeType};
+use t3fs_common::{Error, InodeId, Result, StatusCode};
+
+use crate::data::truncate_plan;
+use crate::{Client, MetaClient, UserInfo};
+
+/// Attribute changes for [`Client::setattr`]; `None` leaves a field unchanged. (Length changes go
+/// through [`Client::truncate`], which also fixes the chunks on storage.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime_ns: Option<i64>,
+    pub mtime_ns: Option<i64>,
+}
+
+impl SetAttr {
+    pub fn is_empty(&self) -> bool {
+        *self == SetAttr::default()
+    }
+}
+
+/// Readdir page size.
+const READDIR_LIMIT: u32 = 1024;
+
+fn inode_of(rsp: proto::InodeRsp) -> Result<proto::Inode> {
+    rsp.inode.ok_or_else(|| Error::internal("meta returned no inode"))
+}
+
+impl Client {
+    /// Sends one meta RPC with retries and meta-node failover. `call` builds and sends the request
+    /// on the given connection; it runs once per try.
+    async fn meta_call<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    where
+        F: Fn(MetaClient) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let call = &call;
+        self.retrying(what, move || async move {
+            let conn = self.meta_conn().await?;
+            match call(conn.client).await {
+                Ok(rsp) => Ok(rsp.into_inner()),
+                Err(st) => {
+                    let e = Error::from_tonic(&st);
+                    if matches!(e.code, StatusCode::Unavailable | StatusCode::Timeout) {
+                        self.forget_meta(conn.node_id);
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(parent = parent.0, name = %String::from_utf8_lossy(name)))]
+    pub async fn lookup(&self, user: &UserInfo, parent: InodeId, name: &[u8]) -> Result<proto::Inode> {
+        validate_name(name)?;
+        let req = proto::LookupReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            parent: parent.0,
+            name: name.to_vec().into(),
+        };
+        inode_of(
+            self.meta_call("lookup", |mut c| {
+                let r = req.clone();
+                async move { c.lookup(r).await }
+            })
+            .await?,
+        )
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0))]
+    pub async fn getattr(&self, user: &UserInfo, inode: InodeId) -> Result<proto::Inode> {
+        let req = proto::GetAttrReq { header: Some(self.header(user, &t3fs_common::new_request_id())), inode: inode.0 };
+        inode_of(
+            self.meta_call("getattr", |mut c| {
+                let r = req.clone();
+                async move { c.get_attr(r).await }
+            })
+            .await?,
+        )
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(parent = parent.0, name = %String::from_utf8_lossy(name)))]
+    pub async fn mkdir(&self, user: &UserInfo, parent: InodeId, name: &[u8], mode: u32) -> Result<proto::Inode> {
+        validate_name(name)?;
+        let req = proto::MkdirReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            parent: parent.0,
+            name: name.to_vec().into(),
+            mode: mode & 0o7777,
+        };
+        inode_of(
+            self.meta_call("mkdir", |mut c| {
+                let r = req.clone();
+                async move { c.mkdir(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Creates a regular file, or returns the existing one unless `exclusive`.
+    #[tracing::instrument(level = "debug", skip_all, fields(parent = parent.0, name = %String::from_utf8_lossy(name)))]
+    pub async fn create(
+        &self,
+        user: &UserInfo,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        exclusive: bool,
+    ) -> Result<proto::Inode> {
+        validate_name(name)?;
+        let req = proto::CreateReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            parent: parent.0,
+            name: name.to_vec().into(),
+            mode: mode & 0o7777,
+            exclusive,
+        };
+        inode_of(
+            self.meta_call("create", |mut c| {
+                let r = req.clone();
+                async move { c.create(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Removes a directory entry (`is_dir`: rmdir semantics, else unlink). When a file's last link
+    /// goes (the returned inode has `nlink == 0`), its chunks are deleted on storage, best effort.
+    #[tracing::instrument(level = "debug", skip_all, fields(parent = parent.0, name = %String::from_utf8_lossy(name)))]
+    pub async fn remove(&self, user: &UserInfo, parent: InodeId, name: &[u8], is_dir: bool) -> Result<proto::Inode> {
+        validate_name(name)?;
+        let req = proto::RemoveReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            parent: parent.0,
+            name: name.to_vec().into(),
+            is_dir,
+        };
+        let rsp = self
+            .meta_call("remove", |mut c| {
+                let r = req.clone();
+                async move { c.remove(r).await }
+            })
+            .await?;
+        let inode = rsp.inode.ok_or_else(|| Error::internal("meta returned no inode"))?;
+        if inode.inode_type == InodeType::File as i32
+            && inode.nlink == 0
+            && let Err(e) = self.remove_chunks(&inode, 0, inode.length).await
+        {
+            tracing::warn!(inode = inode.id, error = %e, "removing chunks of a deleted file failed; left for GC");
+        }
+        Ok(inode)
+    }
+
+    /// All entries of a directory (pages through `more`), sorted by name as meta returns them.
+    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0))]
+    pub async fn readdir(&self, user: &UserInfo, inode: InodeId) -> Result<Vec<proto::DirEntry>> {
+        let mut out: Vec<proto::DirEntry> = Vec::new();
+        loop {
+            let req = proto::ReadDirReq {
+                header: Some(self.header(user, &t3fs_common::new_request_id())),
+                inode: inode.0,
+                start_after: out.last().map(|e| e.name.clone()).unwrap_or_default(),
+                limit: READDIR_LIMIT,
+            };
+            let rsp = self
+                .meta_call("readdir", |mut c| {
+                    let r = req.clone();
+                    async move { c.read_dir(r).await }
+                })
+                .await?;
+            let got = rsp.entries.len();
+            out.extend(rsp.entries);
+            if !rsp.more {
+                return Ok(out);
+            }
+            if got == 0 {
+                return Err(Error::internal("meta readdir: 'more' set on an empty page"));
+            }
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0))]
+    pub async fn setattr(&self, user: &UserInfo, inode: InodeId, attr: SetAttr) -> Result<proto::Inode> {
+        let req = proto::SetAttrReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            inode: inode.0,
+            mode: attr.mode.map(|m| m & 0o7777),
+            uid: attr.uid,
+            gid: attr.gid,
+            length: None,
+            atime_ns: attr.atime_ns,
+            mtime_ns: attr.mtime_ns,
+        };
+        inode_of(
+            self.meta_call("setattr", |mut c| {
+                let r = req.clone();
+                async move { c.set_attr(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Sets a file's length: shrinking cuts the chunk holding the new end and deletes the chunks past
+    /// it (up to the old length as meta knows it) before meta records the new length.
+    pub async fn truncate(&self, user: &UserInfo, inode: InodeId, new_len: u64) -> Result<proto::Inode> {
+        self.truncate_from(user, inode, new_len, 0).await
+    }
+
+    /// [`truncate`](Self::truncate) where the caller knows data may exist up to `known_len` (e.g. its
+    /// own writes not yet reported to meta): chunks up to `max(meta length, known_len)` are fixed.
+    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0, new_len))]
+    pub async fn truncate_from(
+        &self,
+        user: &UserInfo,
+        inode: InodeId,
+        new_len: u64,
+        known_len: u64,
+    ) -> Result<proto::Inode> {
+        let current = self.getattr(user, inode).await?;
+        match InodeType::try_from(current.inode_type) {
+            Ok(InodeType::File) => {}
+            Ok(InodeType::Directory) => return Err(Error::new(StatusCode::IsDirectory, "truncate of a directory")),
+            _ => return Err(Error::invalid("truncate of a non-regular file")),
+        }
+        let old_len = current.length.max(known_len);
+        self.remove_chunks(&current, new_len, old_len).await?;
+        let req = proto::SetAttrReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            inode: inode.0,
+            length: Some(new_len),
+            ..Default::default()
+        };
+        inode_of(
+            self.meta_call("truncate", |mut c| {
+                let r = req.clone();
+                async move { c.set_attr(r).await }
+            })
+            .await?,
+        )
+    }
+
+    /// Applies [`truncate_plan`]`(old_len, new_len)` to the file's chunks, 16 at a time.
+    pub(crate) async fn remove_chunks(&self, inode: &proto::Inode, new_len: u64, old_len: u64) -> Result<()> {
+        let layout = crate::data::file_layout(inode)?;
+        let plan = truncate_plan(old_len, new_len, layout.chunk_size)?;
+        self.apply_chunk_ops(layout, InodeId(inode.id), &plan).await
+    }
+
+    /// Tells meta this client is done writing (for now): meta extends the length to `length_hint`
+    /// (the highest byte this client wrote + 1) and updates mtime when `wrote`.
+    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0, length_hint, wrote))]
+    pub async fn close(&self, user: &UserInfo, inode: InodeId, length_hint: u64, wrote: bool) -> Result<proto::Inode> {
+        let req = proto::CloseReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            inode: inode.0,
+            length_hint,
+            wrote,
+        };
+        inode_of(
+            self.meta_call("close", |mut c| {
+                let r = req.clone();
+                async move { c.close(r).await }
+            })
+            .await?,
+        )
+    }
+
+    pub async fn statfs(&self, user: &UserInfo) -> Result<proto::StatFsRsp> {
+        let req = proto::StatFsReq { header: Some(self.header(user, &t3fs_common::new_request_id())) };
+        self.meta_call("statfs", |mut c| {
+            let r = req.clone();
+            async move { c.stat_fs(r).await }
+        })
+        .await
+    }
+
+    /// Resolves an absolute path (`/a/b/c`; `.` and `..` allowed, empty components ignored).
+    pub async fn resolve_path(&self, user: &UserInfo, path: &str) -> Result<proto::Inode> {
+        if !path.starts_with('/') {
+            return Err(Error::invalid(format!("path {path:?} is not absolute")));
+        }
+        let mut cur = self.getattr(user, InodeId::ROOT).await?;
+        for comp in path.split('/') {
+            match comp {
+                "" | "." => {}
+                ".." => {
+                    if cur.id != InodeId::ROOT.0 {
+                        let parent = if cur.parent == 0 { InodeId::ROOT.0 } else { cur.parent };
+                        cur = self.getattr(user, InodeId(parent)).await?;
+                    }
+                }
+                name => {
+                    if cur.inode_type != InodeType::Directory as i32 {
+                        return Err(Error::new(
+                            StatusCode::NotDirectory,
+                            format!("{path}: a component is not a directory"),
+                        ));
+                    }
+                    cur = self.lookup(user, InodeId(cur.id), name.as_bytes()).await?;
+                }
+            }
+        }
+        Ok(cur)
+    }
+}

@@ -1,0 +1,420 @@
+//! The client's data and metadata paths against an in-process fake cluster: a fake mgmtd (static
+//! routing info), a minimal in-memory meta, and two fake storage nodes on the bulk plane that
+//! "replicate" by applying an update to every target of the chain. Faults are injected per target.
+//! The real daemons are exercised by the lead's end-to-end tests; this pins the client's own logic
+//! (chunk splitting on the wire, holes, CRC checks, replica failover, retries, truncate/remove).
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use t3fs_client::{Client, ClientConfig, UserInfo};
+use t3fs_common::bulk::{self, BulkHandler};
+use t3fs_common::proto::{self, InodeType, PublicTargetState, UpdateType, bulk_request};
+use t3fs_common::{ChunkId, Error, InodeId, StatusCode, TargetId};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+const CS: u32 = 4096;
+const FILE: u64 = 2;
+
+/// (target, chunk id bytes) -> chunk bytes.
+type ChunkMap = HashMap<(u64, Vec<u8>), Vec<u8>>;
+
+#[derive(Default)]
+struct Storage {
+    chunks: Mutex<ChunkMap>,
+    /// Targets whose reads fail with Unavailable.
+    down: Mutex<HashSet<u64>>,
+    /// Targets whose reads carry a wrong CRC.
+    corrupt: Mutex<HashSet<u64>>,
+    /// Updates to answer with NotHead before accepting.
+    not_head: AtomicU32,
+    updates: AtomicU32,
+    /// chain id -> targets, head first.
+    chains: HashMap<u32, Vec<u64>>,
+}
+
+struct Node(Arc<Storage>);
+
+impl BulkHandler for Node {
+    async fn handle(&self, req: proto::BulkRequest, payload: Bytes) -> (proto::BulkResponse, Bytes) {
+        let s = &self.0;
+        let err = |c: StatusCode| (bulk::error_response(&Error::new(c, "injected")), Bytes::new());
+        match req.op {
+            Some(bulk_request::Op::Read(r)) => {
+                if s.down.lock().unwrap().contains(&r.target_id) {
+                    return err(StatusCode::Unavailable);
+                }
+                let chunks = s.chunks.lock().unwrap();
+                let Some(data) = chunks.get(&(r.target_id, r.chunk_id.to_vec())) else {
+                    return err(StatusCode::ChunkNotFound);
+                };
+                let start = (r.offset as usize).min(data.len());
+                let end = (start + r.length as usize).min(data.len());
+                let out = Bytes::copy_from_slice(&data[start..end]);
+                let mut crc = crc32c::crc32c(&out);
+                if s.corrupt.lock().unwrap().contains(&r.target_id) {
+                    crc ^= 1;
+                }
+                (proto::BulkResponse { payload_crc32c: crc, ..Default::default() }, out)
+            }
+            Some(bulk_request::Op::Update(u)) => {
+                s.updates.fetch_add(1, Ordering::SeqCst);
+                if s.not_head.load(Ordering::SeqCst) > 0 {
+                    s.not_head.fetch_sub(1, Ordering::SeqCst);
+                    return err(StatusCode::NotHead);
+                }
+                let chain = &s.chains[&u.chain_id];
+                if chain[0] != u.target_id || u.chunk_size != CS {
+                    return err(StatusCode::InvalidArgument);
+                }
+                if crc32c::crc32c(&payload) != u.payload_crc32c {
+                    return err(StatusCode::ChecksumMismatch);
+                }
+                let mut chunks = s.chunks.lock().unwrap();
+                for &t in chain {
+                    let key = (t, u.chunk_id.to_vec());
+                    match UpdateType::try_from(u.update_type) {
+                        Ok(UpdateType::Write) => {
+                            let c = chunks.entry(key).or_default();
+                            let end = u.offset as usize + payload.len();
+                            if c.len() < end {
+                                c.resize(end, 0);
+                            }
+                            c[u.offset as usize..end].copy_from_slice(&payload);
+                        }
+                        Ok(UpdateType::Truncate) => match chunks.get_mut(&key) {
+                            Some(c) => c.resize(u.offset as usize, 0),
+                            None => return err(StatusCode::ChunkNotFound),
+                        },
+                        Ok(UpdateType::Remove) => {
+                            if chunks.remove(&key).is_none() {
+                                return err(StatusCode::ChunkNotFound);
+                            }
+                        }
+                        _ => return err(StatusCode::InvalidArgument),
+                    }
+                }
+                (proto::BulkResponse::default(), Bytes::new())
+            }
+            None => err(StatusCode::InvalidArgument),
+        }
+    }
+}
+
+struct Mgmtd(proto::RoutingInfo);
+
+#[tonic::async_trait]
+impl proto::mgmtd_server::Mgmtd for Mgmtd {
+    async fn register_node(
+        &self,
+        _: Request<proto::RegisterNodeReq>,
+    ) -> Result<Response<proto::RegisterNodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn heartbeat(&self, _: Request<proto::HeartbeatReq>) -> Result<Response<proto::HeartbeatRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_routing_info(
+        &self,
+        r: Request<proto::GetRoutingInfoReq>,
+    ) -> Result<Response<proto::GetRoutingInfoRsp>, Status> {
+        let info = (r.into_inner().known_version < self.0.version).then(|| self.0.clone());
+        Ok(Response::new(proto::GetRoutingInfoRsp { info }))
+    }
+    async fn create_chain_table(
+        &self,
+        _: Request<proto::CreateChainTableReq>,
+    ) -> Result<Response<proto::CreateChainTableRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// One file (inode 2) under the root; enough meta for truncate and remove.
+struct Meta(Arc<Mutex<proto::Inode>>);
+
+#[tonic::async_trait]
+impl proto::meta_server::Meta for Meta {
+    async fn lookup(&self, r: Request<proto::LookupReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = r.into_inner();
+        if r.parent == 1 && &r.name[..] == b"f" {
+            return Ok(Response::new(proto::InodeRsp { inode: Some(self.0.lock().unwrap().clone()) }));
+        }
+        Err(Error::not_found("no such entry").to_tonic())
+    }
+    async fn get_attr(&self, r: Request<proto::GetAttrReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        match r.into_inner().inode {
+            1 => Ok(Response::new(proto::InodeRsp {
+                inode: Some(proto::Inode {
+                    id: 1,
+                    inode_type: InodeType::Directory as i32,
+                    nlink: 2,
+                    ..Default::default()
+                }),
+            })),
+            FILE => Ok(Response::new(proto::InodeRsp { inode: Some(self.0.lock().unwrap().clone()) })),
+            _ => Err(Error::not_found("no such inode").to_tonic()),
+        }
+    }
+    async fn mkdir(&self, _: Request<proto::MkdirReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn create(&self, _: Request<proto::CreateReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove(&self, _: Request<proto::RemoveReq>) -> Result<Response<proto::RemoveRsp>, Status> {
+        let mut i = self.0.lock().unwrap().clone();
+        i.nlink = 0;
+        Ok(Response::new(proto::RemoveRsp { inode: Some(i) }))
+    }
+    async fn read_dir(&self, _: Request<proto::ReadDirReq>) -> Result<Response<proto::ReadDirRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn set_attr(&self, r: Request<proto::SetAttrReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = r.into_inner();
+        let mut i = self.0.lock().unwrap();
+        if let Some(l) = r.length {
+            i.length = l;
+        }
+        Ok(Response::new(proto::InodeRsp { inode: Some(i.clone()) }))
+    }
+    async fn close(&self, _: Request<proto::CloseReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn stat_fs(&self, _: Request<proto::StatFsReq>) -> Result<Response<proto::StatFsRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+struct Cluster {
+    client: Arc<Client>,
+    storage: Arc<Storage>,
+    file: Arc<Mutex<proto::Inode>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn serving(t: u64) -> proto::ChainTarget {
+    proto::ChainTarget { target_id: t, public_state: PublicTargetState::Serving as i32 }
+}
+
+/// Two storage nodes (1: targets 101, 102; 2: targets 201, 202); chain 1 = [101, 201],
+/// chain 2 = [202, 102]; the file is striped over both chains.
+async fn cluster() -> Cluster {
+    let cancel = CancellationToken::new();
+    let chains: HashMap<u32, Vec<u64>> = [(1, vec![101, 201]), (2, vec![202, 102])].into();
+    let storage = Arc::new(Storage { chains: chains.clone(), ..Default::default() });
+    let mut nodes = Vec::new();
+    for id in [1u32, 2] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(bulk::serve(l, Arc::new(Node(storage.clone())), cancel.clone()));
+        nodes.push(proto::NodeInfo {
+            node_id: 10 + id,
+            node_type: proto::NodeType::Storage as i32,
+            status: proto::NodeStatus::HeartbeatConnected as i32,
+            grpc_addr: "127.0.0.1:1".into(),
+            bulk_addr: addr,
+            ..Default::default()
+        });
+    }
+    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let grpc = incoming.local_addr().unwrap().to_string();
+    nodes.push(proto::NodeInfo {
+        node_id: 1,
+        node_type: proto::NodeType::Meta as i32,
+        status: proto::NodeStatus::HeartbeatConnected as i32,
+        grpc_addr: grpc.clone(),
+        ..Default::default()
+    });
+    let target = |t: u64, node: u32, chain: u32| proto::TargetInfo {
+        target_id: t,
+        node_id: node,
+        chain_id: chain,
+        public_state: PublicTargetState::Serving as i32,
+        ..Default::default()
+    };
+    let info = proto::RoutingInfo {
+        version: 1,
+        nodes,
+        tables: vec![proto::ChainTable { table_id: 1, version: 1, chains: vec![1, 2], desc: String::new() }],
+        chains: chains
+            .iter()
+            .map(|(&id, ts)| proto::ChainInfo {
+                chain_id: id,
+                chain_version: 1,
+                targets: ts.iter().map(|&t| serving(t)).collect(),
+            })
+            .collect(),
+        targets: vec![target(101, 11, 1), target(102, 11, 2), target(201, 12, 1), target(202, 12, 2)],
+        ..Default::default()
+    };
+    let file = Arc::new(Mutex::new(proto::Inode {
+        id: FILE,
+        inode_type: InodeType::File as i32,
+        mode: 0o644,
+        nlink: 1,
+        layout: Some(proto::Layout {
+            table_id: 1,
+            table_version: 1,
+            chunk_size: CS,
+            stripe: 2,
+            base_index: 0,
+            seed: 7,
+        }),
+        ..Default::default()
+    }));
+    let server = tonic::transport::Server::builder()
+        .add_service(proto::mgmtd_server::MgmtdServer::new(Mgmtd(info)))
+        .add_service(proto::meta_server::MetaServer::new(Meta(file.clone())))
+        .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
+    tokio::spawn(server);
+    let cfg = ClientConfig { mgmtd_addr: grpc, retry_timeout_ms: 5_000, routing_refresh_ms: 100, ..Default::default() };
+    let client = Client::connect(cfg).await.unwrap();
+    Cluster { client, storage, file, cancel }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+impl Cluster {
+    fn inode(&self, length: u64) -> proto::Inode {
+        let mut f = self.file.lock().unwrap();
+        f.length = length;
+        f.clone()
+    }
+    fn chunk(&self, target: u64, index: u32) -> Option<Vec<u8>> {
+        let key = (target, ChunkId::new(InodeId(FILE), index).to_bytes().to_vec());
+        self.storage.chunks.lock().unwrap().get(&key).cloned()
+    }
+    fn chunk_count(&self) -> usize {
+        self.storage.chunks.lock().unwrap().len()
+    }
+}
+
+#[tokio::test]
+async fn write_then_read_across_chunks_and_replicas() {
+    let c = cluster().await;
+    let data = pattern(10_000, 3);
+    let inode = c.inode(12_000);
+    c.client.write(&inode, 1000, &data).await.unwrap();
+    // Chunks 0..=2 exist, each on both replicas of its chain, identical.
+    assert_eq!(c.chunk_count(), 6);
+    let back = c.client.read(&inode, 1000, 10_000).await.unwrap();
+    assert_eq!(back, data);
+    // The first 1000 bytes are a hole inside chunk 0.
+    let head = c.client.read(&inode, 0, 1500).await.unwrap();
+    assert_eq!(&head[..1000], &[0u8; 1000][..]);
+    assert_eq!(&head[1000..], &data[..500]);
+    // Reads are clamped to the length; the tail past the written data reads as zeros.
+    let tail = c.client.read(&inode, 10_990, 2000).await.unwrap();
+    assert_eq!(tail.len(), 1010);
+    assert_eq!(&tail[..10], &data[9990..]);
+    assert!(tail[10..].iter().all(|&b| b == 0));
+    assert!(c.client.read(&inode, 12_000, 100).await.unwrap().is_empty());
+    assert!(c.client.read(&inode, 50_000, 100).await.unwrap().is_empty());
+    assert!(c.client.read(&inode, 0, 0).await.unwrap().is_empty());
+    // Empty write is a no-op.
+    c.client.write(&inode, 123, &[]).await.unwrap();
+    // The client's replica check sees the same chunk on both targets of a chain.
+    let routing = c.client.routing();
+    let table = routing.table(t3fs_common::ChainTableId(1), 1).unwrap();
+    let layout = inode.layout.as_ref().unwrap();
+    for idx in 0..3 {
+        let chain = routing.chain(t3fs_common::layout::chain_of(layout, &table.chains, idx).unwrap()).unwrap();
+        let [a, b] = [chain.targets[0].target_id, chain.targets[1].target_id];
+        assert_eq!(c.chunk(a, idx).unwrap(), c.chunk(b, idx).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn missing_chunks_read_as_zeros() {
+    let c = cluster().await;
+    let inode = c.inode(3 * u64::from(CS));
+    c.client.write(&inode, u64::from(CS) + 10, b"hello").await.unwrap();
+    let all = c.client.read(&inode, 0, 3 * CS).await.unwrap();
+    assert_eq!(all.len(), 3 * CS as usize);
+    let mut want = vec![0u8; 3 * CS as usize];
+    want[CS as usize + 10..CS as usize + 15].copy_from_slice(b"hello");
+    assert_eq!(all, want);
+}
+
+#[tokio::test]
+async fn reads_fail_over_to_another_replica() {
+    let c = cluster().await;
+    let inode = c.inode(2 * u64::from(CS));
+    let data = pattern(2 * CS as usize, 9);
+    c.client.write(&inode, 0, &data).await.unwrap();
+    // One replica of each chain is down, another returns corrupt data: every read still succeeds.
+    c.storage.down.lock().unwrap().extend([101, 102]);
+    for _ in 0..4 {
+        assert_eq!(c.client.read(&inode, 0, 2 * CS).await.unwrap(), data);
+    }
+    c.storage.down.lock().unwrap().clear();
+    c.storage.corrupt.lock().unwrap().extend([201, 202]);
+    for _ in 0..4 {
+        assert_eq!(c.client.read(&inode, 0, 2 * CS).await.unwrap(), data);
+    }
+    // Every replica corrupt: a checksum error, not bad data.
+    c.storage.corrupt.lock().unwrap().extend([101, 102]);
+    assert_eq!(c.client.read(&inode, 0, 10).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+}
+
+#[tokio::test]
+async fn writes_retry_retryable_errors() {
+    let c = cluster().await;
+    let inode = c.inode(100);
+    c.storage.not_head.store(3, Ordering::SeqCst);
+    c.client.write(&inode, 0, b"abc").await.unwrap();
+    assert_eq!(c.storage.updates.load(Ordering::SeqCst), 4);
+    assert_eq!(c.client.read(&inode, 0, 3).await.unwrap(), b"abc");
+}
+
+#[tokio::test]
+async fn truncate_and_remove_fix_chunks() {
+    let c = cluster().await;
+    let user = UserInfo::root();
+    let len = 3 * u64::from(CS) + 100;
+    let inode = c.inode(len);
+    let data = pattern(len as usize, 1);
+    c.client.write(&inode, 0, &data).await.unwrap();
+    assert_eq!(c.chunk_count(), 8);
+
+    let t = c.client.truncate(&user, InodeId(FILE), u64::from(CS) + 5).await.unwrap();
+    assert_eq!(t.length, u64::from(CS) + 5);
+    assert_eq!(c.chunk_count(), 4);
+    let after = c.client.read(&t, 0, 4 * CS).await.unwrap();
+    assert_eq!(after, &data[..CS as usize + 5]);
+    // Growing again shows zeros, not the old bytes.
+    let g = c.client.truncate(&user, InodeId(FILE), 2 * u64::from(CS)).await.unwrap();
+    let grown = c.client.read(&g, u64::from(CS), CS).await.unwrap();
+    assert_eq!(&grown[..5], &data[CS as usize..CS as usize + 5]);
+    assert!(grown[5..].iter().all(|&b| b == 0));
+
+    let f = c.client.resolve_path(&user, "/./f").await.unwrap();
+    assert_eq!(f.id, FILE);
+    assert_eq!(c.client.resolve_path(&user, "/nope").await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(c.client.lookup(&user, InodeId::ROOT, b"a/b").await.unwrap_err().code, StatusCode::InvalidArgument);
+
+    c.client.remove(&user, InodeId::ROOT, b"f", false).await.unwrap();
+    assert_eq!(c.chunk_count(), 0);
+}
+
+#[tokio::test]
+async fn query_chunk_needs_a_reachable_admin_service() {
+    // The fake storage nodes have no gRPC admin service: the error must be a clean Unavailable.
+    let c = cluster().await;
+    let e = c.client.query_chunk(TargetId(101), ChunkId::new(InodeId(FILE), 0)).await.unwrap_err();
+    assert_eq!(e.code, StatusCode::Unavailable);
+    assert_eq!(
+        c.client.query_chunk(TargetId(999), ChunkId::new(InodeId(FILE), 0)).await.unwrap_err().code,
+        StatusCode::RoutingNotReady
+    );
+}

@@ -1,0 +1,65 @@
+//! Mount configuration (`t3fs fuse --config F`).
+use serde::{Deserialize, Serialize};
+use t3fs_client::ClientConfig;
+
+/// How to mount a t3fs cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MountConfig {
+    /// mgmtd gRPC address (`host:port`); everything else is found through routing info.
+    pub mgmtd_addr: String,
+    /// Cluster token sent in every request header (empty when the cluster runs without one).
+    pub token: String,
+    /// How long the kernel may cache attributes (stat results), in milliseconds. Short by default so
+    /// changes made by other clients show up quickly.
+    pub attr_timeout_ms: u64,
+    /// How long the kernel may cache name -> inode lookups, in milliseconds.
+    pub entry_timeout_ms: u64,
+    /// FUSE event-loop threads reading requests from the kernel. Operations run on the tokio
+    /// runtime, so these threads only dispatch; a few are enough.
+    pub threads: usize,
+    /// Let users other than the one who mounted access the mount (`allow_other`; needs
+    /// `user_allow_other` in /etc/fuse.conf for non-root mounts). Also enables auto-unmount when the
+    /// daemon dies.
+    pub allow_other: bool,
+    /// The source name shown in /proc/mounts and `df`.
+    pub fsname: String,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        Self {
+            mgmtd_addr: "127.0.0.1:8000".into(),
+            token: String::new(),
+            attr_timeout_ms: 1000,
+            entry_timeout_ms: 1000,
+            threads: 4,
+            allow_other: false,
+            fsname: "t3fs".into(),
+        }
+    }
+}
+
+impl MountConfig {
+    /// The client-library config this mount uses.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig { mgmtd_addr: self.mgmtd_addr.clone(), token: self.token.clone(), ..ClientConfig::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_rejects_unknown_fields() {
+        let c: MountConfig = t3fs_common::config::parse("mgmtd_addr = \"1.2.3.4:5\"\nthreads = 2").unwrap();
+        assert_eq!(c.mgmtd_addr, "1.2.3.4:5");
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.attr_timeout_ms, 1000);
+        assert_eq!(c.fsname, "t3fs");
+        assert!(!c.allow_other);
+        assert!(t3fs_common::config::parse::<MountConfig>("mountpoint = \"/x\"").is_err());
+        assert_eq!(c.client_config().mgmtd_addr, "1.2.3.4:5");
+    }
+}

@@ -1,0 +1,619 @@
+//! The FUSE adapter: kernel requests -> client library calls.
+//!
+//! Every operation that talks to the cluster is spawned as a task on the tokio runtime and answers
+//! its reply from there, so FUSE event-loop threads never block on the network. Names are validated
+//! (`validate_name`) before any RPC; errors map to errnos through `Error::errno()`. The caller's
+//! uid/gid from the request header is the user of every RPC.
+//!
+//! Kernel caching: attributes and entries are cached for `attr_timeout_ms`/`entry_timeout_ms`; files
+//! are opened without `FOPEN_KEEP_CACHE`, so the page cache of a file is dropped on each open
+//! (close-to-open consistency, with the length re-read from meta at open).
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use t3fs_client::{Client, SetAttr, UserInfo};
+use t3fs_common::names::validate_name;
+use t3fs_common::proto::{self, InodeType};
+use t3fs_common::{Error, InodeId, StatusCode};
+use tracing::Instrument;
+
+use crate::attr::{file_type, ns_from_time, to_file_attr};
+use crate::config::MountConfig;
+use crate::handles::{DirItem, FileRef, Handles, OpenFile};
+
+/// Block size reported by statfs.
+const STATFS_BSIZE: u64 = 4096;
+
+/// Shared state of one mount; ops hold it by `Arc` inside their tasks.
+pub(crate) struct Inner {
+    pub(crate) client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    pub(crate) handles: Handles,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+}
+
+/// The t3fs FUSE filesystem.
+pub struct T3Fs {
+    inner: Arc<Inner>,
+}
+
+fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn user(req: &Request) -> UserInfo {
+    UserInfo::new(req.uid(), req.gid())
+}
+
+/// Validates a name from the kernel, answering with the errno on failure.
+fn check_name(name: &OsStr) -> Result<Vec<u8>, Errno> {
+    let b = name.as_bytes();
+    validate_name(b).map_err(|e| errno(&e))?;
+    Ok(b.to_vec())
+}
+
+fn time_ns(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::SpecificTime(t) => ns_from_time(t),
+        TimeOrNow::Now => t3fs_common::now_ns(),
+    }
+}
+
+/// Logs an op's failure (expected ones quietly) and returns its errno.
+fn fail(op: &str, e: &Error) -> Errno {
+    match e.code {
+        StatusCode::NotFound | StatusCode::AlreadyExists | StatusCode::DirectoryNotEmpty => {
+            tracing::debug!(error = %e, "{op} failed")
+        }
+        _ => tracing::warn!(error = %e, "{op} failed"),
+    }
+    errno(e)
+}
+
+impl T3Fs {
+    pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, cfg: &MountConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                rt,
+                handles: Handles::new(),
+                attr_ttl: Duration::from_millis(cfg.attr_timeout_ms),
+                entry_ttl: Duration::from_millis(cfg.entry_timeout_ms),
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+
+    /// Runs `f(inner)` as a task on the runtime, inside a span naming the op.
+    fn spawn<F, Fut>(&self, span: tracing::Span, f: F)
+    where
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let fut = f(self.inner.clone());
+        self.inner.rt.spawn(fut.instrument(span));
+    }
+}
+
+impl Inner {
+    /// FUSE attributes, with the size including this mount's unflushed/unreported writes.
+    fn attr(&self, inode: &proto::Inode) -> fuser::FileAttr {
+        let size = if inode.inode_type == InodeType::File as i32 {
+            self.handles.seen(inode.id, inode.length)
+        } else {
+            inode.length
+        };
+        to_file_attr(inode, size)
+    }
+
+    /// Writes out a handle's buffered data.
+    async fn flush_buf(&self, f: &mut OpenFile) -> t3fs_common::Result<()> {
+        match f.buf.take() {
+            Some((offset, data)) => self.client.write(&f.inode, offset, &data).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes out buffered data and, if the handle wrote since the last report, tells meta the
+    /// length (Close with the length hint). What flush, fsync and release do.
+    async fn sync_handle(&self, user: &UserInfo, f: &mut OpenFile, always_close: bool) -> t3fs_common::Result<()> {
+        self.flush_buf(f).await?;
+        if f.dirty || always_close {
+            let ino = f.inode.id;
+            let hint = self.handles.local_len(ino);
+            let inode = self.client.close(user, InodeId(ino), hint, f.dirty).await?;
+            self.handles.seen(ino, inode.length);
+            f.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Writes out the buffers of every open handle of `ino` (before a truncate).
+    async fn flush_inode(&self, ino: u64) -> t3fs_common::Result<()> {
+        for f in self.handles.files_of(ino) {
+            let mut g = f.lock().await;
+            self.flush_buf(&mut g).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes out every handle's buffer and reports lengths (before unmounting). Best effort.
+    pub(crate) async fn sync_all(&self) {
+        for f in self.handles.all_files() {
+            let mut g = f.lock().await;
+            let ino = g.inode.id;
+            if let Err(e) = self.sync_handle(&UserInfo::root(), &mut g, false).await {
+                tracing::warn!(inode = ino, error = %e, "flushing an open file at unmount failed");
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        user: &UserInfo,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+    ) -> t3fs_common::Result<(proto::Inode, u64)> {
+        let exclusive = flags & libc::O_EXCL != 0;
+        let mut inode = self.client.create(user, InodeId(parent), name, mode, exclusive).await?;
+        if flags & libc::O_TRUNC != 0 && inode.length > 0 {
+            inode = self.client.truncate(user, InodeId(inode.id), 0).await?;
+        }
+        let writable = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
+        let fh = self.handles.open_file(inode.clone(), writable);
+        Ok((inode, fh))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn setattr(
+        &self,
+        user: &UserInfo,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+    ) -> t3fs_common::Result<proto::Inode> {
+        let mut inode = None;
+        if let Some(size) = size {
+            self.flush_inode(ino).await?;
+            let known = self.handles.local_len(ino);
+            inode = Some(self.client.truncate_from(user, InodeId(ino), size, known).await?);
+            self.handles.truncated(ino, size);
+        }
+        let attr = SetAttr { mode, uid, gid, atime_ns: atime.map(time_ns), mtime_ns: mtime.map(time_ns) };
+        if !attr.is_empty() {
+            inode = Some(self.client.setattr(user, InodeId(ino), attr).await?);
+        }
+        match inode {
+            Some(i) => Ok(i),
+            None => self.client.getattr(user, InodeId(ino)).await,
+        }
+    }
+
+    async fn read(&self, f: FileRef, offset: u64, size: u32) -> t3fs_common::Result<Vec<u8>> {
+        let mut g = f.lock().await;
+        self.flush_buf(&mut g).await?;
+        let mut inode = g.inode.clone();
+        inode.length = self.handles.read_len(inode.id, inode.length);
+        drop(g);
+        self.client.read(&inode, offset, size).await
+    }
+
+    async fn write(&self, f: FileRef, offset: u64, data: &[u8]) -> t3fs_common::Result<()> {
+        let mut g = f.lock().await;
+        if !g.buf.can_append(offset) {
+            self.flush_buf(&mut g).await?;
+        }
+        let end =
+            offset.checked_add(data.len() as u64).ok_or_else(|| Error::invalid("write past the largest offset"))?;
+        g.buf.append(offset, data);
+        g.dirty = true;
+        self.handles.note_write(g.inode.id, end);
+        if g.buf.should_flush() {
+            self.flush_buf(&mut g).await?;
+        }
+        Ok(())
+    }
+
+    async fn opendir(&self, user: &UserInfo, ino: u64) -> t3fs_common::Result<u64> {
+        let (dir, entries) =
+            tokio::join!(self.client.getattr(user, InodeId(ino)), self.client.readdir(user, InodeId(ino)));
+        let dir = dir?;
+        if dir.inode_type != InodeType::Directory as i32 {
+            return Err(Error::new(StatusCode::NotDirectory, format!("inode {ino} is not a directory")));
+        }
+        let entries = entries?;
+        let parent = if ino == InodeId::ROOT.0 || dir.parent == 0 { ino } else { dir.parent };
+        let mut items = Vec::with_capacity(entries.len() + 2);
+        items.push(DirItem { ino, kind: FileType::Directory, name: ".".into() });
+        items.push(DirItem { ino: parent, kind: FileType::Directory, name: "..".into() });
+        items.extend(entries.into_iter().map(|e| DirItem {
+            ino: e.inode,
+            kind: file_type(e.inode_type),
+            name: OsStr::from_bytes(&e.name).to_os_string(),
+        }));
+        Ok(self.handles.open_dir(items))
+    }
+}
+
+impl Filesystem for T3Fs {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let user = user(req);
+        let span = tracing::debug_span!("lookup", parent = parent.0, name = %String::from_utf8_lossy(&name));
+        self.spawn(span, |fs| async move {
+            match fs.client.lookup(&user, InodeId(parent.0), &name).await {
+                Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
+                Err(e) => reply.error(fail("lookup", &e)),
+            }
+        });
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let user = user(req);
+        self.spawn(tracing::debug_span!("getattr", ino = ino.0), |fs| async move {
+            match fs.client.getattr(&user, InodeId(ino.0)).await {
+                Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
+                Err(e) => reply.error(fail("getattr", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let user = user(req);
+        self.spawn(tracing::debug_span!("setattr", ino = ino.0, ?size), |fs| async move {
+            match fs.setattr(&user, ino.0, mode, uid, gid, size, atime, mtime).await {
+                Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
+                Err(e) => reply.error(fail("setattr", &e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let user = user(req);
+        let span = tracing::debug_span!("mknod", parent = parent.0, name = %String::from_utf8_lossy(&name));
+        self.spawn(span, |fs| async move {
+            match fs.client.create(&user, InodeId(parent.0), &name, mode & !umask, true).await {
+                Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
+                Err(e) => reply.error(fail("mknod", &e)),
+            }
+        });
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let user = user(req);
+        let span = tracing::debug_span!("mkdir", parent = parent.0, name = %String::from_utf8_lossy(&name));
+        self.spawn(span, |fs| async move {
+            match fs.client.mkdir(&user, InodeId(parent.0), &name, mode & !umask).await {
+                Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
+                Err(e) => reply.error(fail("mkdir", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(req, parent, name, false, reply);
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(req, parent, name, true, reply);
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        reply.error(Errno::from_i32(libc::EINVAL));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let user = user(req);
+        self.spawn(tracing::debug_span!("open", ino = ino.0), |fs| async move {
+            match fs.client.getattr(&user, InodeId(ino.0)).await {
+                Ok(i) if i.inode_type == InodeType::Directory as i32 => reply.error(Errno::from_i32(libc::EISDIR)),
+                Ok(i) => {
+                    let fh = fs.handles.open_file(i, flags.acc_mode() != OpenAccMode::O_RDONLY);
+                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+                Err(e) => reply.error(fail("open", &e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let user = user(req);
+        let span = tracing::debug_span!("create", parent = parent.0, name = %String::from_utf8_lossy(&name));
+        self.spawn(span, |fs| async move {
+            match fs.create(&user, parent.0, &name, mode & !umask, flags).await {
+                Ok((i, fh)) => {
+                    let attr = fs.attr(&i);
+                    reply.created(&fs.entry_ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
+                }
+                Err(e) => reply.error(fail("create", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(f) = self.inner.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
+        self.spawn(tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size), |fs| async move {
+            match fs.read(f, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(fail("read", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Ok(len) = u32::try_from(data.len()) else {
+            return reply.error(Errno::from_i32(libc::EINVAL));
+        };
+        let Some(f) = self.inner.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
+        let data = data.to_vec();
+        self.spawn(tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, len), |fs| async move {
+            match fs.write(f, offset, &data).await {
+                Ok(()) => reply.written(len),
+                Err(e) => reply.error(fail("write", &e)),
+            }
+        });
+    }
+
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.sync(req, ino, fh, "flush", reply);
+    }
+
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.sync(req, ino, fh, "fsync", reply);
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let user = user(req);
+        self.spawn(tracing::debug_span!("release", ino = ino.0, fh = fh.0), |fs| async move {
+            let Some(f) = fs.handles.file(fh.0) else { return reply.ok() };
+            let res = {
+                let mut g = f.lock().await;
+                let writable = g.writable;
+                fs.sync_handle(&user, &mut g, writable).await
+            };
+            fs.handles.release_file(fh.0);
+            match res {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("release", &e)),
+            }
+        });
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let user = user(req);
+        self.spawn(tracing::debug_span!("opendir", ino = ino.0), |fs| async move {
+            match fs.opendir(&user, ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(fail("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        // Served from the listing taken at opendir: `offset` is an index into it, so a directory
+        // changing underneath never makes the kernel skip or repeat entries of this stream.
+        let Some(items) = self.inner.handles.dir(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, item) in items.iter().enumerate().skip(start) {
+            if reply.add(INodeNo(item.ino), (i + 1) as u64, item.kind, &item.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.inner.handles.release_dir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let user = user(req);
+        self.spawn(tracing::debug_span!("statfs"), |fs| async move {
+            match fs.client.statfs(&user).await {
+                Ok(s) => {
+                    let blocks = s.capacity_bytes / STATFS_BSIZE;
+                    let free = s.capacity_bytes.saturating_sub(s.used_bytes) / STATFS_BSIZE;
+                    let files = u64::from(u32::MAX).max(s.inodes);
+                    reply.statfs(
+                        blocks,
+                        free,
+                        free,
+                        files,
+                        files - s.inodes,
+                        STATFS_BSIZE as u32,
+                        t3fs_common::names::NAME_MAX as u32,
+                        STATFS_BSIZE as u32,
+                    )
+                }
+                Err(e) => reply.error(fail("statfs", &e)),
+            }
+        });
+    }
+
+    // Extended attributes are not supported. ENOSYS makes the kernel stop asking (it then answers
+    // EOPNOTSUPP itself) instead of paying a round trip per `ls -l`.
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // ENOSYS: the kernel treats access() as always allowed from now on (permission checks are
+        // meta's job; see issue 5).
+        reply.error(Errno::ENOSYS);
+    }
+}
+
+impl T3Fs {
+    fn remove(&self, req: &Request, parent: INodeNo, name: &OsStr, is_dir: bool, reply: ReplyEmpty) {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let user = user(req);
+        let op = if is_dir { "rmdir" } else { "unlink" };
+        let span = tracing::debug_span!("remove", op, parent = parent.0, name = %String::from_utf8_lossy(&name));
+        self.spawn(span, |fs| async move {
+            match fs.client.remove(&user, InodeId(parent.0), &name, is_dir).await {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(fail(op, &e)),
+            }
+        });
+    }
+
+    fn sync(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: &'static str, reply: ReplyEmpty) {
+        let user = user(req);
+        self.spawn(tracing::debug_span!("sync", op, ino = ino.0, fh = fh.0), |fs| async move {
+            let Some(f) = fs.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
+            let mut g = f.lock().await;
+            match fs.sync_handle(&user, &mut g, false).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(op, &e)),
+            }
+        });
+    }
+}

@@ -1,0 +1,333 @@
+//! Open-file and open-directory state of the FUSE daemon.
+//!
+//! - [`WriteBuffer`]: per-handle write coalescing. Contiguous writes accumulate and go to storage
+//!   in one `Client::write` when the buffer reaches a chunk boundary or [`MAX_BUFFER`], or when the
+//!   handle is flushed (non-contiguous write, read, flush, fsync, release, truncate).
+//! - [`Handles`]: the fh -> state tables, plus per-inode length tracking. The length in meta is
+//!   lazy (updated on close/fsync from the writer's length hint), so while a file is open here the
+//!   size we report is `max(meta length, local length)`, where the local length is the highest
+//!   byte written (buffered or not) + 1 by any open handle of this mount. A truncate lowers the local
+//!   length so a later close cannot resurrect the old size.
+//!
+//! Invariant: a handle's buffer is only touched with the handle's (async) mutex held, so ops on one
+//! handle are serialised; different handles never share a buffer.
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fuser::FileType;
+use t3fs_common::proto;
+
+/// Most bytes a handle buffers before writing them out.
+pub const MAX_BUFFER: usize = 4 << 20;
+
+/// Coalesces contiguous writes of one handle.
+#[derive(Debug)]
+pub struct WriteBuffer {
+    start: u64,
+    data: Vec<u8>,
+    chunk_size: u64,
+    max_bytes: usize,
+}
+
+impl WriteBuffer {
+    pub fn new(chunk_size: u32, max_bytes: usize) -> Self {
+        Self { start: 0, data: Vec::new(), chunk_size: u64::from(chunk_size.max(1)), max_bytes }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// One past the last buffered byte (meaningless when empty).
+    pub fn end(&self) -> u64 {
+        self.start + self.data.len() as u64
+    }
+
+    /// Whether a write at `offset` may extend the buffer: it is empty or the write starts at its end.
+    pub fn can_append(&self, offset: u64) -> bool {
+        self.data.is_empty() || offset == self.end()
+    }
+
+    /// Appends a write; the caller checked [`can_append`](Self::can_append) (else it flushes first).
+    pub fn append(&mut self, offset: u64, data: &[u8]) {
+        debug_assert!(self.can_append(offset), "non-contiguous append");
+        if self.data.is_empty() {
+            self.start = offset;
+        }
+        self.data.extend_from_slice(data);
+    }
+
+    /// Whether the buffer should go to storage now: it reached the end of the chunk it started in,
+    /// or holds `max_bytes`.
+    pub fn should_flush(&self) -> bool {
+        !self.data.is_empty()
+            && (self.data.len() >= self.max_bytes || self.end() / self.chunk_size > self.start / self.chunk_size)
+    }
+
+    /// Empties the buffer, returning `(offset, bytes)` if it held anything.
+    pub fn take(&mut self) -> Option<(u64, Vec<u8>)> {
+        if self.data.is_empty() {
+            return None;
+        }
+        Some((self.start, std::mem::take(&mut self.data)))
+    }
+}
+
+/// State of one open file handle.
+#[derive(Debug)]
+pub struct OpenFile {
+    /// The inode as of open (its layout is what matters; see [`Handles`] for the length).
+    pub inode: proto::Inode,
+    pub buf: WriteBuffer,
+    /// Opened for writing: release reports to meta even if nothing was written.
+    pub writable: bool,
+    /// Written since the last Close sent to meta.
+    pub dirty: bool,
+}
+
+/// A shared open-file handle; its mutex serialises the ops on one handle.
+pub type FileRef = Arc<tokio::sync::Mutex<OpenFile>>;
+
+/// One entry of an open directory's listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirItem {
+    pub ino: u64,
+    pub kind: FileType,
+    pub name: OsString,
+}
+
+#[derive(Debug, Default)]
+struct InodeLen {
+    open: u32,
+    meta_len: u64,
+    local_len: u64,
+}
+
+/// File and directory handle tables of one mount.
+#[derive(Default)]
+pub struct Handles {
+    next_fh: AtomicU64,
+    /// fh -> (inode id, handle).
+    files: Mutex<HashMap<u64, (u64, FileRef)>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    lens: Mutex<HashMap<u64, InodeLen>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Handles {
+    pub fn new() -> Self {
+        Self { next_fh: AtomicU64::new(1), ..Default::default() }
+    }
+
+    fn alloc_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers an open file (with `inode` fresh from meta) and returns its fh.
+    pub fn open_file(&self, inode: proto::Inode, writable: bool) -> u64 {
+        let fh = self.alloc_fh();
+        let ino = inode.id;
+        let chunk_size = inode.layout.as_ref().map(|l| l.chunk_size).unwrap_or(1 << 20);
+        {
+            let mut lens = lock(&self.lens);
+            let st = lens.entry(ino).or_default();
+            st.open += 1;
+            st.meta_len = inode.length;
+        }
+        let file = OpenFile { inode, buf: WriteBuffer::new(chunk_size, MAX_BUFFER), writable, dirty: false };
+        lock(&self.files).insert(fh, (ino, Arc::new(tokio::sync::Mutex::new(file))));
+        fh
+    }
+
+    pub fn file(&self, fh: u64) -> Option<FileRef> {
+        lock(&self.files).get(&fh).map(|(_, f)| f.clone())
+    }
+
+    /// Every open handle of an inode.
+    pub fn files_of(&self, ino: u64) -> Vec<FileRef> {
+        lock(&self.files).values().filter(|(i, _)| *i == ino).map(|(_, f)| f.clone()).collect()
+    }
+
+    /// Every open file handle.
+    pub fn all_files(&self) -> Vec<FileRef> {
+        lock(&self.files).values().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// Forgets a file handle; the inode's local length goes with its last handle.
+    pub fn release_file(&self, fh: u64) {
+        let Some((ino, _)) = lock(&self.files).remove(&fh) else { return };
+        let mut lens = lock(&self.lens);
+        if let Some(st) = lens.get_mut(&ino) {
+            st.open = st.open.saturating_sub(1);
+            if st.open == 0 {
+                lens.remove(&ino);
+            }
+        }
+    }
+
+    /// Records that bytes up to `end` were written (possibly still buffered) through this mount.
+    pub fn note_write(&self, ino: u64, end: u64) {
+        if let Some(st) = lock(&self.lens).get_mut(&ino) {
+            st.local_len = st.local_len.max(end);
+        }
+    }
+
+    /// Records a length read from meta and returns the size to report: `max(meta, local)`.
+    pub fn seen(&self, ino: u64, meta_len: u64) -> u64 {
+        match lock(&self.lens).get_mut(&ino) {
+            Some(st) => {
+                st.meta_len = meta_len;
+                meta_len.max(st.local_len)
+            }
+            None => meta_len,
+        }
+    }
+
+    /// The highest byte written + 1 through this mount while the file is open (0 if none).
+    pub fn local_len(&self, ino: u64) -> u64 {
+        lock(&self.lens).get(&ino).map(|st| st.local_len).unwrap_or(0)
+    }
+
+    /// The length reads are clamped to: `max(last meta length, local length)`.
+    pub fn read_len(&self, ino: u64, fallback: u64) -> u64 {
+        lock(&self.lens).get(&ino).map(|st| st.meta_len.max(st.local_len)).unwrap_or(fallback)
+    }
+
+    /// Records a truncate to `new_len`.
+    pub fn truncated(&self, ino: u64, new_len: u64) {
+        if let Some(st) = lock(&self.lens).get_mut(&ino) {
+            st.local_len = st.local_len.min(new_len);
+            st.meta_len = new_len;
+        }
+    }
+
+    /// Registers an open directory's listing and returns its fh.
+    pub fn open_dir(&self, items: Vec<DirItem>) -> u64 {
+        let fh = self.alloc_fh();
+        lock(&self.dirs).insert(fh, Arc::new(items));
+        fh
+    }
+
+    pub fn dir(&self, fh: u64) -> Option<Arc<Vec<DirItem>>> {
+        lock(&self.dirs).get(&fh).cloned()
+    }
+
+    pub fn release_dir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_coalesces_contiguous_writes() {
+        let mut b = WriteBuffer::new(4096, MAX_BUFFER);
+        assert!(b.is_empty() && b.can_append(12345));
+        b.append(100, &[1; 50]);
+        assert!(b.can_append(150));
+        assert!(!b.can_append(149) && !b.can_append(151) && !b.can_append(0));
+        b.append(150, &[2; 50]);
+        assert_eq!((b.len(), b.end()), (100, 200));
+        assert!(!b.should_flush());
+        let (off, data) = b.take().unwrap();
+        assert_eq!(off, 100);
+        assert_eq!(&data[..50], &[1; 50]);
+        assert_eq!(&data[50..], &[2; 50]);
+        assert!(b.is_empty() && b.take().is_none());
+        // After a take the next write may start anywhere.
+        assert!(b.can_append(7));
+    }
+
+    #[test]
+    fn buffer_flushes_at_chunk_boundary() {
+        let mut b = WriteBuffer::new(4096, MAX_BUFFER);
+        b.append(0, &[0; 4095]);
+        assert!(!b.should_flush());
+        b.append(4095, &[0; 1]); // ends exactly at the boundary
+        assert!(b.should_flush());
+        b.take();
+        // Starting mid-chunk and crossing into the next one.
+        b.append(4096 + 4000, &[0; 200]);
+        assert!(b.should_flush());
+        b.take();
+        // Starting exactly at a chunk start and staying inside it.
+        b.append(8192, &[0; 100]);
+        assert!(!b.should_flush());
+    }
+
+    #[test]
+    fn buffer_flushes_at_size_limit() {
+        let mut b = WriteBuffer::new(64 << 20, 1000);
+        b.append(0, &[0; 999]);
+        assert!(!b.should_flush());
+        b.append(999, &[0; 1]);
+        assert!(b.should_flush());
+        let mut big = WriteBuffer::new(64 << 20, 1000);
+        big.append(5, &[0; 5000]);
+        assert!(big.should_flush());
+    }
+
+    fn file_inode(id: u64, length: u64) -> proto::Inode {
+        proto::Inode {
+            id,
+            inode_type: proto::InodeType::File as i32,
+            length,
+            layout: Some(proto::Layout { chunk_size: 4096, stripe: 1, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn local_length_tracks_open_handles() {
+        let h = Handles::new();
+        // Not open: meta's length is the truth.
+        assert_eq!(h.seen(5, 10), 10);
+        h.note_write(5, 1000);
+        assert_eq!(h.local_len(5), 0);
+
+        let a = h.open_file(file_inode(5, 10), true);
+        let b = h.open_file(file_inode(5, 10), false);
+        assert_ne!(a, b);
+        assert_eq!(h.files_of(5).len(), 2);
+        h.note_write(5, 500);
+        h.note_write(5, 300);
+        assert_eq!(h.local_len(5), 500);
+        assert_eq!(h.seen(5, 10), 500);
+        assert_eq!(h.read_len(5, 0), 500);
+        // Meta caught up and beyond (another client extended it).
+        assert_eq!(h.seen(5, 800), 800);
+        // Truncate lowers the local length too.
+        h.truncated(5, 100);
+        assert_eq!(h.local_len(5), 100);
+        assert_eq!(h.read_len(5, 0), 100);
+        h.release_file(a);
+        assert_eq!(h.local_len(5), 100);
+        h.release_file(b);
+        assert_eq!(h.local_len(5), 0);
+        assert!(h.file(a).is_none() && h.files_of(5).is_empty());
+        assert_eq!(h.read_len(5, 42), 42);
+        // Releasing twice is harmless.
+        h.release_file(b);
+    }
+
+    #[test]
+    fn dir_handles() {
+        let h = Handles::new();
+        let items = vec![DirItem { ino: 1, kind: FileType::Directory, name: ".".into() }];
+        let fh = h.open_dir(items.clone());
+        assert_eq!(*h.dir(fh).unwrap(), items);
+        h.release_dir(fh);
+        assert!(h.dir(fh).is_none());
+    }
+}

@@ -1,0 +1,136 @@
+//! The meta daemon's typed config (the `t3fs meta --config F` TOML file).
+//!
+//! Every field has a default except `mgmtd_addr` and `kv`. [`Config::validate`] runs at start and
+//! refuses values the namespace cannot work with (a chunk size the layout rules reject, a zero
+//! stripe or interval), so a bad config fails loudly instead of producing unreadable files.
+use serde::{Deserialize, Serialize};
+use t3fs_common::layout::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use t3fs_common::{Error, Result};
+use t3fs_kv::KvConfig;
+
+/// Configuration of one meta server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This server's node id in the cluster (3FS deployments use 100 for the first meta server).
+    #[serde(default = "default_node_id")]
+    pub node_id: u32,
+    /// gRPC listen address (`host:port`; port 0 picks a free port). The actual bound address is
+    /// registered with mgmtd; an unspecified host (0.0.0.0) is registered as 127.0.0.1.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// mgmtd's gRPC address (`host:port`).
+    pub mgmtd_addr: String,
+    /// Cluster token: requests whose header token differs are refused. Empty disables the check.
+    #[serde(default)]
+    pub token: String,
+    /// Where inodes and dentries live (`backend = "mem" | "embedded" | "fdb"`).
+    pub kv: KvConfig,
+    /// Chunk size of new files in bytes (power of two, 4 KiB ..= 64 MiB). Default 1 MiB as 3FS deploys.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u32,
+    /// Chains a new file is striped over; capped by the chain table's chain count. Default 16 as 3FS.
+    #[serde(default = "default_stripe")]
+    pub stripe: u32,
+    /// Chain table new files are placed on (its newest version).
+    #[serde(default = "default_chain_table_id")]
+    pub chain_table_id: u32,
+    /// How often the server heartbeats to mgmtd, in milliseconds.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// How often routing info is polled from mgmtd, in milliseconds.
+    #[serde(default = "default_routing_refresh_ms")]
+    pub routing_refresh_ms: u64,
+}
+
+fn default_node_id() -> u32 {
+    100
+}
+fn default_listen() -> String {
+    "127.0.0.1:0".to_string()
+}
+fn default_chunk_size() -> u32 {
+    1 << 20
+}
+fn default_stripe() -> u32 {
+    16
+}
+fn default_chain_table_id() -> u32 {
+    1
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    1000
+}
+fn default_routing_refresh_ms() -> u64 {
+    500
+}
+
+impl Config {
+    /// A config with every default, talking to `mgmtd_addr` and storing metadata in `kv`.
+    pub fn new(mgmtd_addr: impl Into<String>, kv: KvConfig) -> Self {
+        Self {
+            node_id: default_node_id(),
+            listen: default_listen(),
+            mgmtd_addr: mgmtd_addr.into(),
+            token: String::new(),
+            kv,
+            chunk_size: default_chunk_size(),
+            stripe: default_stripe(),
+            chain_table_id: default_chain_table_id(),
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            routing_refresh_ms: default_routing_refresh_ms(),
+        }
+    }
+
+    /// Checks values the server cannot run with.
+    pub fn validate(&self) -> Result<()> {
+        let cs = self.chunk_size;
+        if !cs.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) {
+            return Err(Error::invalid(format!(
+                "chunk_size {cs} must be a power of two in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]"
+            )));
+        }
+        if self.stripe == 0 {
+            return Err(Error::invalid("stripe must be > 0"));
+        }
+        if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 {
+            return Err(Error::invalid("heartbeat_interval_ms and routing_refresh_ms must be > 0"));
+        }
+        if self.mgmtd_addr.is_empty() {
+            return Err(Error::invalid("mgmtd_addr must be set"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_rejects_unknown_fields() {
+        let c: Config =
+            t3fs_common::config::parse("mgmtd_addr = \"127.0.0.1:9000\"\n[kv]\nbackend = \"mem\"\n").unwrap();
+        assert_eq!(c, Config::new("127.0.0.1:9000", KvConfig::Mem));
+        assert_eq!(c.chunk_size, 1 << 20);
+        assert_eq!(c.stripe, 16);
+        c.validate().unwrap();
+        let text = t3fs_common::config::to_toml(&c).unwrap();
+        assert_eq!(t3fs_common::config::parse::<Config>(&text).unwrap(), c);
+        let bad = "mgmtd_addr = \"x:1\"\nbogus = 1\n[kv]\nbackend = \"mem\"\n";
+        assert!(t3fs_common::config::parse::<Config>(bad).is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let mut c = Config::new("127.0.0.1:9000", KvConfig::Mem);
+        c.chunk_size = 3000;
+        assert!(c.validate().is_err());
+        c.chunk_size = 1 << 20;
+        c.stripe = 0;
+        assert!(c.validate().is_err());
+        c.stripe = 1;
+        c.heartbeat_interval_ms = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! The meta key schema in the KV store (3FS style: 4-byte ASCII prefixes).
+//!
+//! | key | value | notes |
+//! |---|---|---|
+//! | `INOD` + inode id (u64, 8 B little-endian) | prost `proto::Inode` | LE spreads sequential ids over shards (as 3FS) |
+//! | `DENT` + parent id (u64, 8 B LE) + raw name bytes | prost `proto::DirEntry` | one directory = one contiguous key range; readdir is a range scan in byte order of names |
+//! | `SING` + `inode-alloc` | u64 LE: the next unallocated inode id | ids are handed out in batches of [`ID_BATCH`] |
+//!
+//! Invariants: every `DENT` value's `inode` names an existing `INOD` key; a dentry's key name equals
+//! its value's `name`. These encodings are an on-disk format: never change them (golden test below).
+use prost::Message;
+use t3fs_common::proto::{DirEntry, Inode};
+use t3fs_common::{Error, InodeId};
+
+pub const INODE_PREFIX: &[u8; 4] = b"INOD";
+pub const DENTRY_PREFIX: &[u8; 4] = b"DENT";
+/// The inode id allocation counter.
+pub const INODE_ALLOC_KEY: &[u8] = b"SINGinode-alloc";
+/// The first id the allocator hands out; ids below are reserved for system inodes (root = 1).
+pub const FIRST_ALLOC_ID: u64 = 0x1000;
+/// Ids taken from the counter per KV transaction (3FS: 4096, so creates rarely touch the counter).
+pub const ID_BATCH: u64 = 4096;
+
+/// `INOD` + id (8 B LE).
+pub fn inode_key(id: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12);
+    k.extend_from_slice(INODE_PREFIX);
+    k.extend_from_slice(&id.0.to_le_bytes());
+    k
+}
+
+/// The inode id in an inode key (0 if the key is malformed; for messages only).
+pub fn inode_id_of(key: &[u8]) -> InodeId {
+    key.get(4..12).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).map(InodeId).unwrap_or_default()
+}
+
+/// The range `[begin, end)` of every inode key.
+pub fn inode_range() -> (Vec<u8>, Vec<u8>) {
+    (INODE_PREFIX.to_vec(), t3fs_kv::prefix_end(INODE_PREFIX).expect("ASCII prefix has an end"))
+}
+
+/// `DENT` + parent (8 B LE): the prefix of every entry of directory `parent`.
+pub fn dentry_prefix(parent: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + 32);
+    k.extend_from_slice(DENTRY_PREFIX);
+    k.extend_from_slice(&parent.0.to_le_bytes());
+    k
+}
+
+/// `DENT` + parent (8 B LE) + name.
+pub fn dentry_key(parent: InodeId, name: &[u8]) -> Vec<u8> {
+    let mut k = dentry_prefix(parent);
+    k.extend_from_slice(name);
+    k
+}
+
+/// The range `[begin, end)` holding every entry of directory `parent`.
+pub fn dentry_range(parent: InodeId) -> (Vec<u8>, Vec<u8>) {
+    let begin = dentry_prefix(parent);
+    let end = t3fs_kv::prefix_end(&begin).expect("DENT prefix is not all 0xff");
+    (begin, end)
+}
+
+/// The name part of a dentry key of `parent` (`None` if the key is not one).
+pub fn dentry_name(parent: InodeId, key: &[u8]) -> Option<&[u8]> {
+    key.strip_prefix(dentry_prefix(parent).as_slice())
+}
+
+pub fn encode_inode(inode: &Inode) -> Vec<u8> {
+    inode.encode_to_vec()
+}
+
+pub fn decode_inode(id: InodeId, value: &[u8]) -> Result<Inode, Error> {
+    Inode::decode(value).map_err(|e| Error::internal(format!("corrupt inode {id}: {e}")))
+}
+
+pub fn encode_dentry(entry: &DirEntry) -> Vec<u8> {
+    entry.encode_to_vec()
+}
+
+pub fn decode_dentry(parent: InodeId, value: &[u8]) -> Result<DirEntry, Error> {
+    DirEntry::decode(value).map_err(|e| Error::internal(format!("corrupt dentry in directory {parent}: {e}")))
+}
+
+/// Decodes the allocation counter value.
+pub fn decode_counter(value: &[u8]) -> Result<u64, Error> {
+    let b: [u8; 8] =
+        value.try_into().map_err(|_| Error::internal(format!("corrupt inode-alloc counter: {} bytes", value.len())))?;
+    Ok(u64::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_encodings() {
+        // On-disk format: these bytes must never change.
+        assert_eq!(inode_key(InodeId(0x0102)), b"INOD\x02\x01\0\0\0\0\0\0".to_vec());
+        assert_eq!(dentry_key(InodeId(1), b"ab"), b"DENT\x01\0\0\0\0\0\0\0ab".to_vec());
+        assert_eq!(INODE_ALLOC_KEY, b"SINGinode-alloc");
+        assert_eq!(inode_id_of(&inode_key(InodeId(0x0102))), InodeId(0x0102));
+        assert_eq!(inode_id_of(b"INOD"), InodeId(0));
+        assert_eq!(decode_counter(&0x1000u64.to_le_bytes()).unwrap(), 0x1000);
+        assert!(decode_counter(b"short").is_err());
+    }
+
+    #[test]
+    fn directory_is_one_contiguous_range() {
+        let (b, e) = dentry_range(InodeId(7));
+        for name in [&b"a"[..], b"zzz", &[0xff; 255]] {
+            let k = dentry_key(InodeId(7), name);
+            assert!(b <= k && k < e);
+            assert_eq!(dentry_name(InodeId(7), &k), Some(name));
+        }
+        // Neighbouring directories fall outside.
+        for other in [6u64, 8, 7 + 256, u64::MAX] {
+            let k = dentry_key(InodeId(other), b"a");
+            assert!(k < b || k >= e, "dir {other}");
+        }
+        let (ib, ie) = inode_range();
+        assert!(ib <= inode_key(InodeId(u64::MAX)) && inode_key(InodeId(u64::MAX)) < ie);
+    }
+
+    #[test]
+    fn values_round_trip_and_garbage_is_an_error() {
+        let i = Inode { id: 5, nlink: 1, length: 9, ..Default::default() };
+        assert_eq!(decode_inode(InodeId(5), &encode_inode(&i)).unwrap(), i);
+        let d = DirEntry { name: b"x".to_vec().into(), inode: 5, inode_type: 1 };
+        assert_eq!(decode_dentry(InodeId(1), &encode_dentry(&d)).unwrap(), d);
+        assert!(decode_inode(InodeId(5), &[0xff, 0xff, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,301 @@
+//! The POSIX namespace over the transactional KV store, free of gRPC so it is tested directly.
+//!
+//! [`MetaStore`] is stateless apart from caches (routing, the inode id batch): every operation is
+//! one KV transaction run through [`t3fs_kv::run`], which retries conflicts, so any number of meta
+//! servers can share one store. Read-only operations read a snapshot and add no conflicts.
+//! Mutations read the parent inode and the dentry they look at with *conflicting* reads, so two
+//! operations on the same name (or a create racing an rmdir of the parent) conflict and one retries
+//! against the other's result.
+//!
+//! Invariants kept by every mutation (see [`crate::keys`] for the schema):
+//! - a dentry names an existing inode; a directory's `nlink` is 2 + its subdirectories;
+//! - a file's `nlink` counts its dentries; at 0 its inode is deleted in the same transaction and
+//!   returned to the caller, who frees its chunks (GC and open-file protection are issue 5);
+//! - names are validated ([`validate_name`]) before the store is touched: bad input changes nothing.
+//!
+//! Permission bits, uid and gid are stored but not enforced yet (issue 5).
+#[cfg(test)]
+mod model_tests;
+mod mutate;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+use t3fs_common::names::validate_name;
+use t3fs_common::proto::{DirEntry, Inode, InodeType, Layout};
+use t3fs_common::routing::RoutingCache;
+use t3fs_common::{ChainTableId, Error, InodeId, Result, StatusCode, now_ns};
+use t3fs_kv::{Db, KvError, RangeOpts, Transaction};
+
+use crate::alloc::IdAllocator;
+use crate::keys;
+
+pub use mutate::SetAttr;
+
+/// readdir page size when the request says 0 (as 3FS).
+pub const DEFAULT_READDIR_LIMIT: u32 = 128;
+/// Largest readdir page.
+pub const MAX_READDIR_LIMIT: u32 = 4096;
+/// Inodes read per transaction by `statfs`'s scan.
+const STATFS_PAGE: usize = 1024;
+
+/// How new files are placed (from the config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Chain table new files use (its newest version at create time).
+    pub chain_table_id: u32,
+    /// Chunk size of new files.
+    pub chunk_size: u32,
+    /// Wanted stripe; capped by the table's chain count.
+    pub stripe: u32,
+}
+
+/// Who is asking (from the request header). Stored on new inodes; enforcement is issue 5.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub gids: Vec<u32>,
+}
+
+/// One page of a directory listing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReadDir {
+    /// Entries in byte order of their names.
+    pub entries: Vec<DirEntry>,
+    /// More entries follow the last one returned.
+    pub more: bool,
+}
+
+/// File system totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatFs {
+    /// Unknown yet (storage does not report capacity in routing info): 0.
+    pub capacity_bytes: u64,
+    /// Sum of file lengths (logical bytes, before replication).
+    pub used_bytes: u64,
+    /// Number of inodes (counted by a paged scan: exact when the namespace is quiet).
+    pub inodes: u64,
+}
+
+/// The namespace: inodes and dentries in a KV store.
+pub struct MetaStore {
+    db: Db,
+    routing: RoutingCache,
+    placement: Placement,
+    ids: IdAllocator,
+}
+
+impl MetaStore {
+    /// Opens the namespace in `db`, creating the root directory if it is missing.
+    pub async fn open(db: Db, routing: RoutingCache, placement: Placement) -> Result<Self> {
+        let probe = Layout { chunk_size: placement.chunk_size, stripe: placement.stripe, ..Default::default() };
+        t3fs_common::layout::validate(&probe)?;
+        let store = Self { db, routing, placement, ids: IdAllocator::new() };
+        store.ensure_root().await?;
+        Ok(store)
+    }
+
+    /// The KV handle (tests and tools).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn ensure_root(&self) -> Result<()> {
+        let created = t3fs_kv::run(&*self.db, |txn| {
+            Box::pin(async move {
+                if txn.get(&keys::inode_key(InodeId::ROOT), false).await?.is_some() {
+                    return Ok(false);
+                }
+                let now = now_ns();
+                let root = Inode {
+                    id: InodeId::ROOT.0,
+                    inode_type: InodeType::Directory as i32,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    nlink: 2,
+                    atime_ns: now,
+                    mtime_ns: now,
+                    ctime_ns: now,
+                    parent: InodeId::ROOT.0,
+                    ..Default::default()
+                };
+                put_inode(txn, &root);
+                Ok(true)
+            })
+        })
+        .await?;
+        if created {
+            tracing::info!("created the root directory");
+        }
+        Ok(())
+    }
+
+    /// A layout for a new file from the current routing info.
+    fn new_layout(&self) -> Result<Layout> {
+        let routing = self.routing.get();
+        let table = routing.table(ChainTableId(self.placement.chain_table_id), 0)?;
+        let n = table.chains.len() as u32;
+        if n == 0 {
+            return Err(Error::new(
+                StatusCode::RoutingNotReady,
+                format!("chain table {} has no chains", self.placement.chain_table_id),
+            ));
+        }
+        Ok(Layout {
+            table_id: table.table_id,
+            table_version: table.version,
+            chunk_size: self.placement.chunk_size,
+            stripe: self.placement.stripe.min(n),
+            base_index: rand::random_range(0..n),
+            seed: rand::random::<u64>(),
+        })
+    }
+
+    /// The inode `name` in directory `parent` names.
+    pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Inode> {
+        validate_name(name)?;
+        let name = name.to_vec();
+        Ok(t3fs_kv::run(&*self.db, move |txn| {
+            let name = name.clone();
+            Box::pin(async move {
+                get_dir(txn, parent, true).await?;
+                let entry = get_dentry(txn, parent, &name, true)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("{} not found in directory {parent}", show(&name))))?;
+                get_entry_inode(txn, parent, &entry, true).await
+            })
+        })
+        .await?)
+    }
+
+    /// An inode's attributes.
+    pub async fn getattr(&self, id: InodeId) -> Result<Inode> {
+        Ok(t3fs_kv::run(&*self.db, move |txn| {
+            Box::pin(async move { get_inode(txn, id, true).await?.ok_or_else(|| not_found(id).into()) })
+        })
+        .await?)
+    }
+
+    /// One page of directory `dir`: entries after `start_after` (empty = from the start), at most
+    /// `limit` (0 = [`DEFAULT_READDIR_LIMIT`], capped at [`MAX_READDIR_LIMIT`]).
+    pub async fn readdir(&self, dir: InodeId, start_after: &[u8], limit: u32) -> Result<ReadDir> {
+        if start_after.len() > t3fs_common::names::NAME_MAX {
+            return Err(Error::new(StatusCode::NameTooLong, "readdir cursor is longer than any name"));
+        }
+        let limit = if limit == 0 { DEFAULT_READDIR_LIMIT } else { limit.min(MAX_READDIR_LIMIT) } as usize;
+        let (begin, end) = keys::dentry_range(dir);
+        let begin =
+            if start_after.is_empty() { begin } else { t3fs_kv::key_after(&keys::dentry_key(dir, start_after)) };
+        Ok(t3fs_kv::run(&*self.db, move |txn| {
+            let (begin, end) = (begin.clone(), end.clone());
+            Box::pin(async move {
+                get_dir(txn, dir, true).await?;
+                let opts = RangeOpts { limit: limit + 1, reverse: false, snapshot: true };
+                let kvs = txn.get_range(&begin, &end, opts).await?;
+                let more = kvs.len() > limit;
+                let entries =
+                    kvs.iter().take(limit).map(|kv| keys::decode_dentry(dir, &kv.value)).collect::<Result<Vec<_>>>()?;
+                Ok(ReadDir { entries, more })
+            })
+        })
+        .await?)
+    }
+
+    /// Totals by a paged scan of the inodes (each page its own snapshot transaction).
+    pub async fn statfs(&self) -> Result<StatFs> {
+        let (mut begin, end) = keys::inode_range();
+        let mut out = StatFs::default();
+        loop {
+            let (b, e) = (begin.clone(), end.clone());
+            let page = t3fs_kv::run(&*self.db, move |txn| {
+                let (b, e) = (b.clone(), e.clone());
+                Box::pin(async move {
+                    let opts = RangeOpts { limit: STATFS_PAGE, reverse: false, snapshot: true };
+                    txn.get_range(&b, &e, opts).await
+                })
+            })
+            .await?;
+            for kv in &page {
+                out.inodes += 1;
+                let inode = keys::decode_inode(keys::inode_id_of(&kv.key), &kv.value)?;
+                if inode.inode_type == InodeType::File as i32 {
+                    out.used_bytes = out.used_bytes.saturating_add(inode.length);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == STATFS_PAGE => begin = t3fs_kv::key_after(&last.key),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Whether an inode is a directory.
+pub fn is_dir(inode: &Inode) -> bool {
+    inode.inode_type == InodeType::Directory as i32
+}
+
+/// A name for messages (names are bytes, not necessarily UTF-8).
+pub(crate) fn show(name: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(name)
+}
+
+fn not_found(id: InodeId) -> Error {
+    Error::not_found(format!("inode {id} not found"))
+}
+
+pub(crate) async fn get_inode(
+    txn: &mut dyn Transaction,
+    id: InodeId,
+    snapshot: bool,
+) -> Result<Option<Inode>, KvError> {
+    match txn.get(&keys::inode_key(id), snapshot).await? {
+        Some(v) => Ok(Some(keys::decode_inode(id, &v)?)),
+        None => Ok(None),
+    }
+}
+
+/// Loads an inode that must be a directory (NotFound / NotDirectory otherwise).
+pub(crate) async fn get_dir(txn: &mut dyn Transaction, id: InodeId, snapshot: bool) -> Result<Inode, KvError> {
+    let inode = get_inode(txn, id, snapshot).await?.ok_or_else(|| not_found(id))?;
+    if !is_dir(&inode) {
+        return Err(Error::new(StatusCode::NotDirectory, format!("inode {id} is not a directory")).into());
+    }
+    Ok(inode)
+}
+
+pub(crate) async fn get_dentry(
+    txn: &mut dyn Transaction,
+    parent: InodeId,
+    name: &[u8],
+    snapshot: bool,
+) -> Result<Option<DirEntry>, KvError> {
+    match txn.get(&keys::dentry_key(parent, name), snapshot).await? {
+        Some(v) => Ok(Some(keys::decode_dentry(parent, &v)?)),
+        None => Ok(None),
+    }
+}
+
+/// The inode a dentry names; a dangling dentry is corruption (Internal).
+pub(crate) async fn get_entry_inode(
+    txn: &mut dyn Transaction,
+    parent: InodeId,
+    entry: &DirEntry,
+    snapshot: bool,
+) -> Result<Inode, KvError> {
+    let id = InodeId(entry.inode);
+    get_inode(txn, id, snapshot).await?.ok_or_else(|| {
+        Error::internal(format!("dangling dentry {} in directory {parent} -> inode {id}", show(&entry.name))).into()
+    })
+}
+
+pub(crate) fn put_inode(txn: &mut dyn Transaction, inode: &Inode) {
+    txn.set(&keys::inode_key(InodeId(inode.id)), &keys::encode_inode(inode));
+}
+
+pub(crate) fn put_dentry(txn: &mut dyn Transaction, parent: InodeId, entry: &DirEntry) {
+    txn.set(&keys::dentry_key(parent, &entry.name), &keys::encode_dentry(entry));
+}

@@ -1,0 +1,252 @@
+//! End-to-end: a meta server on 127.0.0.1:0 with the in-memory KV store, registered with a tiny fake
+//! mgmtd (accepts RegisterNode/Heartbeat, serves fixed routing info with table 1 of 2 chains),
+//! driven through its gRPC API.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use t3fs_common::proto::mgmtd_server::{Mgmtd, MgmtdServer};
+use t3fs_common::proto::{self, meta_client::MetaClient};
+use t3fs_common::{Error, StatusCode};
+use t3fs_kv::KvConfig;
+use t3fs_meta::Config;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone, Default)]
+struct FakeMgmtd {
+    token: String,
+    registered: Arc<Mutex<Vec<proto::RegisterNodeReq>>>,
+    heartbeats: Arc<AtomicUsize>,
+}
+
+impl FakeMgmtd {
+    fn check(&self, h: &Option<proto::RequestHeader>) -> Result<(), Status> {
+        let token = h.as_ref().map(|h| h.token.as_str()).unwrap_or("");
+        if token != self.token {
+            return Err(Error::new(StatusCode::Unauthenticated, "bad token").to_tonic());
+        }
+        Ok(())
+    }
+}
+
+fn routing_info() -> proto::RoutingInfo {
+    proto::RoutingInfo {
+        version: 3,
+        tables: vec![proto::ChainTable { table_id: 1, version: 1, chains: vec![101, 102], desc: String::new() }],
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Mgmtd for FakeMgmtd {
+    async fn register_node(
+        &self,
+        req: Request<proto::RegisterNodeReq>,
+    ) -> Result<Response<proto::RegisterNodeRsp>, Status> {
+        let r = req.into_inner();
+        self.check(&r.header)?;
+        self.registered.lock().unwrap().push(r);
+        Ok(Response::new(proto::RegisterNodeRsp { routing_version: 3 }))
+    }
+    async fn heartbeat(&self, req: Request<proto::HeartbeatReq>) -> Result<Response<proto::HeartbeatRsp>, Status> {
+        self.check(&req.get_ref().header)?;
+        assert_eq!(req.get_ref().node_type, proto::NodeType::Meta as i32);
+        self.heartbeats.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(proto::HeartbeatRsp { routing_version: 3 }))
+    }
+    async fn get_routing_info(
+        &self,
+        req: Request<proto::GetRoutingInfoReq>,
+    ) -> Result<Response<proto::GetRoutingInfoRsp>, Status> {
+        self.check(&req.get_ref().header)?;
+        let info = (req.get_ref().known_version < 3).then(routing_info);
+        Ok(Response::new(proto::GetRoutingInfoRsp { info }))
+    }
+    async fn create_chain_table(
+        &self,
+        _req: Request<proto::CreateChainTableReq>,
+    ) -> Result<Response<proto::CreateChainTableRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+}
+
+async fn spawn_fake(fake: FakeMgmtd, cancel: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(MgmtdServer::new(fake))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                cancel.cancelled_owned(),
+            )
+            .await
+            .unwrap();
+    });
+    addr.to_string()
+}
+
+fn header(token: &str) -> Option<proto::RequestHeader> {
+    Some(proto::RequestHeader {
+        request_id: t3fs_common::new_request_id(),
+        token: token.to_string(),
+        uid: 1000,
+        gid: 1000,
+        gids: vec![],
+    })
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, Status>) -> StatusCode {
+    Error::from_tonic(&r.unwrap_err()).code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_serves_the_namespace_over_grpc() {
+    let stop = CancellationToken::new();
+    let fake = FakeMgmtd { token: "secret".into(), ..Default::default() };
+    let mgmtd_addr = spawn_fake(fake.clone(), stop.clone()).await;
+    let mut config = Config::new(mgmtd_addr, KvConfig::Mem);
+    config.token = "secret".into();
+    config.heartbeat_interval_ms = 50;
+    config.routing_refresh_ms = 50;
+    let server = t3fs_meta::start(config).await.unwrap();
+    let addr = server.grpc_addr();
+
+    {
+        let reg = fake.registered.lock().unwrap();
+        assert_eq!(reg.len(), 1);
+        assert_eq!((reg[0].node_id, reg[0].node_type), (100, proto::NodeType::Meta as i32));
+        assert_eq!(reg[0].grpc_addr, addr.to_string());
+    }
+
+    let mut c = MetaClient::connect(format!("http://{addr}")).await.unwrap();
+    let h = || header("secret");
+    let d = c
+        .mkdir(proto::MkdirReq { header: h(), parent: 1, name: "d".into(), mode: 0o755 })
+        .await
+        .unwrap()
+        .into_inner()
+        .inode
+        .unwrap();
+    assert_eq!((d.uid, d.gid, d.nlink), (1000, 1000, 2));
+    let f = c
+        .create(proto::CreateReq { header: h(), parent: d.id, name: "f".into(), mode: 0o644, exclusive: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .inode
+        .unwrap();
+    let layout = f.layout.unwrap();
+    assert_eq!((layout.table_id, layout.table_version, layout.stripe, layout.chunk_size), (1, 1, 2, 1 << 20));
+    let again =
+        c.create(proto::CreateReq { header: h(), parent: d.id, name: "f".into(), mode: 0o644, exclusive: true });
+    assert_eq!(code(again.await), StatusCode::AlreadyExists);
+
+    let page = c
+        .read_dir(proto::ReadDirReq { header: h(), inode: 1, start_after: Default::default(), limit: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!((&page.entries[0].name[..], page.entries[0].inode, page.more), (&b"d"[..], d.id, false));
+    let looked = c.lookup(proto::LookupReq { header: h(), parent: d.id, name: "f".into() }).await.unwrap();
+    assert_eq!(looked.into_inner().inode.unwrap(), f);
+
+    let set = proto::SetAttrReq { header: h(), inode: f.id, mode: Some(0o600), ..Default::default() };
+    assert_eq!(c.set_attr(set).await.unwrap().into_inner().inode.unwrap().mode, 0o600);
+    let closed = c.close(proto::CloseReq { header: h(), inode: f.id, length_hint: 5000, wrote: true }).await.unwrap();
+    assert_eq!(closed.into_inner().inode.unwrap().length, 5000);
+    let got = c.get_attr(proto::GetAttrReq { header: h(), inode: f.id }).await.unwrap().into_inner().inode.unwrap();
+    assert_eq!((got.length, got.mode), (5000, 0o600));
+    let fs = c.stat_fs(proto::StatFsReq { header: h() }).await.unwrap().into_inner();
+    assert_eq!((fs.inodes, fs.used_bytes), (3, 5000));
+
+    // Errors arrive with their stable codes; nothing changes.
+    let bad = c.mkdir(proto::MkdirReq { header: h(), parent: 1, name: "a/b".into(), mode: 0o755 });
+    assert_eq!(code(bad.await), StatusCode::InvalidArgument);
+    let rmdir = c.remove(proto::RemoveReq { header: h(), parent: 1, name: "d".into(), is_dir: true });
+    assert_eq!(code(rmdir.await), StatusCode::DirectoryNotEmpty);
+    let missing = c.lookup(proto::LookupReq { header: h(), parent: 1, name: "nope".into() });
+    assert_eq!(code(missing.await), StatusCode::NotFound);
+    for token in ["wrong", ""] {
+        let denied = c.get_attr(proto::GetAttrReq { header: header(token), inode: 1 });
+        assert_eq!(code(denied.await), StatusCode::Unauthenticated);
+    }
+    let no_header = c.get_attr(proto::GetAttrReq { header: None, inode: 1 });
+    assert_eq!(code(no_header.await), StatusCode::Unauthenticated);
+
+    let removed = c.remove(proto::RemoveReq { header: h(), parent: d.id, name: "f".into(), is_dir: false }).await;
+    let removed = removed.unwrap().into_inner().inode.unwrap();
+    assert_eq!((removed.id, removed.nlink, removed.layout), (f.id, 0, Some(layout)));
+    c.remove(proto::RemoveReq { header: h(), parent: 1, name: "d".into(), is_dir: true }).await.unwrap();
+    let page = c.read_dir(proto::ReadDirReq { header: h(), inode: 1, ..Default::default() }).await.unwrap();
+    assert!(page.into_inner().entries.is_empty());
+
+    // Heartbeats keep coming.
+    let before = fake.heartbeats.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.heartbeats.load(Ordering::SeqCst) >= before + 2);
+
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await.expect("shutdown is prompt");
+    let mut fresh = MetaClient::connect(format!("http://{addr}")).await;
+    if let Ok(c) = fresh.as_mut() {
+        assert!(c.get_attr(proto::GetAttrReq { header: h(), inode: 1 }).await.is_err());
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn start_fails_fast_when_mgmtd_refuses() {
+    let stop = CancellationToken::new();
+    let fake = FakeMgmtd { token: "secret".into(), ..Default::default() };
+    let mgmtd_addr = spawn_fake(fake, stop.clone()).await;
+    let mut config = Config::new(mgmtd_addr, KvConfig::Mem);
+    config.token = "not-the-token".into();
+    let started = tokio::time::timeout(Duration::from_secs(10), t3fs_meta::start(config)).await.expect("bounded");
+    let err = started.err().expect("registration must fail");
+    assert!(format!("{err:#}").contains("Unauthenticated"), "{err:#}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn run_stops_on_cancel_and_bad_configs_are_refused() {
+    let stop = CancellationToken::new();
+    let mgmtd_addr = spawn_fake(FakeMgmtd::default(), stop.clone()).await;
+    let mut bad = Config::new(mgmtd_addr.clone(), KvConfig::Mem);
+    bad.chunk_size = 12345;
+    assert!(t3fs_meta::start(bad).await.is_err());
+
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(t3fs_meta::run(Config::new(mgmtd_addr, KvConfig::Mem), cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("run returns").unwrap().unwrap();
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_survives_a_restart_in_process() {
+    let stop = CancellationToken::new();
+    let mgmtd_addr = spawn_fake(FakeMgmtd::default(), stop.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new(mgmtd_addr, KvConfig::Embedded { path: dir.path().join("meta") });
+    let h = || header("");
+
+    let server = t3fs_meta::start(config.clone()).await.unwrap();
+    let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
+    let f = c.create(proto::CreateReq { header: h(), parent: 1, name: "f".into(), mode: 0o644, exclusive: true });
+    let f = f.await.unwrap().into_inner().inode.unwrap();
+    // Shut down while the client still holds its connection open.
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await.expect("shutdown is prompt");
+
+    let server = t3fs_meta::start(config).await.expect("the store reopens in this process");
+    let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
+    let looked = c.lookup(proto::LookupReq { header: h(), parent: 1, name: "f".into() }).await.unwrap();
+    assert_eq!(looked.into_inner().inode.unwrap(), f);
+    let g = c.create(proto::CreateReq { header: h(), parent: 1, name: "g".into(), mode: 0o644, exclusive: true });
+    assert!(g.await.unwrap().into_inner().inode.unwrap().id > f.id, "ids are never reused after a restart");
+    drop(c);
+    server.shutdown().await;
+    stop.cancel();
+}

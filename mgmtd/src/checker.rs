@@ -1,0 +1,34 @@
+//! The liveness checker: every `check_interval_ms` it marks nodes that have not heartbeated for
+//! `heartbeat_timeout_ms` as HEARTBEAT_FAILED and their targets OFFLINE (see
+//! [`crate::state::ClusterState::plan_check`]). A node that heartbeats again is restored by the
+//! heartbeat handler, not here. A failed check (the KV store refused the write) is logged and tried
+//! again on the next tick; nothing was changed in memory.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Cluster;
+
+/// Spawns the checker on the current runtime; it stops when `cancel` fires.
+pub fn spawn(
+    cluster: Arc<Cluster>,
+    interval: Duration,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = cluster.check(timeout).await {
+                tracing::warn!(error = %e, "liveness check failed; retrying next tick");
+            }
+        }
+    })
+}

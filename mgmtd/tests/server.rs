@@ -1,0 +1,340 @@
+//! mgmtd driven through a real tonic client on 127.0.0.1:0.
+use std::collections::HashSet;
+use std::time::Duration;
+
+use t3fs_common::proto::{self, LocalTargetState, NodeStatus, NodeType, PublicTargetState};
+use t3fs_common::routing::{MgmtdClient, connect_mgmtd};
+use t3fs_common::{Error, StatusCode};
+use t3fs_kv::KvConfig;
+use t3fs_mgmtd::{Config, Server};
+use tokio_util::sync::CancellationToken;
+
+/// A long heartbeat timeout, so tests that count versions are not disturbed by failures on a
+/// slow machine; the timeout test shortens it.
+fn config(kv: KvConfig) -> Config {
+    let mut cfg = Config::new(1, "127.0.0.1:0", kv);
+    cfg.heartbeat_timeout_ms = 30_000;
+    cfg.check_interval_ms = 50;
+    cfg
+}
+
+async fn client(server: &Server) -> MgmtdClient {
+    connect_mgmtd(&server.grpc_addr().to_string()).await.unwrap()
+}
+
+fn header(token: &str) -> Option<proto::RequestHeader> {
+    Some(proto::RequestHeader { request_id: t3fs_common::new_request_id(), token: token.into(), ..Default::default() })
+}
+
+fn code(st: tonic::Status) -> StatusCode {
+    Error::from_tonic(&st).code
+}
+
+async fn register(c: &mut MgmtdClient, id: u32, ty: NodeType) -> u64 {
+    let req = proto::RegisterNodeReq {
+        header: header(""),
+        node_id: id,
+        node_type: ty as i32,
+        grpc_addr: format!("127.0.0.1:{id}"),
+        bulk_addr: format!("127.0.0.1:{}", id + 1),
+        hostname: "test".into(),
+    };
+    c.register_node(req).await.unwrap().into_inner().routing_version
+}
+
+async fn heartbeat(c: &mut MgmtdClient, id: u32, targets: &[u64]) -> Result<u64, tonic::Status> {
+    let req = proto::HeartbeatReq {
+        header: header(""),
+        node_id: id,
+        node_type: NodeType::Storage as i32,
+        targets: targets
+            .iter()
+            .map(|&t| proto::LocalTarget {
+                target_id: t,
+                local_state: LocalTargetState::Uptodate as i32,
+                used_bytes: 4096,
+                chain_version: 0,
+            })
+            .collect(),
+    };
+    Ok(c.heartbeat(req).await?.into_inner().routing_version)
+}
+
+async fn routing(c: &mut MgmtdClient, known: u64) -> Option<proto::RoutingInfo> {
+    c.get_routing_info(proto::GetRoutingInfoReq { header: header(""), known_version: known })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+}
+
+async fn create_table(c: &mut MgmtdClient, id: u32, replicas: u32) -> Result<proto::ChainTable, tonic::Status> {
+    let req = proto::CreateChainTableReq { header: header(""), table_id: id, replicas, desc: "test".into() };
+    Ok(c.create_chain_table(req).await?.into_inner().table.expect("reply carries the table"))
+}
+
+/// Three storage nodes (10001..=10003), two targets each (node * 10 + 1, node * 10 + 2).
+async fn three_storage_nodes(c: &mut MgmtdClient) {
+    for n in 10001..=10003u32 {
+        register(c, n, NodeType::Storage).await;
+        let t = u64::from(n) * 10;
+        heartbeat(c, n, &[t + 1, t + 2]).await.unwrap();
+    }
+}
+
+fn node(info: &proto::RoutingInfo, id: u32) -> &proto::NodeInfo {
+    info.nodes.iter().find(|n| n.node_id == id).expect("node in routing info")
+}
+
+#[tokio::test]
+async fn register_heartbeat_and_routing_versions() {
+    let server = t3fs_mgmtd::start(config(KvConfig::Mem)).await.unwrap();
+    let mut c = client(&server).await;
+
+    let info = routing(&mut c, 0).await.expect("known version 0 is never current");
+    let v0 = info.version;
+    assert!(v0 >= 1);
+    assert_eq!(info.nodes.len(), 1);
+    assert_eq!(info.nodes[0].node_id, 1);
+    assert_eq!(info.nodes[0].status, NodeStatus::PrimaryMgmtd as i32);
+    assert_eq!(info.nodes[0].grpc_addr, server.grpc_addr().to_string());
+    assert!(routing(&mut c, v0).await.is_none(), "current version returns nothing");
+
+    assert_eq!(register(&mut c, 10001, NodeType::Storage).await, v0 + 1);
+    // New targets are visible: one bump.
+    assert_eq!(heartbeat(&mut c, 10001, &[100011, 100012]).await.unwrap(), v0 + 2);
+    // Same report again: nothing visible changed.
+    assert_eq!(heartbeat(&mut c, 10001, &[100011, 100012]).await.unwrap(), v0 + 2);
+    assert!(routing(&mut c, v0 + 2).await.is_none());
+
+    let info = routing(&mut c, v0).await.unwrap();
+    assert_eq!(info.version, v0 + 2);
+    let n = node(&info, 10001);
+    assert_eq!(n.status, NodeStatus::HeartbeatConnected as i32);
+    assert_eq!(n.node_type, NodeType::Storage as i32);
+    assert_eq!(n.bulk_addr, "127.0.0.1:10002");
+    assert!(n.last_heartbeat_ms > 0);
+    assert_eq!(info.targets.len(), 2);
+    for t in &info.targets {
+        assert_eq!((t.node_id, t.chain_id), (10001, 0));
+        assert_eq!(t.public_state, PublicTargetState::Serving as i32);
+        assert_eq!(t.used_bytes, 4096);
+    }
+
+    // Re-registering bumps (addresses may change); a meta node's heartbeat carries no targets.
+    assert_eq!(register(&mut c, 10001, NodeType::Storage).await, v0 + 3);
+    assert_eq!(register(&mut c, 100, NodeType::Meta).await, v0 + 4);
+
+    let st = heartbeat(&mut c, 424242, &[]).await.unwrap_err();
+    assert_eq!(code(st), StatusCode::NotFound);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_chain_table_places_targets_on_distinct_nodes() {
+    let server = t3fs_mgmtd::start(config(KvConfig::Mem)).await.unwrap();
+    let mut c = client(&server).await;
+    three_storage_nodes(&mut c).await;
+    let before = routing(&mut c, 0).await.unwrap().version;
+
+    let table = create_table(&mut c, 1, 3).await.unwrap();
+    assert_eq!((table.table_id, table.version, table.desc.as_str()), (1, 1, "test"));
+    assert_eq!(table.chains, vec![100_001, 100_002]);
+
+    let info = routing(&mut c, before).await.unwrap();
+    assert_eq!(info.version, before + 1);
+    assert_eq!(info.tables, vec![table.clone()]);
+    assert_eq!(info.chains.len(), 2);
+    let mut placed = HashSet::new();
+    for chain in &info.chains {
+        assert_eq!(chain.chain_version, 1);
+        assert_eq!(chain.targets.len(), 3);
+        let nodes: HashSet<u32> = chain
+            .targets
+            .iter()
+            .map(|ct| {
+                assert_eq!(ct.public_state, PublicTargetState::Serving as i32);
+                assert!(placed.insert(ct.target_id), "target {} in two chains", ct.target_id);
+                let t = info.targets.iter().find(|t| t.target_id == ct.target_id).unwrap();
+                assert_eq!(t.chain_id, chain.chain_id);
+                t.node_id
+            })
+            .collect();
+        assert_eq!(nodes.len(), 3, "chain {} repeats a node", chain.chain_id);
+    }
+    assert_eq!(placed.len(), 6);
+
+    // Idempotent retry with the same replica count; a different count is a conflict.
+    assert_eq!(create_table(&mut c, 1, 3).await.unwrap(), table);
+    assert_eq!(code(create_table(&mut c, 1, 2).await.unwrap_err()), StatusCode::AlreadyExists);
+    // Every target is placed, so another table has nothing to use.
+    assert_eq!(code(create_table(&mut c, 2, 1).await.unwrap_err()), StatusCode::InvalidArgument);
+    assert_eq!(routing(&mut c, 0).await.unwrap().version, before + 1, "refused requests change nothing");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_chain_table_needs_enough_nodes() {
+    let server = t3fs_mgmtd::start(config(KvConfig::Mem)).await.unwrap();
+    let mut c = client(&server).await;
+    for n in [10001u32, 10002] {
+        register(&mut c, n, NodeType::Storage).await;
+        heartbeat(&mut c, n, &[u64::from(n) * 10 + 1, u64::from(n) * 10 + 2]).await.unwrap();
+    }
+    assert_eq!(code(create_table(&mut c, 1, 3).await.unwrap_err()), StatusCode::InvalidArgument);
+    assert_eq!(code(create_table(&mut c, 1, 0).await.unwrap_err()), StatusCode::InvalidArgument);
+    assert_eq!(code(create_table(&mut c, 0, 2).await.unwrap_err()), StatusCode::InvalidArgument);
+    let info = routing(&mut c, 0).await.unwrap();
+    assert!(info.tables.is_empty() && info.chains.is_empty());
+    // Two nodes are enough for two replicas.
+    assert_eq!(create_table(&mut c, 1, 2).await.unwrap().chains.len(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn heartbeat_timeout_fails_node_and_recovery_restores_it() {
+    let mut cfg = config(KvConfig::Mem);
+    cfg.heartbeat_timeout_ms = 600;
+    let server = t3fs_mgmtd::start(cfg).await.unwrap();
+    let mut c = client(&server).await;
+    three_storage_nodes(&mut c).await;
+    create_table(&mut c, 1, 3).await.unwrap();
+
+    // Nodes 10001 and 10002 keep heartbeating; 10003 goes silent.
+    let cancel = CancellationToken::new();
+    let keepalive = {
+        let (mut c, cancel) = (c.clone(), cancel.clone());
+        tokio::spawn(async move {
+            while !cancel.is_cancelled() {
+                for n in [10001u32, 10002] {
+                    let t = u64::from(n) * 10;
+                    heartbeat(&mut c, n, &[t + 1, t + 2]).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        let info = routing(&mut c, 0).await.unwrap();
+        if node(&info, 10003).status == NodeStatus::HeartbeatFailed as i32 {
+            break info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 10003 never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(node(&info, 10001).status, NodeStatus::HeartbeatConnected as i32);
+    assert_eq!(node(&info, 10002).status, NodeStatus::HeartbeatConnected as i32);
+    for t in &info.targets {
+        let want = if t.node_id == 10003 { PublicTargetState::Offline } else { PublicTargetState::Serving };
+        assert_eq!(t.public_state, want as i32, "target {}", t.target_id);
+    }
+    for chain in &info.chains {
+        assert_eq!(chain.chain_version, 1, "the skeleton does not bump chain versions");
+        for ct in &chain.targets {
+            let offline = ct.target_id / 10 == 10003;
+            assert_eq!(ct.public_state == PublicTargetState::Offline as i32, offline, "chain entry {}", ct.target_id);
+        }
+    }
+
+    // Node 10003 heartbeats again: connected, its targets SERVING, a new version.
+    let v = heartbeat(&mut c, 10003, &[100031, 100032]).await.unwrap();
+    assert!(v > info.version);
+    let info = routing(&mut c, info.version).await.unwrap();
+    assert_eq!(node(&info, 10003).status, NodeStatus::HeartbeatConnected as i32);
+    assert!(info.targets.iter().all(|t| t.public_state == PublicTargetState::Serving as i32));
+    assert!(info.chains.iter().flat_map(|c| &c.targets).all(|t| t.public_state == PublicTargetState::Serving as i32));
+
+    cancel.cancel();
+    keepalive.await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = KvConfig::Embedded { path: dir.path().join("kv") };
+    let cfg = config(kv);
+
+    let server = t3fs_mgmtd::start(cfg.clone()).await.unwrap();
+    let mut c = client(&server).await;
+    three_storage_nodes(&mut c).await;
+    register(&mut c, 100, NodeType::Meta).await;
+    let table = create_table(&mut c, 7, 3).await.unwrap();
+    let before = routing(&mut c, 0).await.unwrap();
+    // Shut down with the client's connection still open (as storage nodes' would be): the store
+    // must be released anyway, and promptly.
+    let t = std::time::Instant::now();
+    server.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t.elapsed());
+    drop(c);
+
+    let server = t3fs_mgmtd::start(cfg).await.unwrap();
+    let mut c = client(&server).await;
+    let after = routing(&mut c, 0).await.unwrap();
+    assert!(after.version > before.version, "routing versions never go back");
+    assert_eq!(after.tables, vec![table.clone()]);
+    assert_eq!(after.chains, before.chains);
+    assert_eq!(after.targets, before.targets);
+    let ids = |info: &proto::RoutingInfo| info.nodes.iter().map(|n| (n.node_id, n.status)).collect::<Vec<_>>();
+    // Restored nodes keep their status (a grace period instead of failing everyone at once).
+    assert_eq!(ids(&after), ids(&before));
+    assert_eq!(node(&after, 10002).grpc_addr, "127.0.0.1:10002");
+    // The restored cluster keeps working: heartbeats are accepted, the table retry is idempotent.
+    heartbeat(&mut c, 10001, &[100011, 100012]).await.unwrap();
+    assert_eq!(create_table(&mut c, 7, 3).await.unwrap(), table);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_without_the_cluster_token_are_refused() {
+    let mut cfg = config(KvConfig::Mem);
+    cfg.token = "s3cret".into();
+    let server = t3fs_mgmtd::start(cfg).await.unwrap();
+    let mut c = client(&server).await;
+
+    for token in [None, header(""), header("wrong")] {
+        let st =
+            c.get_routing_info(proto::GetRoutingInfoReq { header: token.clone(), known_version: 0 }).await.unwrap_err();
+        assert_eq!(code(st), StatusCode::Unauthenticated);
+        let req = proto::RegisterNodeReq {
+            header: token.clone(),
+            node_id: 5,
+            node_type: NodeType::Meta as i32,
+            ..Default::default()
+        };
+        assert_eq!(code(c.register_node(req).await.unwrap_err()), StatusCode::Unauthenticated);
+        let req = proto::HeartbeatReq { header: token.clone(), node_id: 5, ..Default::default() };
+        assert_eq!(code(c.heartbeat(req).await.unwrap_err()), StatusCode::Unauthenticated);
+        let req = proto::CreateChainTableReq { header: token, table_id: 1, replicas: 1, desc: String::new() };
+        assert_eq!(code(c.create_chain_table(req).await.unwrap_err()), StatusCode::Unauthenticated);
+    }
+
+    let req = proto::RegisterNodeReq {
+        header: header("s3cret"),
+        node_id: 5,
+        node_type: NodeType::Meta as i32,
+        ..Default::default()
+    };
+    c.register_node(req).await.unwrap();
+    let info = c
+        .get_routing_info(proto::GetRoutingInfoReq { header: header("s3cret"), known_version: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!(info.nodes.len(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn run_returns_when_cancelled() {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(t3fs_mgmtd::run(config(KvConfig::Mem), cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!task.is_finished());
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}

@@ -1,0 +1,602 @@
+//! The chunk store of one target: chunk data in plain files, chunk metadata in a fjall keyspace.
+//!
+//! Layout of a target directory:
+//! - `chunks/<fan-out>/<32 hex chunk id>.<16 hex version>`: the full content of one chunk version
+//!   (`fan-out` = low byte of the CRC32C of the chunk id, two hex digits, so directories stay small);
+//! - `meta/`: a fjall database with keyspace `chunks`: chunk id (16 bytes) -> [`Record`].
+//!
+//! **Copy-on-write, crash-safe updates.** An update builds the chunk's complete new content (old content
+//! with the write applied, gaps zero-filled; or cut/extended; or nothing for a removal), writes it to a
+//! *new* file named after the new version, fsyncs the file and its directory, and only then commits the
+//! metadata record (fjall `persist(SyncAll)`), which is the atomic switch. The old version's file is
+//! deleted after the commit. Because a version's file is never rewritten in place, a crash at any point
+//! leaves the chunk at its old or its new version; files not referenced by a record are orphans of such
+//! crashes and [`ChunkStore::open`] deletes them. (Rename-over-the-old-file would not be crash-safe here:
+//! between the rename and the metadata commit the file would already be new while the record is old.)
+//!
+//! **Integrity.** Every record holds the CRC32C of the whole chunk; every read (and every partial update,
+//! which reads the old content) verifies it and fails with `ChecksumMismatch` on a mismatch, so a damaged
+//! file is detected, never served. `open` checks that every live chunk's file exists with the recorded
+//! length; [`ChunkStore::scrub`] verifies every CRC.
+//!
+//! **Versions.** Each record carries the update version that produced it. Removals leave a *tombstone*
+//! record so versions of a chunk id stay monotonic across remove/re-create, which is what lets chain
+//! successors recognise a replayed update as a duplicate (`version <= local version`). Tombstones are
+//! never purged yet (left for the chunk engine issue).
+//!
+//! **Concurrency.** Updates and reads of one chunk are serialised by a per-chunk async lock
+//! ([`ChunkStore::lock`]); the replication layer holds it across apply + forward so updates to one chunk
+//! reach every replica in the same order. Errors are `t3fs_common::Error` directly: every failure here maps
+//! onto exactly one wire status code.
+//!
+//! Shortcut of this skeleton: every partial update rewrites the whole chunk (up to 64 MiB). The size-class
+//! chunk engine (issue 3) replaces the file-per-chunk layout.
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use t3fs_common::proto;
+use t3fs_common::{ChunkId, Error, StatusCode, TargetId};
+
+/// Largest chunk a target stores.
+pub const MAX_CHUNK_SIZE: u32 = t3fs_common::layout::MAX_CHUNK_SIZE;
+
+const CHUNKS_DIR: &str = "chunks";
+const META_DIR: &str = "meta";
+const KEYSPACE: &str = "chunks";
+
+/// Committed metadata of one chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ChunkMeta {
+    /// Update version that produced this content.
+    pub version: u64,
+    /// Length in bytes.
+    pub length: u32,
+    /// CRC32C of the `length` bytes.
+    pub crc32c: u32,
+    /// Chain version of the update that produced this content.
+    pub chain_version: u32,
+}
+
+impl ChunkMeta {
+    pub fn to_proto(&self, chunk: ChunkId) -> proto::ChunkMeta {
+        proto::ChunkMeta {
+            chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
+            version: self.version,
+            length: self.length,
+            crc32c: self.crc32c,
+            chain_version: self.chain_version,
+        }
+    }
+}
+
+/// The stored record: a chunk's metadata, or a tombstone keeping the version of a removed chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record {
+    meta: ChunkMeta,
+    removed: bool,
+}
+
+/// Record encoding: `[format u8 = 1][flags u8: bit0 removed][version u64][length u32][crc u32][chain_version u32]`,
+/// little-endian. An on-disk format: extend with a new format byte, never change this one.
+const RECORD_FORMAT: u8 = 1;
+const RECORD_LEN: usize = 22;
+
+impl Record {
+    fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut b = [0u8; RECORD_LEN];
+        b[0] = RECORD_FORMAT;
+        b[1] = u8::from(self.removed);
+        b[2..10].copy_from_slice(&self.meta.version.to_le_bytes());
+        b[10..14].copy_from_slice(&self.meta.length.to_le_bytes());
+        b[14..18].copy_from_slice(&self.meta.crc32c.to_le_bytes());
+        b[18..22].copy_from_slice(&self.meta.chain_version.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, Error> {
+        if b.len() != RECORD_LEN || b[0] != RECORD_FORMAT || b[1] > 1 {
+            return Err(Error::new(StatusCode::Io, format!("corrupt chunk record ({} bytes)", b.len())));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4-byte slice"));
+        Ok(Self {
+            removed: b[1] == 1,
+            meta: ChunkMeta {
+                version: u64::from_le_bytes(b[2..10].try_into().expect("8-byte slice")),
+                length: u32_at(10),
+                crc32c: u32_at(14),
+                chain_version: u32_at(18),
+            },
+        })
+    }
+}
+
+/// One update of one chunk.
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// Write `data` at `offset`, extending the chunk (zero-filling any gap) if needed.
+    Write { offset: u32, data: Bytes, payload_crc32c: u32, chunk_size: u32 },
+    /// Cut (or zero-extend) the chunk to `length` bytes; creates it if missing.
+    Truncate { length: u32, chunk_size: u32 },
+    /// Delete the chunk (a tombstone keeps its version).
+    Remove,
+}
+
+impl Update {
+    /// Checks the update against its own payload and limits. Bad input changes nothing.
+    fn validate(&self) -> Result<(), Error> {
+        let check_size = |end: u64, chunk_size: u32| {
+            if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+                return Err(Error::invalid(format!("chunk size {chunk_size} not in [1, {MAX_CHUNK_SIZE}]")));
+            }
+            if end > u64::from(chunk_size) {
+                return Err(Error::new(
+                    StatusCode::ChunkTooLarge,
+                    format!("update ends at {end}, beyond the chunk size {chunk_size}"),
+                ));
+            }
+            Ok(())
+        };
+        match self {
+            Update::Write { offset, data, payload_crc32c, chunk_size } => {
+                check_size(u64::from(*offset) + data.len() as u64, *chunk_size)?;
+                let actual = crc32c::crc32c(data);
+                if actual != *payload_crc32c {
+                    return Err(Error::new(
+                        StatusCode::ChecksumMismatch,
+                        format!("payload crc32c {actual:#010x} != request {payload_crc32c:#010x}"),
+                    ));
+                }
+                Ok(())
+            }
+            Update::Truncate { length, chunk_size } => check_size(u64::from(*length), *chunk_size),
+            Update::Remove => Ok(()),
+        }
+    }
+}
+
+/// Result of [`ChunkStore::apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The chunk's metadata after the call (for a removed chunk: its tombstone, length 0).
+    pub meta: ChunkMeta,
+    /// Whether the chunk exists after the call.
+    pub exists: bool,
+    /// The local version was already >= the update's version: nothing changed.
+    pub duplicate: bool,
+}
+
+/// What [`ChunkStore::open`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub live_chunks: usize,
+    pub tombstones: usize,
+    /// Unreferenced chunk files (left by crashes mid-update) that were deleted.
+    pub orphans_removed: usize,
+    /// Live chunks whose file is missing or has the wrong length (reads fail with ChecksumMismatch).
+    pub damaged: Vec<ChunkId>,
+}
+
+struct Db {
+    db: fjall::Database,
+    metas: fjall::Keyspace,
+}
+
+struct Inner {
+    target: TargetId,
+    chunks_dir: PathBuf,
+    /// `None` once closed: the fjall database is dropped (releasing its directory lock) even if handles
+    /// to this store are still alive in connection tasks.
+    db: RwLock<Option<Db>>,
+    locks: Mutex<HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
+    used_bytes: AtomicU64,
+}
+
+/// The chunk store of one target. Cheap to clone.
+#[derive(Clone)]
+pub struct ChunkStore {
+    inner: Arc<Inner>,
+}
+
+fn kv_err(e: fjall::Error) -> Error {
+    Error::new(StatusCode::Io, format!("chunk metadata store: {e}"))
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(&context, e)
+}
+
+/// Holds the lock of one chunk; dropping it releases the lock.
+pub struct ChunkGuard {
+    // Field order matters: the mutex guard is released before the map entry is cleaned up.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    entry: LockEntry,
+}
+
+impl ChunkGuard {
+    pub fn chunk(&self) -> ChunkId {
+        self.entry.chunk
+    }
+}
+
+/// A reference to a per-chunk lock in the map; the last reference removes the map entry.
+struct LockEntry {
+    chunk: ChunkId,
+    store: Arc<Inner>,
+    mutex: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Drop for LockEntry {
+    fn drop(&mut self) {
+        drop(self.mutex.take());
+        let mut locks = self.store.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Anyone else holding or waiting for this lock holds a clone (taken under the map lock).
+        if locks.get(&self.chunk).is_some_and(|m| Arc::strong_count(m) == 1) {
+            locks.remove(&self.chunk);
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(format!("fsync {}", dir.display())))
+}
+
+/// Parses `<32 hex id>.<16 hex version>`.
+fn parse_file_name(name: &str) -> Option<(ChunkId, u64)> {
+    let (id, ver) = name.split_once('.')?;
+    if id.len() != 32 || ver.len() != 16 {
+        return None;
+    }
+    let chunk = ChunkId::from_bytes(&hex::decode(id).ok()?).ok()?;
+    Some((chunk, u64::from_str_radix(ver, 16).ok()?))
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the target directory `path`, deletes orphan chunk files and checks that
+    /// every live chunk's file exists with its recorded length.
+    pub fn open(target: TargetId, path: &Path) -> Result<(Self, OpenReport), Error> {
+        let chunks_dir = path.join(CHUNKS_DIR);
+        fs::create_dir_all(&chunks_dir).map_err(io_err(format!("creating {}", chunks_dir.display())))?;
+        let db = fjall::Database::builder(path.join(META_DIR)).worker_threads(1).open().map_err(kv_err)?;
+        let metas = db.keyspace(KEYSPACE, fjall::KeyspaceCreateOptions::default).map_err(kv_err)?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                target,
+                chunks_dir,
+                db: RwLock::new(Some(Db { db, metas })),
+                locks: Mutex::default(),
+                used_bytes: AtomicU64::new(0),
+            }),
+        };
+        let report = store.recover()?;
+        if !report.damaged.is_empty() || report.orphans_removed > 0 {
+            let (orphans, damaged) = (report.orphans_removed, report.damaged.len());
+            tracing::warn!(target_id = %target, orphans, damaged, "target recovered");
+        }
+        Ok((store, report))
+    }
+
+    fn recover(&self) -> Result<OpenReport, Error> {
+        let mut report = OpenReport::default();
+        let mut live: HashMap<ChunkId, ChunkMeta> = HashMap::new();
+        for (chunk, rec) in self.records()? {
+            if rec.removed {
+                report.tombstones += 1;
+            } else {
+                live.insert(chunk, rec.meta);
+            }
+        }
+        report.live_chunks = live.len();
+        let mut seen = std::collections::HashSet::new();
+        let dir = &self.inner.chunks_dir;
+        for fan in fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))? {
+            let fan = fan.map_err(io_err(format!("listing {}", dir.display())))?.path();
+            if !fan.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&fan).map_err(io_err(format!("listing {}", fan.display())))? {
+                let f = f.map_err(io_err(format!("listing {}", fan.display())))?.path();
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                let Some((chunk, version)) = parse_file_name(&name) else {
+                    tracing::warn!(file = %f.display(), "unknown file in chunk directory, left alone");
+                    continue;
+                };
+                if live.get(&chunk).is_some_and(|m| m.version == version) && f == self.path(chunk, version) {
+                    seen.insert(chunk);
+                    continue;
+                }
+                fs::remove_file(&f).map_err(io_err(format!("removing orphan {}", f.display())))?;
+                report.orphans_removed += 1;
+            }
+        }
+        let mut used = 0u64;
+        for (chunk, meta) in &live {
+            let len = if seen.contains(chunk) {
+                fs::metadata(self.path(*chunk, meta.version)).ok().map(|m| m.len())
+            } else {
+                None
+            };
+            if len != Some(u64::from(meta.length)) {
+                let target_id = self.inner.target.0;
+                tracing::error!(target_id, %chunk, ?len, expected = meta.length, "chunk file missing or wrong length");
+                report.damaged.push(*chunk);
+            }
+            used += u64::from(meta.length);
+        }
+        report.damaged.sort();
+        self.inner.used_bytes.store(used, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    pub fn target(&self) -> TargetId {
+        self.inner.target
+    }
+
+    /// Sum of the lengths of all live chunks.
+    pub fn used_bytes(&self) -> u64 {
+        self.inner.used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes the lock of `chunk`; updates and reads of one chunk are serialised by it.
+    pub async fn lock(&self, chunk: ChunkId) -> ChunkGuard {
+        let mutex = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(chunk).or_default().clone()
+        };
+        // If this future is dropped while waiting, `entry` still cleans up the map.
+        let entry = LockEntry { chunk, store: self.inner.clone(), mutex: Some(mutex.clone()) };
+        let guard = mutex.lock_owned().await;
+        ChunkGuard { _guard: guard, entry }
+    }
+
+    fn with_db<T>(&self, f: impl FnOnce(&Db) -> Result<T, Error>) -> Result<T, Error> {
+        let g = self.inner.db.read().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some(db) => f(db),
+            None => Err(Error::unavailable(format!("target {} is closed", self.inner.target))),
+        }
+    }
+
+    fn record(&self, chunk: ChunkId) -> Result<Option<Record>, Error> {
+        self.with_db(|db| db.metas.get(chunk.to_bytes()).map_err(kv_err)?.map(|v| Record::decode(&v)).transpose())
+    }
+
+    fn records(&self) -> Result<Vec<(ChunkId, Record)>, Error> {
+        self.with_db(|db| {
+            let mut out = Vec::new();
+            for kv in db.metas.iter() {
+                let (k, v) = kv.into_inner().map_err(kv_err)?;
+                out.push((ChunkId::from_bytes(&k)?, Record::decode(&v)?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn commit(&self, chunk: ChunkId, rec: &Record) -> Result<(), Error> {
+        self.with_db(|db| {
+            db.metas.insert(chunk.to_bytes(), rec.encode()).map_err(kv_err)?;
+            db.db.persist(fjall::PersistMode::SyncAll).map_err(kv_err)
+        })
+    }
+
+    /// Metadata of a live chunk (`None` if missing or removed).
+    pub fn query(&self, chunk: ChunkId) -> Result<Option<ChunkMeta>, Error> {
+        Ok(self.record(chunk)?.filter(|r| !r.removed).map(|r| r.meta))
+    }
+
+    /// Metadata of every live chunk, in chunk id order.
+    pub fn list(&self) -> Result<Vec<(ChunkId, ChunkMeta)>, Error> {
+        Ok(self.records()?.into_iter().filter(|(_, r)| !r.removed).map(|(c, r)| (c, r.meta)).collect())
+    }
+
+    /// The chunk's current version (0 if it never existed; a removed chunk keeps its version).
+    pub fn version(&self, guard: &ChunkGuard) -> Result<u64, Error> {
+        Ok(self.record(guard.chunk())?.map_or(0, |r| r.meta.version))
+    }
+
+    fn path(&self, chunk: ChunkId, version: u64) -> PathBuf {
+        let id = chunk.to_bytes();
+        let fan = crc32c::crc32c(&id) as u8;
+        self.inner.chunks_dir.join(format!("{fan:02x}")).join(format!("{}.{version:016x}", hex::encode(id)))
+    }
+
+    /// Reads a chunk version's file and verifies it against its metadata.
+    fn read_verified(&self, chunk: ChunkId, meta: &ChunkMeta) -> Result<Vec<u8>, Error> {
+        let path = self.path(chunk, meta.version);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::new(StatusCode::ChecksumMismatch, format!("chunk {chunk}: data file missing")));
+            }
+            Err(e) => return Err(Error::io(&format!("reading {}", path.display()), e)),
+        };
+        let crc = crc32c::crc32c(&data);
+        if data.len() != meta.length as usize || crc != meta.crc32c {
+            let target_id = self.inner.target.0;
+            tracing::error!(target_id, %chunk, len = data.len(), crc, ?meta, "chunk data does not match its metadata");
+            return Err(Error::new(
+                StatusCode::ChecksumMismatch,
+                format!(
+                    "chunk {chunk}: data ({} bytes, crc {crc:#010x}) does not match metadata ({} bytes, crc {:#010x})",
+                    data.len(),
+                    meta.length,
+                    meta.crc32c
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Reads `[offset, min(offset + len, length))` of a chunk, verifying the whole chunk's CRC first.
+    pub async fn read(&self, chunk: ChunkId, offset: u32, len: u32) -> Result<(Bytes, ChunkMeta), Error> {
+        let _guard = self.lock(chunk).await;
+        let store = self.clone();
+        blocking(move || {
+            let rec = store.record(chunk)?.filter(|r| !r.removed);
+            let Some(Record { meta, .. }) = rec else {
+                return Err(Error::new(StatusCode::ChunkNotFound, format!("chunk {chunk} not found")));
+            };
+            let data = store.read_verified(chunk, &meta)?;
+            let start = (offset as usize).min(data.len());
+            let end = (offset as usize).saturating_add(len as usize).min(data.len());
+            Ok((Bytes::from(data).slice(start..end), meta))
+        })
+        .await
+    }
+
+    /// Applies `update` as version `version` (must be > 0) under the caller's chunk lock. If the local
+    /// version is already >= `version` the update is a duplicate and nothing changes.
+    pub async fn apply(
+        &self,
+        guard: &ChunkGuard,
+        version: u64,
+        chain_version: u32,
+        update: Update,
+    ) -> Result<Applied, Error> {
+        let store = self.clone();
+        let chunk = guard.chunk();
+        blocking(move || store.apply_blocking(chunk, version, chain_version, update)).await
+    }
+
+    fn apply_blocking(
+        &self,
+        chunk: ChunkId,
+        version: u64,
+        chain_version: u32,
+        update: Update,
+    ) -> Result<Applied, Error> {
+        update.validate()?;
+        if version == 0 {
+            return Err(Error::invalid("update version must be > 0"));
+        }
+        let old = self.record(chunk)?;
+        let old_version = old.map_or(0, |r| r.meta.version);
+        if old_version >= version {
+            let rec = old.expect("version > 0 implies a record");
+            return Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: true });
+        }
+        if version > old_version + 1 {
+            // No resync yet: a replica that missed updates (e.g. a retried write whose first attempt never
+            // reached us) takes the newest one on top of what it has.
+            tracing::warn!(target_id = %self.inner.target, %chunk, old_version, version, "update version gap");
+        }
+        let old_live = old.filter(|r| !r.removed).map(|r| r.meta);
+        // The old content, unless the update replaces all of it (so a damaged chunk can be overwritten).
+        let needs_old = match &update {
+            Update::Write { offset, data, .. } => {
+                old_live.is_some_and(|m| !(*offset == 0 && data.len() >= m.length as usize))
+            }
+            Update::Truncate { length, .. } => *length > 0 && old_live.is_some(),
+            Update::Remove => false,
+        };
+        let mut content = match old_live {
+            Some(m) if needs_old => self.read_verified(chunk, &m)?,
+            _ => Vec::new(),
+        };
+        let new_content = match update {
+            Update::Write { offset, data, .. } => {
+                let (start, end) = (offset as usize, offset as usize + data.len());
+                if content.len() < end {
+                    content.resize(end, 0);
+                }
+                content[start..end].copy_from_slice(&data);
+                Some(content)
+            }
+            Update::Truncate { length, .. } => {
+                content.resize(length as usize, 0);
+                Some(content)
+            }
+            Update::Remove => None,
+        };
+        let rec = match &new_content {
+            Some(c) => Record {
+                meta: ChunkMeta { version, length: c.len() as u32, crc32c: crc32c::crc32c(c), chain_version },
+                removed: false,
+            },
+            None => Record { meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version }, removed: true },
+        };
+        let new_path = self.path(chunk, version);
+        if let Some(c) = &new_content {
+            write_durably(&new_path, c)?;
+        }
+        if let Err(e) = self.commit(chunk, &rec) {
+            if new_content.is_some() {
+                let _ = fs::remove_file(&new_path);
+            }
+            return Err(e);
+        }
+        if let Some(m) = old_live {
+            let old_path = self.path(chunk, m.version);
+            if let Err(e) = fs::remove_file(&old_path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                // Harmless: an unreferenced file is deleted by the next open.
+                tracing::warn!(file = %old_path.display(), error = %e, "could not delete old chunk version");
+            }
+        }
+        let old_len = u64::from(old_live.map_or(0, |m| m.length));
+        let _ = self.inner.used_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+            Some(u.saturating_sub(old_len) + u64::from(rec.meta.length))
+        });
+        Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: false })
+    }
+
+    /// Verifies every live chunk's CRC; returns the damaged ones with their errors.
+    pub async fn scrub(&self) -> Result<Vec<(ChunkId, Error)>, Error> {
+        let mut bad = Vec::new();
+        for (chunk, _) in self.list()? {
+            let store = self.clone();
+            let guard = self.lock(chunk).await;
+            let res = blocking(move || match store.record(chunk)?.filter(|r| !r.removed) {
+                Some(r) => store.read_verified(chunk, &r.meta).map(|_| ()),
+                None => Ok(()),
+            })
+            .await;
+            drop(guard);
+            if let Err(e) = res {
+                bad.push((chunk, e));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Drops the metadata database (blocking: waits for fjall's workers), releasing its directory lock
+    /// so the target can be reopened. Later calls on any handle fail with `Unavailable`.
+    pub fn close(&self) {
+        let db = self.inner.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(db) = db {
+            if let Err(e) = db.db.persist(fjall::PersistMode::SyncAll) {
+                tracing::warn!(target_id = %self.inner.target, error = %e, "persisting chunk metadata on close");
+            }
+            drop(db);
+        }
+    }
+
+    #[cfg(test)]
+    fn file_path(&self, chunk: ChunkId, version: u64) -> PathBuf {
+        self.path(chunk, version)
+    }
+}
+
+/// Writes a new chunk file and makes it (and its directory entry) durable.
+fn write_durably(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().expect("chunk paths have a parent");
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        fsync_dir(dir.parent().expect("fan-out directories have a parent"))?;
+    }
+    let mut f = File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(io_err(format!("writing {}", path.display())))?;
+    fsync_dir(dir)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::internal(format!("chunk store task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests;

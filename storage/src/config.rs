@@ -1,0 +1,147 @@
+//! The storage daemon's typed config (TOML, `deny_unknown_fields`).
+//!
+//! One storage process serves several *targets*; each target is one directory (normally one per disk or
+//! several per disk) holding its chunk files and its chunk-metadata store. Target ids are assigned by the
+//! operator and must match the chain tables mgmtd builds.
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use t3fs_common::Error;
+
+/// Storage daemon configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id, unique in the cluster (3FS convention: storage nodes are 10001, 10002, ...).
+    pub node_id: u32,
+    /// gRPC listen address of the `StorageAdmin` service, e.g. "127.0.0.1:0" (port 0: pick a free port).
+    pub listen: String,
+    /// Listen address of the bulk data plane (framed TCP), e.g. "127.0.0.1:0".
+    pub bulk_listen: String,
+    /// mgmtd gRPC address, `host:port`.
+    pub mgmtd_addr: String,
+    /// Cluster token: when non-empty, requests carrying a different token are refused (Unauthenticated),
+    /// and this token is sent to mgmtd and to chain successors.
+    #[serde(default)]
+    pub token: String,
+    /// The targets this node serves.
+    pub targets: Vec<TargetConfig>,
+    /// Interval between heartbeats to mgmtd, in milliseconds (3FS default: 1 s; mgmtd fails a node after
+    /// many missed heartbeats, so this is not latency critical).
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Interval between routing-info polls, in milliseconds. Short, because a stale chain version makes
+    /// writes fail with ChainVersionMismatch until the next refresh.
+    #[serde(default = "default_routing_refresh_ms")]
+    pub routing_refresh_ms: u64,
+    /// How long `start` keeps retrying to register with mgmtd before it gives up, in milliseconds
+    /// (mgmtd may start after storage in `t3fs local up`).
+    #[serde(default = "default_register_timeout_ms")]
+    pub register_timeout_ms: u64,
+}
+
+/// One storage target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Target id, unique in the cluster (it appears in chain tables).
+    pub id: u64,
+    /// Directory of this target (created if missing): `chunks/` holds chunk files, `meta/` the metadata store.
+    pub path: PathBuf,
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    1000
+}
+
+fn default_routing_refresh_ms() -> u64 {
+    500
+}
+
+fn default_register_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Config {
+    /// A config with defaults for every optional field.
+    pub fn new(node_id: u32, mgmtd_addr: impl Into<String>, targets: Vec<TargetConfig>) -> Self {
+        Self {
+            node_id,
+            listen: "127.0.0.1:0".into(),
+            bulk_listen: "127.0.0.1:0".into(),
+            mgmtd_addr: mgmtd_addr.into(),
+            token: String::new(),
+            targets,
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            routing_refresh_ms: default_routing_refresh_ms(),
+            register_timeout_ms: default_register_timeout_ms(),
+        }
+    }
+
+    /// Checks invariants serde cannot express.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.node_id == 0 {
+            return Err(Error::invalid("storage config: node_id must be > 0"));
+        }
+        if self.targets.is_empty() {
+            return Err(Error::invalid("storage config: at least one target is required"));
+        }
+        let mut ids = HashSet::new();
+        let mut paths = HashSet::new();
+        for t in &self.targets {
+            if t.id == 0 {
+                return Err(Error::invalid("storage config: target id must be > 0"));
+            }
+            if !ids.insert(t.id) {
+                return Err(Error::invalid(format!("storage config: duplicate target id {}", t.id)));
+            }
+            if !paths.insert(t.path.clone()) {
+                return Err(Error::invalid(format!("storage config: duplicate target path {}", t.path.display())));
+            }
+        }
+        if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 {
+            return Err(Error::invalid("storage config: intervals must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_rejects_unknown_fields() {
+        let text = r#"
+            node_id = 10001
+            listen = "127.0.0.1:0"
+            bulk_listen = "127.0.0.1:0"
+            mgmtd_addr = "127.0.0.1:9000"
+            [[targets]]
+            id = 101
+            path = "/tmp/t101"
+        "#;
+        let c: Config = t3fs_common::config::parse(text).unwrap();
+        assert_eq!(c.heartbeat_interval_ms, 1000);
+        assert_eq!(c.routing_refresh_ms, 500);
+        assert_eq!(c.token, "");
+        assert_eq!(c.targets, vec![TargetConfig { id: 101, path: "/tmp/t101".into() }]);
+        c.validate().unwrap();
+        let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&c).unwrap()).unwrap();
+        assert_eq!(round, c);
+        assert!(t3fs_common::config::parse::<Config>(&format!("{text}\nbogus = 1")).is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_targets() {
+        let t = |id| TargetConfig { id, path: format!("/tmp/t{id}").into() };
+        assert!(Config::new(1, "m", vec![]).validate().is_err());
+        assert!(Config::new(1, "m", vec![t(1), t(1)]).validate().is_err());
+        assert!(Config::new(0, "m", vec![t(1)]).validate().is_err());
+        let mut dup_path = Config::new(1, "m", vec![t(1), t(2)]);
+        dup_path.targets[1].path = dup_path.targets[0].path.clone();
+        assert!(dup_path.validate().is_err());
+        assert!(Config::new(1, "m", vec![t(1), t(2)]).validate().is_ok());
+    }
+}

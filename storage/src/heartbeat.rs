@@ -1,0 +1,145 @@
+//! Registration with mgmtd and the heartbeat loop.
+//!
+//! At start the node registers its actual gRPC and bulk addresses (retrying until mgmtd answers or the
+//! configured deadline passes: mgmtd may come up after storage). Then a task sends a heartbeat every
+//! interval with one `LocalTarget` per target: local state UPTODATE (this skeleton has no resync, so a
+//! target is always up to date from its own point of view), used bytes, and the chain version it knows.
+//! mgmtd derives public target states and chain membership from these reports.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use t3fs_common::proto::{self, LocalTargetState, NodeType};
+use t3fs_common::routing::{MgmtdClient, RoutingCache, connect_mgmtd};
+use t3fs_common::{ChainId, Error, StatusCode, TargetId};
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk_store::ChunkStore;
+
+/// What this node tells mgmtd about itself.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub node_id: u32,
+    pub token: String,
+    pub grpc_addr: String,
+    pub bulk_addr: String,
+    pub hostname: String,
+}
+
+impl NodeIdentity {
+    fn header(&self) -> proto::RequestHeader {
+        proto::RequestHeader {
+            request_id: t3fs_common::new_request_id(),
+            token: self.token.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Registers with mgmtd, retrying transient failures until `timeout`; fails at once on a permanent error
+/// (bad token, bad request).
+pub async fn register(mgmtd_addr: &str, me: &NodeIdentity, timeout: Duration) -> Result<MgmtdClient, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let mut client = connect_mgmtd(mgmtd_addr).await?;
+            let req = proto::RegisterNodeReq {
+                header: Some(me.header()),
+                node_id: me.node_id,
+                node_type: NodeType::Storage as i32,
+                grpc_addr: me.grpc_addr.clone(),
+                bulk_addr: me.bulk_addr.clone(),
+                hostname: me.hostname.clone(),
+            };
+            let rsp = client.register_node(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner();
+            Ok::<_, Error>((client, rsp.routing_version))
+        };
+        let err = match attempt.await {
+            Ok((client, version)) => {
+                tracing::info!(node_id = me.node_id, routing_version = version, "registered with mgmtd");
+                return Ok(client);
+            }
+            Err(e) => e,
+        };
+        let transient = err.is_retryable() || matches!(err.code, StatusCode::Internal | StatusCode::Io);
+        if !transient {
+            return Err(Error::new(err.code, format!("registering with mgmtd at {mgmtd_addr}: {}", err.message)));
+        }
+        if tokio::time::Instant::now() + delay >= deadline {
+            return Err(Error::new(
+                StatusCode::Unavailable,
+                format!("registering with mgmtd at {mgmtd_addr}: gave up after {timeout:?}: {err}"),
+            ));
+        }
+        tracing::debug!(error = %err, "mgmtd not ready, retrying registration");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The per-target part of a heartbeat.
+pub fn local_targets(stores: &HashMap<TargetId, ChunkStore>, routing: &RoutingCache) -> Vec<proto::LocalTarget> {
+    let r = routing.get();
+    let mut out: Vec<proto::LocalTarget> = stores
+        .iter()
+        .map(|(id, store)| {
+            let chain_version =
+                r.target(*id).ok().and_then(|t| r.chain(ChainId(t.chain_id)).ok()).map_or(0, |c| c.chain_version);
+            proto::LocalTarget {
+                target_id: id.0,
+                local_state: LocalTargetState::Uptodate as i32,
+                used_bytes: store.used_bytes(),
+                chain_version,
+            }
+        })
+        .collect();
+    out.sort_by_key(|t| t.target_id);
+    out
+}
+
+/// Sends a heartbeat every `interval` until `cancel` fires. Failures are logged; the connection is
+/// re-established when mgmtd is unreachable.
+pub fn spawn_heartbeats(
+    mut client: Option<MgmtdClient>,
+    mgmtd_addr: String,
+    me: NodeIdentity,
+    stores: Arc<HashMap<TargetId, ChunkStore>>,
+    routing: RoutingCache,
+    interval: Duration,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let beat = async {
+                if client.is_none() {
+                    client = connect_mgmtd(&mgmtd_addr).await.ok();
+                }
+                if let Some(c) = client.as_mut() {
+                    let req = proto::HeartbeatReq {
+                        header: Some(me.header()),
+                        node_id: me.node_id,
+                        node_type: NodeType::Storage as i32,
+                        targets: local_targets(&stores, &routing),
+                    };
+                    if let Err(st) = c.heartbeat(req).await {
+                        let e = Error::from_tonic(&st);
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        if e.code == StatusCode::Unavailable {
+                            client = None;
+                        }
+                    }
+                }
+            };
+            // A slow or unreachable mgmtd must not delay shutdown.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = beat => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    })
+}
