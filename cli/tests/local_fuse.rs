@@ -6,7 +6,7 @@
 //! - bad names refused with EINVAL/ENAMETOOLONG, changing nothing.
 //!
 //! Skips (with a message) only where /dev/fuse is missing.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use t3fs_cli::local::inproc::LocalCluster;
@@ -25,7 +25,6 @@ fn fuse_available() -> bool {
 
 struct Mounted {
     session: Option<fuser::BackgroundSession>,
-    path: PathBuf,
 }
 
 impl Mounted {
@@ -34,7 +33,7 @@ impl Mounted {
         let client = cluster.client().await.unwrap();
         let session =
             t3fs_fuse::mount(client, tokio::runtime::Handle::current(), path, &cluster.mount_config()).unwrap();
-        Mounted { session: Some(session), path: path.to_path_buf() }
+        Mounted { session: Some(session) }
     }
 
     async fn unmount(mut self) {
@@ -64,7 +63,7 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 async fn check_replicas(cluster: &LocalCluster, inode: &proto::Inode, data: &[u8]) {
     let client = cluster.client().await.unwrap();
     let routing = client.routing();
-    let lay = inode.layout.clone().expect("file has a layout");
+    let lay = inode.layout.expect("file has a layout");
     let table = routing.table(ChainTableId(lay.table_id), lay.table_version).unwrap();
     let cs = lay.chunk_size as usize;
     let chunks = data.len().div_ceil(cs);
