@@ -7,6 +7,7 @@
 //! - [`routing`]: routing-info lookups and a cache kept fresh by polling mgmtd.
 //! - [`bulk`]: the framed-TCP bulk data plane (frame codec and a pooled client).
 //! - [`config`], [`telemetry`], [`names`]: config loading, tracing setup, name validation.
+pub mod auth;
 pub mod bulk;
 pub mod config;
 pub mod ids;

@@ -5,8 +5,9 @@
 //! stable status code travels in the `t3fs-code` metadata entry).
 use std::sync::Arc;
 
+use t3fs_common::auth;
 use t3fs_common::proto::{self, meta_server::Meta};
-use t3fs_common::{Error, InodeId, StatusCode};
+use t3fs_common::{Error, InodeId};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -35,20 +36,13 @@ impl MetaService {
             Some(h) => (h.token.as_str(), Caller { uid: h.uid, gid: h.gid, gids: h.gids.clone() }),
             None => ("", Caller::default()),
         };
-        if !self.token.is_empty() && !constant_time_eq(token.as_bytes(), self.token.as_bytes()) {
-            return Err(Error::new(StatusCode::Unauthenticated, "bad or missing cluster token").to_tonic());
-        }
+        auth::check_token(&self.token, token)?;
         Ok(caller)
     }
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn request_id(header: &Option<proto::RequestHeader>) -> &str {
-    header.as_ref().map(|h| h.request_id.as_str()).unwrap_or("")
+    auth::request_id(header.as_ref())
 }
 
 /// Runs a handler body in `span`, logging failures at debug level and mapping them onto tonic.
@@ -155,18 +149,5 @@ impl Meta for MetaService {
             Ok(proto::StatFsRsp { capacity_bytes: s.capacity_bytes, used_bytes: s.used_bytes, inodes: s.inodes })
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(constant_time_eq(b"", b""));
     }
 }
