@@ -307,6 +307,7 @@ impl Client {
                     chunk_size: l.chunk_size,
                     payload_crc32c: crc,
                     update_version: 0,
+                    sync: false,
                 })),
             };
             match self.bulk.call(&addr, &req, payload).await {
@@ -338,6 +339,7 @@ impl Client {
         let req = proto::ListChunksReq {
             header: Some(self.header(&crate::UserInfo::root(), &t3fs_common::new_request_id())),
             target_id: target.0,
+            include_removed: false,
         };
         Ok(admin.list_chunks(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner().chunks)
     }

@@ -129,6 +129,11 @@ impl Inner {
     /// length (Close with the length hint). What flush, fsync and release do.
     async fn sync_handle(&self, user: &UserInfo, f: &mut OpenFile, always_close: bool) -> t3fs_common::Result<()> {
         self.flush_buf(f).await?;
+        if self.handles.is_unlinked(f.inode.id) {
+            // Meta has no inode to report to; the chunks go at the last release.
+            f.dirty = false;
+            return Ok(());
+        }
         if f.dirty || always_close {
             let ino = f.inode.id;
             let hint = self.handles.local_len(ino);
@@ -139,7 +144,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes out the buffers of every open handle of `ino` (before a truncate).
+    /// Writes out the buffers of every open handle of `ino` (before a truncate or a read).
     async fn flush_inode(&self, ino: u64) -> t3fs_common::Result<()> {
         for f in self.handles.files_of(ino) {
             let mut g = f.lock().await;
@@ -207,11 +212,11 @@ impl Inner {
     }
 
     async fn read(&self, f: FileRef, offset: u64, size: u32) -> t3fs_common::Result<Vec<u8>> {
-        let mut g = f.lock().await;
-        self.flush_buf(&mut g).await?;
-        let mut inode = g.inode.clone();
+        let mut inode = f.lock().await.inode.clone();
+        // Buffered writes of every handle of this inode go out first, so a read through one handle
+        // sees what was written through another (as on a local file system), not a hole.
+        self.flush_inode(inode.id).await?;
         inode.length = self.handles.read_len(inode.id, inode.length);
-        drop(g);
         self.client.read(&inode, offset, size).await
     }
 
@@ -492,7 +497,12 @@ impl Filesystem for T3Fs {
                 let writable = g.writable;
                 fs.sync_handle(&user, &mut g, writable).await
             };
-            fs.handles.release_file(fh.0);
+            if let Some(len) = fs.handles.release_file(fh.0) {
+                let inode = f.lock().await.inode.clone();
+                if let Err(e) = fs.client.remove_chunks(&inode, 0, len).await {
+                    tracing::warn!(error = %e, "removing chunks of a file unlinked while open failed; left for GC");
+                }
+            }
             match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("release", &e)),
@@ -599,7 +609,12 @@ impl T3Fs {
         let span = tracing::debug_span!("remove", op, parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn(span, |fs| async move {
             match fs.client.remove(&user, InodeId(parent.0), &name, is_dir).await {
-                Ok(_) => reply.ok(),
+                Ok(inode) => {
+                    if inode.nlink == 0 {
+                        fs.handles.unlinked(inode.id);
+                    }
+                    reply.ok()
+                }
                 Err(e) => reply.error(fail(op, &e)),
             }
         });

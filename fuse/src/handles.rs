@@ -7,7 +7,8 @@
 //!   lazy (updated on close/fsync from the writer's length hint), so while a file is open here the
 //!   size we report is `max(meta length, local length)`, where the local length is the highest
 //!   byte written (buffered or not) + 1 by any open handle of this mount. A truncate lowers the local
-//!   length so a later close cannot resurrect the old size.
+//!   length so a later close cannot resurrect the old size. An inode unlinked while open here is
+//!   marked; its handles then skip Close (meta forgot it) and the last release deletes its chunks.
 //!
 //! Invariant: a handle's buffer is only touched with the handle's (async) mutex held, so ops on one
 //! handle are serialised; different handles never share a buffer.
@@ -107,6 +108,9 @@ struct InodeLen {
     open: u32,
     meta_len: u64,
     local_len: u64,
+    /// Unlinked while open here: meta no longer has the inode, and its chunks (which meta's length
+    /// did not cover, or which were written after the unlink) go when the last handle is released.
+    unlinked: bool,
 }
 
 /// File and directory handle tables of one mount.
@@ -162,16 +166,34 @@ impl Handles {
         lock(&self.files).values().map(|(_, f)| f.clone()).collect()
     }
 
-    /// Forgets a file handle; the inode's local length goes with its last handle.
-    pub fn release_file(&self, fh: u64) {
-        let Some((ino, _)) = lock(&self.files).remove(&fh) else { return };
+    /// Forgets a file handle; the inode's local length goes with its last handle. Returns the length
+    /// whose chunks the caller must delete when this was the last handle of an unlinked inode.
+    pub fn release_file(&self, fh: u64) -> Option<u64> {
+        let (ino, _) = lock(&self.files).remove(&fh)?;
         let mut lens = lock(&self.lens);
-        if let Some(st) = lens.get_mut(&ino) {
-            st.open = st.open.saturating_sub(1);
-            if st.open == 0 {
-                lens.remove(&ino);
-            }
+        let st = lens.get_mut(&ino)?;
+        st.open = st.open.saturating_sub(1);
+        if st.open > 0 {
+            return None;
         }
+        let st = lens.remove(&ino)?;
+        st.unlinked.then_some(st.meta_len.max(st.local_len))
+    }
+
+    /// Records that `ino` was unlinked (meta removed it); returns whether it is open here.
+    pub fn unlinked(&self, ino: u64) -> bool {
+        match lock(&self.lens).get_mut(&ino) {
+            Some(st) => {
+                st.unlinked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `ino` was unlinked while open here (so meta no longer knows it).
+    pub fn is_unlinked(&self, ino: u64) -> bool {
+        lock(&self.lens).get(&ino).is_some_and(|st| st.unlinked)
     }
 
     /// Records that bytes up to `end` were written (possibly still buffered) through this mount.
@@ -318,7 +340,24 @@ mod tests {
         assert!(h.file(a).is_none() && h.files_of(5).is_empty());
         assert_eq!(h.read_len(5, 42), 42);
         // Releasing twice is harmless.
-        h.release_file(b);
+        assert_eq!(h.release_file(b), None);
+    }
+
+    #[test]
+    fn unlinked_while_open() {
+        let h = Handles::new();
+        assert!(!h.unlinked(9), "not open here");
+        let a = h.open_file(file_inode(9, 10), true);
+        let b = h.open_file(file_inode(9, 10), true);
+        h.note_write(9, 5000);
+        assert!(h.unlinked(9) && h.is_unlinked(9));
+        assert_eq!(h.release_file(a), None, "still open through b");
+        h.note_write(9, 7000);
+        assert_eq!(h.release_file(b), Some(7000), "last close deletes up to the highest byte written");
+        assert!(!h.is_unlinked(9));
+        // Open again (a new file that reuses nothing): a plain release.
+        let c = h.open_file(file_inode(9, 10), true);
+        assert_eq!(h.release_file(c), None);
     }
 
     #[test]

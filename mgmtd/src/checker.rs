@@ -1,8 +1,10 @@
-//! The liveness checker: every `check_interval_ms` it marks nodes that have not heartbeated for
-//! `heartbeat_timeout_ms` as HEARTBEAT_FAILED and their targets OFFLINE (see
-//! [`crate::state::ClusterState::plan_check`]). A node that heartbeats again is restored by the
-//! heartbeat handler, not here. A failed check (the KV store refused the write) is logged and tried
-//! again on the next tick; nothing was changed in memory.
+//! The checker task: every `check_interval_ms` it marks nodes that have not heartbeated for
+//! `heartbeat_timeout_ms` as HEARTBEAT_FAILED, then (once bootstrapping is over) runs the target
+//! state machine ([`crate::chain_update`]) on every chain and publishes the changed chains (see
+//! [`crate::state::ClusterState::plan_check`]). A node that heartbeats again is marked connected by
+//! the heartbeat handler; its targets' public states move on the next check. A failed check (the
+//! KV store refused the write) is logged and tried again on the next tick; nothing was changed in
+//! memory.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ pub fn spawn(
                 _ = ticker.tick() => {}
             }
             if let Err(e) = cluster.check(timeout).await {
-                tracing::warn!(error = %e, "liveness check failed; retrying next tick");
+                tracing::warn!(error = %e, "check failed; retrying next tick");
             }
         }
     })

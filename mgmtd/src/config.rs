@@ -31,6 +31,13 @@ pub struct Config {
     /// `heartbeat_timeout_ms + check_interval_ms`.
     #[serde(default = "default_check_interval_ms")]
     pub check_interval_ms: u64,
+    /// After start, mgmtd changes no chain for this long: it only collects heartbeats (so a
+    /// restarted mgmtd learns every target's local state before it acts on it), and routing info
+    /// carries `bootstrapping = true`. Nodes and targets still register and heartbeat, and nodes
+    /// can still be marked failed. Unset: `heartbeat_timeout_ms` (3FS waits 2 min). 0 disables it
+    /// (tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_ms: Option<u64>,
 }
 
 fn default_heartbeat_timeout_ms() -> u64 {
@@ -51,7 +58,13 @@ impl Config {
             kv,
             heartbeat_timeout_ms: default_heartbeat_timeout_ms(),
             check_interval_ms: default_check_interval_ms(),
+            bootstrap_ms: None,
         }
+    }
+
+    /// The bootstrapping period: `bootstrap_ms`, or `heartbeat_timeout_ms` when unset.
+    pub fn bootstrap_period(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.bootstrap_ms.unwrap_or(self.heartbeat_timeout_ms))
     }
 
     /// Rejects configs the daemon cannot run with.
@@ -90,6 +103,8 @@ mod tests {
         assert_eq!(cfg.token, "");
         assert_eq!(cfg.heartbeat_timeout_ms, 5000);
         assert_eq!(cfg.check_interval_ms, 500);
+        assert_eq!(cfg.bootstrap_ms, None);
+        assert_eq!(cfg.bootstrap_period(), std::time::Duration::from_millis(5000));
         assert_eq!(cfg.kv, t3fs_kv::KvConfig::Embedded { path: "/tmp/x".into() });
         cfg.validate().unwrap();
         // Round trip through the writer `t3fs local up` uses.
@@ -110,5 +125,22 @@ mod tests {
         cfg.node_id = 1;
         cfg.check_interval_ms = 0;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn bootstrap_period_defaults_to_the_heartbeat_timeout() {
+        let cfg: Config = t3fs_common::config::parse(
+            "node_id = 1\nlisten = \"127.0.0.1:0\"\nkv = { backend = \"mem\" }\nheartbeat_timeout_ms = 700\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.bootstrap_period(), std::time::Duration::from_millis(700));
+        let cfg: Config = t3fs_common::config::parse(
+            "node_id = 1\nlisten = \"127.0.0.1:0\"\nkv = { backend = \"mem\" }\nbootstrap_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.bootstrap_ms, Some(0));
+        assert_eq!(cfg.bootstrap_period(), std::time::Duration::ZERO);
+        let text = t3fs_common::config::to_toml(&cfg).unwrap();
+        assert_eq!(t3fs_common::config::parse::<Config>(&text).unwrap(), cfg);
     }
 }

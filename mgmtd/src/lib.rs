@@ -7,13 +7,18 @@
 //! - [`config`]: the typed config.
 //! - [`keys`]: the KV key schema (`NODE`, `TGIF`, `CHIF`, `CHIT`, `SING...`).
 //! - `store`: loading and persisting records; `state`: the in-memory model and its transitions;
-//!   `placement`: chain building; `service`: the gRPC service; `checker`: the liveness task.
+//!   `placement`: chain building; [`chain_update`]: the target state machine (pure);
+//!   `service`: the gRPC service; `checker`: the periodic failure detection and chain update task.
 //!
 //! State lives in the KV store and is loaded into memory at start; every routing-visible change
 //! is persisted (with a routing-version bump) before it is applied in memory and served.
 //!
-//! Not yet (issue 3): the leased primary with standbys, the full 3FS target state machine
-//! (SYNCING/WAITING/LASTSRV, chain reordering, chain version bumps), chain updates, configs, users.
+//! After start, mgmtd bootstraps for `bootstrap_ms`: it collects heartbeats and changes no chain;
+//! routing info says `bootstrapping = true` meanwhile. See docs/mgmtd.md.
+//!
+//! Not yet (issue 3): the leased primary with standbys, admin chain updates (add/remove target,
+//! rotate), configs, users and tokens, client sessions, metrics.
+pub mod chain_update;
 pub mod config;
 pub mod keys;
 
@@ -104,7 +109,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         last_heartbeat_ms: t3fs_common::now_ms(),
     };
     let state = ClusterState::from_loaded(loaded, version, Instant::now());
-    let cluster = Arc::new(Cluster::new(config.token.clone(), me, state, db));
+    let bootstrap = config.bootstrap_period();
+    let cluster = Arc::new(Cluster::new(config.token.clone(), me, state, db, bootstrap));
 
     let cancel = CancellationToken::new();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -123,7 +129,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Duration::from_millis(config.heartbeat_timeout_ms),
         cancel.clone(),
     );
-    tracing::info!(node_id = config.node_id, %grpc_addr, version, nodes, tables, "mgmtd serving");
+    tracing::info!(
+        node_id = config.node_id,
+        %grpc_addr,
+        version,
+        nodes,
+        tables,
+        bootstrap_ms = bootstrap.as_millis() as u64,
+        "mgmtd serving (bootstrapping)"
+    );
     Ok(Server { grpc_addr, cancel, cluster, grpc_task, checker_task })
 }
 

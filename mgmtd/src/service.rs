@@ -24,6 +24,10 @@ struct Inner {
     state: ClusterState,
     /// `None` once closed.
     db: Option<Db>,
+    /// While `Some`, mgmtd is bootstrapping: it collects heartbeats and changes no chain until
+    /// this instant. Cleared by the first check after it (with a routing version bump, so everyone
+    /// sees `bootstrapping = false`).
+    bootstrap_until: Option<Instant>,
 }
 
 /// The cluster state shared by the gRPC service and the checker.
@@ -35,8 +39,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(token: String, me: NodeInfo, state: ClusterState, db: Db) -> Self {
-        Self { token, me, inner: Mutex::new(Inner { state, db: Some(db) }) }
+    /// `bootstrap`: how long after now no chain may change (see [`crate::Config::bootstrap_period`]).
+    pub fn new(token: String, me: NodeInfo, state: ClusterState, db: Db, bootstrap: Duration) -> Self {
+        let bootstrap_until = Some(Instant::now() + bootstrap);
+        Self { token, me, inner: Mutex::new(Inner { state, db: Some(db), bootstrap_until }) }
     }
 
     /// Persists `delta` if it is visible (with a version bump), then installs it in memory.
@@ -78,7 +84,7 @@ impl Cluster {
         }
         let mut me = self.me.clone();
         me.last_heartbeat_ms = t3fs_common::now_ms();
-        Some(inner.state.routing_info(&me))
+        Some(inner.state.routing_info(&me, inner.bootstrap_until.is_some()))
     }
 
     pub async fn create_chain_table(
@@ -88,7 +94,8 @@ impl Cluster {
         desc: &str,
     ) -> Result<proto::ChainTable, Error> {
         let mut inner = self.inner.lock().await;
-        match inner.state.plan_create_table(table_id, replicas, desc)? {
+        let settle = inner.bootstrap_until.is_none();
+        match inner.state.plan_create_table(table_id, replicas, desc, settle)? {
             TablePlan::Existing(table) => Ok(table),
             TablePlan::New(delta, table) => {
                 Self::commit(&mut inner, delta).await?;
@@ -98,16 +105,33 @@ impl Cluster {
         }
     }
 
-    /// One liveness check: fails nodes unseen for longer than `timeout`.
+    /// One check: fails nodes unseen for longer than `timeout`, then (unless bootstrapping) runs
+    /// the target state machine on every chain. Everything it changes is persisted in one
+    /// transaction, with one routing version bump, before memory changes.
     pub async fn check(&self, timeout: Duration) -> Result<(), Error> {
         let mut inner = self.inner.lock().await;
-        let delta = inner.state.plan_check(Instant::now(), timeout);
+        let now = Instant::now();
+        let bootstrapping = inner.bootstrap_until.is_some_and(|until| now < until);
+        let ending_bootstrap = inner.bootstrap_until.is_some() && !bootstrapping;
+        let mut delta = inner.state.plan_check(now, timeout, !bootstrapping);
+        // The end of bootstrapping is routing-visible (the flag), so it takes a version too.
+        delta.visible |= ending_bootstrap;
         if !delta.visible {
             return Ok(());
         }
         let failed: Vec<u32> = delta.nodes.iter().map(|n| n.node_id).collect();
+        let chains: Vec<String> = delta.chains.iter().map(describe_chain).collect();
         let version = Self::commit(&mut inner, delta).await?;
-        tracing::warn!(nodes = ?failed, version, "heartbeat timeout: nodes marked failed, their targets offline");
+        if ending_bootstrap {
+            inner.bootstrap_until = None;
+            tracing::info!(version, "bootstrapping done; chains follow the target state machine now");
+        }
+        if !failed.is_empty() {
+            tracing::warn!(nodes = ?failed, version, "heartbeat timeout: nodes marked failed, their targets offline");
+        }
+        for chain in chains {
+            tracing::info!(version, "chain updated: {chain}");
+        }
         Ok(())
     }
 
@@ -127,6 +151,21 @@ impl Cluster {
             Err(Error::new(StatusCode::Unauthenticated, "bad or missing cluster token"))
         }
     }
+}
+
+/// `chain 100001 v3: 11 SERVING, 21 SYNCING, 31 OFFLINE` for logs.
+fn describe_chain(c: &proto::ChainInfo) -> String {
+    let targets: Vec<String> = c
+        .targets
+        .iter()
+        .map(|t| {
+            let state = proto::PublicTargetState::try_from(t.public_state)
+                .map(|s| s.as_str_name().trim_start_matches("PUBLIC_TARGET_STATE_"))
+                .unwrap_or("?");
+            format!("{} {state}", t.target_id)
+        })
+        .collect();
+    format!("chain {} v{}: {}", c.chain_id, c.chain_version, targets.join(", "))
 }
 
 /// Compares without an early exit, so response time does not leak how much of a token matched.
@@ -240,7 +279,8 @@ mod tests {
     #[tokio::test]
     async fn closed_cluster_refuses_writes_but_serves_reads() {
         let me = NodeInfo { node_id: 1, ..Default::default() };
-        let cluster = Cluster::new(String::new(), me, ClusterState::default(), t3fs_kv::mem::MemKv::new());
+        let cluster =
+            Cluster::new(String::new(), me, ClusterState::default(), t3fs_kv::mem::MemKv::new(), Duration::ZERO);
         let req = proto::RegisterNodeReq { node_id: 5, node_type: proto::NodeType::Meta as i32, ..Default::default() };
         assert_eq!(cluster.register(&req).await.unwrap(), 1);
         cluster.close().await;

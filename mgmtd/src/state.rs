@@ -8,16 +8,20 @@
 //!
 //! Invariants:
 //! - The routing version increases by one with every visible change (node status or addresses,
-//!   a new target, a target's public state, a new chain table). Heartbeat timestamps, local states
-//!   and used bytes are refreshed in memory without a version bump (they are not persisted until
-//!   the next visible change touches the record).
-//! - A target's public state is the skeleton rule [`public_state`]; a chain's entries mirror the
-//!   public states of its targets.
-//! - Chain versions are NOT bumped for public-state changes in the skeleton: storage checks the
-//!   chain version on every write, and without the real state machine (issue 3: SYNCING, WAITING,
-//!   LASTSRV, chain reordering) a bump would only make in-flight writes fail without making
-//!   anything safer.
-use std::collections::{BTreeMap, HashMap};
+//!   a new target, a target's public state, a chain, a new chain table). Heartbeat timestamps,
+//!   local states and used bytes are refreshed in memory without a version bump (they are not
+//!   persisted until the next visible change touches the record).
+//! - Public states of targets in a chain change only through the state machine
+//!   ([`crate::chain_update::next_chain`]), run by the checker ([`ClusterState::plan_check`]); every
+//!   chain change bumps that chain's version, and the chain's targets' `TargetInfo.public_state`
+//!   mirrors the chain entry. Heartbeats and registrations never change a chained target's public
+//!   state directly.
+//! - Targets in no chain hold no data; their public state is [`unplaced_public_state`].
+//! - Local states are trusted only from heartbeats received by this process: a target whose node
+//!   has not heartbeated since mgmtd started (the stored local state may be stale), whose node is
+//!   not heartbeat-connected, or which its node's latest heartbeat did not list, is OFFLINE to the
+//!   state machine.
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use t3fs_common::Error;
@@ -26,6 +30,7 @@ use t3fs_common::proto::{
     PublicTargetState, RegisterNodeReq, RoutingInfo, TargetInfo,
 };
 
+use crate::chain_update;
 use crate::placement;
 use crate::store::{self, Loaded, Write};
 
@@ -36,9 +41,11 @@ const MAX_ADDR_LEN: usize = 256;
 /// Longest chain table description.
 const MAX_DESC_LEN: usize = 4096;
 
-/// The skeleton's public-state rule: SERVING when the node is alive and the target not locally
-/// OFFLINE, otherwise OFFLINE. (The 3FS state machine replaces this in issue 3.)
-pub fn public_state(node_alive: bool, local_state: i32) -> PublicTargetState {
+/// The public state of a target that is in no chain (so holds no data and serves nothing): SERVING
+/// when its node is alive and it is not locally OFFLINE, otherwise OFFLINE. Only informational;
+/// a new chain starts from all-SERVING and the state machine takes over (see
+/// [`ClusterState::plan_create_table`]).
+pub fn unplaced_public_state(node_alive: bool, local_state: i32) -> PublicTargetState {
     if node_alive && local_state != LocalTargetState::Offline as i32 {
         PublicTargetState::Serving
     } else {
@@ -55,6 +62,8 @@ pub struct Delta {
     pub tables: Vec<ChainTable>,
     /// Liveness timestamps to record (memory only).
     pub seen: Vec<(u32, Instant)>,
+    /// Nodes that sent a heartbeat (memory only): their reported local states are current.
+    pub reported: Vec<u32>,
     /// Something routing-visible changed: persist the records and bump the version.
     pub visible: bool,
 }
@@ -91,6 +100,9 @@ pub struct ClusterState {
     tables: BTreeMap<(u32, u32), ChainTable>,
     /// Last heartbeat (or registration, or mgmtd start) per node, on the monotonic clock.
     seen: HashMap<u32, Instant>,
+    /// Nodes that have heartbeated since this process started (their targets' local states are
+    /// from a live report, not from the store).
+    reported: HashSet<u32>,
 }
 
 impl ClusterState {
@@ -106,6 +118,7 @@ impl ClusterState {
             chains: loaded.chains.into_iter().map(|c| (c.chain_id, c)).collect(),
             tables: loaded.tables.into_iter().map(|t| ((t.table_id, t.version), t)).collect(),
             seen,
+            reported: HashSet::new(),
         }
     }
 
@@ -123,16 +136,17 @@ impl ClusterState {
         self.chains.extend(delta.chains.into_iter().map(|c| (c.chain_id, c)));
         self.tables.extend(delta.tables.into_iter().map(|t| ((t.table_id, t.version), t)));
         self.seen.extend(delta.seen);
+        self.reported.extend(delta.reported);
     }
 
     /// The full routing info, with `mgmtd` (this process) first.
-    pub fn routing_info(&self, mgmtd: &NodeInfo) -> RoutingInfo {
+    pub fn routing_info(&self, mgmtd: &NodeInfo, bootstrapping: bool) -> RoutingInfo {
         let mut nodes = Vec::with_capacity(self.nodes.len() + 1);
         nodes.push(mgmtd.clone());
         nodes.extend(self.nodes.values().filter(|n| n.node_id != mgmtd.node_id).cloned());
         RoutingInfo {
             version: self.version,
-            bootstrapping: false,
+            bootstrapping,
             nodes,
             tables: self.tables.values().cloned().collect(),
             chains: self.chains.values().cloned().collect(),
@@ -191,7 +205,7 @@ impl ClusterState {
             hostname: req.hostname.clone(),
             last_heartbeat_ms: now_ms,
         };
-        // A failed node coming back: its targets are re-evaluated with it.
+        // A failed node coming back: its unplaced targets follow it (chained ones wait for the checker).
         let targets = self.targets_of(req.node_id).cloned().collect();
         Ok(self.finish(vec![node], targets, vec![(req.node_id, now)], true))
     }
@@ -252,12 +266,16 @@ impl ClusterState {
                 }
             }
         }
-        Ok(self.finish(vec![node], targets.into_values().collect(), vec![(req.node_id, now)], false))
+        let mut delta = self.finish(vec![node], targets.into_values().collect(), vec![(req.node_id, now)], false);
+        delta.reported.push(req.node_id);
+        Ok(delta)
     }
 
-    /// The liveness check: connected nodes (mgmtd itself is not in `nodes`) unseen for longer than
-    /// `timeout` become HEARTBEAT_FAILED, their targets OFFLINE.
-    pub fn plan_check(&self, now: Instant, timeout: Duration) -> Delta {
+    /// The periodic check. (1) Connected nodes (mgmtd itself is not in `nodes`) unseen for longer
+    /// than `timeout` become HEARTBEAT_FAILED. (2) Unless `update_chains` is false (bootstrapping),
+    /// every chain goes through the state machine with the local states as they stand after (1);
+    /// each changed chain (its version bumped) and its targets' new public states join the delta.
+    pub fn plan_check(&self, now: Instant, timeout: Duration, update_chains: bool) -> Delta {
         let mut nodes = Vec::new();
         let mut targets = Vec::new();
         for n in self.nodes.values() {
@@ -269,12 +287,55 @@ impl ClusterState {
                 nodes.push(n);
             }
         }
-        self.finish(nodes, targets, Vec::new(), false)
+        let mut delta = self.finish(nodes, targets, Vec::new(), false);
+        if !update_chains {
+            return delta;
+        }
+        let failing: HashSet<u32> = delta.nodes.iter().map(|n| n.node_id).collect();
+        let mut targets: BTreeMap<u64, TargetInfo> = delta.targets.drain(..).map(|t| (t.target_id, t)).collect();
+        for chain in self.chains.values() {
+            let Some(next) = chain_update::next_chain(chain, |id| self.local_state(id, &failing)) else {
+                continue;
+            };
+            for entry in &next.targets {
+                let Some(base) = targets.get(&entry.target_id).or_else(|| self.targets.get(&entry.target_id)) else {
+                    tracing::warn!(
+                        chain_id = chain.chain_id,
+                        target_id = entry.target_id,
+                        "chain names an unknown target"
+                    );
+                    continue;
+                };
+                if base.public_state != entry.public_state {
+                    let mut t = *base;
+                    t.public_state = entry.public_state;
+                    targets.insert(t.target_id, t);
+                }
+            }
+            delta.chains.push(next);
+            delta.visible = true;
+        }
+        delta.targets = targets.into_values().collect();
+        delta
     }
 
-    /// Completes a delta: recomputes the proposed targets' public states, mirrors changes into their
-    /// chains, and decides visibility. `nodes` are proposed node records (their status decides
-    /// liveness for their targets).
+    /// The local state the state machine uses for target `id`: OFFLINE unless the target is known,
+    /// its node is heartbeat-connected (and not in `failing`, the nodes this check is failing) and
+    /// has heartbeated since this process started; then what the node's latest heartbeat said.
+    fn local_state(&self, id: u64, failing: &HashSet<u32>) -> LocalTargetState {
+        let Some(t) = self.targets.get(&id) else {
+            return LocalTargetState::Offline;
+        };
+        let connected = self.nodes.get(&t.node_id).is_some_and(|n| n.status == NodeStatus::HeartbeatConnected as i32);
+        if !connected || failing.contains(&t.node_id) || !self.reported.contains(&t.node_id) {
+            return LocalTargetState::Offline;
+        }
+        LocalTargetState::try_from(t.local_state).unwrap_or(LocalTargetState::Offline)
+    }
+
+    /// Completes a delta: recomputes the public states of proposed targets that are in no chain
+    /// (chained targets change only through [`Self::plan_check`]) and decides visibility. `nodes`
+    /// are proposed node records (their status decides liveness for their targets).
     fn finish(
         &self,
         nodes: Vec<NodeInfo>,
@@ -292,34 +353,32 @@ impl ClusterState {
         }
         let status_of =
             |id: u32| nodes.iter().find(|n| n.node_id == id).or_else(|| self.nodes.get(&id)).map(|n| n.status);
-        let mut chains: BTreeMap<u32, ChainInfo> = BTreeMap::new();
         for t in &mut targets {
-            let alive = status_of(t.node_id) == Some(NodeStatus::HeartbeatConnected as i32);
-            t.public_state = public_state(alive, t.local_state) as i32;
-            let changed = self.targets.get(&t.target_id).is_none_or(|old| old.public_state != t.public_state);
-            if !changed {
-                continue;
-            }
-            visible = true;
             if t.chain_id == 0 {
-                continue;
+                let alive = status_of(t.node_id) == Some(NodeStatus::HeartbeatConnected as i32);
+                t.public_state = unplaced_public_state(alive, t.local_state) as i32;
             }
-            let Some(base) = self.chains.get(&t.chain_id) else {
-                tracing::warn!(target_id = t.target_id, chain_id = t.chain_id, "target names an unknown chain");
-                continue;
-            };
-            let chain = chains.entry(t.chain_id).or_insert_with(|| base.clone());
-            for entry in chain.targets.iter_mut().filter(|e| e.target_id == t.target_id) {
-                entry.public_state = t.public_state;
-            }
+            visible |= self.targets.get(&t.target_id).is_none_or(|old| old.public_state != t.public_state);
         }
-        Delta { nodes, targets, chains: chains.into_values().collect(), tables: Vec::new(), seen, visible }
+        Delta { nodes, targets, seen, visible, ..Default::default() }
     }
 
     /// `CreateChainTable`: place all free targets (those in no chain) of storage nodes into chains of
     /// `replicas` targets on distinct nodes. If the table already exists it is returned unchanged
     /// when its chains have `replicas` targets (an idempotent retry), else AlreadyExists.
-    pub fn plan_create_table(&self, table_id: u32, replicas: u32, desc: &str) -> Result<TablePlan, Error> {
+    ///
+    /// A new chain starts with every target SERVING (its replicas are all empty, hence equal) at
+    /// chain version 1. With `settle` (not bootstrapping) the state machine is applied right away,
+    /// still at version 1 since nobody has seen the chain yet, so a target that is down is
+    /// published OFFLINE (or LASTSRV) from the start; while bootstrapping the checker does it once
+    /// bootstrapping ends.
+    pub fn plan_create_table(
+        &self,
+        table_id: u32,
+        replicas: u32,
+        desc: &str,
+        settle: bool,
+    ) -> Result<TablePlan, Error> {
         if table_id == 0 {
             return Err(Error::invalid("chain table id 0 is reserved"));
         }
@@ -365,10 +424,16 @@ impl ClusterState {
         for (i, members) in placed.into_iter().enumerate() {
             let chain_id = base + i as u32 + 1;
             let mut chain = ChainInfo { chain_id, chain_version: 1, targets: Vec::with_capacity(members.len()) };
-            for target_id in members {
-                let mut t = self.targets.get(&target_id).cloned().expect("placement only returns known targets");
+            for &target_id in &members {
+                chain.targets.push(ChainTarget { target_id, public_state: PublicTargetState::Serving as i32 });
+            }
+            if settle && let Some(next) = chain_update::next_chain(&chain, |id| self.local_state(id, &HashSet::new())) {
+                chain.targets = next.targets;
+            }
+            for entry in &chain.targets {
+                let mut t = *self.targets.get(&entry.target_id).expect("placement only returns known targets");
                 t.chain_id = chain_id;
-                chain.targets.push(ChainTarget { target_id, public_state: t.public_state });
+                t.public_state = entry.public_state;
                 delta.targets.push(t);
             }
             table.chains.push(chain_id);
@@ -380,153 +445,5 @@ impl ClusterState {
 }
 
 #[cfg(test)]
-mod tests {
-    use t3fs_common::proto::LocalTarget;
-
-    use super::*;
-
-    fn register(s: &mut ClusterState, id: u32, ty: NodeType, now: Instant) {
-        let req =
-            RegisterNodeReq { node_id: id, node_type: ty as i32, grpc_addr: format!("h:{id}"), ..Default::default() };
-        let d = s.plan_register(&req, 1, now, 0).unwrap();
-        assert!(d.visible);
-        let v = s.version() + 1;
-        s.apply(d, Some(v));
-    }
-
-    fn heartbeat(s: &mut ClusterState, id: u32, targets: &[u64], now: Instant) -> bool {
-        let req = HeartbeatReq {
-            node_id: id,
-            node_type: NodeType::Storage as i32,
-            targets: targets
-                .iter()
-                .map(|&t| LocalTarget {
-                    target_id: t,
-                    local_state: LocalTargetState::Uptodate as i32,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        };
-        let d = s.plan_heartbeat(&req, now, 0).unwrap();
-        let visible = d.visible;
-        let v = visible.then(|| s.version() + 1);
-        s.apply(d, v);
-        visible
-    }
-
-    fn cluster(now: Instant) -> ClusterState {
-        let mut s = ClusterState::default();
-        for n in [10, 20, 30] {
-            register(&mut s, n, NodeType::Storage, now);
-            assert!(heartbeat(&mut s, n, &[u64::from(n) + 1, u64::from(n) + 2], now));
-        }
-        s
-    }
-
-    #[test]
-    fn heartbeats_add_targets_then_go_quiet() {
-        let now = Instant::now();
-        let mut s = cluster(now);
-        assert_eq!(s.version(), 6);
-        assert!(!heartbeat(&mut s, 10, &[11, 12], now));
-        assert_eq!(s.targets.len(), 6);
-        assert_eq!(s.targets[&11].public_state, PublicTargetState::Serving as i32);
-        // A target the node stops reporting goes OFFLINE (visible).
-        assert!(heartbeat(&mut s, 10, &[11], now));
-        assert_eq!(s.targets[&12].public_state, PublicTargetState::Offline as i32);
-    }
-
-    #[test]
-    fn heartbeat_rejects_bad_input_without_changes() {
-        let now = Instant::now();
-        let s = cluster(now);
-        let mut req = HeartbeatReq { node_id: 99, node_type: NodeType::Storage as i32, ..Default::default() };
-        assert_eq!(s.plan_heartbeat(&req, now, 0).unwrap_err().code, t3fs_common::StatusCode::NotFound);
-        req.node_id = 20;
-        req.targets = vec![LocalTarget { target_id: 11, ..Default::default() }];
-        assert!(s.plan_heartbeat(&req, now, 0).is_err(), "target of another node");
-        req.targets = vec![LocalTarget { target_id: 21, ..Default::default() }; 2];
-        assert!(s.plan_heartbeat(&req, now, 0).is_err(), "duplicate target");
-        req.targets = vec![LocalTarget { target_id: 21, local_state: 3, ..Default::default() }];
-        assert!(s.plan_heartbeat(&req, now, 0).is_err(), "unknown local state");
-        req.node_type = NodeType::Meta as i32;
-        req.targets.clear();
-        assert!(s.plan_heartbeat(&req, now, 0).is_err(), "type mismatch");
-    }
-
-    #[test]
-    fn register_validates() {
-        let now = Instant::now();
-        let s = cluster(now);
-        let mut req = RegisterNodeReq { node_id: 1, node_type: NodeType::Meta as i32, ..Default::default() };
-        assert!(s.plan_register(&req, 1, now, 0).is_err(), "mgmtd's own id");
-        req.node_id = 0;
-        assert!(s.plan_register(&req, 1, now, 0).is_err());
-        req.node_id = 10;
-        assert_eq!(s.plan_register(&req, 1, now, 0).unwrap_err().code, t3fs_common::StatusCode::AlreadyExists);
-        req.node_id = 100;
-        req.node_type = 42;
-        assert!(s.plan_register(&req, 1, now, 0).is_err());
-        req.node_type = NodeType::Mgmtd as i32;
-        assert!(s.plan_register(&req, 1, now, 0).is_err());
-    }
-
-    #[test]
-    fn chain_table_placement_and_failure_propagation() {
-        let now = Instant::now();
-        let mut s = cluster(now);
-        let TablePlan::New(d, table) = s.plan_create_table(1, 3, "t").unwrap() else { panic!("expected new table") };
-        assert_eq!(table.chains, vec![100_001, 100_002]);
-        let v = s.version() + 1;
-        s.apply(d, Some(v));
-        assert_eq!(s.targets[&11].chain_id, 100_001);
-        assert_eq!(s.chains[&100_002].targets.iter().map(|t| t.target_id).collect::<Vec<_>>(), vec![22, 32, 12]);
-        // Idempotent retry; different replica count refused; no free targets left for another table.
-        assert!(matches!(s.plan_create_table(1, 3, "t").unwrap(), TablePlan::Existing(_)));
-        assert!(s.plan_create_table(1, 2, "t").is_err());
-        assert!(s.plan_create_table(2, 1, "t").is_err());
-
-        // Node 20 goes silent: failed, its targets OFFLINE in TargetInfo and in chains; version of
-        // chains unchanged.
-        let later = now + Duration::from_secs(10);
-        heartbeat(&mut s, 10, &[11, 12], later);
-        heartbeat(&mut s, 30, &[31, 32], later);
-        let d = s.plan_check(later, Duration::from_secs(5));
-        assert!(d.visible);
-        assert_eq!(d.nodes.iter().map(|n| n.node_id).collect::<Vec<_>>(), vec![20]);
-        s.apply(d, Some(100));
-        assert_eq!(s.nodes[&20].status, NodeStatus::HeartbeatFailed as i32);
-        assert_eq!(s.targets[&21].public_state, PublicTargetState::Offline as i32);
-        let c1 = &s.chains[&100_001];
-        assert_eq!(c1.chain_version, 1);
-        assert_eq!(c1.targets[1], ChainTarget { target_id: 21, public_state: PublicTargetState::Offline as i32 });
-        assert_eq!(c1.targets[0].public_state, PublicTargetState::Serving as i32);
-        // A second check changes nothing.
-        assert!(!s.plan_check(later, Duration::from_secs(5)).visible);
-        // It comes back.
-        assert!(heartbeat(&mut s, 20, &[21, 22], later));
-        assert_eq!(s.nodes[&20].status, NodeStatus::HeartbeatConnected as i32);
-        assert_eq!(s.chains[&100_001].targets[1].public_state, PublicTargetState::Serving as i32);
-    }
-
-    #[test]
-    fn table_ids_are_validated() {
-        let s = cluster(Instant::now());
-        assert!(s.plan_create_table(0, 3, "").is_err());
-        assert!(s.plan_create_table(1, 0, "").is_err());
-        assert!(s.plan_create_table(1, 4, "").is_err());
-        assert!(s.plan_create_table(u32::MAX, 3, "").is_err());
-        assert!(s.plan_create_table(1, 3, &"x".repeat(MAX_DESC_LEN + 1)).is_err());
-    }
-
-    #[test]
-    fn routing_info_lists_mgmtd_first() {
-        let s = cluster(Instant::now());
-        let me = NodeInfo { node_id: 1, status: NodeStatus::PrimaryMgmtd as i32, ..Default::default() };
-        let info = s.routing_info(&me);
-        assert_eq!(info.version, s.version());
-        assert_eq!(info.nodes.iter().map(|n| n.node_id).collect::<Vec<_>>(), vec![1, 10, 20, 30]);
-        assert_eq!(info.targets.len(), 6);
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,5 +1,6 @@
 //! mgmtd driven through a real tonic client on 127.0.0.1:0.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use t3fs_common::proto::{self, LocalTargetState, NodeStatus, NodeType, PublicTargetState};
@@ -10,7 +11,8 @@ use t3fs_mgmtd::{Config, Server};
 use tokio_util::sync::CancellationToken;
 
 /// A long heartbeat timeout, so tests that count versions are not disturbed by failures on a
-/// slow machine; the timeout test shortens it.
+/// slow machine; the timeout test shortens it. Bootstrapping lasts as long (the default), so
+/// chains do not change unless a test shortens `bootstrap_ms`.
 fn config(kv: KvConfig) -> Config {
     let mut cfg = Config::new(1, "127.0.0.1:0", kv);
     cfg.heartbeat_timeout_ms = 30_000;
@@ -43,6 +45,15 @@ async fn register(c: &mut MgmtdClient, id: u32, ty: NodeType) -> u64 {
 }
 
 async fn heartbeat(c: &mut MgmtdClient, id: u32, targets: &[u64]) -> Result<u64, tonic::Status> {
+    heartbeat_with(c, id, targets, LocalTargetState::Uptodate).await
+}
+
+async fn heartbeat_with(
+    c: &mut MgmtdClient,
+    id: u32,
+    targets: &[u64],
+    local: LocalTargetState,
+) -> Result<u64, tonic::Status> {
     let req = proto::HeartbeatReq {
         header: header(""),
         node_id: id,
@@ -51,7 +62,7 @@ async fn heartbeat(c: &mut MgmtdClient, id: u32, targets: &[u64]) -> Result<u64,
             .iter()
             .map(|&t| proto::LocalTarget {
                 target_id: t,
-                local_state: LocalTargetState::Uptodate as i32,
+                local_state: local as i32,
                 used_bytes: 4096,
                 chain_version: 0,
             })
@@ -94,6 +105,7 @@ async fn register_heartbeat_and_routing_versions() {
     let info = routing(&mut c, 0).await.expect("known version 0 is never current");
     let v0 = info.version;
     assert!(v0 >= 1);
+    assert!(info.bootstrapping, "a fresh mgmtd bootstraps first");
     assert_eq!(info.nodes.len(), 1);
     assert_eq!(info.nodes[0].node_id, 1);
     assert_eq!(info.nodes[0].status, NodeStatus::PrimaryMgmtd as i32);
@@ -191,63 +203,205 @@ async fn create_chain_table_needs_enough_nodes() {
     server.shutdown().await;
 }
 
+/// Heartbeats every 50 ms for each node in the map, reporting all its targets (`node * 10 + 1`,
+/// `+ 2`) in the given local state; a node not in the map is silent.
+fn keepalive(c: &MgmtdClient, nodes: Arc<Mutex<HashMap<u32, LocalTargetState>>>, cancel: CancellationToken) {
+    let mut c = c.clone();
+    tokio::spawn(async move {
+        while !cancel.is_cancelled() {
+            let now: Vec<(u32, LocalTargetState)> = nodes.lock().unwrap().iter().map(|(&n, &l)| (n, l)).collect();
+            for (n, local) in now {
+                let t = u64::from(n) * 10;
+                heartbeat_with(&mut c, n, &[t + 1, t + 2], local).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// Polls routing info until `done` holds (10 s at most).
+async fn wait_for(c: &mut MgmtdClient, what: &str, done: impl Fn(&proto::RoutingInfo) -> bool) -> proto::RoutingInfo {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = routing(c, 0).await.unwrap();
+        if done(&info) {
+            return info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn chain(info: &proto::RoutingInfo, id: u32) -> &proto::ChainInfo {
+    info.chains.iter().find(|c| c.chain_id == id).expect("chain in routing info")
+}
+
+/// A chain as (version, [(target, state)]) for comparisons.
+fn states(info: &proto::RoutingInfo, id: u32) -> (u32, Vec<(u64, PublicTargetState)>) {
+    let c = chain(info, id);
+    let targets =
+        c.targets.iter().map(|t| (t.target_id, PublicTargetState::try_from(t.public_state).unwrap())).collect();
+    (c.chain_version, targets)
+}
+
+/// Every target's public state in TargetInfo equals its chain entry.
+fn assert_mirrored(info: &proto::RoutingInfo) {
+    for c in &info.chains {
+        for e in &c.targets {
+            let t = info.targets.iter().find(|t| t.target_id == e.target_id).unwrap();
+            assert_eq!((t.public_state, t.chain_id), (e.public_state, c.chain_id), "target {}", e.target_id);
+        }
+    }
+}
+
 #[tokio::test]
-async fn heartbeat_timeout_fails_node_and_recovery_restores_it() {
+async fn failed_nodes_go_offline_then_resync_one_at_a_time() {
+    use PublicTargetState::{Offline, Serving, Syncing, Waiting};
+    let (online, uptodate) = (LocalTargetState::Online, LocalTargetState::Uptodate);
     let mut cfg = config(KvConfig::Mem);
     cfg.heartbeat_timeout_ms = 600;
+    cfg.bootstrap_ms = Some(0);
     let server = t3fs_mgmtd::start(cfg).await.unwrap();
     let mut c = client(&server).await;
     three_storage_nodes(&mut c).await;
     create_table(&mut c, 1, 3).await.unwrap();
+    // Chains: 100001 = [100011, 100021, 100031], 100002 = [100022, 100032, 100012].
+    let info = wait_for(&mut c, "bootstrapping to end", |i| !i.bootstrapping).await;
+    assert_eq!(states(&info, 100_001), (1, vec![(100_011, Serving), (100_021, Serving), (100_031, Serving)]));
 
-    // Nodes 10001 and 10002 keep heartbeating; 10003 goes silent.
+    // Node 10001 keeps heartbeating; 10002 and 10003 go silent.
+    let alive = Arc::new(Mutex::new(HashMap::from([(10001u32, uptodate)])));
     let cancel = CancellationToken::new();
-    let keepalive = {
-        let (mut c, cancel) = (c.clone(), cancel.clone());
-        tokio::spawn(async move {
-            while !cancel.is_cancelled() {
-                for n in [10001u32, 10002] {
-                    let t = u64::from(n) * 10;
-                    heartbeat(&mut c, n, &[t + 1, t + 2]).await.unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
+    keepalive(&c, alive.clone(), cancel.clone());
+    let failed = |i: &proto::RoutingInfo| {
+        [10002, 10003].iter().all(|&n| node(i, n).status == NodeStatus::HeartbeatFailed as i32)
+            && i.chains.iter().all(|c| c.targets.iter().filter(|t| t.public_state == Offline as i32).count() == 2)
     };
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let info = loop {
-        let info = routing(&mut c, 0).await.unwrap();
-        if node(&info, 10003).status == NodeStatus::HeartbeatFailed as i32 {
-            break info;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node 10003 never failed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let info = wait_for(&mut c, "nodes 10002 and 10003 to fail", failed).await;
     assert_eq!(node(&info, 10001).status, NodeStatus::HeartbeatConnected as i32);
-    assert_eq!(node(&info, 10002).status, NodeStatus::HeartbeatConnected as i32);
-    for t in &info.targets {
-        let want = if t.node_id == 10003 { PublicTargetState::Offline } else { PublicTargetState::Serving };
-        assert_eq!(t.public_state, want as i32, "target {}", t.target_id);
-    }
-    for chain in &info.chains {
-        assert_eq!(chain.chain_version, 1, "the skeleton does not bump chain versions");
-        for ct in &chain.targets {
-            let offline = ct.target_id / 10 == 10003;
-            assert_eq!(ct.public_state == PublicTargetState::Offline as i32, offline, "chain entry {}", ct.target_id);
-        }
-    }
+    // Their targets are OFFLINE at the tail (stable order), the survivor serves, versions bumped.
+    let (v1, chain1) = states(&info, 100_001);
+    assert!(v1 >= 2);
+    assert_eq!(chain1, vec![(100_011, Serving), (100_021, Offline), (100_031, Offline)]);
+    let (v2, chain2) = states(&info, 100_002);
+    assert!(v2 >= 2);
+    assert_eq!(chain2, vec![(100_012, Serving), (100_022, Offline), (100_032, Offline)]);
+    assert_mirrored(&info);
 
-    // Node 10003 heartbeats again: connected, its targets SERVING, a new version.
-    let v = heartbeat(&mut c, 10003, &[100031, 100032]).await.unwrap();
-    assert!(v > info.version);
-    let info = routing(&mut c, info.version).await.unwrap();
-    assert_eq!(node(&info, 10003).status, NodeStatus::HeartbeatConnected as i32);
-    assert!(info.targets.iter().all(|t| t.public_state == PublicTargetState::Serving as i32));
-    assert!(info.chains.iter().flat_map(|c| &c.targets).all(|t| t.public_state == PublicTargetState::Serving as i32));
+    // 10002 restarts: it reports ONLINE (must resync), so its targets start SYNCING.
+    alive.lock().unwrap().insert(10002, online);
+    let info = wait_for(&mut c, "10002's targets to sync", |i| {
+        chain(i, 100_001).targets[1].public_state == Syncing as i32
+            && chain(i, 100_002).targets[1].public_state == Syncing as i32
+    })
+    .await;
+    assert_eq!(node(&info, 10002).status, NodeStatus::HeartbeatConnected as i32);
+    assert_eq!(states(&info, 100_001), (v1 + 1, vec![(100_011, Serving), (100_021, Syncing), (100_031, Offline)]));
+    assert_eq!(states(&info, 100_002), (v2 + 1, vec![(100_012, Serving), (100_022, Syncing), (100_032, Offline)]));
+
+    // 10003 restarts too: only one target per chain syncs, so its targets wait.
+    alive.lock().unwrap().insert(10003, online);
+    let info = wait_for(&mut c, "10003's targets to wait", |i| {
+        chain(i, 100_001).targets[2].public_state == Waiting as i32
+            && chain(i, 100_002).targets[2].public_state == Waiting as i32
+    })
+    .await;
+    assert_eq!(states(&info, 100_001), (v1 + 2, vec![(100_011, Serving), (100_021, Syncing), (100_031, Waiting)]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = routing(&mut c, 0).await.unwrap();
+    assert_eq!(again.chains, info.chains, "nothing moves while the sync runs");
+    assert_mirrored(&again);
+
+    // 10002's sync completes (UPTODATE): it serves, and 10003's target starts syncing.
+    alive.lock().unwrap().insert(10002, uptodate);
+    let info = wait_for(&mut c, "10002's targets to serve", |i| {
+        chain(i, 100_001).targets[1].public_state == Serving as i32
+            && chain(i, 100_002).targets[1].public_state == Serving as i32
+    })
+    .await;
+    assert_eq!(states(&info, 100_001), (v1 + 3, vec![(100_011, Serving), (100_021, Serving), (100_031, Syncing)]));
+    assert_eq!(states(&info, 100_002), (v2 + 3, vec![(100_012, Serving), (100_022, Serving), (100_032, Syncing)]));
+
+    // And 10003's: the whole cluster serves again.
+    alive.lock().unwrap().insert(10003, uptodate);
+    let info = wait_for(&mut c, "everything to serve", |i| {
+        i.chains.iter().flat_map(|c| &c.targets).all(|t| t.public_state == Serving as i32)
+    })
+    .await;
+    assert_eq!(states(&info, 100_001), (v1 + 4, vec![(100_011, Serving), (100_021, Serving), (100_031, Serving)]));
+    assert_eq!(chain(&info, 100_002).chain_version, v2 + 4);
+    assert!(info.targets.iter().all(|t| t.public_state == Serving as i32));
+    assert!(!info.bootstrapping);
 
     cancel.cancel();
-    keepalive.await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_last_serving_target_becomes_lastsrv_and_serves_when_back() {
+    use PublicTargetState::{Lastsrv, Offline, Serving, Syncing, Waiting};
+    let (online, uptodate) = (LocalTargetState::Online, LocalTargetState::Uptodate);
+    let mut cfg = config(KvConfig::Mem);
+    cfg.heartbeat_timeout_ms = 600;
+    cfg.bootstrap_ms = Some(0);
+    let server = t3fs_mgmtd::start(cfg).await.unwrap();
+    let mut c = client(&server).await;
+    for n in [10001u32, 10002] {
+        register(&mut c, n, NodeType::Storage).await;
+        heartbeat(&mut c, n, &[u64::from(n) * 10 + 1, u64::from(n) * 10 + 2]).await.unwrap();
+    }
+    create_table(&mut c, 1, 2).await.unwrap();
+    // Chain 100001 = [100011, 100021]. 10002 fails first, then 10001: 10001 was the last server.
+    let alive = Arc::new(Mutex::new(HashMap::from([(10001u32, uptodate)])));
+    let cancel = CancellationToken::new();
+    keepalive(&c, alive.clone(), cancel.clone());
+    wait_for(&mut c, "10002 to fail", |i| chain(i, 100_001).targets[1].public_state == Offline as i32).await;
+    alive.lock().unwrap().clear();
+    let info = wait_for(&mut c, "10001 to fail", |i| node(i, 10001).status == NodeStatus::HeartbeatFailed as i32).await;
+    assert_eq!(states(&info, 100_001).1, vec![(100_011, Lastsrv), (100_021, Offline)]);
+    // 10002 returns first: it has stale data, so it waits and does not serve.
+    alive.lock().unwrap().insert(10002, uptodate);
+    let info = wait_for(&mut c, "10002 to wait", |i| chain(i, 100_001).targets[1].public_state == Waiting as i32).await;
+    assert_eq!(states(&info, 100_001).1, vec![(100_011, Lastsrv), (100_021, Waiting)]);
+    // 10001 returns: it serves again; 10002 (once ONLINE) resyncs from it.
+    alive.lock().unwrap().insert(10001, online);
+    alive.lock().unwrap().insert(10002, online);
+    let info = wait_for(&mut c, "resync", |i| chain(i, 100_001).targets[1].public_state == Syncing as i32).await;
+    assert_eq!(states(&info, 100_001).1, vec![(100_011, Serving), (100_021, Syncing)]);
+    assert_mirrored(&info);
+    cancel.cancel();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bootstrapping_holds_chains_then_ends_with_a_version_bump() {
+    use PublicTargetState::{Offline, Serving};
+    let mut cfg = config(KvConfig::Mem);
+    cfg.bootstrap_ms = Some(1500);
+    let started = std::time::Instant::now();
+    let server = t3fs_mgmtd::start(cfg).await.unwrap();
+    let mut c = client(&server).await;
+    three_storage_nodes(&mut c).await;
+    create_table(&mut c, 1, 3).await.unwrap();
+    // Target 100031's disk fails (node alive, target locally OFFLINE): a chain change, held back.
+    heartbeat(&mut c, 10003, &[100_032]).await.unwrap();
+    let mut last = 0;
+    let info = loop {
+        let info = routing(&mut c, 0).await.unwrap();
+        assert!(info.version >= last, "routing versions never go back");
+        last = info.version;
+        if !info.bootstrapping {
+            break info;
+        }
+        assert!(chain(&info, 100_001).targets.iter().all(|t| t.public_state == Serving as i32));
+        assert_eq!(chain(&info, 100_001).chain_version, 1);
+        assert!(started.elapsed() < Duration::from_secs(10), "bootstrapping never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // The check that ends bootstrapping also runs the state machine.
+    assert_eq!(states(&info, 100_001), (2, vec![(100_011, Serving), (100_021, Serving), (100_031, Offline)]));
+    assert_mirrored(&info);
     server.shutdown().await;
 }
 

@@ -1,37 +1,59 @@
-//! The `StorageAdmin` gRPC service: chunk metadata queries for tools, tests and (later) meta's file-length
-//! queries and resync. Data never rides gRPC; this only returns [`crate::chunk_store::ChunkMeta`]s.
+//! The `StorageAdmin` gRPC service: chunk metadata queries for tools, tests, meta's file-length queries
+//! and resync (listings with tombstones, and `SyncDone`, which a SYNCING target's predecessor sends when
+//! every chunk has been transferred). Data never rides gRPC; this only returns chunk metadata.
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use t3fs_common::proto::{self, storage_admin_server::StorageAdmin};
-use t3fs_common::{ChunkId, Error, StatusCode, TargetId};
+use t3fs_common::auth::{check_header, request_id};
+use t3fs_common::proto::{self, PublicTargetState, storage_admin_server::StorageAdmin};
+use t3fs_common::routing::{RoutingCache, connect_mgmtd};
+use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
 
 use crate::chunk_store::ChunkStore;
+use crate::local_state::TargetStates;
 
 pub struct AdminService {
     token: String,
     targets: Arc<HashMap<TargetId, ChunkStore>>,
+    routing: RoutingCache,
+    states: Arc<TargetStates>,
+    mgmtd_addr: String,
 }
 
 impl AdminService {
-    pub fn new(token: String, targets: Arc<HashMap<TargetId, ChunkStore>>) -> Self {
-        Self { token, targets }
+    pub fn new(
+        token: String,
+        targets: Arc<HashMap<TargetId, ChunkStore>>,
+        routing: RoutingCache,
+        states: Arc<TargetStates>,
+        mgmtd_addr: String,
+    ) -> Self {
+        Self { token, targets, routing, states, mgmtd_addr }
+    }
+
+    /// Fetches routing from mgmtd now (the poller may lag behind the caller).
+    async fn refresh_routing(&self) -> Result<(), Error> {
+        let mut client = connect_mgmtd(&self.mgmtd_addr).await?;
+        let header = proto::RequestHeader {
+            request_id: t3fs_common::new_request_id(),
+            token: self.token.clone(),
+            ..Default::default()
+        };
+        self.routing.refresh(&mut client, header).await.map(|_| ())
+    }
+
+    /// The chain version routing shows for `chain` (0 if unknown).
+    fn known_chain_version(&self, chain: ChainId) -> u32 {
+        self.routing.get().chain(chain).map_or(0, |c| c.chain_version)
     }
 
     fn check(&self, header: Option<&proto::RequestHeader>, target: u64) -> Result<ChunkStore, Error> {
-        let token = header.map(|h| h.token.as_str()).unwrap_or_default();
-        if !self.token.is_empty() && token != self.token {
-            return Err(Error::new(StatusCode::Unauthenticated, "bad cluster token"));
-        }
+        check_header(&self.token, header)?;
         self.targets
             .get(&TargetId(target))
             .cloned()
             .ok_or_else(|| Error::not_found(format!("target {target} is not on this node")))
     }
-}
-
-fn request_id(h: Option<&proto::RequestHeader>) -> &str {
-    h.map(|h| h.request_id.as_str()).unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -62,10 +84,51 @@ impl StorageAdmin for AdminService {
     ) -> Result<tonic::Response<proto::ListChunksRsp>, tonic::Status> {
         let r = req.into_inner();
         let store = self.check(r.header.as_ref(), r.target_id)?;
-        let list = tokio::task::spawn_blocking(move || store.list())
+        let include_removed = r.include_removed;
+        let list = tokio::task::spawn_blocking(move || store.list_all())
             .await
             .map_err(|e| Error::internal(format!("list task failed: {e}")))??;
-        let chunks = list.into_iter().map(|(c, m)| m.to_proto(c)).collect();
+        let chunks = list.into_iter().filter(|c| include_removed || !c.removed).map(|c| c.to_proto()).collect();
         Ok(tonic::Response::new(proto::ListChunksRsp { chunks }))
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        req = %request_id(req.get_ref().header.as_ref()),
+        target_id = req.get_ref().target_id,
+        chain_id = req.get_ref().chain_id,
+        chain_version = req.get_ref().chain_version,
+    ))]
+    async fn sync_done(
+        &self,
+        req: tonic::Request<proto::SyncDoneReq>,
+    ) -> Result<tonic::Response<proto::SyncDoneRsp>, tonic::Status> {
+        let r = req.into_inner();
+        self.check(r.header.as_ref(), r.target_id)?;
+        let (target, chain_id) = (TargetId(r.target_id), ChainId(r.chain_id));
+        if self.known_chain_version(chain_id) < r.chain_version {
+            self.refresh_routing().await?;
+        }
+        let routing = self.routing.get();
+        let chain = routing.chain(chain_id)?;
+        let me = chain.targets.iter().find(|t| t.target_id == target.0).ok_or_else(|| {
+            Error::new(StatusCode::TargetNotServing, format!("target {target} is not in chain {chain_id}"))
+        })?;
+        if chain.chain_version != r.chain_version {
+            return Err(Error::new(
+                StatusCode::ChainVersionMismatch,
+                format!("chain {chain_id} is at version {}, SyncDone is for {}", chain.chain_version, r.chain_version),
+            )
+            .to_tonic());
+        }
+        if me.public_state != PublicTargetState::Syncing as i32 {
+            return Err(Error::new(
+                StatusCode::TargetNotServing,
+                format!("target {target} is not SYNCING (state {})", me.public_state),
+            )
+            .to_tonic());
+        }
+        self.states.set_synced(target, r.chain_version);
+        tracing::info!("resync done: target is up to date");
+        Ok(tonic::Response::new(proto::SyncDoneRsp {}))
     }
 }

@@ -1,8 +1,9 @@
 //! The chunk store of one target: chunk data in plain files, chunk metadata in a fjall keyspace.
 //!
 //! Layout of a target directory:
-//! - `chunks/<fan-out>/<32 hex chunk id>.<16 hex version>`: the full content of one chunk version
-//!   (`fan-out` = low byte of the CRC32C of the chunk id, two hex digits, so directories stay small);
+//! - `chunks/<fan-out>/<32 hex chunk id>.<16 hex version>[.<8 hex file generation>]`: the full content of
+//!   one chunk version (`fan-out` = low byte of the CRC32C of the chunk id, two hex digits, so directories
+//!   stay small; the generation suffix only for a forced same-version replacement, see below);
 //! - `meta/`: a fjall database with keyspace `chunks`: chunk id (16 bytes) -> [`Record`].
 //!
 //! **Copy-on-write, crash-safe updates.** An update builds the chunk's complete new content (old content
@@ -24,9 +25,22 @@
 //! successors recognise a replayed update as a duplicate (`version <= local version`). Tombstones are
 //! never purged yet (left for the chunk engine issue).
 //!
+//! **Replacements.** [`Update::Replace`] sets the whole content at exactly the update's version; through
+//! [`ChunkStore::apply`] it applies only if its version is newer than the local one, over a missing chunk
+//! or a tombstone too. **Sync updates** ([`ChunkStore::apply_sync`]: REPLACE or REMOVE from the SERVING
+//! predecessor of a SYNCING target, see `crate::sync`) set exactly the given version and content even if
+//! the local version is higher, or equal with other content (a no-op only if the state is already equal);
+//! [`ChunkStore::forget`] drops a record altogether (the predecessor has none). A lower version gets a new
+//! file name anyway; a *same*-version replacement must not overwrite the file the committed record
+//! references, so the record carries a file generation (`Record::file_gen`, file name suffix `.<gen>`) and
+//! the replacement writes generation + 1, commits, then deletes the old file — after a crash the chunk is
+//! in its old or its new state, and `open` deletes whichever file is unreferenced.
+//! [`ChunkStore::list_all`] lists tombstones as well, for resync diffs.
+//!
 //! **Concurrency.** Updates and reads of one chunk are serialised by a per-chunk async lock
 //! ([`ChunkStore::lock`]); the replication layer holds it across apply + forward so updates to one chunk
-//! reach every replica in the same order. Errors are `t3fs_common::Error` directly: every failure here maps
+//! reach every replica in the same order. [`ChunkStore::update_permit`] / [`ChunkStore::update_barrier`]
+//! let resync wait out every update in flight on the target. Errors are `t3fs_common::Error` directly: every failure here maps
 //! onto exactly one wire status code.
 //!
 //! Shortcut of this skeleton: every partial update rewrites the whole chunk (up to 64 MiB). The size-class
@@ -70,7 +84,23 @@ impl ChunkMeta {
             length: self.length,
             crc32c: self.crc32c,
             chain_version: self.chain_version,
+            removed: false,
         }
+    }
+}
+
+/// One entry of [`ChunkStore::list_all`]: a live chunk or a tombstone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedChunk {
+    pub chunk: ChunkId,
+    /// For a tombstone: the removal's version (length and CRC 0).
+    pub meta: ChunkMeta,
+    pub removed: bool,
+}
+
+impl ListedChunk {
+    pub fn to_proto(&self) -> proto::ChunkMeta {
+        proto::ChunkMeta { removed: self.removed, ..self.meta.to_proto(self.chunk) }
     }
 }
 
@@ -79,27 +109,46 @@ impl ChunkMeta {
 struct Record {
     meta: ChunkMeta,
     removed: bool,
+    /// Discriminates the data file of a live chunk among files of the same version: 0 is
+    /// `<chunk>.<version>`, n > 0 is `<chunk>.<version>.<n as 8 hex>` (a forced same-version replacement,
+    /// see [`ChunkStore::apply_sync`]). Always 0 for tombstones.
+    file_gen: u32,
 }
 
-/// Record encoding: `[format u8 = 1][flags u8: bit0 removed][version u64][length u32][crc u32][chain_version u32]`,
-/// little-endian. An on-disk format: extend with a new format byte, never change this one.
-const RECORD_FORMAT: u8 = 1;
-const RECORD_LEN: usize = 22;
+/// Record encodings, little-endian. On-disk formats: add a new format byte, never change an existing one.
+/// - format 1 (22 bytes): `[1][flags u8: bit0 removed][version u64][length u32][crc u32][chain_version u32]`,
+///   `file_gen` 0;
+/// - format 2 (26 bytes): format 1's fields, then `[file_gen u32]`.
+///
+/// Records with `file_gen == 0` (every record but a forced same-version replacement's) are still written
+/// in format 1, so the common case stays readable by older binaries.
+const RECORD_FORMAT_V1: u8 = 1;
+const RECORD_FORMAT_V2: u8 = 2;
+const RECORD_LEN_V1: usize = 22;
+const RECORD_LEN_V2: usize = 26;
 
 impl Record {
-    fn encode(&self) -> [u8; RECORD_LEN] {
-        let mut b = [0u8; RECORD_LEN];
-        b[0] = RECORD_FORMAT;
-        b[1] = u8::from(self.removed);
-        b[2..10].copy_from_slice(&self.meta.version.to_le_bytes());
-        b[10..14].copy_from_slice(&self.meta.length.to_le_bytes());
-        b[14..18].copy_from_slice(&self.meta.crc32c.to_le_bytes());
-        b[18..22].copy_from_slice(&self.meta.chain_version.to_le_bytes());
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(RECORD_LEN_V2);
+        b.push(if self.file_gen == 0 { RECORD_FORMAT_V1 } else { RECORD_FORMAT_V2 });
+        b.push(u8::from(self.removed));
+        b.extend_from_slice(&self.meta.version.to_le_bytes());
+        b.extend_from_slice(&self.meta.length.to_le_bytes());
+        b.extend_from_slice(&self.meta.crc32c.to_le_bytes());
+        b.extend_from_slice(&self.meta.chain_version.to_le_bytes());
+        if self.file_gen != 0 {
+            b.extend_from_slice(&self.file_gen.to_le_bytes());
+        }
         b
     }
 
     fn decode(b: &[u8]) -> Result<Self, Error> {
-        if b.len() != RECORD_LEN || b[0] != RECORD_FORMAT || b[1] > 1 {
+        let ok = match b.first() {
+            Some(&RECORD_FORMAT_V1) => b.len() == RECORD_LEN_V1,
+            Some(&RECORD_FORMAT_V2) => b.len() == RECORD_LEN_V2,
+            _ => false,
+        };
+        if !ok || b[1] > 1 {
             return Err(Error::new(StatusCode::Io, format!("corrupt chunk record ({} bytes)", b.len())));
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4-byte slice"));
@@ -111,6 +160,7 @@ impl Record {
                 crc32c: u32_at(14),
                 chain_version: u32_at(18),
             },
+            file_gen: if b.len() == RECORD_LEN_V2 { u32_at(22) } else { 0 },
         })
     }
 }
@@ -124,6 +174,10 @@ pub enum Update {
     Truncate { length: u32, chunk_size: u32 },
     /// Delete the chunk (a tombstone keeps its version).
     Remove,
+    /// Replace the whole chunk with `data` (resync, forwarding to a SYNCING successor). Applies over a
+    /// missing chunk or a tombstone too; the version rule is that of [`ChunkStore::apply`] or
+    /// [`ChunkStore::apply_sync`].
+    Replace { data: Bytes, payload_crc32c: u32 },
 }
 
 impl Update {
@@ -144,19 +198,27 @@ impl Update {
         match self {
             Update::Write { offset, data, payload_crc32c, chunk_size } => {
                 check_size(u64::from(*offset) + data.len() as u64, *chunk_size)?;
-                let actual = crc32c::crc32c(data);
-                if actual != *payload_crc32c {
-                    return Err(Error::new(
-                        StatusCode::ChecksumMismatch,
-                        format!("payload crc32c {actual:#010x} != request {payload_crc32c:#010x}"),
-                    ));
-                }
-                Ok(())
+                check_crc(data, *payload_crc32c)
             }
             Update::Truncate { length, chunk_size } => check_size(u64::from(*length), *chunk_size),
             Update::Remove => Ok(()),
+            Update::Replace { data, payload_crc32c } => {
+                check_size(data.len() as u64, MAX_CHUNK_SIZE)?;
+                check_crc(data, *payload_crc32c)
+            }
         }
     }
+}
+
+fn check_crc(data: &[u8], expected: u32) -> Result<(), Error> {
+    let actual = crc32c::crc32c(data);
+    if actual != expected {
+        return Err(Error::new(
+            StatusCode::ChecksumMismatch,
+            format!("payload crc32c {actual:#010x} != request {expected:#010x}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Result of [`ChunkStore::apply`].
@@ -166,7 +228,8 @@ pub struct Applied {
     pub meta: ChunkMeta,
     /// Whether the chunk exists after the call.
     pub exists: bool,
-    /// The local version was already >= the update's version: nothing changed.
+    /// Nothing changed: the local version was already >= the update's version (sync updates: already
+    /// at exactly that version and state).
     pub duplicate: bool,
 }
 
@@ -193,6 +256,9 @@ struct Inner {
     /// to this store are still alive in connection tasks.
     db: RwLock<Option<Db>>,
     locks: Mutex<HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held shared by every replicated update from before its chain check until it is acknowledged;
+    /// taken exclusively by [`ChunkStore::update_barrier`].
+    updates: tokio::sync::RwLock<()>,
     used_bytes: AtomicU64,
 }
 
@@ -245,14 +311,20 @@ fn fsync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(format!("fsync {}", dir.display())))
 }
 
-/// Parses `<32 hex id>.<16 hex version>`.
-fn parse_file_name(name: &str) -> Option<(ChunkId, u64)> {
-    let (id, ver) = name.split_once('.')?;
-    if id.len() != 32 || ver.len() != 16 {
+/// Parses `<32 hex id>.<16 hex version>` or `<32 hex id>.<16 hex version>.<8 hex file_gen>`.
+fn parse_file_name(name: &str) -> Option<(ChunkId, u64, u32)> {
+    let mut parts = name.split('.');
+    let (id, ver, generation) = (parts.next()?, parts.next()?, parts.next());
+    if id.len() != 32 || ver.len() != 16 || parts.next().is_some() {
         return None;
     }
+    let file_gen = match generation {
+        None => 0,
+        Some(g) if g.len() == 8 => u32::from_str_radix(g, 16).ok().filter(|g| *g != 0)?,
+        Some(_) => return None,
+    };
     let chunk = ChunkId::from_bytes(&hex::decode(id).ok()?).ok()?;
-    Some((chunk, u64::from_str_radix(ver, 16).ok()?))
+    Some((chunk, u64::from_str_radix(ver, 16).ok()?, file_gen))
 }
 
 impl ChunkStore {
@@ -269,6 +341,7 @@ impl ChunkStore {
                 chunks_dir,
                 db: RwLock::new(Some(Db { db, metas })),
                 locks: Mutex::default(),
+                updates: tokio::sync::RwLock::new(()),
                 used_bytes: AtomicU64::new(0),
             }),
         };
@@ -282,12 +355,12 @@ impl ChunkStore {
 
     fn recover(&self) -> Result<OpenReport, Error> {
         let mut report = OpenReport::default();
-        let mut live: HashMap<ChunkId, ChunkMeta> = HashMap::new();
+        let mut live: HashMap<ChunkId, Record> = HashMap::new();
         for (chunk, rec) in self.records()? {
             if rec.removed {
                 report.tombstones += 1;
             } else {
-                live.insert(chunk, rec.meta);
+                live.insert(chunk, rec);
             }
         }
         report.live_chunks = live.len();
@@ -301,11 +374,12 @@ impl ChunkStore {
             for f in fs::read_dir(&fan).map_err(io_err(format!("listing {}", fan.display())))? {
                 let f = f.map_err(io_err(format!("listing {}", fan.display())))?.path();
                 let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-                let Some((chunk, version)) = parse_file_name(&name) else {
+                let Some((chunk, version, file_gen)) = parse_file_name(&name) else {
                     tracing::warn!(file = %f.display(), "unknown file in chunk directory, left alone");
                     continue;
                 };
-                if live.get(&chunk).is_some_and(|m| m.version == version) && f == self.path(chunk, version) {
+                let referenced = live.get(&chunk).is_some_and(|r| r.meta.version == version && r.file_gen == file_gen);
+                if referenced && f == self.path(chunk, version, file_gen) {
                     seen.insert(chunk);
                     continue;
                 }
@@ -314,9 +388,10 @@ impl ChunkStore {
             }
         }
         let mut used = 0u64;
-        for (chunk, meta) in &live {
+        for (chunk, rec) in &live {
+            let meta = &rec.meta;
             let len = if seen.contains(chunk) {
-                fs::metadata(self.path(*chunk, meta.version)).ok().map(|m| m.len())
+                fs::metadata(self.path(*chunk, meta.version, rec.file_gen)).ok().map(|m| m.len())
             } else {
                 None
             };
@@ -351,6 +426,18 @@ impl ChunkStore {
         let entry = LockEntry { chunk, store: self.inner.clone(), mutex: Some(mutex.clone()) };
         let guard = mutex.lock_owned().await;
         ChunkGuard { _guard: guard, entry }
+    }
+
+    /// Taken by an update for its whole duration (chain check, apply, forward), before the chunk lock.
+    pub async fn update_permit(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.inner.updates.read().await
+    }
+
+    /// Waits until every update that holds an [`ChunkStore::update_permit`] now has finished. Resync
+    /// uses it so that no update checked against an older routing snapshot is still in flight when it
+    /// lists the chunks.
+    pub async fn update_barrier(&self) {
+        drop(self.inner.updates.write().await);
     }
 
     fn with_db<T>(&self, f: impl FnOnce(&Db) -> Result<T, Error>) -> Result<T, Error> {
@@ -393,20 +480,47 @@ impl ChunkStore {
         Ok(self.records()?.into_iter().filter(|(_, r)| !r.removed).map(|(c, r)| (c, r.meta)).collect())
     }
 
+    /// Every record, live chunks and tombstones, in chunk id order (resync diffs).
+    pub fn list_all(&self) -> Result<Vec<ListedChunk>, Error> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .map(|(chunk, r)| ListedChunk { chunk, meta: r.meta, removed: r.removed })
+            .collect())
+    }
+
+    /// The chunk's current state under the caller's lock: `None` if it never existed, else its record and,
+    /// for a live chunk, its whole verified content (`None` for a tombstone).
+    pub async fn snapshot(&self, guard: &ChunkGuard) -> Result<Option<(ChunkMeta, Option<Bytes>)>, Error> {
+        let (store, chunk) = (self.clone(), guard.chunk());
+        blocking(move || match store.record(chunk)? {
+            None => Ok(None),
+            Some(r) if r.removed => Ok(Some((r.meta, None))),
+            Some(r) => Ok(Some((r.meta, Some(Bytes::from(store.read_verified(chunk, &r)?))))),
+        })
+        .await
+    }
+
     /// The chunk's current version (0 if it never existed; a removed chunk keeps its version).
     pub fn version(&self, guard: &ChunkGuard) -> Result<u64, Error> {
         Ok(self.record(guard.chunk())?.map_or(0, |r| r.meta.version))
     }
 
-    fn path(&self, chunk: ChunkId, version: u64) -> PathBuf {
+    /// The data file of a chunk version (`file_gen`: see [`Record::file_gen`]).
+    fn path(&self, chunk: ChunkId, version: u64, file_gen: u32) -> PathBuf {
         let id = chunk.to_bytes();
         let fan = crc32c::crc32c(&id) as u8;
-        self.inner.chunks_dir.join(format!("{fan:02x}")).join(format!("{}.{version:016x}", hex::encode(id)))
+        let name = match file_gen {
+            0 => format!("{}.{version:016x}", hex::encode(id)),
+            g => format!("{}.{version:016x}.{g:08x}", hex::encode(id)),
+        };
+        self.inner.chunks_dir.join(format!("{fan:02x}")).join(name)
     }
 
-    /// Reads a chunk version's file and verifies it against its metadata.
-    fn read_verified(&self, chunk: ChunkId, meta: &ChunkMeta) -> Result<Vec<u8>, Error> {
-        let path = self.path(chunk, meta.version);
+    /// Reads a live record's file and verifies it against its metadata.
+    fn read_verified(&self, chunk: ChunkId, rec: &Record) -> Result<Vec<u8>, Error> {
+        let meta = &rec.meta;
+        let path = self.path(chunk, meta.version, rec.file_gen);
         let data = match fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -436,11 +550,10 @@ impl ChunkStore {
         let _guard = self.lock(chunk).await;
         let store = self.clone();
         blocking(move || {
-            let rec = store.record(chunk)?.filter(|r| !r.removed);
-            let Some(Record { meta, .. }) = rec else {
+            let Some(rec) = store.record(chunk)?.filter(|r| !r.removed) else {
                 return Err(Error::new(StatusCode::ChunkNotFound, format!("chunk {chunk} not found")));
             };
-            let data = store.read_verified(chunk, &meta)?;
+            let (data, meta) = (store.read_verified(chunk, &rec)?, rec.meta);
             let start = (offset as usize).min(data.len());
             let end = (offset as usize).saturating_add(len as usize).min(data.len());
             Ok((Bytes::from(data).slice(start..end), meta))
@@ -459,7 +572,68 @@ impl ChunkStore {
     ) -> Result<Applied, Error> {
         let store = self.clone();
         let chunk = guard.chunk();
-        blocking(move || store.apply_blocking(chunk, version, chain_version, update)).await
+        blocking(move || store.apply_blocking(chunk, version, chain_version, update, false)).await
+    }
+
+    /// Applies a *sync* update (resync, forwarding to a SYNCING target) under the caller's chunk lock: a
+    /// [`Update::Replace`] or [`Update::Remove`] that sets the chunk to exactly `version` (> 0) and that
+    /// content, even if the local version is higher or equal with other content (the sender is
+    /// authoritative; the local state may hold writes that were never acknowledged). It is a duplicate only
+    /// if the chunk is already at `version` in the same state (same length and CRC, or both removed).
+    ///
+    /// Crash safety holds as for every update: the new content goes to a file name no record references
+    /// (same version: the next [`Record::file_gen`]), the metadata commit switches, the old file goes last.
+    pub async fn apply_sync(
+        &self,
+        guard: &ChunkGuard,
+        version: u64,
+        chain_version: u32,
+        update: Update,
+    ) -> Result<Applied, Error> {
+        let store = self.clone();
+        let chunk = guard.chunk();
+        blocking(move || store.apply_blocking(chunk, version, chain_version, update, true)).await
+    }
+
+    /// Drops the chunk's record (live or tombstone) and data under the caller's chunk lock, leaving no
+    /// trace: the chunk's version is 0 again. Only for resync, when the authoritative predecessor has no
+    /// record of the chunk (see `crate::sync`). A duplicate if there is no record.
+    pub async fn forget(&self, guard: &ChunkGuard) -> Result<Applied, Error> {
+        let store = self.clone();
+        let chunk = guard.chunk();
+        blocking(move || store.forget_blocking(chunk)).await
+    }
+
+    fn forget_blocking(&self, chunk: ChunkId) -> Result<Applied, Error> {
+        let gone = Applied { meta: ChunkMeta::default(), exists: false, duplicate: false };
+        let Some(old) = self.record(chunk)? else {
+            return Ok(Applied { duplicate: true, ..gone });
+        };
+        tracing::warn!(target_id = %self.inner.target, %chunk, ?old, "sync: dropping a chunk the predecessor lacks");
+        // Record first: a crash before the file is deleted leaves an orphan that `open` removes.
+        self.with_db(|db| {
+            db.metas.remove(chunk.to_bytes()).map_err(kv_err)?;
+            db.db.persist(fjall::PersistMode::SyncAll).map_err(kv_err)
+        })?;
+        if !old.removed {
+            self.remove_old_file(chunk, &old);
+            let len = u64::from(old.meta.length);
+            let _ = self
+                .inner
+                .used_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| Some(u.saturating_sub(len)));
+        }
+        Ok(gone)
+    }
+
+    fn remove_old_file(&self, chunk: ChunkId, old: &Record) {
+        let old_path = self.path(chunk, old.meta.version, old.file_gen);
+        if let Err(e) = fs::remove_file(&old_path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            // Harmless: an unreferenced file is deleted by the next open.
+            tracing::warn!(file = %old_path.display(), error = %e, "could not delete old chunk version");
+        }
     }
 
     fn apply_blocking(
@@ -468,6 +642,7 @@ impl ChunkStore {
         version: u64,
         chain_version: u32,
         update: Update,
+        sync: bool,
     ) -> Result<Applied, Error> {
         update.validate()?;
         if version == 0 {
@@ -475,26 +650,45 @@ impl ChunkStore {
         }
         let old = self.record(chunk)?;
         let old_version = old.map_or(0, |r| r.meta.version);
-        if old_version >= version {
+        if sync {
+            let same = match (&old, &update) {
+                (Some(r), Update::Remove) => r.removed,
+                (Some(r), Update::Replace { data, payload_crc32c }) => {
+                    // `validate` checked the payload against `payload_crc32c`.
+                    !r.removed && r.meta.length as usize == data.len() && r.meta.crc32c == *payload_crc32c
+                }
+                (_, Update::Write { .. } | Update::Truncate { .. }) => {
+                    return Err(Error::invalid("a sync update must be REPLACE or REMOVE"));
+                }
+                (None, _) => false,
+            };
+            if let Some(rec) = old.filter(|r| r.meta.version == version && same) {
+                return Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: true });
+            }
+            if old_version >= version {
+                tracing::warn!(target_id = %self.inner.target, %chunk, ?old, version,
+                    "sync: replacing local state the predecessor does not have");
+            }
+        } else if old_version >= version {
             let rec = old.expect("version > 0 implies a record");
             return Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: true });
         }
-        if version > old_version + 1 {
+        if version > old_version + 1 && !matches!(update, Update::Replace { .. }) && !sync {
             // No resync yet: a replica that missed updates (e.g. a retried write whose first attempt never
             // reached us) takes the newest one on top of what it has.
             tracing::warn!(target_id = %self.inner.target, %chunk, old_version, version, "update version gap");
         }
-        let old_live = old.filter(|r| !r.removed).map(|r| r.meta);
+        let old_live = old.filter(|r| !r.removed);
         // The old content, unless the update replaces all of it (so a damaged chunk can be overwritten).
         let needs_old = match &update {
             Update::Write { offset, data, .. } => {
-                old_live.is_some_and(|m| !(*offset == 0 && data.len() >= m.length as usize))
+                old_live.is_some_and(|r| !(*offset == 0 && data.len() >= r.meta.length as usize))
             }
             Update::Truncate { length, .. } => *length > 0 && old_live.is_some(),
-            Update::Remove => false,
+            Update::Remove | Update::Replace { .. } => false,
         };
         let mut content = match old_live {
-            Some(m) if needs_old => self.read_verified(chunk, &m)?,
+            Some(r) if needs_old => self.read_verified(chunk, &r)?,
             _ => Vec::new(),
         };
         let new_content = match update {
@@ -511,15 +705,25 @@ impl ChunkStore {
                 Some(content)
             }
             Update::Remove => None,
+            Update::Replace { data, .. } => Some(data.to_vec()),
+        };
+        // Never write over the file the committed record references: a same-version replacement (sync
+        // only) takes the next file generation.
+        let file_gen = match old_live {
+            Some(r) if r.meta.version == version => r.file_gen.wrapping_add(1),
+            _ => 0,
         };
         let rec = match &new_content {
             Some(c) => Record {
                 meta: ChunkMeta { version, length: c.len() as u32, crc32c: crc32c::crc32c(c), chain_version },
                 removed: false,
+                file_gen,
             },
-            None => Record { meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version }, removed: true },
+            None => {
+                Record { meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version }, removed: true, file_gen: 0 }
+            }
         };
-        let new_path = self.path(chunk, version);
+        let new_path = self.path(chunk, version, rec.file_gen);
         if let Some(c) = &new_content {
             write_durably(&new_path, c)?;
         }
@@ -529,16 +733,10 @@ impl ChunkStore {
             }
             return Err(e);
         }
-        if let Some(m) = old_live {
-            let old_path = self.path(chunk, m.version);
-            if let Err(e) = fs::remove_file(&old_path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                // Harmless: an unreferenced file is deleted by the next open.
-                tracing::warn!(file = %old_path.display(), error = %e, "could not delete old chunk version");
-            }
+        if let Some(r) = &old_live {
+            self.remove_old_file(chunk, r);
         }
-        let old_len = u64::from(old_live.map_or(0, |m| m.length));
+        let old_len = u64::from(old_live.map_or(0, |r| r.meta.length));
         let _ = self.inner.used_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
             Some(u.saturating_sub(old_len) + u64::from(rec.meta.length))
         });
@@ -552,7 +750,7 @@ impl ChunkStore {
             let store = self.clone();
             let guard = self.lock(chunk).await;
             let res = blocking(move || match store.record(chunk)?.filter(|r| !r.removed) {
-                Some(r) => store.read_verified(chunk, &r.meta).map(|_| ()),
+                Some(r) => store.read_verified(chunk, &r).map(|_| ()),
                 None => Ok(()),
             })
             .await;
@@ -578,7 +776,12 @@ impl ChunkStore {
 
     #[cfg(test)]
     fn file_path(&self, chunk: ChunkId, version: u64) -> PathBuf {
-        self.path(chunk, version)
+        self.path(chunk, version, 0)
+    }
+
+    #[cfg(test)]
+    fn file_path_gen(&self, chunk: ChunkId, version: u64, file_gen: u32) -> PathBuf {
+        self.path(chunk, version, file_gen)
     }
 }
 

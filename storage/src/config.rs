@@ -39,6 +39,12 @@ pub struct Config {
     /// (mgmtd may start after storage in `t3fs local up`).
     #[serde(default = "default_register_timeout_ms")]
     pub register_timeout_ms: u64,
+    /// Fencing, in milliseconds: when no heartbeat has been answered by mgmtd for this long, every read and
+    /// update is refused (TargetNotServing) until mgmtd answers again, because the node may be partitioned
+    /// and already replaced in its chains. Default 2500 = half of mgmtd's default heartbeat timeout (5000);
+    /// keep it below that timeout and above `heartbeat_interval_ms`.
+    #[serde(default = "default_fence_after_ms")]
+    pub fence_after_ms: u64,
 }
 
 /// One storage target.
@@ -63,6 +69,10 @@ fn default_register_timeout_ms() -> u64 {
     30_000
 }
 
+fn default_fence_after_ms() -> u64 {
+    2500
+}
+
 impl Config {
     /// A config with defaults for every optional field.
     pub fn new(node_id: u32, mgmtd_addr: impl Into<String>, targets: Vec<TargetConfig>) -> Self {
@@ -76,6 +86,7 @@ impl Config {
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             routing_refresh_ms: default_routing_refresh_ms(),
             register_timeout_ms: default_register_timeout_ms(),
+            fence_after_ms: default_fence_after_ms(),
         }
     }
 
@@ -103,6 +114,9 @@ impl Config {
         if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 {
             return Err(Error::invalid("storage config: intervals must be > 0"));
         }
+        if self.fence_after_ms <= self.heartbeat_interval_ms {
+            return Err(Error::invalid("storage config: fence_after_ms must be > heartbeat_interval_ms"));
+        }
         Ok(())
     }
 }
@@ -125,6 +139,7 @@ mod tests {
         let c: Config = t3fs_common::config::parse(text).unwrap();
         assert_eq!(c.heartbeat_interval_ms, 1000);
         assert_eq!(c.routing_refresh_ms, 500);
+        assert_eq!(c.fence_after_ms, 2500);
         assert_eq!(c.token, "");
         assert_eq!(c.targets, vec![TargetConfig { id: 101, path: "/tmp/t101".into() }]);
         c.validate().unwrap();
@@ -143,5 +158,8 @@ mod tests {
         dup_path.targets[1].path = dup_path.targets[0].path.clone();
         assert!(dup_path.validate().is_err());
         assert!(Config::new(1, "m", vec![t(1), t(2)]).validate().is_ok());
+        let mut fence = Config::new(1, "m", vec![t(1)]);
+        fence.fence_after_ms = fence.heartbeat_interval_ms;
+        assert!(fence.validate().is_err());
     }
 }

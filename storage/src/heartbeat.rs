@@ -2,19 +2,20 @@
 //!
 //! At start the node registers its actual gRPC and bulk addresses (retrying until mgmtd answers or the
 //! configured deadline passes: mgmtd may come up after storage). Then a task sends a heartbeat every
-//! interval with one `LocalTarget` per target: local state UPTODATE (this skeleton has no resync, so a
-//! target is always up to date from its own point of view), used bytes, and the chain version it knows.
-//! mgmtd derives public target states and chain membership from these reports.
+//! interval (or at once when woken, e.g. after a `SyncDone`) with one `LocalTarget` per target: its local
+//! state ([`crate::local_state`]), used bytes, and the chain version it knows. mgmtd derives public target
+//! states and chain membership from these reports. Every successful reply feeds the node's [`Fence`].
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use t3fs_common::proto::{self, LocalTargetState, NodeType};
+use t3fs_common::proto::{self, NodeType};
 use t3fs_common::routing::{MgmtdClient, RoutingCache, connect_mgmtd};
-use t3fs_common::{ChainId, Error, StatusCode, TargetId};
+use t3fs_common::{Error, StatusCode, TargetId};
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk_store::ChunkStore;
+use crate::local_state::{Fence, TargetStates};
 
 /// What this node tells mgmtd about itself.
 #[derive(Clone, Debug)]
@@ -79,16 +80,19 @@ pub async fn register(mgmtd_addr: &str, me: &NodeIdentity, timeout: Duration) ->
 }
 
 /// The per-target part of a heartbeat.
-pub fn local_targets(stores: &HashMap<TargetId, ChunkStore>, routing: &RoutingCache) -> Vec<proto::LocalTarget> {
+pub fn local_targets(
+    stores: &HashMap<TargetId, ChunkStore>,
+    routing: &RoutingCache,
+    states: &TargetStates,
+) -> Vec<proto::LocalTarget> {
     let r = routing.get();
     let mut out: Vec<proto::LocalTarget> = stores
         .iter()
         .map(|(id, store)| {
-            let chain_version =
-                r.target(*id).ok().and_then(|t| r.chain(ChainId(t.chain_id)).ok()).map_or(0, |c| c.chain_version);
+            let (local_state, chain_version) = states.observe(*id, &r);
             proto::LocalTarget {
                 target_id: id.0,
-                local_state: LocalTargetState::Uptodate as i32,
+                local_state: local_state as i32,
                 used_bytes: store.used_bytes(),
                 chain_version,
             }
@@ -98,17 +102,25 @@ pub fn local_targets(stores: &HashMap<TargetId, ChunkStore>, routing: &RoutingCa
     out
 }
 
-/// Sends a heartbeat every `interval` until `cancel` fires. Failures are logged; the connection is
-/// re-established when mgmtd is unreachable.
+/// What the heartbeat loop reads and feeds.
+pub struct HeartbeatCtx {
+    pub stores: Arc<HashMap<TargetId, ChunkStore>>,
+    pub routing: RoutingCache,
+    pub states: Arc<TargetStates>,
+    pub fence: Arc<Fence>,
+}
+
+/// Sends a heartbeat every `interval` (or when `states.heartbeat_now` is notified) until `cancel` fires.
+/// Failures are logged; the connection is re-established when mgmtd is unreachable.
 pub fn spawn_heartbeats(
     mut client: Option<MgmtdClient>,
     mgmtd_addr: String,
     me: NodeIdentity,
-    stores: Arc<HashMap<TargetId, ChunkStore>>,
-    routing: RoutingCache,
+    ctx: HeartbeatCtx,
     interval: Duration,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let HeartbeatCtx { stores, routing, states, fence } = ctx;
     tokio::spawn(async move {
         loop {
             let beat = async {
@@ -120,13 +132,16 @@ pub fn spawn_heartbeats(
                         header: Some(me.header()),
                         node_id: me.node_id,
                         node_type: NodeType::Storage as i32,
-                        targets: local_targets(&stores, &routing),
+                        targets: local_targets(&stores, &routing, &states),
                     };
-                    if let Err(st) = c.heartbeat(req).await {
-                        let e = Error::from_tonic(&st);
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        if e.code == StatusCode::Unavailable {
-                            client = None;
+                    match c.heartbeat(req).await {
+                        Ok(_) => fence.heard_from_mgmtd(),
+                        Err(st) => {
+                            let e = Error::from_tonic(&st);
+                            tracing::warn!(error = %e, "heartbeat failed");
+                            if e.code == StatusCode::Unavailable {
+                                client = None;
+                            }
                         }
                     }
                 }
@@ -139,6 +154,7 @@ pub fn spawn_heartbeats(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
+                _ = states.heartbeat_now.notified() => {}
             }
         }
     })

@@ -4,20 +4,24 @@
 //! - [`chunk_store`]: per-target chunk files + chunk metadata in fjall; copy-on-write, crash-safe updates,
 //!   CRC32C verified on every read.
 //! - [`service`]: the bulk-plane handler: chunk reads and CRAQ-style chain-replicated updates.
-//! - [`admin`]: the `StorageAdmin` gRPC service (chunk metadata queries).
+//! - [`admin`]: the `StorageAdmin` gRPC service (chunk metadata queries, `SyncDone`).
 //! - [`heartbeat`]: registration with mgmtd and the heartbeat loop.
+//! - [`local_state`]: the local target states reported in heartbeats, and fencing.
+//! - [`sync`]: the resync worker that brings SYNCING successors up to date.
 //! - [`config`]: the typed TOML config.
 //!
 //! [`start`] opens every target, binds both listeners, registers the actual addresses with mgmtd and
-//! starts the heartbeat and routing-poll tasks; [`Server::shutdown`] stops everything and closes the
+//! starts the heartbeat, routing-poll and resync tasks; [`Server::shutdown`] stops everything and closes the
 //! targets so the same directories can be reopened in the same process.
 pub mod admin;
 pub mod chunk_store;
 pub mod config;
 pub mod heartbeat;
+pub mod local_state;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod service;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use chunk_store::{ChunkMeta, ChunkStore};
 pub use config::{Config, TargetConfig};
+pub use local_state::{Fence, TargetStates};
 
 /// How long `shutdown` waits for a task before aborting it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -48,6 +53,7 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     stores: Arc<HashMap<TargetId, ChunkStore>>,
     routing: RoutingCache,
+    states: Arc<TargetStates>,
 }
 
 impl Server {
@@ -68,6 +74,11 @@ impl Server {
     /// This node's routing cache (refreshed from mgmtd every `routing_refresh_ms`).
     pub fn routing(&self) -> &RoutingCache {
         &self.routing
+    }
+
+    /// The local states this node reports for its targets.
+    pub fn target_states(&self) -> &TargetStates {
+        &self.states
     }
 
     /// The chunk store of a local target.
@@ -154,14 +165,24 @@ async fn serve_and_register(
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Server> {
     let routing = RoutingCache::new();
+    let states = Arc::new(TargetStates::new(stores.keys().copied()));
+    // Starts counting now; registration below is the first answer from mgmtd.
+    let fence = Arc::new(Fence::new(Duration::from_millis(config.fence_after_ms)));
     let grpc = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let bulk =
         TcpListener::bind(&config.bulk_listen).await.with_context(|| format!("binding {}", config.bulk_listen))?;
     let (grpc_addr, bulk_addr) = (grpc.local_addr()?, bulk.local_addr()?);
 
-    let handler = Arc::new(service::StorageService::new(config.token.clone(), stores.clone(), routing.clone()));
+    let handler =
+        Arc::new(service::StorageService::new(config.token.clone(), stores.clone(), routing.clone(), fence.clone()));
     tasks.push(tokio::spawn(t3fs_common::bulk::serve(bulk, handler, cancel.clone())));
-    let admin = StorageAdminServer::new(admin::AdminService::new(config.token.clone(), stores.clone()));
+    let admin = StorageAdminServer::new(admin::AdminService::new(
+        config.token.clone(),
+        stores.clone(),
+        routing.clone(),
+        states.clone(),
+        config.mgmtd_addr.clone(),
+    ));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let shutdown = cancel.clone().cancelled_owned();
     tasks.push(tokio::spawn(async move {
@@ -181,8 +202,13 @@ async fn serve_and_register(
     };
     let register_timeout = Duration::from_millis(config.register_timeout_ms);
     let mut client = heartbeat::register(&config.mgmtd_addr, &me, register_timeout).await?;
+    fence.heard_from_mgmtd();
     // Best effort: start with routing info so the first requests need not wait for the poller.
-    let header = t3fs_common::proto::RequestHeader { token: config.token.clone(), ..Default::default() };
+    let header = t3fs_common::proto::RequestHeader {
+        request_id: t3fs_common::new_request_id(),
+        token: config.token.clone(),
+        ..Default::default()
+    };
     if let Err(e) = routing.refresh(&mut client, header).await {
         tracing::debug!(error = %e, "initial routing refresh failed");
     }
@@ -196,9 +222,23 @@ async fn serve_and_register(
         Some(client),
         config.mgmtd_addr.clone(),
         me,
-        stores.clone(),
-        routing.clone(),
+        heartbeat::HeartbeatCtx {
+            stores: stores.clone(),
+            routing: routing.clone(),
+            states: states.clone(),
+            fence: fence.clone(),
+        },
         Duration::from_millis(config.heartbeat_interval_ms),
+        cancel.clone(),
+    ));
+    tasks.push(sync::spawn_sync_worker(
+        sync::SyncCtx {
+            token: config.token.clone(),
+            stores: stores.clone(),
+            routing: routing.clone(),
+            fence,
+            peers: t3fs_common::bulk::BulkClient::default(),
+        },
         cancel.clone(),
     ));
     tracing::info!(node_id = config.node_id, %grpc_addr, %bulk_addr, targets = stores.len(), "storage server started");
@@ -210,6 +250,7 @@ async fn serve_and_register(
         tasks: std::mem::take(tasks),
         stores: stores.clone(),
         routing,
+        states,
     })
 }
 

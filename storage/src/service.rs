@@ -9,13 +9,27 @@
 //! whose local version is already >= the update's version treats it as a duplicate (acks, changes
 //! nothing, still forwards so a successor that missed it catches up).
 //!
+//! A SYNCING successor (a returning replica being resynced, [`crate::sync`]) may lack earlier versions, or
+//! hold writes that were never acknowledged, so it gets every update as a *sync* update (`sync = true`): after
+//! applying locally, the hop reads the chunk's whole new content under the chunk lock and forwards
+//! `UPDATE_TYPE_REPLACE` (or `REMOVE` for a removed chunk) at exactly the local version, which the
+//! successor takes even over a higher or different local state ([`ChunkStore::apply_sync`]). A sync update
+//! is refused (TargetNotServing) unless routing shows the receiving target SYNCING — a SERVING replica is
+//! never lowered — and must be REPLACE at a version > 0 or REMOVE (InvalidArgument otherwise); a sync REMOVE
+//! at version 0 means the predecessor has no record of the chunk, and the target drops its record
+//! ([`ChunkStore::forget`]). Clients may not send REPLACE.
+//!
+//! Fencing ([`crate::local_state::Fence`]): while the node has had no heartbeat reply from mgmtd for
+//! `fence_after_ms`, every read and update is refused with TargetNotServing.
+//!
 //! Not yet (issue 4): two-phase pending/commit versions (a reader can see a version the tail does not have
-//! yet if a forward fails), exactly-once update channels, resync of returning targets, and the storage-side
-//! rules of research/3fs.md §2 (exit on LASTSRV/OFFLINE, no heartbeats after restart until OFFLINE).
+//! yet if a forward fails), exactly-once update channels, and exiting on LASTSRV/OFFLINE (research/3fs.md
+//! §2; fencing and the local-state rule cover the safety part).
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use t3fs_common::auth::check_token;
 use t3fs_common::bulk::{self, BulkClient, BulkHandler};
 use t3fs_common::proto::{self, BulkRequest, BulkResponse, bulk_request};
 use t3fs_common::routing::{RoutingCache, is_readable, is_writable};
@@ -23,18 +37,33 @@ use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
 use tracing::Instrument;
 
 use crate::chunk_store::{ChunkStore, Update};
+use crate::local_state::Fence;
+
+/// The next writable target after this one, as routing shows it.
+struct Successor {
+    target: TargetId,
+    bulk_addr: String,
+    /// SYNCING: gets full replacements.
+    syncing: bool,
+}
 
 /// Serves the bulk plane of one storage node.
 pub struct StorageService {
     token: String,
     targets: Arc<HashMap<TargetId, ChunkStore>>,
     routing: RoutingCache,
+    fence: Arc<Fence>,
     peers: BulkClient,
 }
 
 impl StorageService {
-    pub fn new(token: String, targets: Arc<HashMap<TargetId, ChunkStore>>, routing: RoutingCache) -> Self {
-        Self { token, targets, routing, peers: BulkClient::default() }
+    pub fn new(
+        token: String,
+        targets: Arc<HashMap<TargetId, ChunkStore>>,
+        routing: RoutingCache,
+        fence: Arc<Fence>,
+    ) -> Self {
+        Self { token, targets, routing, fence, peers: BulkClient::default() }
     }
 
     fn store(&self, target: u64) -> Result<&ChunkStore, Error> {
@@ -46,6 +75,7 @@ impl StorageService {
     async fn read(&self, r: proto::ReadChunk) -> Result<(BulkResponse, Bytes), Error> {
         let chunk = ChunkId::from_bytes(&r.chunk_id)?;
         let store = self.store(r.target_id)?;
+        self.fence.check()?;
         // Refuse reads only when routing positively says the target is not readable (e.g. syncing).
         if let Ok(t) = self.routing.get().target(TargetId(r.target_id))
             && !is_readable(t.public_state)
@@ -66,7 +96,8 @@ impl StorageService {
 
     /// Checks the request against the current routing snapshot; returns the snapshot's successor of the
     /// target (if any) and its bulk address.
-    fn check_chain(&self, u: &proto::UpdateChunk, client_write: bool) -> Result<Option<(TargetId, String)>, Error> {
+    fn check_chain(&self, u: &proto::UpdateChunk, client_write: bool) -> Result<Option<Successor>, Error> {
+        self.fence.check()?;
         let routing = self.routing.get();
         let chain = routing.chain(ChainId(u.chain_id))?;
         if u.chain_version != chain.chain_version {
@@ -82,6 +113,13 @@ impl StorageService {
             return Err(Error::new(
                 StatusCode::TargetNotServing,
                 format!("target {} does not take writes", u.target_id),
+            ));
+        }
+        // A sync update may lower a replica's version: never a SERVING one.
+        if u.sync && me.public_state != proto::PublicTargetState::Syncing as i32 {
+            return Err(Error::new(
+                StatusCode::TargetNotServing,
+                format!("target {} is not SYNCING: it takes no sync updates", u.target_id),
             ));
         }
         if client_write {
@@ -100,7 +138,11 @@ impl StorageService {
         if node.bulk_addr.is_empty() {
             return Err(Error::new(StatusCode::RoutingNotReady, format!("node {} has no bulk address", node.node_id)));
         }
-        Ok(Some((succ, node.bulk_addr.clone())))
+        let syncing = chain
+            .targets
+            .iter()
+            .any(|t| t.target_id == succ.0 && t.public_state == proto::PublicTargetState::Syncing as i32);
+        Ok(Some(Successor { target: succ, bulk_addr: node.bulk_addr.clone(), syncing }))
     }
 
     async fn update(
@@ -112,6 +154,9 @@ impl StorageService {
         let chunk = ChunkId::from_bytes(&u.chunk_id)?;
         let store = self.store(u.target_id)?;
         let update = match proto::UpdateType::try_from(u.update_type) {
+            Ok(proto::UpdateType::Write | proto::UpdateType::Truncate) if u.sync => {
+                return Err(Error::invalid("a sync update must be REPLACE or REMOVE"));
+            }
             Ok(proto::UpdateType::Write) => Update::Write {
                 offset: u.offset,
                 data: payload.clone(),
@@ -120,27 +165,58 @@ impl StorageService {
             },
             Ok(proto::UpdateType::Truncate) => Update::Truncate { length: u.offset, chunk_size: u.chunk_size },
             Ok(proto::UpdateType::Remove) => Update::Remove,
+            Ok(proto::UpdateType::Replace) if u.update_version == 0 => {
+                return Err(Error::invalid("REPLACE is only for chain forwarding and resync, not for clients"));
+            }
+            Ok(proto::UpdateType::Replace) => {
+                Update::Replace { data: payload.clone(), payload_crc32c: u.payload_crc32c }
+            }
             _ => return Err(Error::invalid(format!("bad update type {}", u.update_type))),
         };
-        let client_write = u.update_version == 0;
+        let client_write = u.update_version == 0 && !u.sync;
         // Cheap early refusal before waiting for the lock; re-checked under the lock (routing may change).
         self.check_chain(&u, client_write)?;
+        // Held until acknowledged, so resync can wait out updates checked against older routing.
+        let _permit = store.update_permit().await;
         let guard = store.lock(chunk).await;
         let successor = self.check_chain(&u, client_write)?;
         let version = if client_write { store.version(&guard)? + 1 } else { u.update_version };
-        let applied = store.apply(&guard, version, u.chain_version, update).await?;
+        let applied = match (u.sync, version) {
+            (false, _) => store.apply(&guard, version, u.chain_version, update).await?,
+            // Sync REMOVE at version 0 (REPLACE at 0 was refused above): the predecessor has no record.
+            (true, 0) => store.forget(&guard).await?,
+            (true, _) => store.apply_sync(&guard, version, u.chain_version, update).await?,
+        };
         tracing::debug!(version, duplicate = applied.duplicate, "applied locally");
-        if let Some((succ, addr)) = successor {
+        if let Some(Successor { target: succ, bulk_addr: addr, syncing }) = successor {
+            let (fwd_update, fwd_payload) = if syncing {
+                // The successor may lack earlier versions or hold unacknowledged ones: send the whole
+                // current chunk at exactly its version, as a sync update.
+                let (ty, version, data) = match store.snapshot(&guard).await? {
+                    Some((meta, Some(d))) => (proto::UpdateType::Replace, meta.version, d),
+                    Some((meta, None)) => (proto::UpdateType::Remove, meta.version, Bytes::new()),
+                    None => (proto::UpdateType::Remove, 0, Bytes::new()),
+                };
+                let fwd = proto::UpdateChunk {
+                    target_id: succ.0,
+                    update_type: ty as i32,
+                    offset: 0,
+                    payload_crc32c: crc32c::crc32c(&data),
+                    update_version: version,
+                    sync: true,
+                    ..u.clone()
+                };
+                (fwd, data)
+            } else {
+                // A sync update stays one (a SERVING successor refuses it: it may not be lowered).
+                (proto::UpdateChunk { target_id: succ.0, update_version: version, ..u.clone() }, payload.clone())
+            };
             let fwd = BulkRequest {
                 request_id: request_id.to_string(),
                 token: self.token.clone(),
-                op: Some(bulk_request::Op::Update(proto::UpdateChunk {
-                    target_id: succ.0,
-                    update_version: version,
-                    ..u.clone()
-                })),
+                op: Some(bulk_request::Op::Update(fwd_update)),
             };
-            let (rsp, _) = self.peers.call(&addr, &fwd, &payload).await.map_err(|e| {
+            let (rsp, _) = self.peers.call(&addr, &fwd, &fwd_payload).await.map_err(|e| {
                 tracing::warn!(successor = %succ, %addr, error = %e, "forwarding update failed");
                 e
             })?;
@@ -159,8 +235,8 @@ impl StorageService {
 
 impl BulkHandler for StorageService {
     async fn handle(&self, req: BulkRequest, payload: Bytes) -> (BulkResponse, Bytes) {
-        if !self.token.is_empty() && req.token != self.token {
-            return (bulk::error_response(&Error::new(StatusCode::Unauthenticated, "bad cluster token")), Bytes::new());
+        if let Err(e) = check_token(&self.token, &req.token) {
+            return (bulk::error_response(&e), Bytes::new());
         }
         let res = match req.op {
             Some(bulk_request::Op::Read(r)) => {
@@ -175,6 +251,7 @@ impl BulkHandler for StorageService {
                     target_id = u.target_id,
                     chunk = %hex::encode(&u.chunk_id),
                     update_version = u.update_version,
+                    sync = u.sync,
                 );
                 self.update(&req.request_id, u, payload).instrument(span).await
             }

@@ -18,7 +18,8 @@ pub struct LocalCluster {
     pub plan: Plan,
     mgmtd: Option<t3fs_mgmtd::Server>,
     meta: Option<t3fs_meta::Server>,
-    storage: Vec<t3fs_storage::Server>,
+    /// Storage servers by index into `plan.storage`; `None` while stopped (failure injection).
+    storage: Vec<Option<t3fs_storage::Server>>,
 }
 
 impl LocalCluster {
@@ -35,9 +36,9 @@ impl LocalCluster {
         plan.cluster.mgmtd_addr = addr;
         let mut storage = Vec::new();
         for cfg in &plan.storage {
-            storage.push(
-                t3fs_storage::start(cfg.clone()).await.with_context(|| format!("starting storage {}", cfg.node_id))?,
-            );
+            let server =
+                t3fs_storage::start(cfg.clone()).await.with_context(|| format!("starting storage {}", cfg.node_id))?;
+            storage.push(Some(server));
         }
         ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token).await?;
         let meta = t3fs_meta::start(plan.meta.clone()).await.context("starting meta")?;
@@ -68,14 +69,26 @@ impl LocalCluster {
         Ok(t3fs_client::Client::connect(self.client_config()).await?)
     }
 
-    /// Stops storage server `i` (0-based) only: failure injection for tests.
-    pub async fn stop_storage(&mut self, i: usize) -> Option<t3fs_storage::Config> {
-        if i >= self.storage.len() {
-            return None;
+    /// Stops storage server `i` (0-based) only, as a crash would (failure injection for tests).
+    /// Returns false if it was not running.
+    pub async fn stop_storage(&mut self, i: usize) -> bool {
+        match self.storage.get_mut(i).and_then(Option::take) {
+            Some(s) => {
+                s.shutdown().await;
+                true
+            }
+            None => false,
         }
-        let s = self.storage.remove(i);
-        s.shutdown().await;
-        self.plan.storage.get(i).cloned()
+    }
+
+    /// Starts storage server `i` again on the same directories (after [`Self::stop_storage`]).
+    pub async fn start_storage(&mut self, i: usize) -> anyhow::Result<()> {
+        let cfg = self.plan.storage.get(i).cloned().context("no such storage server")?;
+        let slot = self.storage.get_mut(i).context("no such storage server")?;
+        if slot.is_none() {
+            *slot = Some(t3fs_storage::start(cfg).await.context("restarting storage")?);
+        }
+        Ok(())
     }
 
     /// Stops everything (meta, storage, then mgmtd), releasing every file so `start` can reopen it.
@@ -83,7 +96,7 @@ impl LocalCluster {
         if let Some(m) = self.meta.take() {
             m.shutdown().await;
         }
-        for s in self.storage.drain(..) {
+        for s in self.storage.drain(..).flatten() {
             s.shutdown().await;
         }
         if let Some(m) = self.mgmtd.take() {

@@ -156,6 +156,78 @@ async fn duplicate_versions_are_ignored() {
     assert_eq!(s.query(id(0)).unwrap().unwrap().version, 3);
 }
 
+fn replace(data: &[u8]) -> Update {
+    Update::Replace { data: Bytes::copy_from_slice(data), payload_crc32c: crc32c::crc32c(data) }
+}
+
+#[tokio::test]
+async fn replace_sets_the_whole_chunk_at_exactly_its_version() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    // Over a missing chunk, at a version far ahead: no earlier versions needed.
+    let a = apply(&s, id(0), 7, replace(b"whole")).await.unwrap();
+    assert!(a.exists && !a.duplicate && a.meta.version == 7 && a.meta.crc32c == crc32c::crc32c(b"whole"));
+    assert_eq!(content(&s, id(0)).await, b"whole");
+    // Shorter content replaces, not overwrites.
+    apply(&s, id(0), 8, replace(b"ab")).await.unwrap();
+    assert_eq!(content(&s, id(0)).await, b"ab");
+    assert_eq!(s.used_bytes(), 2);
+    // Not newer: a duplicate, nothing changes.
+    assert!(apply(&s, id(0), 8, replace(b"other")).await.unwrap().duplicate);
+    assert!(apply(&s, id(0), 3, replace(b"older")).await.unwrap().duplicate);
+    assert_eq!(content(&s, id(0)).await, b"ab");
+    // Over a tombstone.
+    apply(&s, id(0), 9, Update::Remove).await.unwrap();
+    let a = apply(&s, id(0), 12, replace(b"back")).await.unwrap();
+    assert!(a.exists && a.meta.version == 12);
+    assert_eq!(content(&s, id(0)).await, b"back");
+    // Empty content is a live, empty chunk.
+    assert!(apply(&s, id(1), 1, replace(b"")).await.unwrap().exists);
+    // A bad payload CRC or an oversized payload changes nothing.
+    let bad = Update::Replace { data: Bytes::from_static(b"evil"), payload_crc32c: 1 };
+    assert_eq!(apply(&s, id(0), 13, bad).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+    let big = vec![0u8; MAX_CHUNK_SIZE as usize + 1];
+    assert_eq!(apply(&s, id(0), 13, replace(&big)).await.unwrap_err().code, StatusCode::ChunkTooLarge);
+    assert_eq!(s.query(id(0)).unwrap().unwrap().version, 12);
+}
+
+#[tokio::test]
+async fn list_all_and_snapshot_include_tombstones() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    apply(&s, id(0), 1, w(0, b"live")).await.unwrap();
+    apply(&s, id(1), 1, w(0, b"gone")).await.unwrap();
+    apply(&s, id(1), 2, Update::Remove).await.unwrap();
+    let all = s.list_all().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].chunk, all[0].removed, all[0].meta.version), (id(0), false, 1));
+    assert_eq!((all[1].chunk, all[1].removed, all[1].meta.version), (id(1), true, 2));
+    assert!(all[1].to_proto().removed && !all[0].to_proto().removed);
+    assert_eq!(s.list().unwrap().len(), 1);
+    let g = s.lock(id(0)).await;
+    let (meta, data) = s.snapshot(&g).await.unwrap().unwrap();
+    assert_eq!((meta.version, data.as_deref()), (1, Some(&b"live"[..])));
+    drop(g);
+    let g = s.lock(id(1)).await;
+    assert_eq!(s.snapshot(&g).await.unwrap().map(|(m, d)| (m.version, d)), Some((2, None)));
+    drop(g);
+    let g = s.lock(id(2)).await;
+    assert_eq!(s.snapshot(&g).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn update_barrier_waits_for_permits() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let permit = s.update_permit().await;
+    let s2 = s.clone();
+    let barrier = tokio::spawn(async move { s2.update_barrier().await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!barrier.is_finished());
+    drop(permit);
+    barrier.await.unwrap();
+}
+
 #[tokio::test]
 async fn corrupted_data_is_detected() {
     let d = tempfile::tempdir().unwrap();
@@ -250,13 +322,176 @@ async fn chunk_lock_serialises_and_cleans_up() {
 
 #[test]
 fn record_encoding_is_stable() {
-    let r =
-        Record { meta: ChunkMeta { version: 0x0102, length: 3, crc32c: 0xAABBCCDD, chain_version: 9 }, removed: true };
+    // Format 1 (every record with file_gen 0, i.e. all records written before file generations existed).
+    let meta = ChunkMeta { version: 0x0102, length: 3, crc32c: 0xAABBCCDD, chain_version: 9 };
+    let r = Record { meta, removed: true, file_gen: 0 };
     let b = r.encode();
-    assert_eq!(hex::encode(b), "0101020100000000000003000000ddccbbaa09000000");
+    assert_eq!(hex::encode(&b), "0101020100000000000003000000ddccbbaa09000000");
     assert_eq!(Record::decode(&b).unwrap(), r);
+    // The old encoding as stored on disk still decodes (file_gen 0).
+    let old = hex::decode("0100020100000000000003000000ddccbbaa09000000").unwrap();
+    assert_eq!(Record::decode(&old).unwrap(), Record { removed: false, ..r });
     assert!(Record::decode(&b[..21]).is_err());
-    let mut bad = b;
+    let mut bad = b.clone();
     bad[0] = 2;
+    assert!(Record::decode(&bad).is_err(), "format 2 needs 26 bytes");
+    bad[0] = 3;
     assert!(Record::decode(&bad).is_err());
+    let mut bad_flags = b.clone();
+    bad_flags[1] = 2;
+    assert!(Record::decode(&bad_flags).is_err());
+    // Format 2: a file generation after the format 1 fields.
+    let r2 = Record { meta, removed: false, file_gen: 0x01020304 };
+    let b2 = r2.encode();
+    assert_eq!(hex::encode(&b2), "0200020100000000000003000000ddccbbaa0900000004030201");
+    assert_eq!(Record::decode(&b2).unwrap(), r2);
+    assert!(Record::decode(&b2[..25]).is_err());
+    let mut b2_as_v1 = b2.clone();
+    b2_as_v1[0] = 1;
+    assert!(Record::decode(&b2_as_v1).is_err(), "format 1 is exactly 22 bytes");
+}
+
+#[test]
+fn file_names_parse() {
+    let c = id(5);
+    let hexid = hex::encode(c.to_bytes());
+    assert_eq!(parse_file_name(&format!("{hexid}.000000000000000a")), Some((c, 10, 0)));
+    assert_eq!(parse_file_name(&format!("{hexid}.000000000000000a.0000000b")), Some((c, 10, 11)));
+    // Generation 0 is never written with a suffix; anything else malformed is not ours.
+    for bad in [
+        format!("{hexid}.000000000000000a.00000000"),
+        format!("{hexid}.000000000000000a.b"),
+        format!("{hexid}.000000000000000a.0000000b.x"),
+        format!("{hexid}.a"),
+        hexid.clone(),
+        "notes.txt".to_string(),
+    ] {
+        assert_eq!(parse_file_name(&bad), None, "{bad}");
+    }
+}
+
+async fn apply_sync(s: &ChunkStore, c: ChunkId, v: u64, u: Update) -> Result<Applied, Error> {
+    let g = s.lock(c).await;
+    s.apply_sync(&g, v, 1, u).await
+}
+
+#[tokio::test]
+async fn sync_updates_force_lower_and_same_versions() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    apply(&s, id(0), 1, w(0, b"a")).await.unwrap();
+    apply(&s, id(0), 2, w(1, b"b")).await.unwrap();
+    apply(&s, id(0), 3, w(2, b"c")).await.unwrap();
+    // A lower version: taken exactly (a plain update would be a duplicate).
+    assert!(apply(&s, id(0), 2, replace(b"XY")).await.unwrap().duplicate);
+    let a = apply_sync(&s, id(0), 2, replace(b"XY")).await.unwrap();
+    assert_eq!((a.meta.version, a.meta.length, a.exists, a.duplicate), (2, 2, true, false));
+    assert_eq!(content(&s, id(0)).await, b"XY");
+    assert!(!s.file_path(id(0), 3).exists() && s.file_path(id(0), 2).exists());
+    // The same state again: a no-op duplicate.
+    let a = apply_sync(&s, id(0), 2, replace(b"XY")).await.unwrap();
+    assert!(a.duplicate && a.meta.version == 2);
+    // The same version with other bytes: a new file generation, the old file goes.
+    let a = apply_sync(&s, id(0), 2, replace(b"ZZZ")).await.unwrap();
+    assert_eq!((a.meta.version, a.meta.length, a.meta.crc32c, a.duplicate), (2, 3, crc32c::crc32c(b"ZZZ"), false));
+    assert_eq!(content(&s, id(0)).await, b"ZZZ");
+    assert!(!s.file_path(id(0), 2).exists() && s.file_path_gen(id(0), 2, 1).exists());
+    apply_sync(&s, id(0), 2, replace(b"QQQQ")).await.unwrap();
+    assert!(!s.file_path_gen(id(0), 2, 1).exists() && s.file_path_gen(id(0), 2, 2).exists());
+    assert_eq!(s.used_bytes(), 4);
+    // Same length and version but another CRC is a difference too.
+    apply_sync(&s, id(0), 2, replace(b"RRRR")).await.unwrap();
+    assert_eq!(content(&s, id(0)).await, b"RRRR");
+    // A higher version over a same-version generation, as a plain update: back to generation 0.
+    apply(&s, id(0), 3, w(0, b"S")).await.unwrap();
+    assert_eq!(content(&s, id(0)).await, b"SRRR");
+    assert!(s.file_path(id(0), 3).exists() && !s.file_path_gen(id(0), 2, 3).exists());
+    // Sync REMOVE: a tombstone at exactly that version, even a lower one; again: duplicate.
+    let a = apply_sync(&s, id(0), 2, Update::Remove).await.unwrap();
+    assert_eq!((a.meta.version, a.exists, a.duplicate), (2, false, false));
+    assert!(apply_sync(&s, id(0), 2, Update::Remove).await.unwrap().duplicate);
+    assert_eq!(s.used_bytes(), 0);
+    // A tombstone is replaced by a live chunk at a lower version.
+    apply_sync(&s, id(0), 1, replace(b"one")).await.unwrap();
+    assert_eq!(content(&s, id(0)).await, b"one");
+    // After which plain updates work from there.
+    apply(&s, id(0), 2, w(3, b"+")).await.unwrap();
+    assert_eq!(content(&s, id(0)).await, b"one+");
+    // Sync updates are REPLACE/REMOVE at a version > 0; bad input changes nothing.
+    assert_eq!(apply_sync(&s, id(0), 1, w(0, b"x")).await.unwrap_err().code, StatusCode::InvalidArgument);
+    let trunc = Update::Truncate { length: 1, chunk_size: CS };
+    assert_eq!(apply_sync(&s, id(0), 1, trunc).await.unwrap_err().code, StatusCode::InvalidArgument);
+    assert_eq!(apply_sync(&s, id(0), 0, replace(b"x")).await.unwrap_err().code, StatusCode::InvalidArgument);
+    let bad = Update::Replace { data: Bytes::from_static(b"evil"), payload_crc32c: 1 };
+    assert_eq!(apply_sync(&s, id(0), 1, bad).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+    assert_eq!(s.query(id(0)).unwrap().unwrap().version, 2);
+    assert_eq!(content(&s, id(0)).await, b"one+");
+    // A generation survives a reopen and is not taken for an orphan.
+    apply_sync(&s, id(1), 5, replace(b"five")).await.unwrap();
+    apply_sync(&s, id(1), 5, replace(b"FIVE")).await.unwrap();
+    s.close();
+    let (s, report) = ChunkStore::open(TargetId(7), d.path()).unwrap();
+    assert_eq!(report, OpenReport { live_chunks: 2, tombstones: 0, orphans_removed: 0, damaged: vec![] });
+    assert_eq!(content(&s, id(1)).await, b"FIVE");
+    assert_eq!(s.used_bytes(), 8);
+    apply_sync(&s, id(1), 5, replace(b"5")).await.unwrap();
+    assert!(s.file_path_gen(id(1), 5, 2).exists() && !s.file_path_gen(id(1), 5, 1).exists());
+}
+
+#[tokio::test]
+async fn forget_drops_the_record() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    apply(&s, id(0), 6, replace(b"ahead")).await.unwrap();
+    apply(&s, id(1), 4, Update::Remove).await.unwrap();
+    for c in [id(0), id(1)] {
+        let g = s.lock(c).await;
+        let a = s.forget(&g).await.unwrap();
+        assert_eq!((a.exists, a.duplicate, a.meta.version), (false, false, 0));
+        assert_eq!(s.version(&g).unwrap(), 0);
+        assert_eq!(s.snapshot(&g).await.unwrap(), None);
+        // Nothing left to forget.
+        assert!(s.forget(&g).await.unwrap().duplicate);
+    }
+    assert!(s.list_all().unwrap().is_empty());
+    assert!(!s.file_path(id(0), 6).exists());
+    assert_eq!(s.used_bytes(), 0);
+    // The chunk starts over at version 1 like on a replica that never had it.
+    let a = apply(&s, id(0), 1, w(0, b"new")).await.unwrap();
+    assert!(!a.duplicate && a.meta.version == 1);
+    assert_eq!(content(&s, id(0)).await, b"new");
+}
+
+#[tokio::test]
+async fn same_version_replace_is_crash_safe() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    apply(&s, id(0), 2, replace(b"old")).await.unwrap();
+    apply(&s, id(1), 7, replace(b"old one")).await.unwrap();
+    apply(&s, id(2), 7, replace(b"old two")).await.unwrap();
+    // Crash after writing the new generation's file, before the metadata commit: old state.
+    let uncommitted = s.file_path_gen(id(0), 2, 1);
+    fs::write(&uncommitted, b"new!").unwrap();
+    // Crash after the commit of a same-version replacement, before the old file was deleted: new state.
+    apply_sync(&s, id(1), 7, replace(b"new one")).await.unwrap();
+    let stale = s.file_path(id(1), 7);
+    fs::write(&stale, b"old one").unwrap();
+    // The same for a forced lower version.
+    apply_sync(&s, id(2), 3, replace(b"new two")).await.unwrap();
+    let stale_higher = s.file_path(id(2), 7);
+    fs::write(&stale_higher, b"old two").unwrap();
+    s.close();
+    let (s, report) = ChunkStore::open(TargetId(7), d.path()).unwrap();
+    assert_eq!(report, OpenReport { live_chunks: 3, tombstones: 0, orphans_removed: 3, damaged: vec![] });
+    assert!(!uncommitted.exists() && !stale.exists() && !stale_higher.exists());
+    assert_eq!(content(&s, id(0)).await, b"old");
+    assert_eq!(s.query(id(0)).unwrap().unwrap().version, 2);
+    assert_eq!(content(&s, id(1)).await, b"new one");
+    assert!(s.file_path_gen(id(1), 7, 1).exists());
+    assert_eq!(content(&s, id(2)).await, b"new two");
+    assert_eq!(s.query(id(2)).unwrap().unwrap().version, 3);
+    // The orphan name was free again: a later same-version replacement reuses generation 1 safely.
+    apply_sync(&s, id(0), 2, replace(b"newer")).await.unwrap();
+    assert_eq!(content(&s, id(0)).await, b"newer");
+    assert!(s.scrub().await.unwrap().is_empty());
 }

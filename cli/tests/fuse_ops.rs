@@ -1,0 +1,543 @@
+//! POSIX behaviour of a real FUSE mount over a real in-process cluster (mgmtd, meta, three storage
+//! servers, 3-replica chains): one cluster and one mount per test, in a tempdir.
+//!
+//! Covered: sizes while writes are buffered and after close; `stat` and reads through another handle
+//! of a file being written; read-back and overwrite on one handle; truncate down then up (zeros, not
+//! old bytes, and the cut chunks gone from every replica); O_TRUNC; O_APPEND; a listing spanning
+//! several FUSE readdir pages and several meta pages; ENOTEMPTY, ENOENT, EEXIST, ENAMETOOLONG;
+//! rename -> ENOSYS (until issue 5); link/symlink -> EOPNOTSUPP; chmod; chunks deleted from every
+//! replica on unlink (at last close for a file unlinked while open); four threads writing files (and disjoint ranges of one file) at once; a sparse
+//! file over many chunks with a hole; the mount gone after unmount (checked by every test).
+//!
+//! Skips (with a message) only where /dev/fuse is missing.
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use t3fs_cli::local::inproc::LocalCluster;
+use t3fs_client::{Client, UserInfo};
+use t3fs_common::ids::{ChainTableId, ChunkId, InodeId, TargetId};
+use t3fs_common::{layout, proto};
+
+/// A cluster with a FUSE mount on it.
+struct Env {
+    _tmp: tempfile::TempDir,
+    mnt: PathBuf,
+    cluster: LocalCluster,
+    client: Arc<Client>,
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl Env {
+    /// Starts a cluster and mounts it; `None` (with a message) where /dev/fuse is missing.
+    async fn start() -> Option<Env> {
+        if !Path::new("/dev/fuse").exists() {
+            eprintln!("SKIPPED: /dev/fuse is missing on this machine; the FUSE tests cannot run");
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+        let client = cluster.client().await.unwrap();
+        let session = {
+            let (client, mnt, cfg) = (client.clone(), mnt.clone(), cluster.mount_config());
+            let rt = tokio::runtime::Handle::current();
+            blocking(move || t3fs_fuse::mount(client, rt, &mnt, &cfg).unwrap()).await
+        };
+        assert!(is_mounted(&mnt), "{} is not in /proc/mounts after mount", mnt.display());
+        Some(Env { _tmp: tmp, mnt, cluster, client, session: Some(session) })
+    }
+
+    /// Runs blocking file-system calls on `mnt`, off the runtime threads that serve FUSE requests.
+    async fn fs<T: Send + 'static>(&self, f: impl FnOnce(&Path) -> T + Send + 'static) -> T {
+        let mnt = self.mnt.clone();
+        blocking(move || f(&mnt)).await
+    }
+
+    /// The inode of `/name` as meta has it.
+    async fn inode(&self, path: &str) -> proto::Inode {
+        self.client.resolve_path(&UserInfo::root(), path).await.unwrap()
+    }
+
+    /// The chunk size of files on this cluster.
+    async fn chunk_size(&self) -> usize {
+        let cs = self.fs(|m| File::create(m.join(".probe")).map(drop)).await;
+        cs.unwrap();
+        let cs = self.inode("/.probe").await.layout.unwrap().chunk_size as usize;
+        self.fs(|m| std::fs::remove_file(m.join(".probe"))).await.unwrap();
+        cs
+    }
+
+    /// Chunk `index` of `inode` on every replica of its chain (`None` where a replica lacks it).
+    async fn chunk_replicas(&self, inode: &proto::Inode, index: u32) -> Vec<Option<proto::ChunkMeta>> {
+        let routing = self.client.routing();
+        let lay = inode.layout.expect("file has a layout");
+        let table = routing.table(ChainTableId(lay.table_id), lay.table_version).unwrap();
+        let chain = routing.chain(layout::chain_of(&lay, &table.chains, index).unwrap()).unwrap();
+        assert_eq!(chain.targets.len(), 3, "3-replica chains");
+        let mut out = Vec::new();
+        for t in &chain.targets {
+            let meta = self.client.query_chunk(TargetId(t.target_id), ChunkId::new(InodeId(inode.id), index)).await;
+            out.push(meta.unwrap().filter(|m| !m.removed));
+        }
+        out
+    }
+
+    /// Every live chunk of `inode` on any target.
+    async fn chunks_of(&self, inode: u64) -> Vec<proto::ChunkMeta> {
+        let routing = self.client.routing();
+        let mut out = Vec::new();
+        for t in &routing.info.targets {
+            for c in self.client.list_chunks(TargetId(t.target_id)).await.unwrap() {
+                if !c.removed && ChunkId::from_bytes(&c.chunk_id).unwrap().inode == InodeId(inode) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Unmounts (checking the mount is gone and the mountpoint is an empty directory again) and stops
+    /// the cluster.
+    async fn stop(mut self) {
+        let session = self.session.take().unwrap();
+        blocking(move || session.umount_and_join()).await.unwrap();
+        assert!(!is_mounted(&self.mnt), "{} still in /proc/mounts after unmount", self.mnt.display());
+        let left = std::fs::read_dir(&self.mnt).unwrap().count();
+        assert_eq!(left, 0, "the bare mountpoint directory shows through after unmount");
+        self.client.shutdown().await;
+        self.cluster.shutdown().await;
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(1) == mnt.to_str())
+}
+
+fn errno(r: std::io::Result<impl std::fmt::Debug>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno in {e}")),
+    }
+}
+
+fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = layout::SplitMix64::new(seed);
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn size_while_buffered_and_after_close() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await;
+    let data = pattern(3 * cs + 123, 1);
+    let len = data.len() as u64;
+    env.fs(move |m| {
+        let p = m.join("a.bin");
+        let mut f = File::create(&p).unwrap();
+        f.write_all(&data[..1000]).unwrap();
+        // Still in the handle's buffer: the size counts it, by path and by handle.
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1000, "size includes buffered data");
+        assert_eq!(f.metadata().unwrap().len(), 1000);
+        f.write_all(&data[1000..]).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), len);
+        drop(f);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), len);
+        assert!(std::fs::read(&p).unwrap() == data, "read-back differs");
+    })
+    .await;
+    // Meta has the length after close.
+    assert_eq!(env.inode("/a.bin").await.length, len);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stat_and_read_of_a_file_another_handle_is_writing() {
+    let Some(env) = Env::start().await else { return };
+    env.fs(|m| {
+        let p = m.join("w.bin");
+        let mut w = File::create(&p).unwrap();
+        w.write_all(b"hello, ").unwrap();
+        let mut r = File::open(&p).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 7);
+        assert_eq!(r.metadata().unwrap().len(), 7);
+        // The writer's bytes may still be buffered in its handle; another handle must see them.
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hello, ");
+        w.write_all(b"world").unwrap();
+        assert_eq!(r.metadata().unwrap().len(), 12);
+        let mut buf = [0u8; 12];
+        r.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello, world");
+        drop(r);
+        drop(w);
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello, world");
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overwrite_and_read_back_on_the_same_handle() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await;
+    let data = pattern(2 * cs + 5000, 2);
+    env.fs(move |m| {
+        let p = m.join("o.bin");
+        std::fs::write(&p, &data).unwrap();
+        let mut f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        // Non-contiguous writes, one across a chunk boundary, then reads on the same handle.
+        f.seek(SeekFrom::Start(4000)).unwrap();
+        f.write_all(b"XYZ").unwrap();
+        f.seek(SeekFrom::Start(10)).unwrap();
+        f.write_all(b"Q").unwrap();
+        f.seek(SeekFrom::Start(cs as u64 - 2)).unwrap();
+        f.write_all(b"abcd").unwrap();
+        f.seek(SeekFrom::Start(3998)).unwrap();
+        let mut buf = [0u8; 7];
+        f.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, &[data[3998], data[3999], b'X', b'Y', b'Z', data[4003], data[4004]]);
+        let mut buf = [0u8; 6];
+        f.read_exact_at(&mut buf, cs as u64 - 3).unwrap();
+        assert_eq!(&buf, &[data[cs - 3], b'a', b'b', b'c', b'd', data[cs + 2]]);
+        drop(f);
+        let mut want = data.clone();
+        want[4000..4003].copy_from_slice(b"XYZ");
+        want[10] = b'Q';
+        want[cs - 2..cs + 2].copy_from_slice(b"abcd");
+        assert!(std::fs::read(&p).unwrap() == want, "read-back after overwrites differs");
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn truncate_down_then_up_reads_zeros() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await;
+    let data = pattern(3 * cs + 100, 3);
+    let (down, up) = (cs + cs / 2, 4 * cs);
+    {
+        let data = data.clone();
+        env.fs(move |m| {
+            let p = m.join("t.bin");
+            std::fs::write(&p, &data).unwrap();
+            let f = OpenOptions::new().write(true).open(&p).unwrap();
+            f.set_len(down as u64).unwrap();
+            assert_eq!(f.metadata().unwrap().len(), down as u64);
+            f.set_len(up as u64).unwrap();
+            drop(f);
+            let back = std::fs::read(&p).unwrap();
+            assert_eq!(back.len(), up);
+            assert!(back[..down] == data[..down], "bytes below the cut changed");
+            assert!(back[down..].iter().all(|&b| b == 0), "the regrown part must read zeros, not old bytes");
+            // Truncate with unflushed writes on the handle: the buffer goes out first, then the cut.
+            let mut f = OpenOptions::new().write(true).open(&p).unwrap();
+            f.write_all(b"0123456789").unwrap();
+            f.set_len(5).unwrap();
+            f.set_len(8).unwrap();
+            drop(f);
+            assert_eq!(std::fs::read(&p).unwrap(), b"01234\0\0\0");
+        })
+        .await;
+    }
+    let inode = env.inode("/t.bin").await;
+    assert_eq!(inode.length, 8);
+    for i in 1..4 {
+        assert_eq!(env.chunk_replicas(&inode, i).await, vec![None; 3], "chunk {i} must be gone after the cut");
+    }
+    for meta in env.chunk_replicas(&inode, 0).await {
+        let meta = meta.expect("chunk 0 on every replica");
+        assert_eq!(meta.length, 5, "chunk 0 cut to 5 bytes");
+        assert_eq!(meta.crc32c, crc32c::crc32c(b"01234"));
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn o_trunc_and_o_append() {
+    let Some(env) = Env::start().await else { return };
+    env.fs(|m| {
+        let p = m.join("x.txt");
+        std::fs::write(&p, b"a long first version").unwrap();
+        std::fs::write(&p, b"short").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"short");
+        // O_TRUNC through open(2) of an existing file (not create).
+        drop(OpenOptions::new().write(true).truncate(true).open(&p).unwrap());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        std::fs::write(&p, b"short").unwrap();
+
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"+one").unwrap();
+        f.write_all(b"+two").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&p).unwrap(), b"short+one+two");
+        // Appends go to the end whatever the handle's position.
+        let mut f = OpenOptions::new().read(true).append(true).open(&p).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(b"!").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&p).unwrap(), b"short+one+two!");
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listing_over_many_readdir_pages() {
+    let Some(env) = Env::start().await else { return };
+    // > 1024 entries: several meta pages (the client asks for 1024 at a time) and many FUSE
+    // readdir calls (a 4 KiB kernel buffer holds about 100 of these names).
+    const N: usize = 1100;
+    env.fs(|m| {
+        let d = m.join("big");
+        std::fs::create_dir(&d).unwrap();
+        for i in 0..N {
+            let name = d.join(format!("entry-{i:05}"));
+            if i % 2 == 0 {
+                std::fs::create_dir(name).unwrap();
+            } else {
+                File::create(name).unwrap();
+            }
+        }
+        let mut names: Vec<(String, bool)> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().into_string().unwrap(), e.file_type().unwrap().is_dir())
+            })
+            .collect();
+        names.sort();
+        let want: Vec<(String, bool)> = (0..N).map(|i| (format!("entry-{i:05}"), i % 2 == 0)).collect();
+        assert_eq!(names.len(), N);
+        assert!(names == want, "listing differs from what was created");
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn directories_and_error_codes() {
+    let Some(env) = Env::start().await else { return };
+    env.fs(|m| {
+        let d = m.join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), b"3").unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("f")).unwrap(), "3");
+        assert_eq!(errno(std::fs::remove_dir(&d)), libc::ENOTEMPTY);
+        assert_eq!(errno(std::fs::remove_file(&d)), libc::EISDIR);
+        assert_eq!(errno(std::fs::remove_dir(d.join("f"))), libc::ENOTDIR);
+        assert_eq!(errno(File::open(d.join("f/x"))), libc::ENOTDIR);
+
+        // ENOENT.
+        assert_eq!(errno(std::fs::metadata(m.join("nope"))), libc::ENOENT);
+        assert_eq!(errno(File::open(m.join("nope"))), libc::ENOENT);
+        assert_eq!(errno(std::fs::remove_file(m.join("nope"))), libc::ENOENT);
+        assert_eq!(errno(std::fs::remove_dir(m.join("nope"))), libc::ENOENT);
+        assert_eq!(errno(File::create(m.join("nope/x"))), libc::ENOENT);
+
+        // EEXIST: mkdir twice, create_new twice, mkdir over a file.
+        assert_eq!(errno(std::fs::create_dir(&d)), libc::EEXIST);
+        OpenOptions::new().write(true).create_new(true).open(m.join("n")).unwrap();
+        assert_eq!(errno(OpenOptions::new().write(true).create_new(true).open(m.join("n"))), libc::EEXIST);
+        assert_eq!(errno(std::fs::create_dir(m.join("n"))), libc::EEXIST);
+
+        // ENAMETOOLONG (255 bytes is fine).
+        assert_eq!(errno(std::fs::write(m.join("x".repeat(256)), b"")), libc::ENAMETOOLONG);
+        assert_eq!(errno(std::fs::create_dir(m.join("y".repeat(256)))), libc::ENAMETOOLONG);
+        std::fs::write(m.join("z".repeat(255)), b"ok").unwrap();
+        assert_eq!(std::fs::read(m.join("z".repeat(255))).unwrap(), b"ok");
+
+        // Unsupported for now: rename (issue 5), hard and symbolic links.
+        assert_eq!(errno(std::fs::rename(m.join("n"), m.join("n2"))), libc::ENOSYS);
+        assert_eq!(errno(std::fs::hard_link(m.join("n"), m.join("n3"))), libc::EOPNOTSUPP);
+        assert_eq!(errno(std::os::unix::fs::symlink("n", m.join("n4"))), libc::EOPNOTSUPP);
+        assert!(m.join("n").exists() && !m.join("n2").exists() && !m.join("n3").exists());
+
+        // chmod.
+        std::fs::set_permissions(m.join("n"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(std::fs::metadata(m.join("n")).unwrap().mode() & 0o7777, 0o600);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).unwrap();
+        let md = std::fs::metadata(&d).unwrap();
+        assert!(md.is_dir());
+        assert_eq!(md.mode() & 0o7777, 0o711);
+
+        // Emptied directories can go.
+        std::fs::remove_file(d.join("f")).unwrap();
+        std::fs::remove_dir(&d).unwrap();
+        assert!(!d.exists());
+    })
+    .await;
+    assert_eq!(env.inode("/n").await.mode & 0o7777, 0o600, "chmod reached meta");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlink_deletes_chunks_on_every_replica() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await;
+    let data = pattern(3 * cs + 10, 4);
+    env.fs(move |m| std::fs::write(m.join("u.bin"), &data).unwrap()).await;
+    let inode = env.inode("/u.bin").await;
+    for i in 0..4 {
+        let reps = env.chunk_replicas(&inode, i).await;
+        assert!(reps.iter().all(Option::is_some), "chunk {i} on every replica before unlink: {reps:?}");
+    }
+    assert_eq!(env.chunks_of(inode.id).await.len(), 4 * 3);
+    env.fs(|m| {
+        std::fs::remove_file(m.join("u.bin")).unwrap();
+        assert_eq!(errno(std::fs::metadata(m.join("u.bin"))), libc::ENOENT);
+    })
+    .await;
+    for i in 0..4 {
+        assert_eq!(env.chunk_replicas(&inode, i).await, vec![None; 3], "chunk {i} after unlink");
+    }
+    assert_eq!(env.chunks_of(inode.id).await, vec![], "no chunk of the unlinked file is left");
+
+    // Unlinked while open and being written: the handle keeps working, the chunks go at its close.
+    let f = env
+        .fs(move |m| {
+            let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(m.join("open.bin")).unwrap();
+            f.write_all(&pattern(3 * cs, 5)).unwrap();
+            f
+        })
+        .await;
+    let inode = env.inode("/open.bin").await;
+    assert!(!env.chunks_of(inode.id).await.is_empty(), "full chunks were written out");
+    let f = env
+        .fs(move |m| {
+            std::fs::remove_file(m.join("open.bin")).unwrap();
+            assert_eq!(errno(std::fs::metadata(m.join("open.bin"))), libc::ENOENT);
+            f.write_all_at(b"more", 3 * cs as u64).unwrap();
+            let mut buf = [0u8; 8];
+            f.read_exact_at(&mut buf, 3 * cs as u64 - 4).unwrap();
+            assert_eq!(&buf[..4], &pattern(3 * cs, 5)[3 * cs - 4..]);
+            assert_eq!(&buf[4..], b"more");
+            f
+        })
+        .await;
+    env.fs(move |_| drop(f)).await;
+    // The kernel sends RELEASE after close(2) returns, so wait for it.
+    let mut left = env.chunks_of(inode.id).await;
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = env.chunks_of(inode.id).await;
+    }
+    assert_eq!(left, vec![], "chunks of a file unlinked while open go at its last close");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_threads_write_at_once() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await;
+    let size = 2 * cs + 777;
+    env.fs(move |m| {
+        // Four files, one per thread, written in odd-sized pieces.
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                s.spawn(move || {
+                    let data = pattern(size, 100 + t);
+                    let mut f = File::create(m.join(format!("par-{t}"))).unwrap();
+                    for piece in data.chunks(50_000 + 1_000 * t as usize) {
+                        f.write_all(piece).unwrap();
+                    }
+                });
+            }
+        });
+        for t in 0..4u64 {
+            let back = std::fs::read(m.join(format!("par-{t}"))).unwrap();
+            assert!(back == pattern(size, 100 + t), "file par-{t} differs");
+        }
+        // Four handles of one file, each writing its own quarter (the last quarter first ends the file).
+        let shared = m.join("shared");
+        File::create(&shared).unwrap();
+        let quarter = cs / 2 + 1;
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let shared = &shared;
+                s.spawn(move || {
+                    let data = pattern(quarter, 200 + t as u64);
+                    let f = OpenOptions::new().write(true).open(shared).unwrap();
+                    for (k, piece) in data.chunks(10_000).enumerate() {
+                        f.write_all_at(piece, (t * quarter + k * 10_000) as u64).unwrap();
+                    }
+                });
+            }
+        });
+        let back = std::fs::read(&shared).unwrap();
+        assert_eq!(back.len(), 4 * quarter);
+        for t in 0..4 {
+            assert!(back[t * quarter..(t + 1) * quarter] == pattern(quarter, 200 + t as u64), "quarter {t} differs");
+        }
+    })
+    .await;
+    assert_eq!(env.inode("/shared").await.length, 4 * (cs as u64 / 2 + 1));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sparse_file_over_many_chunks() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await;
+    let head = pattern(cs + 300, 5);
+    let tail = pattern(2 * cs + 1, 6);
+    let hole_end = 6 * cs + 17;
+    {
+        let (head, tail) = (head.clone(), tail.clone());
+        env.fs(move |m| {
+            let mut f = File::create(m.join("sparse")).unwrap();
+            f.write_all(&head).unwrap();
+            // Seek past the end, then write: the gap is a hole.
+            f.seek(SeekFrom::Start(hole_end as u64)).unwrap();
+            f.write_all(&tail).unwrap();
+        })
+        .await;
+    }
+    let total = hole_end + tail.len();
+    let back = env.fs(|m| std::fs::read(m.join("sparse")).unwrap()).await;
+    assert_eq!(back.len(), total);
+    assert!(back[..head.len()] == head[..], "head differs");
+    assert!(back[head.len()..hole_end].iter().all(|&b| b == 0), "the hole must read zeros");
+    assert!(back[hole_end..] == tail[..], "tail differs");
+    // Reads inside the hole only, and across its end.
+    let (a, b) = env
+        .fs(move |m| {
+            let f = File::open(m.join("sparse")).unwrap();
+            let mut a = vec![1u8; 3 * cs];
+            f.read_exact_at(&mut a, 2 * cs as u64 + 5).unwrap();
+            let mut b = vec![1u8; 100];
+            f.read_exact_at(&mut b, hole_end as u64 - 50).unwrap();
+            (a, b)
+        })
+        .await;
+    assert!(a.iter().all(|&x| x == 0), "a read inside the hole must be zeros");
+    assert!(b[..50].iter().all(|&x| x == 0) && b[50..] == tail[..50]);
+    // Chunks wholly inside the hole were never written.
+    let inode = env.inode("/sparse").await;
+    assert_eq!(inode.length, total as u64);
+    for i in 2..6 {
+        assert_eq!(env.chunk_replicas(&inode, i).await, vec![None; 3], "chunk {i} is inside the hole");
+    }
+    for i in [0, 1, 6, 7, 8] {
+        assert!(env.chunk_replicas(&inode, i).await.iter().all(Option::is_some), "chunk {i} holds data");
+    }
+    env.stop().await;
+}
