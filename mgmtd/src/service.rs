@@ -141,15 +141,7 @@ impl Cluster {
     }
 
     fn authenticate(&self, header: &Option<proto::RequestHeader>) -> Result<(), Error> {
-        if self.token.is_empty() {
-            return Ok(());
-        }
-        let given = header.as_ref().map(|h| h.token.as_str()).unwrap_or("");
-        if constant_time_eq(given.as_bytes(), self.token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Error::new(StatusCode::Unauthenticated, "bad or missing cluster token"))
-        }
+        t3fs_common::auth::check_header(&self.token, header.as_ref())
     }
 }
 
@@ -168,13 +160,8 @@ fn describe_chain(c: &proto::ChainInfo) -> String {
     format!("chain {} v{}: {}", c.chain_id, c.chain_version, targets.join(", "))
 }
 
-/// Compares without an early exit, so response time does not leak how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn request_id(header: &Option<proto::RequestHeader>) -> &str {
-    header.as_ref().map(|h| h.request_id.as_str()).unwrap_or("")
+    t3fs_common::auth::request_id(header.as_ref())
 }
 
 /// The tonic service: a cheap handle on the shared [`Cluster`].
@@ -267,14 +254,6 @@ impl Mgmtd for MgmtdService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[tokio::test]
     async fn closed_cluster_refuses_writes_but_serves_reads() {
