@@ -283,7 +283,11 @@ impl ClusterState {
             if n.status == NodeStatus::HeartbeatConnected as i32 && now.saturating_duration_since(seen) > timeout {
                 let mut n = n.clone();
                 n.status = NodeStatus::HeartbeatFailed as i32;
-                targets.extend(self.targets_of(n.node_id).cloned());
+                // A failed node's targets are locally OFFLINE until it heartbeats again (what operators see).
+                targets.extend(
+                    self.targets_of(n.node_id)
+                        .map(|t| TargetInfo { local_state: LocalTargetState::Offline as i32, ..*t }),
+                );
                 nodes.push(n);
             }
         }
