@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod config;
 pub mod ids;
 pub mod layout;
+pub mod metrics;
 pub mod names;
 pub mod routing;
 pub mod status;

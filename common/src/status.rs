@@ -27,6 +27,8 @@ pub enum StatusCode {
     Io = 14,
     NoSpace = 15,
     Busy = 16,
+    /// This mgmtd is a standby; the message names the primary's address (if known).
+    NotPrimary = 17,
     // Storage / replication.
     ChainVersionMismatch = 100,
     NotHead = 101,
@@ -61,6 +63,7 @@ impl StatusCode {
         Self::Io,
         Self::NoSpace,
         Self::Busy,
+        Self::NotPrimary,
         Self::ChainVersionMismatch,
         Self::NotHead,
         Self::ChunkNotFound,
@@ -98,7 +101,7 @@ impl StatusCode {
             NoSpace => libc::ENOSPC,
             Busy => libc::EBUSY,
             Unavailable | TargetNotServing | RoutingNotReady | ChainVersionMismatch | NotHead | ChunkNotCommitted
-            | KvConflict | KvTransactionTooOld => libc::EAGAIN,
+            | KvConflict | KvTransactionTooOld | NotPrimary => libc::EAGAIN,
             KvTransactionTooLarge => libc::EFBIG,
             Internal | Io | ChecksumMismatch => libc::EIO,
         }
@@ -119,6 +122,7 @@ impl StatusCode {
                 | KvConflict
                 | KvTransactionTooOld
                 | Busy
+                | NotPrimary
         )
     }
 
@@ -137,7 +141,7 @@ impl StatusCode {
             NoSpace => tonic::Code::ResourceExhausted,
             KvConflict | KvTransactionTooOld => tonic::Code::Aborted,
             Unavailable | Busy | TargetNotServing | RoutingNotReady | ChainVersionMismatch | NotHead
-            | ChunkNotCommitted => tonic::Code::Unavailable,
+            | ChunkNotCommitted | NotPrimary => tonic::Code::Unavailable,
             Internal | Io | ChecksumMismatch | KvTransactionTooLarge => tonic::Code::Internal,
         }
     }

@@ -1,0 +1,103 @@
+//! Prometheus metrics: one [`Registry`] per daemon, served as text on `GET /metrics`.
+//!
+//! Each daemon crate defines its metric names in one module (`<crate>/src/metrics.rs`) and
+//! registers them into the registry passed to it; this module only owns the shared plumbing: the
+//! registry type, latency buckets everyone uses, a timer helper, and the HTTP endpoint.
+//!
+//! Naming: `t3fs_<daemon>_<what>_<unit>` (e.g. `t3fs_meta_op_duration_seconds`), counters end in
+//! `_total` (added by the encoder). Names are a public interface for dashboards: do not rename.
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+pub use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::status::Error;
+
+/// A registry shared by a daemon's components while they register, then read by the endpoint.
+pub type SharedRegistry = Arc<Mutex<Registry>>;
+
+/// A new, empty shared registry.
+pub fn new_registry() -> SharedRegistry {
+    Arc::new(Mutex::new(Registry::default()))
+}
+
+/// Latency buckets for RPCs and disk operations: 50 µs .. ~13 s, doubling.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &SharedRegistry) -> String {
+    let mut out = String::new();
+    let reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+        tracing::warn!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listen` until `cancel` fires. Returns the bound address.
+pub async fn serve(
+    listen: &str,
+    registry: SharedRegistry,
+    cancel: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(&format!("binding metrics endpoint {listen}"), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("metrics endpoint address", e))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    render(&registry),
+                )
+            }
+        }),
+    );
+    let handle = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok((addr, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn endpoint_serves_registered_metrics() {
+        let reg = new_registry();
+        let ops: Counter = Counter::default();
+        let lat = latency_histogram();
+        {
+            let mut r = reg.lock().unwrap();
+            r.register("t3fs_test_ops", "Operations served", ops.clone());
+            r.register("t3fs_test_op_duration_seconds", "Operation latency", lat.clone());
+        }
+        ops.inc();
+        ops.inc();
+        lat.observe(0.001);
+        let cancel = CancellationToken::new();
+        let (addr, handle) = serve("127.0.0.1:0", reg, cancel.clone()).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(body.contains("t3fs_test_ops_total 2"), "{body}");
+        assert!(body.contains("t3fs_test_op_duration_seconds_count 1"), "{body}");
+        cancel.cancel();
+        handle.await.unwrap();
+    }
+}
