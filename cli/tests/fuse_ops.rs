@@ -5,139 +5,18 @@
 //! of a file being written; read-back and overwrite on one handle; truncate down then up (zeros, not
 //! old bytes, and the cut chunks gone from every replica); O_TRUNC; O_APPEND; a listing spanning
 //! several FUSE readdir pages and several meta pages; ENOTEMPTY, ENOENT, EEXIST, ENAMETOOLONG;
-//! rename -> ENOSYS (until issue 5); link/symlink -> EOPNOTSUPP; chmod; chunks deleted from every
-//! replica on unlink (at last close for a file unlinked while open); four threads writing files (and disjoint ranges of one file) at once; a sparse
-//! file over many chunks with a hole; the mount gone after unmount (checked by every test).
+//! chmod; chunks deleted from every replica on unlink (at last close for a file unlinked while
+//! open); four threads writing files (and disjoint ranges of one file) at once; a sparse file over
+//! many chunks with a hole; the mount gone after unmount (checked by every test). Rename, links,
+//! extended attributes and permissions for other users are in `fuse_links.rs`.
 //!
 //! Skips (with a message) only where /dev/fuse is missing.
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use t3fs_cli::local::inproc::LocalCluster;
-use t3fs_client::{Client, UserInfo};
-use t3fs_common::ids::{ChainTableId, ChunkId, InodeId, TargetId};
-use t3fs_common::{layout, proto};
-
-/// A cluster with a FUSE mount on it.
-struct Env {
-    _tmp: tempfile::TempDir,
-    mnt: PathBuf,
-    cluster: LocalCluster,
-    client: Arc<Client>,
-    session: Option<fuser::BackgroundSession>,
-}
-
-impl Env {
-    /// Starts a cluster and mounts it; `None` (with a message) where /dev/fuse is missing.
-    async fn start() -> Option<Env> {
-        if !Path::new("/dev/fuse").exists() {
-            eprintln!("SKIPPED: /dev/fuse is missing on this machine; the FUSE tests cannot run");
-            return None;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let mnt = tmp.path().join("mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
-        let client = cluster.client().await.unwrap();
-        let session = {
-            let (client, mnt, cfg) = (client.clone(), mnt.clone(), cluster.mount_config());
-            let rt = tokio::runtime::Handle::current();
-            blocking(move || t3fs_fuse::mount(client, rt, &mnt, &cfg).unwrap()).await
-        };
-        assert!(is_mounted(&mnt), "{} is not in /proc/mounts after mount", mnt.display());
-        Some(Env { _tmp: tmp, mnt, cluster, client, session: Some(session) })
-    }
-
-    /// Runs blocking file-system calls on `mnt`, off the runtime threads that serve FUSE requests.
-    async fn fs<T: Send + 'static>(&self, f: impl FnOnce(&Path) -> T + Send + 'static) -> T {
-        let mnt = self.mnt.clone();
-        blocking(move || f(&mnt)).await
-    }
-
-    /// The inode of `/name` as meta has it.
-    async fn inode(&self, path: &str) -> proto::Inode {
-        self.client.resolve_path(&UserInfo::root(), path).await.unwrap()
-    }
-
-    /// The chunk size of files on this cluster.
-    async fn chunk_size(&self) -> usize {
-        let cs = self.fs(|m| File::create(m.join(".probe")).map(drop)).await;
-        cs.unwrap();
-        let cs = self.inode("/.probe").await.layout.unwrap().chunk_size as usize;
-        self.fs(|m| std::fs::remove_file(m.join(".probe"))).await.unwrap();
-        cs
-    }
-
-    /// Chunk `index` of `inode` on every replica of its chain (`None` where a replica lacks it).
-    async fn chunk_replicas(&self, inode: &proto::Inode, index: u32) -> Vec<Option<proto::ChunkMeta>> {
-        let routing = self.client.routing();
-        let lay = inode.layout.expect("file has a layout");
-        let table = routing.table(ChainTableId(lay.table_id), lay.table_version).unwrap();
-        let chain = routing.chain(layout::chain_of(&lay, &table.chains, index).unwrap()).unwrap();
-        assert_eq!(chain.targets.len(), 3, "3-replica chains");
-        let mut out = Vec::new();
-        for t in &chain.targets {
-            let meta = self.client.query_chunk(TargetId(t.target_id), ChunkId::new(InodeId(inode.id), index)).await;
-            out.push(meta.unwrap().filter(|m| !m.removed));
-        }
-        out
-    }
-
-    /// Every live chunk of `inode` on any target.
-    async fn chunks_of(&self, inode: u64) -> Vec<proto::ChunkMeta> {
-        let routing = self.client.routing();
-        let mut out = Vec::new();
-        for t in &routing.info.targets {
-            for c in self.client.list_chunks(TargetId(t.target_id)).await.unwrap() {
-                if !c.removed && ChunkId::from_bytes(&c.chunk_id).unwrap().inode == InodeId(inode) {
-                    out.push(c);
-                }
-            }
-        }
-        out
-    }
-
-    /// Unmounts (checking the mount is gone and the mountpoint is an empty directory again) and stops
-    /// the cluster.
-    async fn stop(mut self) {
-        let session = self.session.take().unwrap();
-        blocking(move || session.umount_and_join()).await.unwrap();
-        assert!(!is_mounted(&self.mnt), "{} still in /proc/mounts after unmount", self.mnt.display());
-        let left = std::fs::read_dir(&self.mnt).unwrap().count();
-        assert_eq!(left, 0, "the bare mountpoint directory shows through after unmount");
-        self.client.shutdown().await;
-        self.cluster.shutdown().await;
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts.lines().any(|l| l.split(' ').nth(1) == mnt.to_str())
-}
-
-fn errno(r: std::io::Result<impl std::fmt::Debug>) -> i32 {
-    match r {
-        Ok(v) => panic!("expected an error, got Ok({v:?})"),
-        Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno in {e}")),
-    }
-}
-
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut rng = layout::SplitMix64::new(seed);
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        v.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
+mod support;
+use support::{Env, errno, pattern};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn size_while_buffered_and_after_close() {
@@ -361,12 +240,6 @@ async fn directories_and_error_codes() {
         assert_eq!(errno(std::fs::create_dir(m.join("y".repeat(256)))), libc::ENAMETOOLONG);
         std::fs::write(m.join("z".repeat(255)), b"ok").unwrap();
         assert_eq!(std::fs::read(m.join("z".repeat(255))).unwrap(), b"ok");
-
-        // Unsupported for now: rename (issue 5), hard and symbolic links.
-        assert_eq!(errno(std::fs::rename(m.join("n"), m.join("n2"))), libc::ENOSYS);
-        assert_eq!(errno(std::fs::hard_link(m.join("n"), m.join("n3"))), libc::EOPNOTSUPP);
-        assert_eq!(errno(std::os::unix::fs::symlink("n", m.join("n4"))), libc::EOPNOTSUPP);
-        assert!(m.join("n").exists() && !m.join("n2").exists() && !m.join("n3").exists());
 
         // chmod.
         std::fs::set_permissions(m.join("n"), std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
-    /// mgmtd gRPC address (`host:port`); the only address a client must know.
+    /// mgmtd gRPC address (`host:port`), or a comma-separated list of every mgmtd (requests follow the
+    /// primary); the only address a client must know.
     pub mgmtd_addr: String,
     /// Cluster token put in every request header (empty when the cluster runs without one).
     pub token: String,

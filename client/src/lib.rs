@@ -4,7 +4,8 @@
 //! - Routing: a [`RoutingCache`] kept fresh by polling mgmtd. Meta nodes, storage nodes, chains and
 //!   their target states all come from it; nothing else is configured.
 //! - Metadata ([`meta`]): namespace RPCs to any meta node (meta is stateless, so every node serves
-//!   every request). On transport failure the client fails over to another meta node.
+//!   every request). On transport failure the client fails over to another meta node. Rename, links
+//!   and batch stat are in [`links`], extended attributes in [`xattr`].
 //! - Data ([`data`]): a file's byte range is split by chunk; reads go to any SERVING replica of the
 //!   chunk's chain, writes to the chain head (which replicates down the chain before it acks). Chunk
 //!   data rides the bulk plane, never gRPC.
@@ -17,19 +18,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use t3fs_common::bulk::BulkClient;
+use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto;
-use t3fs_common::routing::{self, MgmtdClient, Routing, RoutingCache};
+use t3fs_common::routing::{self, Routing, RoutingCache};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
 pub mod data;
+pub mod links;
 pub mod meta;
+pub mod xattr;
 
 pub use config::{ClientConfig, UserInfo};
 pub use data::{ChunkOp, ChunkPiece};
+pub use links::RenameFlags;
 pub use meta::SetAttr;
 pub use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};
+pub use xattr::SetXattrMode;
 
 pub type MetaClient = proto::meta_client::MetaClient<tonic::transport::Channel>;
 
@@ -55,7 +61,7 @@ pub struct Client {
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
     meta: Mutex<Option<MetaConn>>,
     /// Connection used for explicit routing refreshes, and the time of the last one.
-    mgmtd: tokio::sync::Mutex<(Option<MgmtdClient>, Option<Instant>)>,
+    mgmtd: tokio::sync::Mutex<(MgmtdConn, Option<Instant>)>,
     bulk: BulkClient,
     /// Round-robin counter spreading reads over replicas and meta connections over meta nodes.
     rr: AtomicUsize,
@@ -65,6 +71,8 @@ impl Client {
     /// Starts the routing poller, waits (up to `retry_timeout_ms`) until a meta node is known and
     /// connects to one.
     pub async fn connect(cfg: ClientConfig) -> Result<Arc<Client>> {
+        // `mgmtd_addr` may list several mgmtd; requests follow the primary.
+        let mgmtd = MgmtdConn::new(&cfg.mgmtd_addr)?;
         let routing = RoutingCache::new();
         let cancel = CancellationToken::new();
         let poller = routing.spawn_poller(
@@ -78,7 +86,7 @@ impl Client {
             cancel,
             poller: Mutex::new(Some(poller)),
             meta: Mutex::new(None),
-            mgmtd: tokio::sync::Mutex::new((None, None)),
+            mgmtd: tokio::sync::Mutex::new((mgmtd, None)),
             bulk: BulkClient::default(),
             rr: AtomicUsize::new(rand_start()),
             cfg,
@@ -178,27 +186,8 @@ impl Client {
             return;
         }
         g.1 = Some(Instant::now());
-        if g.0.is_none() {
-            match routing::connect_mgmtd(&self.cfg.mgmtd_addr).await {
-                Ok(c) => g.0 = Some(c),
-                Err(e) => {
-                    tracing::debug!(error = %e, "routing refresh: mgmtd unreachable");
-                    return;
-                }
-            }
-        }
-        if let Some(c) = g.0.as_mut() {
-            let header = proto::RequestHeader {
-                request_id: t3fs_common::new_request_id(),
-                token: self.cfg.token.clone(),
-                ..Default::default()
-            };
-            if let Err(e) = self.routing.refresh(c, header).await {
-                tracing::debug!(error = %e, "routing refresh failed");
-                if matches!(e.code, StatusCode::Unavailable | StatusCode::Timeout) {
-                    g.0 = None;
-                }
-            }
+        if let Err(e) = self.routing.refresh_via(&g.0, &self.cfg.token).await {
+            tracing::debug!(error = %e, "routing refresh failed");
         }
     }
 

@@ -36,14 +36,14 @@ impl SetAttr {
 /// Readdir page size.
 const READDIR_LIMIT: u32 = 1024;
 
-fn inode_of(rsp: proto::InodeRsp) -> Result<proto::Inode> {
+pub(crate) fn inode_of(rsp: proto::InodeRsp) -> Result<proto::Inode> {
     rsp.inode.ok_or_else(|| Error::internal("meta returned no inode"))
 }
 
 impl Client {
     /// Sends one meta RPC with retries and meta-node failover. `call` builds and sends the request
     /// on the given connection; it runs once per try.
-    async fn meta_call<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
+    pub(crate) async fn meta_call<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
     where
         F: Fn(MetaClient) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -141,11 +141,28 @@ impl Client {
 
     /// Removes a directory entry (`is_dir`: rmdir semantics, else unlink). When a file's last link
     /// goes (the returned inode has `nlink == 0`), its chunks are deleted on storage, best effort.
-    #[tracing::instrument(level = "debug", skip_all, fields(parent = parent.0, name = %String::from_utf8_lossy(name)))]
     pub async fn remove(&self, user: &UserInfo, parent: InodeId, name: &[u8], is_dir: bool) -> Result<proto::Inode> {
+        let inode = self.remove_entry(user, &t3fs_common::new_request_id(), parent, name, is_dir).await?;
+        self.free_unlinked(&inode).await;
+        Ok(inode)
+    }
+
+    /// [`remove`](Self::remove) of the namespace entry only: the chunks of a file whose last link
+    /// went stay (the caller frees them, e.g. at the last close of a file it still has open, or with
+    /// [`free_unlinked`](Self::free_unlinked)). Retries reuse `request_id`, and so does a caller
+    /// retrying the whole call: meta answers a repeated request id with the first outcome.
+    #[tracing::instrument(level = "debug", skip_all, fields(req = request_id, parent = parent.0, name = %String::from_utf8_lossy(name)))]
+    pub async fn remove_entry(
+        &self,
+        user: &UserInfo,
+        request_id: &str,
+        parent: InodeId,
+        name: &[u8],
+        is_dir: bool,
+    ) -> Result<proto::Inode> {
         validate_name(name)?;
         let req = proto::RemoveReq {
-            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            header: Some(self.header(user, request_id)),
             parent: parent.0,
             name: name.to_vec().into(),
             is_dir,
@@ -156,14 +173,18 @@ impl Client {
                 async move { c.remove(r).await }
             })
             .await?;
-        let inode = rsp.inode.ok_or_else(|| Error::internal("meta returned no inode"))?;
+        rsp.inode.ok_or_else(|| Error::internal("meta returned no inode"))
+    }
+
+    /// Deletes the chunks of `inode` if it is a file whose last link went (`nlink == 0`), best effort:
+    /// a failure is logged and the chunks are left for GC.
+    pub async fn free_unlinked(&self, inode: &proto::Inode) {
         if inode.inode_type == InodeType::File as i32
             && inode.nlink == 0
-            && let Err(e) = self.remove_chunks(&inode, 0, inode.length).await
+            && let Err(e) = self.remove_chunks(inode, 0, inode.length).await
         {
             tracing::warn!(inode = inode.id, error = %e, "removing chunks of a deleted file failed; left for GC");
         }
-        Ok(inode)
     }
 
     /// All entries of a directory (pages through `more`), sorted by name as meta returns them.

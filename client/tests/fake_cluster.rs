@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use t3fs_client::{Client, ClientConfig, UserInfo};
+use t3fs_client::{Client, ClientConfig, RenameFlags, SetXattrMode, UserInfo};
 use t3fs_common::bulk::{self, BulkHandler};
 use t3fs_common::proto::{self, InodeType, PublicTargetState, UpdateType, bulk_request};
 use t3fs_common::{ChunkId, Error, InodeId, StatusCode, TargetId};
@@ -131,8 +131,19 @@ impl proto::mgmtd_server::Mgmtd for Mgmtd {
     }
 }
 
-/// One file (inode 2) under the root; enough meta for truncate and remove.
-struct Meta(Arc<Mutex<proto::Inode>>);
+/// One file (inode 2) under the root; enough meta for truncate, remove, rename and batch stat.
+struct Meta(Arc<Mutex<proto::Inode>>, Arc<MetaLog>);
+
+/// What the fake meta saw, and faults to inject.
+#[derive(Default)]
+struct MetaLog {
+    /// Request ids of the Rename tries, in order.
+    rename_ids: Mutex<Vec<String>>,
+    /// Rename tries to answer with Busy (retryable) before applying.
+    rename_busy: AtomicU32,
+    /// Sizes of the BatchStat requests, in order.
+    batch_sizes: Mutex<Vec<usize>>,
+}
 
 #[tonic::async_trait]
 impl proto::meta_server::Meta for Meta {
@@ -185,12 +196,58 @@ impl proto::meta_server::Meta for Meta {
     async fn stat_fs(&self, _: Request<proto::StatFsReq>) -> Result<Response<proto::StatFsRsp>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    /// Any rename onto the name "f" replaces the file's only link; other names replace nothing.
+    async fn rename(&self, r: Request<proto::RenameReq>) -> Result<Response<proto::RenameRsp>, Status> {
+        let r = r.into_inner();
+        self.1.rename_ids.lock().unwrap().push(r.header.unwrap_or_default().request_id);
+        if self.1.rename_busy.load(Ordering::SeqCst) > 0 {
+            self.1.rename_busy.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::new(StatusCode::Busy, "injected").to_tonic());
+        }
+        let replaced = (&r.dst_name[..] == b"f").then(|| {
+            let mut i = self.0.lock().unwrap().clone();
+            i.nlink = 0;
+            i
+        });
+        Ok(Response::new(proto::RenameRsp { replaced }))
+    }
+    async fn link(&self, _: Request<proto::LinkReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn symlink(&self, _: Request<proto::SymlinkReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    /// Finds the file only.
+    async fn batch_stat(&self, r: Request<proto::BatchStatReq>) -> Result<Response<proto::BatchStatRsp>, Status> {
+        let r = r.into_inner();
+        self.1.batch_sizes.lock().unwrap().push(r.inodes.len());
+        let file = self.0.lock().unwrap().clone();
+        let entries = r
+            .inodes
+            .iter()
+            .map(|&id| proto::BatchStatEntry { found: id == FILE, inode: (id == FILE).then(|| file.clone()) })
+            .collect();
+        Ok(Response::new(proto::BatchStatRsp { entries }))
+    }
+    async fn set_xattr(&self, _: Request<proto::SetXattrReq>) -> Result<Response<proto::Empty>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_xattr(&self, _: Request<proto::XattrReq>) -> Result<Response<proto::XattrRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_xattr(&self, _: Request<proto::ListXattrReq>) -> Result<Response<proto::ListXattrRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn remove_xattr(&self, _: Request<proto::XattrReq>) -> Result<Response<proto::Empty>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 struct Cluster {
     client: Arc<Client>,
     storage: Arc<Storage>,
     file: Arc<Mutex<proto::Inode>>,
+    meta: Arc<MetaLog>,
     cancel: CancellationToken,
 }
 
@@ -270,14 +327,15 @@ async fn cluster() -> Cluster {
         }),
         ..Default::default()
     }));
+    let meta = Arc::new(MetaLog::default());
     let server = tonic::transport::Server::builder()
         .add_service(proto::mgmtd_server::MgmtdServer::new(Mgmtd(info)))
-        .add_service(proto::meta_server::MetaServer::new(Meta(file.clone())))
+        .add_service(proto::meta_server::MetaServer::new(Meta(file.clone(), meta.clone())))
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
     tokio::spawn(server);
     let cfg = ClientConfig { mgmtd_addr: grpc, retry_timeout_ms: 5_000, routing_refresh_ms: 100, ..Default::default() };
     let client = Client::connect(cfg).await.unwrap();
-    Cluster { client, storage, file, cancel }
+    Cluster { client, storage, file, meta, cancel }
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -417,4 +475,86 @@ async fn query_chunk_needs_a_reachable_admin_service() {
         c.client.query_chunk(TargetId(999), ChunkId::new(InodeId(FILE), 0)).await.unwrap_err().code,
         StatusCode::RoutingNotReady
     );
+}
+
+#[tokio::test]
+async fn rename_over_a_last_link_frees_its_chunks_and_retries_keep_the_request_id() {
+    let c = cluster().await;
+    let user = UserInfo::root();
+    let len = 2 * u64::from(CS) + 1;
+    let inode = c.inode(len);
+    c.client.write(&inode, 0, &pattern(len as usize, 4)).await.unwrap();
+    assert_eq!(c.chunk_count(), 6);
+
+    // A rename that replaces nothing leaves the chunks alone.
+    let none = RenameFlags::default();
+    assert_eq!(c.client.rename(&user, InodeId::ROOT, b"a", InodeId::ROOT, b"b", none).await.unwrap(), None);
+    assert_eq!(c.chunk_count(), 6);
+
+    // Two retryable failures, then success: three tries, one request id.
+    c.meta.rename_busy.store(2, Ordering::SeqCst);
+    c.meta.rename_ids.lock().unwrap().clear();
+    let replaced = c.client.rename(&user, InodeId::ROOT, b"g", InodeId::ROOT, b"f", none).await.unwrap();
+    assert_eq!(replaced.map(|i| (i.id, i.nlink)), Some((FILE, 0)));
+    let ids = c.meta.rename_ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3);
+    assert!(!ids[0].is_empty() && ids.iter().all(|i| *i == ids[0]), "one request id for every try: {ids:?}");
+    assert_eq!(c.chunk_count(), 0, "the replaced file's last link went: its chunks too");
+
+    // rename_entry frees nothing (the caller owns that), and its request id is the caller's.
+    c.client.write(&inode, 0, b"x").await.unwrap();
+    let r = c.client.rename_entry(&user, "my-id", InodeId::ROOT, b"g", InodeId::ROOT, b"f", none).await.unwrap();
+    assert_eq!(r.map(|i| i.nlink), Some(0));
+    assert_eq!(c.chunk_count(), 2);
+    assert_eq!(c.meta.rename_ids.lock().unwrap().last().unwrap(), "my-id");
+
+    // Bad input never reaches meta.
+    let sent = c.meta.rename_ids.lock().unwrap().len();
+    let both = RenameFlags { no_replace: true, exchange: true };
+    let bad = [
+        c.client.rename(&user, InodeId::ROOT, b"a", InodeId::ROOT, b"b", both).await,
+        c.client.rename(&user, InodeId::ROOT, b"..", InodeId::ROOT, b"b", none).await,
+        c.client.rename(&user, InodeId::ROOT, b"a", InodeId::ROOT, b"x/y", none).await,
+    ];
+    for r in bad {
+        assert_eq!(r.unwrap_err().code, StatusCode::InvalidArgument);
+    }
+    assert_eq!(c.meta.rename_ids.lock().unwrap().len(), sent);
+}
+
+#[tokio::test]
+async fn batch_stat_splits_long_lists_and_keeps_order() {
+    let c = cluster().await;
+    let user = UserInfo::root();
+    let n = 2 * t3fs_client::links::BATCH_STAT_MAX + 5;
+    let ids: Vec<InodeId> = (0..n as u64).map(|i| InodeId(if i % 100 == 7 { FILE } else { 1000 + i })).collect();
+    let got = c.client.batch_stat(&user, &ids).await.unwrap();
+    assert_eq!(got.len(), n);
+    for (id, i) in ids.iter().zip(&got) {
+        assert_eq!(i.as_ref().map(|i| i.id), (id.0 == FILE).then_some(FILE));
+    }
+    let sizes = c.meta.batch_sizes.lock().unwrap().clone();
+    let max = t3fs_client::links::BATCH_STAT_MAX;
+    assert_eq!(sizes, vec![max, max, 5]);
+    assert!(c.client.batch_stat(&user, &[]).await.unwrap().is_empty());
+    assert_eq!(c.meta.batch_sizes.lock().unwrap().len(), 3, "an empty list sends nothing");
+}
+
+#[tokio::test]
+async fn readlink_and_xattr_input_checks() {
+    let c = cluster().await;
+    let user = UserInfo::root();
+    // The file is not a symlink.
+    assert_eq!(c.client.readlink(&user, InodeId(FILE)).await.unwrap_err().code, StatusCode::InvalidArgument);
+    assert_eq!(c.client.symlink(&user, InodeId::ROOT, b"l", b"").await.unwrap_err().code, StatusCode::InvalidArgument);
+    assert_eq!(
+        c.client.link(&user, InodeId(FILE), InodeId::ROOT, b"").await.unwrap_err().code,
+        StatusCode::InvalidArgument
+    );
+    let big = vec![0u8; t3fs_client::xattr::XATTR_SIZE_MAX + 1];
+    let e = c.client.set_xattr(&user, InodeId(FILE), b"user.a", &big, SetXattrMode::Upsert).await.unwrap_err();
+    assert_eq!(e.code, StatusCode::InvalidArgument);
+    assert_eq!(c.client.get_xattr(&user, InodeId(FILE), b"").await.unwrap_err().code, StatusCode::InvalidArgument);
+    let long = vec![b'a'; 256];
+    assert_eq!(c.client.remove_xattr(&user, InodeId(FILE), &long).await.unwrap_err().code, StatusCode::NameTooLong);
 }

@@ -5,6 +5,7 @@
 //! - [`proto`]: the gRPC schema (mgmtd, meta, storage) and the bulk-plane frame headers.
 //! - [`layout`]: the frozen chunk -> chain mapping (never change its output).
 //! - [`routing`]: routing-info lookups and a cache kept fresh by polling mgmtd.
+//! - [`mgmtd_conn`]: a connection that follows the primary among several mgmtd.
 //! - [`bulk`]: the framed-TCP bulk data plane (frame codec and a pooled client).
 //! - [`config`], [`telemetry`], [`names`]: config loading, tracing setup, name validation.
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod ids;
 pub mod layout;
 pub mod metrics;
+pub mod mgmtd_conn;
 pub mod names;
 pub mod routing;
 pub mod status;

@@ -1,5 +1,6 @@
 //! Routing info: who serves what. mgmtd owns it; every other process keeps a [`RoutingCache`]
-//! refreshed by polling `GetRoutingInfo(known_version)` (mgmtd answers "unchanged" cheaply).
+//! refreshed by polling `GetRoutingInfo(known_version)` (mgmtd answers "unchanged" cheaply) on the
+//! primary mgmtd, found and followed by [`MgmtdConn`].
 //!
 //! [`Routing`] indexes one snapshot of `proto::RoutingInfo` for lookups on the data path. Snapshots
 //! are immutable and shared by `Arc`; a refresh swaps the whole snapshot.
@@ -10,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{ChainId, ChainTableId, NodeId, TargetId};
+use crate::mgmtd_conn::MgmtdConn;
 use crate::proto::{self, PublicTargetState};
 use crate::status::{Error, StatusCode};
 
@@ -140,7 +142,34 @@ impl RoutingCache {
         }
     }
 
-    /// Polls mgmtd every `interval` until `cancel` fires. Errors are logged and retried.
+    /// Fetches routing info once from the primary mgmtd through `conn` (following a takeover);
+    /// returns whether it changed.
+    pub async fn refresh_via(&self, conn: &MgmtdConn, token: &str) -> Result<bool, Error> {
+        let known = self.get().version();
+        let rsp = conn
+            .call(|mut c| {
+                let header = proto::RequestHeader {
+                    request_id: crate::new_request_id(),
+                    token: token.to_string(),
+                    ..Default::default()
+                };
+                async move {
+                    c.get_routing_info(proto::GetRoutingInfoReq { header: Some(header), known_version: known }).await
+                }
+            })
+            .await?
+            .into_inner();
+        match rsp.info {
+            Some(info) => {
+                self.update(info);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Polls the primary mgmtd every `interval` until `cancel` fires. `mgmtd_addr` is one address or
+    /// a comma-separated list ([`MgmtdConn`] follows the primary). Errors are logged and retried.
     pub fn spawn_poller(
         &self,
         mgmtd_addr: String,
@@ -150,19 +179,20 @@ impl RoutingCache {
     ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
-            let mut client: Option<MgmtdClient> = None;
-            loop {
-                if client.is_none() {
-                    client = connect_mgmtd(&mgmtd_addr).await.ok();
+            let conn = match MgmtdConn::new(&mgmtd_addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "routing poller: bad mgmtd address list; not polling");
+                    return;
                 }
-                if let Some(c) = client.as_mut() {
-                    let header = proto::RequestHeader { token: token.clone(), ..Default::default() };
-                    if let Err(e) = cache.refresh(c, header).await {
+            };
+            loop {
+                let refresh = cache.refresh_via(&conn, &token);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = refresh => if let Err(e) = r {
                         tracing::debug!(error = %e, "routing refresh failed");
-                        if e.code == StatusCode::Unavailable {
-                            client = None;
-                        }
-                    }
+                    },
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -207,6 +237,7 @@ pub async fn connect_channel(addr: &str) -> Result<tonic::transport::Channel, Er
         .map_err(|e| Error::unavailable(format!("connecting to {addr}: {e}")))
 }
 
+/// Connects to one mgmtd address (not a list; use [`MgmtdConn`] to follow the primary).
 pub async fn connect_mgmtd(addr: &str) -> Result<MgmtdClient, Error> {
     Ok(proto::mgmtd_client::MgmtdClient::new(connect_channel(addr).await?))
 }

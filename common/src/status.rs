@@ -29,6 +29,8 @@ pub enum StatusCode {
     Busy = 16,
     /// This mgmtd is a standby; the message names the primary's address (if known).
     NotPrimary = 17,
+    /// The caller may not do this whatever the mode bits say (EPERM: sticky bit, chown, ...).
+    OperationNotPermitted = 18,
     // Storage / replication.
     ChainVersionMismatch = 100,
     NotHead = 101,
@@ -64,6 +66,7 @@ impl StatusCode {
         Self::NoSpace,
         Self::Busy,
         Self::NotPrimary,
+        Self::OperationNotPermitted,
         Self::ChainVersionMismatch,
         Self::NotHead,
         Self::ChunkNotFound,
@@ -95,7 +98,7 @@ impl StatusCode {
             DirectoryNotEmpty => libc::ENOTEMPTY,
             NameTooLong => libc::ENAMETOOLONG,
             PermissionDenied => libc::EACCES,
-            Unauthenticated => libc::EPERM,
+            Unauthenticated | OperationNotPermitted => libc::EPERM,
             Timeout => libc::ETIMEDOUT,
             Unsupported => libc::EOPNOTSUPP,
             NoSpace => libc::ENOSPC,
@@ -134,7 +137,7 @@ impl StatusCode {
             NotFound | ChunkNotFound => tonic::Code::NotFound,
             AlreadyExists => tonic::Code::AlreadyExists,
             DirectoryNotEmpty => tonic::Code::FailedPrecondition,
-            PermissionDenied => tonic::Code::PermissionDenied,
+            PermissionDenied | OperationNotPermitted => tonic::Code::PermissionDenied,
             Unauthenticated => tonic::Code::Unauthenticated,
             Timeout => tonic::Code::DeadlineExceeded,
             Unsupported => tonic::Code::Unimplemented,

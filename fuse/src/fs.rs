@@ -3,7 +3,9 @@
 //! Every operation that talks to the cluster is spawned as a task on the tokio runtime and answers
 //! its reply from there, so FUSE event-loop threads never block on the network. Names are validated
 //! (`validate_name`) before any RPC; errors map to errnos through `Error::errno()`. The caller's
-//! uid/gid from the request header is the user of every RPC.
+//! uid/gid from the request header, with its supplementary groups from /proc ([`crate::creds`]), is
+//! the user of every RPC: meta checks permissions on every namespace operation, and the kernel
+//! checks them too (`default_permissions`, see [`crate::perm`]).
 //!
 //! Kernel caching: attributes and entries are cached for `attr_timeout_ms`/`entry_timeout_ms`; files
 //! are opened without `FOPEN_KEEP_CACHE`, so the page cache of a file is dropped on each open
@@ -26,7 +28,9 @@ use tracing::Instrument;
 
 use crate::attr::{file_type, ns_from_time, to_file_attr};
 use crate::config::MountConfig;
+use crate::creds::GroupCache;
 use crate::handles::{DirItem, FileRef, Handles, OpenFile};
+use crate::perm::{may_access, open_mask};
 
 /// Block size reported by statfs.
 const STATFS_BSIZE: u64 = 4096;
@@ -36,8 +40,10 @@ pub(crate) struct Inner {
     pub(crate) client: Arc<Client>,
     rt: tokio::runtime::Handle,
     pub(crate) handles: Handles,
-    attr_ttl: Duration,
-    entry_ttl: Duration,
+    pub(crate) attr_ttl: Duration,
+    pub(crate) entry_ttl: Duration,
+    /// Supplementary groups of callers.
+    groups: GroupCache,
 }
 
 /// The t3fs FUSE filesystem.
@@ -45,16 +51,12 @@ pub struct T3Fs {
     inner: Arc<Inner>,
 }
 
-fn errno(e: &Error) -> Errno {
+pub(crate) fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn user(req: &Request) -> UserInfo {
-    UserInfo::new(req.uid(), req.gid())
-}
-
 /// Validates a name from the kernel, answering with the errno on failure.
-fn check_name(name: &OsStr) -> Result<Vec<u8>, Errno> {
+pub(crate) fn check_name(name: &OsStr) -> Result<Vec<u8>, Errno> {
     let b = name.as_bytes();
     validate_name(b).map_err(|e| errno(&e))?;
     Ok(b.to_vec())
@@ -68,9 +70,13 @@ fn time_ns(t: TimeOrNow) -> i64 {
 }
 
 /// Logs an op's failure (expected ones quietly) and returns its errno.
-fn fail(op: &str, e: &Error) -> Errno {
+pub(crate) fn fail(op: &str, e: &Error) -> Errno {
     match e.code {
-        StatusCode::NotFound | StatusCode::AlreadyExists | StatusCode::DirectoryNotEmpty => {
+        StatusCode::NotFound
+        | StatusCode::AlreadyExists
+        | StatusCode::DirectoryNotEmpty
+        | StatusCode::PermissionDenied
+        | StatusCode::OperationNotPermitted => {
             tracing::debug!(error = %e, "{op} failed")
         }
         _ => tracing::warn!(error = %e, "{op} failed"),
@@ -87,6 +93,7 @@ impl T3Fs {
                 handles: Handles::new(),
                 attr_ttl: Duration::from_millis(cfg.attr_timeout_ms),
                 entry_ttl: Duration::from_millis(cfg.entry_timeout_ms),
+                groups: GroupCache::default(),
             }),
         }
     }
@@ -95,8 +102,13 @@ impl T3Fs {
         self.inner.clone()
     }
 
+    /// The caller of `req`: its fs uid/gid and supplementary groups (see [`crate::creds`]).
+    pub(crate) fn user(&self, req: &Request) -> UserInfo {
+        self.inner.groups.user(req.pid(), req.uid(), req.gid())
+    }
+
     /// Runs `f(inner)` as a task on the runtime, inside a span naming the op.
-    fn spawn<F, Fut>(&self, span: tracing::Span, f: F)
+    pub(crate) fn spawn<F, Fut>(&self, span: tracing::Span, f: F)
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -108,13 +120,22 @@ impl T3Fs {
 
 impl Inner {
     /// FUSE attributes, with the size including this mount's unflushed/unreported writes.
-    fn attr(&self, inode: &proto::Inode) -> fuser::FileAttr {
+    pub(crate) fn attr(&self, inode: &proto::Inode) -> fuser::FileAttr {
         let size = if inode.inode_type == InodeType::File as i32 {
             self.handles.seen(inode.id, inode.length)
         } else {
             inode.length
         };
         to_file_attr(inode, size)
+    }
+
+    /// Attributes of a file unlinked while open here, from one of its handles (`nlink` 0).
+    async fn unlinked_attr(&self, ino: u64) -> Option<fuser::FileAttr> {
+        let f = self.handles.files_of(ino).into_iter().next()?;
+        let inode = f.lock().await.inode.clone();
+        let mut a = to_file_attr(&inode, self.handles.read_len(ino, inode.length));
+        a.nlink = 0;
+        Some(a)
     }
 
     /// Writes out a handle's buffered data.
@@ -263,7 +284,7 @@ impl Filesystem for T3Fs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let user = user(req);
+        let user = self.user(req);
         let span = tracing::debug_span!("lookup", parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn(span, |fs| async move {
             match fs.client.lookup(&user, InodeId(parent.0), &name).await {
@@ -274,10 +295,17 @@ impl Filesystem for T3Fs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let user = user(req);
+        let user = self.user(req);
         self.spawn(tracing::debug_span!("getattr", ino = ino.0), |fs| async move {
             match fs.client.getattr(&user, InodeId(ino.0)).await {
                 Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
+                // fstat of a file unlinked while open here: meta forgot it, its handles did not.
+                Err(e) if e.code == StatusCode::NotFound && fs.handles.is_unlinked(ino.0) => {
+                    match fs.unlinked_attr(ino.0).await {
+                        Some(a) => reply.attr(&fs.attr_ttl, &a),
+                        None => reply.error(fail("getattr", &e)),
+                    }
+                }
                 Err(e) => reply.error(fail("getattr", &e)),
             }
         });
@@ -301,7 +329,7 @@ impl Filesystem for T3Fs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let user = user(req);
+        let user = self.user(req);
         self.spawn(tracing::debug_span!("setattr", ino = ino.0, ?size), |fs| async move {
             match fs.setattr(&user, ino.0, mode, uid, gid, size, atime, mtime).await {
                 Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
@@ -327,7 +355,7 @@ impl Filesystem for T3Fs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let user = user(req);
+        let user = self.user(req);
         let span = tracing::debug_span!("mknod", parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn(span, |fs| async move {
             match fs.client.create(&user, InodeId(parent.0), &name, mode & !umask, true).await {
@@ -342,7 +370,7 @@ impl Filesystem for T3Fs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let user = user(req);
+        let user = self.user(req);
         let span = tracing::debug_span!("mkdir", parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn(span, |fs| async move {
             match fs.client.mkdir(&user, InodeId(parent.0), &name, mode & !umask).await {
@@ -360,36 +388,37 @@ impl Filesystem for T3Fs {
         self.remove(req, parent, name, true, reply);
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+        self.symlink_op(req, parent, name, target, reply);
     }
 
     fn rename(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        self.rename_op(req, parent, name, newparent, newname, flags, reply);
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.link_op(req, ino, newparent, newname, reply);
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::from_i32(libc::EINVAL));
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.readlink_op(req, ino, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let user = user(req);
+        let user = self.user(req);
         self.spawn(tracing::debug_span!("open", ino = ino.0), |fs| async move {
             match fs.client.getattr(&user, InodeId(ino.0)).await {
                 Ok(i) if i.inode_type == InodeType::Directory as i32 => reply.error(Errno::from_i32(libc::EISDIR)),
+                Ok(i) if !may_access(&i, &user, open_mask(flags)) => reply.error(Errno::from_i32(libc::EACCES)),
                 Ok(i) => {
                     let fh = fs.handles.open_file(i, flags.acc_mode() != OpenAccMode::O_RDONLY);
                     reply.opened(FileHandle(fh), FopenFlags::empty());
@@ -413,7 +442,7 @@ impl Filesystem for T3Fs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let user = user(req);
+        let user = self.user(req);
         let span = tracing::debug_span!("create", parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn(span, |fs| async move {
             match fs.create(&user, parent.0, &name, mode & !umask, flags).await {
@@ -489,7 +518,7 @@ impl Filesystem for T3Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let user = user(req);
+        let user = self.user(req);
         self.spawn(tracing::debug_span!("release", ino = ino.0, fh = fh.0), |fs| async move {
             let Some(f) = fs.handles.file(fh.0) else { return reply.ok() };
             let res = {
@@ -511,7 +540,7 @@ impl Filesystem for T3Fs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let user = user(req);
+        let user = self.user(req);
         self.spawn(tracing::debug_span!("opendir", ino = ino.0), |fs| async move {
             match fs.opendir(&user, ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -541,7 +570,7 @@ impl Filesystem for T3Fs {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let user = user(req);
+        let user = self.user(req);
         self.spawn(tracing::debug_span!("statfs"), |fs| async move {
             match fs.client.statfs(&user).await {
                 Ok(s) => {
@@ -564,37 +593,33 @@ impl Filesystem for T3Fs {
         });
     }
 
-    // Extended attributes are not supported. ENOSYS makes the kernel stop asking (it then answers
-    // EOPNOTSUPP itself) instead of paying a round trip per `ls -l`.
     fn setxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        self.setxattr_op(req, ino, name, value, flags, position, reply);
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.getxattr_op(req, ino, name, size, reply);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.listxattr_op(req, ino, size, reply);
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.removexattr_op(req, ino, name, reply);
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        // ENOSYS: the kernel treats access() as always allowed from now on (permission checks are
-        // meta's job; see issue 5).
-        reply.error(Errno::ENOSYS);
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        self.access_op(req, ino, mask, reply);
     }
 }
 
@@ -604,15 +629,14 @@ impl T3Fs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let user = user(req);
+        let user = self.user(req);
         let op = if is_dir { "rmdir" } else { "unlink" };
         let span = tracing::debug_span!("remove", op, parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn(span, |fs| async move {
-            match fs.client.remove(&user, InodeId(parent.0), &name, is_dir).await {
+            let request_id = t3fs_common::new_request_id();
+            match fs.client.remove_entry(&user, &request_id, InodeId(parent.0), &name, is_dir).await {
                 Ok(inode) => {
-                    if inode.nlink == 0 {
-                        fs.handles.unlinked(inode.id);
-                    }
+                    fs.after_unlink(&inode).await;
                     reply.ok()
                 }
                 Err(e) => reply.error(fail(op, &e)),
@@ -621,7 +645,7 @@ impl T3Fs {
     }
 
     fn sync(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: &'static str, reply: ReplyEmpty) {
-        let user = user(req);
+        let user = self.user(req);
         self.spawn(tracing::debug_span!("sync", op, ino = ino.0, fh = fh.0), |fs| async move {
             let Some(f) = fs.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
             let mut g = f.lock().await;

@@ -7,8 +7,10 @@
 //!   lazy (updated on close/fsync from the writer's length hint), so while a file is open here the
 //!   size we report is `max(meta length, local length)`, where the local length is the highest
 //!   byte written (buffered or not) + 1 by any open handle of this mount. A truncate lowers the local
-//!   length so a later close cannot resurrect the old size. An inode unlinked while open here is
-//!   marked; its handles then skip Close (meta forgot it) and the last release deletes its chunks.
+//!   length so a later close cannot resurrect the old size. An inode whose last link goes (unlink, or
+//!   a rename over it) while it is open here is marked; its handles keep working on its chunks, skip
+//!   Close (meta forgot it), and the last release deletes the chunks. Handles are keyed by inode, not
+//!   by name, so a rename of an open file changes nothing here.
 //!
 //! Invariant: a handle's buffer is only touched with the handle's (async) mutex held, so ops on one
 //! handle are serialised; different handles never share a buffer.
@@ -180,11 +182,15 @@ impl Handles {
         st.unlinked.then_some(st.meta_len.max(st.local_len))
     }
 
-    /// Records that `ino` was unlinked (meta removed it); returns whether it is open here.
-    pub fn unlinked(&self, ino: u64) -> bool {
+    /// Records that the last link of `ino` went (meta removed it, by unlink or by a rename over it),
+    /// when it had `meta_len` bytes as meta knew it. Returns whether it is open here: then its last
+    /// release deletes its chunks (and until then its handles keep reading and writing them);
+    /// otherwise the caller deletes them now.
+    pub fn unlinked(&self, ino: u64, meta_len: u64) -> bool {
         match lock(&self.lens).get_mut(&ino) {
             Some(st) => {
                 st.unlinked = true;
+                st.meta_len = st.meta_len.max(meta_len);
                 true
             }
             None => false,
@@ -346,11 +352,11 @@ mod tests {
     #[test]
     fn unlinked_while_open() {
         let h = Handles::new();
-        assert!(!h.unlinked(9), "not open here");
+        assert!(!h.unlinked(9, 10), "not open here");
         let a = h.open_file(file_inode(9, 10), true);
         let b = h.open_file(file_inode(9, 10), true);
         h.note_write(9, 5000);
-        assert!(h.unlinked(9) && h.is_unlinked(9));
+        assert!(h.unlinked(9, 10) && h.is_unlinked(9));
         assert_eq!(h.release_file(a), None, "still open through b");
         h.note_write(9, 7000);
         assert_eq!(h.release_file(b), Some(7000), "last close deletes up to the highest byte written");
@@ -358,6 +364,10 @@ mod tests {
         // Open again (a new file that reuses nothing): a plain release.
         let c = h.open_file(file_inode(9, 10), true);
         assert_eq!(h.release_file(c), None);
+        // Meta knew a longer length (another client wrote it) than this mount saw: that counts too.
+        let d = h.open_file(file_inode(9, 10), false);
+        assert!(h.unlinked(9, 9000));
+        assert_eq!(h.release_file(d), Some(9000));
     }
 
     #[test]

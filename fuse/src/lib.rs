@@ -2,7 +2,9 @@
 //!
 //! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles with write
 //! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
-//! [`attr`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
+//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; the
+//! permission checks the daemon makes itself (open, access) in [`perm`]; the
+//! caller's supplementary groups (for meta's permission checks) in [`creds`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
 //! on the caller's tokio runtime.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 pub mod attr;
 pub mod config;
+pub mod creds;
 pub mod fs;
 pub mod handles;
+pub mod links;
+pub mod perm;
+pub mod xattr;
 
 pub use config::MountConfig;
 pub use fs::T3Fs;
@@ -32,15 +38,28 @@ pub enum FuseError {
     Client(#[from] t3fs_common::Error),
 }
 
-/// The fuser session options for `cfg`.
-fn session_config(cfg: &MountConfig) -> fuser::Config {
+/// The fuser session options for `cfg`, mounting as root (`as_root`) or as another user.
+fn session_config(cfg: &MountConfig, as_root: bool) -> fuser::Config {
     let mut c = fuser::Config::default();
-    c.mount_options = vec![MountOption::FSName(cfg.fsname.clone()), MountOption::Subtype("t3fs".into())];
+    // default_permissions: the kernel checks mode bits (with the caller's real supplementary groups)
+    // on every access, cached lookups and open included, from the attributes meta gave it; meta
+    // checks again on every namespace operation. Without it, a path walk through cached dentries
+    // would skip directory search permission, and nothing would check opens for data access.
+    c.mount_options = vec![
+        MountOption::FSName(cfg.fsname.clone()),
+        MountOption::Subtype("t3fs".into()),
+        MountOption::DefaultPermissions,
+    ];
     if cfg.allow_other {
         c.acl = SessionACL::All;
         // Only possible with allow_other: unmount if this process dies, so no
-        // "Transport endpoint is not connected" mount is left behind.
-        c.mount_options.push(MountOption::AutoUnmount);
+        // "Transport endpoint is not connected" mount is left behind. This goes through a
+        // fusermount3 watcher process; root mounts with mount(2) and unmounts with umount(2) instead,
+        // because where the watcher is gone (seen with fusermount3 3.14 in containers) fuser's
+        // unmount only closes the watcher's socket, nothing unmounts, and `umount_and_join` hangs.
+        if !as_root {
+            c.mount_options.push(MountOption::AutoUnmount);
+        }
     }
     let threads = cfg.threads.max(1);
     c.n_threads = Some(threads);
@@ -56,7 +75,9 @@ fn mount_inner(
 ) -> Result<(BackgroundSession, Arc<fs::Inner>), FuseError> {
     let fs = T3Fs::new(client, rt, cfg);
     let inner = fs.inner();
-    let session = fuser::spawn_mount(fs, mountpoint, &session_config(cfg))
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let session = fuser::spawn_mount(fs, mountpoint, &session_config(cfg, as_root))
         .map_err(|source| FuseError::Mount { path: mountpoint.to_path_buf(), source })?;
     Ok((session, inner))
 }
@@ -113,18 +134,22 @@ mod tests {
     #[test]
     fn session_options() {
         let mut cfg = MountConfig::default();
-        let c = session_config(&cfg);
+        let c = session_config(&cfg, false);
         assert_eq!(c.n_threads, Some(4));
         assert!(c.clone_fd);
         assert_eq!(c.acl, SessionACL::Owner);
         assert!(c.mount_options.contains(&MountOption::FSName("t3fs".into())));
         assert!(!c.mount_options.contains(&MountOption::AutoUnmount));
-        assert!(!c.mount_options.contains(&MountOption::DefaultPermissions));
+        assert!(c.mount_options.contains(&MountOption::DefaultPermissions));
         cfg.allow_other = true;
         cfg.threads = 0;
-        let c = session_config(&cfg);
+        let c = session_config(&cfg, false);
         assert_eq!(c.acl, SessionACL::All);
         assert!(c.mount_options.contains(&MountOption::AutoUnmount));
+        // Root mounts and unmounts by itself.
+        let c = session_config(&cfg, true);
+        assert_eq!(c.acl, SessionACL::All);
+        assert!(!c.mount_options.contains(&MountOption::AutoUnmount));
         assert_eq!(c.n_threads, Some(1));
         assert!(!c.clone_fd);
     }

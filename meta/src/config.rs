@@ -41,6 +41,28 @@ pub struct Config {
     /// How often routing info is polled from mgmtd, in milliseconds.
     #[serde(default = "default_routing_refresh_ms")]
     pub routing_refresh_ms: u64,
+    /// How long a remove/rename result is kept for retries of the same request id, in milliseconds
+    /// (3FS: 30 min).
+    #[serde(default = "default_idempotency_ttl_ms")]
+    pub idempotency_ttl_ms: u64,
+    /// How often expired idempotency records are deleted, in milliseconds.
+    #[serde(default = "default_idempotency_clean_interval_ms")]
+    pub idempotency_clean_interval_ms: u64,
+    /// Owner uid of the root directory when a fresh store creates it (ignored afterwards).
+    #[serde(default)]
+    pub root_uid: u32,
+    /// Owner gid of the root directory when a fresh store creates it.
+    #[serde(default)]
+    pub root_gid: u32,
+    /// Mode of the root directory when a fresh store creates it. Default 0o1777 (like /tmp: every
+    /// user may create top-level entries, only owners remove them); use 0o755 where an admin
+    /// creates per-user directories.
+    #[serde(default = "default_root_mode")]
+    pub root_mode: u32,
+    /// Prometheus endpoint listen address (`host:port`; port 0 picks a free port): `GET /metrics`
+    /// serves the metrics listed in docs/metrics.md. Unset: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 fn default_node_id() -> u32 {
@@ -64,6 +86,15 @@ fn default_heartbeat_interval_ms() -> u64 {
 fn default_routing_refresh_ms() -> u64 {
     500
 }
+fn default_root_mode() -> u32 {
+    0o1777
+}
+fn default_idempotency_ttl_ms() -> u64 {
+    30 * 60 * 1000
+}
+fn default_idempotency_clean_interval_ms() -> u64 {
+    60 * 1000
+}
 
 impl Config {
     /// A config with every default, talking to `mgmtd_addr` and storing metadata in `kv`.
@@ -79,7 +110,18 @@ impl Config {
             chain_table_id: default_chain_table_id(),
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             routing_refresh_ms: default_routing_refresh_ms(),
+            idempotency_ttl_ms: default_idempotency_ttl_ms(),
+            idempotency_clean_interval_ms: default_idempotency_clean_interval_ms(),
+            root_uid: 0,
+            root_gid: 0,
+            root_mode: default_root_mode(),
+            metrics_listen: None,
         }
+    }
+
+    /// The root directory's attributes for a fresh store.
+    pub fn root_attrs(&self) -> crate::RootAttrs {
+        crate::RootAttrs { uid: self.root_uid, gid: self.root_gid, mode: self.root_mode }
     }
 
     /// Checks values the server cannot run with.
@@ -93,11 +135,19 @@ impl Config {
         if self.stripe == 0 {
             return Err(Error::invalid("stripe must be > 0"));
         }
-        if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 {
-            return Err(Error::invalid("heartbeat_interval_ms and routing_refresh_ms must be > 0"));
+        if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 || self.idempotency_clean_interval_ms == 0 {
+            return Err(Error::invalid(
+                "heartbeat_interval_ms, routing_refresh_ms and idempotency_clean_interval_ms must be > 0",
+            ));
+        }
+        if self.root_mode > 0o7777 {
+            return Err(Error::invalid(format!("root_mode {:o} has bits beyond 0o7777", self.root_mode)));
         }
         if self.mgmtd_addr.is_empty() {
             return Err(Error::invalid("mgmtd_addr must be set"));
+        }
+        if self.metrics_listen.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::invalid("metrics_listen must not be empty when set"));
         }
         Ok(())
     }
@@ -114,9 +164,13 @@ mod tests {
         assert_eq!(c, Config::new("127.0.0.1:9000", KvConfig::Mem));
         assert_eq!(c.chunk_size, 1 << 20);
         assert_eq!(c.stripe, 16);
+        assert_eq!(c.idempotency_ttl_ms, 1_800_000);
         c.validate().unwrap();
         let text = t3fs_common::config::to_toml(&c).unwrap();
         assert_eq!(t3fs_common::config::parse::<Config>(&text).unwrap(), c);
+        let with_metrics = Config { metrics_listen: Some("127.0.0.1:9100".into()), ..c.clone() };
+        let text = t3fs_common::config::to_toml(&with_metrics).unwrap();
+        assert_eq!(t3fs_common::config::parse::<Config>(&text).unwrap(), with_metrics);
         let bad = "mgmtd_addr = \"x:1\"\nbogus = 1\n[kv]\nbackend = \"mem\"\n";
         assert!(t3fs_common::config::parse::<Config>(bad).is_err());
     }
@@ -131,6 +185,9 @@ mod tests {
         assert!(c.validate().is_err());
         c.stripe = 1;
         c.heartbeat_interval_ms = 0;
+        assert!(c.validate().is_err());
+        c.heartbeat_interval_ms = 1;
+        c.idempotency_clean_interval_ms = 0;
         assert!(c.validate().is_err());
     }
 }

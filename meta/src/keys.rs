@@ -5,6 +5,12 @@
 //! | `INOD` + inode id (u64, 8 B little-endian) | prost `proto::Inode` | LE spreads sequential ids over shards (as 3FS) |
 //! | `DENT` + parent id (u64, 8 B LE) + raw name bytes | prost `proto::DirEntry` | one directory = one contiguous key range; readdir is a range scan in byte order of names |
 //! | `SING` + `inode-alloc` | u64 LE: the next unallocated inode id | ids are handed out in batches of [`ID_BATCH`] |
+//! | `XATR` + inode id (u64, 8 B LE) + raw xattr name | raw value bytes | one inode's xattrs = one contiguous range |
+//! | `IDEM` + request id (UTF-8 bytes) | prost [`crate::idem::IdemRecord`] | result of a remove/rename, expires after a TTL |
+//!
+//! Values are prost messages: fields are only ever added under new tags, so old servers skip fields
+//! they do not know and new servers read old values with defaults (the encoding is versioned by its
+//! field numbers; see docs/meta.md).
 //!
 //! Invariants: every `DENT` value's `inode` names an existing `INOD` key; a dentry's key name equals
 //! its value's `name`. These encodings are an on-disk format: never change them (golden test below).
@@ -14,6 +20,8 @@ use t3fs_common::{Error, InodeId};
 
 pub const INODE_PREFIX: &[u8; 4] = b"INOD";
 pub const DENTRY_PREFIX: &[u8; 4] = b"DENT";
+pub const XATTR_PREFIX: &[u8; 4] = b"XATR";
+pub const IDEM_PREFIX: &[u8; 4] = b"IDEM";
 /// The inode id allocation counter.
 pub const INODE_ALLOC_KEY: &[u8] = b"SINGinode-alloc";
 /// The first id the allocator hands out; ids below are reserved for system inodes (root = 1).
@@ -66,6 +74,41 @@ pub fn dentry_name(parent: InodeId, key: &[u8]) -> Option<&[u8]> {
     key.strip_prefix(dentry_prefix(parent).as_slice())
 }
 
+/// `XATR` + inode (8 B LE): the prefix of every xattr of `inode`.
+pub fn xattr_prefix(inode: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + 32);
+    k.extend_from_slice(XATTR_PREFIX);
+    k.extend_from_slice(&inode.0.to_le_bytes());
+    k
+}
+
+/// `XATR` + inode (8 B LE) + name.
+pub fn xattr_key(inode: InodeId, name: &[u8]) -> Vec<u8> {
+    let mut k = xattr_prefix(inode);
+    k.extend_from_slice(name);
+    k
+}
+
+/// The range `[begin, end)` holding every xattr of `inode`.
+pub fn xattr_range(inode: InodeId) -> (Vec<u8>, Vec<u8>) {
+    let begin = xattr_prefix(inode);
+    let end = t3fs_kv::prefix_end(&begin).expect("XATR prefix is not all 0xff");
+    (begin, end)
+}
+
+/// `IDEM` + request id.
+pub fn idem_key(request_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + request_id.len());
+    k.extend_from_slice(IDEM_PREFIX);
+    k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+/// The range `[begin, end)` of every idempotency record.
+pub fn idem_range() -> (Vec<u8>, Vec<u8>) {
+    (IDEM_PREFIX.to_vec(), t3fs_kv::prefix_end(IDEM_PREFIX).expect("ASCII prefix has an end"))
+}
+
 pub fn encode_inode(inode: &Inode) -> Vec<u8> {
     inode.encode_to_vec()
 }
@@ -99,6 +142,11 @@ mod tests {
         assert_eq!(inode_key(InodeId(0x0102)), b"INOD\x02\x01\0\0\0\0\0\0".to_vec());
         assert_eq!(dentry_key(InodeId(1), b"ab"), b"DENT\x01\0\0\0\0\0\0\0ab".to_vec());
         assert_eq!(INODE_ALLOC_KEY, b"SINGinode-alloc");
+        assert_eq!(xattr_key(InodeId(0x0102), b"user.a"), b"XATR\x02\x01\0\0\0\0\0\0user.a".to_vec());
+        assert_eq!(idem_key("r-1"), b"IDEMr-1".to_vec());
+        let (b, e) = xattr_range(InodeId(3));
+        assert!(b <= xattr_key(InodeId(3), &[0xff; 255]) && xattr_key(InodeId(3), &[0xff; 255]) < e);
+        assert!(xattr_key(InodeId(4), b"") >= e && xattr_key(InodeId(2), &[0xff; 9]) < b);
         assert_eq!(inode_id_of(&inode_key(InodeId(0x0102))), InodeId(0x0102));
         assert_eq!(inode_id_of(b"INOD"), InodeId(0));
         assert_eq!(decode_counter(&0x1000u64.to_le_bytes()).unwrap(), 0x1000);

@@ -8,9 +8,12 @@
 //! A running server ([`start`]) binds its gRPC port, opens the KV store (creating the root
 //! directory if missing), registers with mgmtd (node type META, the actual bound address),
 //! heartbeats, and polls routing info (new files get their layout from the chain table in it).
+//! With `metrics_listen` set it also serves Prometheus metrics ([`metrics`]) on `GET /metrics`.
 pub mod alloc;
 pub mod config;
+pub mod idem;
 pub mod keys;
+pub mod metrics;
 pub mod mgmtd_link;
 pub mod namespace;
 pub mod service;
@@ -25,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use namespace::{Caller, MetaStore, Placement, ReadDir, SetAttr, StatFs};
+pub use namespace::{Caller, MetaStore, Placement, ReadDir, RenameFlags, RootAttrs, SetAttr, StatFs, XattrFlags};
 pub use service::MetaService;
 
 /// How long `shutdown` waits for a task before aborting it.
@@ -34,6 +37,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A running meta server (all tasks on the caller's tokio runtime).
 pub struct Server {
     grpc_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<MetaStore>,
@@ -44,6 +48,11 @@ impl Server {
     /// The actual bound gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The actual bound address of the Prometheus endpoint, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The namespace this server serves (for in-process tools and tests).
@@ -92,15 +101,34 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let grpc_addr = listener.local_addr().context("reading the bound address")?;
-    let db = t3fs_kv::open(&config.kv).await.context("opening the kv store")?;
+    let registry = t3fs_common::metrics::new_registry();
+    let metrics = Arc::new(metrics::MetaMetrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner())));
+    let db = metrics.wrap_kv(t3fs_kv::open(&config.kv).await.context("opening the kv store")?);
     let routing = RoutingCache::new();
     let placement =
         Placement { chain_table_id: config.chain_table_id, chunk_size: config.chunk_size, stripe: config.stripe };
-    let store = Arc::new(MetaStore::open(db, routing.clone(), placement).await.context("opening the namespace")?);
+    let idem_ttl = Duration::from_millis(config.idempotency_ttl_ms);
+    let store = Arc::new(
+        MetaStore::open_with_root(db.clone(), routing.clone(), placement, config.root_attrs())
+            .await
+            .context("opening the namespace")?
+            .with_idempotency_ttl(idem_ttl),
+    );
 
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
-    let svc = MetaService::new(store.clone(), config.token.clone()).into_server();
+    let mut metrics_addr = None;
+    if let Some(listen) = &config.metrics_listen {
+        let (addr, task) = t3fs_common::metrics::serve(listen, registry, cancel.clone())
+            .await
+            .context("starting the metrics endpoint")?;
+        tracing::info!(%addr, "meta metrics endpoint listening");
+        metrics_addr = Some(addr);
+        tasks.push(task);
+    }
+    let clean_every = Duration::from_millis(config.idempotency_clean_interval_ms);
+    tasks.push(idem::spawn_cleaner(db, idem_ttl, clean_every, cancel.clone()));
+    let svc = MetaService::new(store.clone(), config.token.clone()).with_metrics(metrics).into_server();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = cancel.clone();
     tasks.push(tokio::spawn(async move {
@@ -123,7 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Ok(c) => c,
         Err(e) => {
             // Stop what already runs before reporting.
-            Server { grpc_addr, cancel, tasks, store, routing }.shutdown().await;
+            Server { grpc_addr, metrics_addr, cancel, tasks, store, routing }.shutdown().await;
             return Err(anyhow::Error::new(e).context("meta start"));
         }
     };
@@ -140,7 +168,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     ));
     tasks.push(node.spawn_heartbeat(Some(client), Duration::from_millis(config.heartbeat_interval_ms), cancel.clone()));
     tracing::info!(node_id = config.node_id, %grpc_addr, "meta server started");
-    Ok(Server { grpc_addr, cancel, tasks, store, routing })
+    Ok(Server { grpc_addr, metrics_addr, cancel, tasks, store, routing })
 }
 
 /// `start`, then serve until `shutdown` is cancelled, then stop cleanly.

@@ -4,10 +4,14 @@
 //! mgmtd answers or [`REGISTER_TIMEOUT`] passes. Afterwards a task heartbeats every
 //! `heartbeat_interval_ms`; on a transport failure it reconnects, and when mgmtd no longer knows
 //! the node (NotFound, e.g. after an mgmtd restart on a fresh store) it registers again.
+//!
+//! `mgmtd_addr` may list several mgmtd (comma-separated); every request goes to the primary
+//! through a [`MgmtdConn`], which follows a takeover.
 use std::time::Duration;
 
+use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::{self, NodeType};
-use t3fs_common::routing::{MgmtdClient, connect_mgmtd};
+use t3fs_common::routing::MgmtdClient;
 use t3fs_common::{Error, StatusCode, new_request_id};
 use tokio_util::sync::CancellationToken;
 
@@ -29,31 +33,36 @@ impl NodeIdentity {
         proto::RequestHeader { request_id: new_request_id(), token: self.token.clone(), ..Default::default() }
     }
 
-    async fn register_once(&self, client: &mut MgmtdClient) -> Result<u64, Error> {
-        let req = proto::RegisterNodeReq {
-            header: Some(self.header()),
-            node_id: self.node_id,
-            node_type: NodeType::Meta as i32,
-            grpc_addr: self.grpc_addr.clone(),
-            bulk_addr: String::new(),
-            hostname: hostname(),
-        };
-        let rsp = client.register_node(req).await.map_err(|st| Error::from_tonic(&st))?;
+    async fn register_once(&self, mgmtd: &MgmtdConn) -> Result<u64, Error> {
+        let rsp = mgmtd
+            .call(|mut client| {
+                let req = proto::RegisterNodeReq {
+                    header: Some(self.header()),
+                    node_id: self.node_id,
+                    node_type: NodeType::Meta as i32,
+                    grpc_addr: self.grpc_addr.clone(),
+                    bulk_addr: String::new(),
+                    hostname: hostname(),
+                };
+                async move { client.register_node(req).await }
+            })
+            .await?;
         Ok(rsp.into_inner().routing_version)
     }
 
-    /// Connects and registers, retrying until success, `timeout` or `cancel`.
+    /// Registers with the primary mgmtd, retrying until success, `timeout` or `cancel`. Returns a
+    /// client connected to the primary that answered.
     pub async fn register(&self, timeout: Duration, cancel: &CancellationToken) -> Result<MgmtdClient, Error> {
+        let mgmtd = MgmtdConn::new(&self.mgmtd_addr)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let attempt = async {
-                let mut client = connect_mgmtd(&self.mgmtd_addr).await?;
-                self.register_once(&mut client).await?;
-                Ok::<_, Error>(client)
+                self.register_once(&mgmtd).await?;
+                mgmtd.client().await.map(|(_, client)| client)
             };
             let err = match attempt.await {
                 Ok(client) => {
-                    tracing::info!(node_id = self.node_id, addr = %self.grpc_addr, "registered with mgmtd");
+                    tracing::info!(node_id = self.node_id, addr = %self.grpc_addr, mgmtd = %mgmtd.current(), "registered with mgmtd");
                     return Ok(client);
                 }
                 Err(e) => e,
@@ -73,49 +82,46 @@ impl NodeIdentity {
         }
     }
 
-    /// Heartbeats every `interval` until `cancel` fires.
+    /// Heartbeats the primary mgmtd every `interval` until `cancel` fires. (`_client`, from
+    /// [`Self::register`], is not reused: the loop follows the primary through its own
+    /// [`MgmtdConn`].)
     pub fn spawn_heartbeat(
         self,
-        mut client: Option<MgmtdClient>,
+        _client: Option<MgmtdClient>,
         interval: Duration,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mgmtd = match MgmtdConn::new(&self.mgmtd_addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "heartbeat: bad mgmtd address list; not heartbeating");
+                    return;
+                }
+            };
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(interval) => {}
                 }
-                if client.is_none() {
-                    match connect_mgmtd(&self.mgmtd_addr).await {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "heartbeat: mgmtd unreachable");
-                            continue;
-                        }
-                    }
-                }
-                let Some(c) = client.as_mut() else { continue };
-                let req = proto::HeartbeatReq {
-                    header: Some(self.header()),
-                    node_id: self.node_id,
-                    node_type: NodeType::Meta as i32,
-                    targets: Vec::new(),
-                };
-                match c.heartbeat(req).await.map_err(|st| Error::from_tonic(&st)) {
+                let sent = mgmtd.call(|mut c| {
+                    let req = proto::HeartbeatReq {
+                        header: Some(self.header()),
+                        node_id: self.node_id,
+                        node_type: NodeType::Meta as i32,
+                        targets: Vec::new(),
+                    };
+                    async move { c.heartbeat(req).await }
+                });
+                match sent.await {
                     Ok(_) => {}
                     Err(e) if e.code == StatusCode::NotFound => {
                         tracing::warn!(error = %e, "mgmtd forgot this node; registering again");
-                        if let Err(e) = self.register_once(c).await {
+                        if let Err(e) = self.register_once(&mgmtd).await {
                             tracing::warn!(error = %e, "re-registration failed");
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        if e.code == StatusCode::Unavailable {
-                            client = None;
-                        }
-                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
             }
         })

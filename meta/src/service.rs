@@ -4,25 +4,34 @@
 //! inode/parent id, calls one namespace function and maps errors with `Error::to_tonic()` (the
 //! stable status code travels in the `t3fs-code` metadata entry).
 use std::sync::Arc;
+use std::time::Instant;
 
 use t3fs_common::auth;
 use t3fs_common::proto::{self, meta_server::Meta};
-use t3fs_common::{Error, InodeId};
+use t3fs_common::{Error, InodeId, StatusCode};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::namespace::{Caller, MetaStore, SetAttr};
+use crate::metrics::MetaMetrics;
+use crate::namespace::{Caller, MetaStore, RenameFlags, SetAttr, XattrFlags};
 
 /// The gRPC service over one namespace.
 pub struct MetaService {
     store: Arc<MetaStore>,
     token: String,
+    metrics: Arc<MetaMetrics>,
 }
 
 impl MetaService {
     /// `token`: the cluster token requests must carry; empty disables the check.
     pub fn new(store: Arc<MetaStore>, token: String) -> Self {
-        Self { store, token }
+        Self { store, token, metrics: Arc::default() }
+    }
+
+    /// Counts and times operations in `metrics` (default: handles registered nowhere).
+    pub fn with_metrics(mut self, metrics: Arc<MetaMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The tonic server wrapper, ready for `Server::builder().add_service`.
@@ -39,25 +48,38 @@ impl MetaService {
         auth::check_token(&self.token, token)?;
         Ok(caller)
     }
+
+    /// Runs a handler body in `span`, logging failures at debug level, counting and timing it as
+    /// `op` ([`MetaMetrics`]) and mapping errors onto tonic.
+    async fn traced<T>(
+        &self,
+        op: &'static str,
+        span: tracing::Span,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let res = async move {
+            match fut.await {
+                Ok(v) => Ok(Response::new(v)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "request failed");
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        self.metrics.observe(op, started, res.as_ref().map_or_else(|e| e.code, |_| StatusCode::Ok));
+        res.map_err(|e| e.to_tonic())
+    }
 }
 
 fn request_id(header: &Option<proto::RequestHeader>) -> &str {
     auth::request_id(header.as_ref())
 }
 
-/// Runs a handler body in `span`, logging failures at debug level and mapping them onto tonic.
-async fn traced<T>(span: tracing::Span, fut: impl Future<Output = Result<T, Error>>) -> Result<Response<T>, Status> {
-    async move {
-        match fut.await {
-            Ok(v) => Ok(Response::new(v)),
-            Err(e) => {
-                tracing::debug!(error = %e, "request failed");
-                Err(e.to_tonic())
-            }
-        }
-    }
-    .instrument(span)
-    .await
+fn ids(raw: &[u64]) -> Vec<InodeId> {
+    raw.iter().copied().map(InodeId).collect()
 }
 
 fn inode_rsp(inode: proto::Inode) -> proto::InodeRsp {
@@ -66,32 +88,138 @@ fn inode_rsp(inode: proto::Inode) -> proto::InodeRsp {
 
 #[tonic::async_trait]
 impl Meta for MetaService {
-    async fn lookup(&self, req: Request<proto::LookupReq>) -> Result<Response<proto::InodeRsp>, Status> {
+    async fn rename(&self, req: Request<proto::RenameReq>) -> Result<Response<proto::RenameRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref())?;
+        let rid = request_id(&r.header);
+        let span = tracing::debug_span!(
+            "meta.rename",
+            req = rid,
+            src_parent = r.src_parent,
+            dst_parent = r.dst_parent,
+            exchange = r.exchange,
+            no_replace = r.no_replace
+        );
+        let flags = RenameFlags { no_replace: r.no_replace, exchange: r.exchange };
+        self.traced("rename", span, async {
+            let replaced = self
+                .store
+                .rename(&caller, InodeId(r.src_parent), &r.src_name, InodeId(r.dst_parent), &r.dst_name, flags, rid)
+                .await?;
+            Ok(proto::RenameRsp { replaced })
+        })
+        .await
+    }
+
+    async fn link(&self, req: Request<proto::LinkReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref())?;
+        let span =
+            tracing::debug_span!("meta.link", req = request_id(&r.header), inode = r.inode, new_parent = r.new_parent);
+        self.traced("link", span, async {
+            self.store.link(&caller, InodeId(r.inode), InodeId(r.new_parent), &r.new_name).await.map(inode_rsp)
+        })
+        .await
+    }
+
+    async fn symlink(&self, req: Request<proto::SymlinkReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref())?;
+        let span = tracing::debug_span!("meta.symlink", req = request_id(&r.header), parent = r.parent);
+        self.traced("symlink", span, async {
+            self.store.symlink(&caller, InodeId(r.parent), &r.name, &r.target).await.map(inode_rsp)
+        })
+        .await
+    }
+
+    async fn batch_stat(&self, req: Request<proto::BatchStatReq>) -> Result<Response<proto::BatchStatRsp>, Status> {
         let r = req.into_inner();
         self.auth(r.header.as_ref())?;
+        let span = tracing::debug_span!("meta.batch_stat", req = request_id(&r.header), count = r.inodes.len());
+        self.traced("batch_stat", span, async {
+            let found = self.store.batch_stat(&ids(&r.inodes)).await?;
+            let entries =
+                found.into_iter().map(|i| proto::BatchStatEntry { found: i.is_some(), inode: i }).collect::<Vec<_>>();
+            Ok(proto::BatchStatRsp { entries })
+        })
+        .await
+    }
+
+    async fn set_xattr(&self, req: Request<proto::SetXattrReq>) -> Result<Response<proto::Empty>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref())?;
+        let span = tracing::debug_span!("meta.set_xattr", req = request_id(&r.header), inode = r.inode);
+        let flags = XattrFlags { create_only: r.create_only, replace_only: r.replace_only };
+        self.traced("set_xattr", span, async {
+            self.store.set_xattr(&caller, InodeId(r.inode), &r.name, &r.value, flags).await.map(|()| proto::Empty {})
+        })
+        .await
+    }
+
+    async fn get_xattr(&self, req: Request<proto::XattrReq>) -> Result<Response<proto::XattrRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref())?;
+        let span = tracing::debug_span!("meta.get_xattr", req = request_id(&r.header), inode = r.inode);
+        self.traced("get_xattr", span, async {
+            let value = self.store.get_xattr(&caller, InodeId(r.inode), &r.name).await?;
+            Ok(proto::XattrRsp { value: value.into() })
+        })
+        .await
+    }
+
+    async fn list_xattr(&self, req: Request<proto::ListXattrReq>) -> Result<Response<proto::ListXattrRsp>, Status> {
+        let r = req.into_inner();
+        self.auth(r.header.as_ref())?;
+        let span = tracing::debug_span!("meta.list_xattr", req = request_id(&r.header), inode = r.inode);
+        self.traced("list_xattr", span, async {
+            let names = self.store.list_xattr(InodeId(r.inode)).await?;
+            Ok(proto::ListXattrRsp { names: names.into_iter().map(Into::into).collect() })
+        })
+        .await
+    }
+
+    async fn remove_xattr(&self, req: Request<proto::XattrReq>) -> Result<Response<proto::Empty>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref())?;
+        let span = tracing::debug_span!("meta.remove_xattr", req = request_id(&r.header), inode = r.inode);
+        self.traced("remove_xattr", span, async {
+            self.store.remove_xattr(&caller, InodeId(r.inode), &r.name).await.map(|()| proto::Empty {})
+        })
+        .await
+    }
+
+    async fn lookup(&self, req: Request<proto::LookupReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.lookup", req = request_id(&r.header), parent = r.parent);
-        traced(span, async { self.store.lookup(InodeId(r.parent), &r.name).await.map(inode_rsp) }).await
+        self.traced("lookup", span, async {
+            self.store.lookup(&caller, InodeId(r.parent), &r.name).await.map(inode_rsp)
+        })
+        .await
     }
 
     async fn get_attr(&self, req: Request<proto::GetAttrReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
         self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.getattr", req = request_id(&r.header), inode = r.inode);
-        traced(span, async { self.store.getattr(InodeId(r.inode)).await.map(inode_rsp) }).await
+        self.traced("getattr", span, async { self.store.getattr(InodeId(r.inode)).await.map(inode_rsp) }).await
     }
 
     async fn mkdir(&self, req: Request<proto::MkdirReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
         let caller = self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.mkdir", req = request_id(&r.header), parent = r.parent);
-        traced(span, async { self.store.mkdir(&caller, InodeId(r.parent), &r.name, r.mode).await.map(inode_rsp) }).await
+        self.traced("mkdir", span, async {
+            self.store.mkdir(&caller, InodeId(r.parent), &r.name, r.mode).await.map(inode_rsp)
+        })
+        .await
     }
 
     async fn create(&self, req: Request<proto::CreateReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
         let caller = self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.create", req = request_id(&r.header), parent = r.parent);
-        traced(span, async {
+        self.traced("create", span, async {
             self.store.create(&caller, InodeId(r.parent), &r.name, r.mode, r.exclusive).await.map(inode_rsp)
         })
         .await
@@ -99,20 +227,22 @@ impl Meta for MetaService {
 
     async fn remove(&self, req: Request<proto::RemoveReq>) -> Result<Response<proto::RemoveRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
-        let span = tracing::debug_span!("meta.remove", req = request_id(&r.header), parent = r.parent);
-        traced(span, async {
-            self.store.remove(InodeId(r.parent), &r.name, r.is_dir).await.map(|i| proto::RemoveRsp { inode: Some(i) })
+        let caller = self.auth(r.header.as_ref())?;
+        let rid = request_id(&r.header);
+        let span = tracing::debug_span!("meta.remove", req = rid, parent = r.parent);
+        self.traced("remove", span, async {
+            let removed = self.store.remove(&caller, InodeId(r.parent), &r.name, r.is_dir, rid).await?;
+            Ok(proto::RemoveRsp { inode: Some(removed) })
         })
         .await
     }
 
     async fn read_dir(&self, req: Request<proto::ReadDirReq>) -> Result<Response<proto::ReadDirRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.readdir", req = request_id(&r.header), inode = r.inode);
-        traced(span, async {
-            let page = self.store.readdir(InodeId(r.inode), &r.start_after, r.limit).await?;
+        self.traced("readdir", span, async {
+            let page = self.store.readdir(&caller, InodeId(r.inode), &r.start_after, r.limit).await?;
             Ok(proto::ReadDirRsp { entries: page.entries, more: page.more })
         })
         .await
@@ -120,7 +250,7 @@ impl Meta for MetaService {
 
     async fn set_attr(&self, req: Request<proto::SetAttrReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.setattr", req = request_id(&r.header), inode = r.inode);
         let attrs = SetAttr {
             mode: r.mode,
@@ -130,21 +260,27 @@ impl Meta for MetaService {
             atime_ns: r.atime_ns,
             mtime_ns: r.mtime_ns,
         };
-        traced(span, async { self.store.setattr(InodeId(r.inode), attrs).await.map(inode_rsp) }).await
+        self.traced("setattr", span, async {
+            self.store.setattr(&caller, InodeId(r.inode), attrs).await.map(inode_rsp)
+        })
+        .await
     }
 
     async fn close(&self, req: Request<proto::CloseReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
         self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.close", req = request_id(&r.header), inode = r.inode);
-        traced(span, async { self.store.close(InodeId(r.inode), r.length_hint, r.wrote).await.map(inode_rsp) }).await
+        self.traced("close", span, async {
+            self.store.close(InodeId(r.inode), r.length_hint, r.wrote).await.map(inode_rsp)
+        })
+        .await
     }
 
     async fn stat_fs(&self, req: Request<proto::StatFsReq>) -> Result<Response<proto::StatFsRsp>, Status> {
         let r = req.into_inner();
         self.auth(r.header.as_ref())?;
         let span = tracing::debug_span!("meta.statfs", req = request_id(&r.header));
-        traced(span, async {
+        self.traced("statfs", span, async {
             let s = self.store.statfs().await?;
             Ok(proto::StatFsRsp { capacity_bytes: s.capacity_bytes, used_bytes: s.used_bytes, inodes: s.inodes })
         })

@@ -250,3 +250,127 @@ async fn embedded_store_survives_a_restart_in_process() {
     server.shutdown().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_link_symlink_batch_stat_and_xattrs_over_grpc() {
+    let stop = CancellationToken::new();
+    let mgmtd_addr = spawn_fake(FakeMgmtd::default(), stop.clone()).await;
+    let server = t3fs_meta::start(Config::new(mgmtd_addr, KvConfig::Mem)).await.unwrap();
+    let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
+    let h = || header("");
+    let create = |name: &str| proto::CreateReq {
+        header: h(),
+        parent: 1,
+        name: name.to_string().into(),
+        mode: 0o644,
+        exclusive: true,
+    };
+    let a = c.create(create("a")).await.unwrap().into_inner().inode.unwrap();
+    let b = c.create(create("b")).await.unwrap().into_inner().inode.unwrap();
+
+    let rename = |rid: &str| proto::RenameReq {
+        header: Some(proto::RequestHeader { request_id: rid.to_string(), ..header("").unwrap() }),
+        src_parent: 1,
+        src_name: "a".into(),
+        dst_parent: 1,
+        dst_name: "b".into(),
+        no_replace: false,
+        exchange: false,
+    };
+    let replaced = c.rename(rename("mv-1")).await.unwrap().into_inner().replaced.unwrap();
+    assert_eq!((replaced.id, replaced.nlink), (b.id, 0));
+    // A retry with the same request id returns the same answer; a new id fails (source gone).
+    assert_eq!(c.rename(rename("mv-1")).await.unwrap().into_inner().replaced.unwrap(), replaced);
+    assert_eq!(code(c.rename(rename("mv-2")).await), StatusCode::NotFound);
+    let flags = proto::RenameReq { no_replace: true, exchange: true, ..rename("") };
+    assert_eq!(code(c.rename(flags).await), StatusCode::InvalidArgument);
+
+    let link = proto::LinkReq { header: h(), inode: a.id, new_parent: 1, new_name: "l".into() };
+    assert_eq!(c.link(link).await.unwrap().into_inner().inode.unwrap().nlink, 2);
+    let sym = proto::SymlinkReq { header: h(), parent: 1, name: "s".into(), target: "b".into() };
+    let s = c.symlink(sym).await.unwrap().into_inner().inode.unwrap();
+    assert_eq!((s.inode_type, &s.symlink_target[..]), (proto::InodeType::Symlink as i32, &b"b"[..]));
+    let too_long = proto::SymlinkReq { header: h(), parent: 1, name: "t".into(), target: vec![b'x'; 5000].into() };
+    assert_eq!(code(c.symlink(too_long).await), StatusCode::NameTooLong);
+
+    let stat = c.batch_stat(proto::BatchStatReq { header: h(), inodes: vec![a.id, b.id, 1] }).await.unwrap();
+    let found: Vec<bool> = stat.into_inner().entries.iter().map(|e| e.found).collect();
+    assert_eq!(found, vec![true, false, true]);
+
+    let set = proto::SetXattrReq {
+        header: h(),
+        inode: a.id,
+        name: "user.k".into(),
+        value: "v".into(),
+        create_only: true,
+        replace_only: false,
+    };
+    c.set_xattr(set.clone()).await.unwrap();
+    assert_eq!(code(c.set_xattr(set).await), StatusCode::AlreadyExists);
+    let get = || proto::XattrReq { header: h(), inode: a.id, name: "user.k".into() };
+    assert_eq!(&c.get_xattr(get()).await.unwrap().into_inner().value[..], b"v");
+    let names = c.list_xattr(proto::ListXattrReq { header: h(), inode: a.id }).await.unwrap().into_inner().names;
+    assert_eq!(names.iter().map(|n| n.to_vec()).collect::<Vec<_>>(), vec![b"user.k".to_vec()]);
+    c.remove_xattr(get()).await.unwrap();
+    assert_eq!(code(c.get_xattr(get()).await), StatusCode::NotFound);
+    assert_eq!(code(c.remove_xattr(get()).await), StatusCode::NotFound);
+
+    // Idempotent remove: the retry of a lost reply still succeeds with the same inode.
+    let rm = || proto::RemoveReq {
+        header: Some(proto::RequestHeader { request_id: "rm-1".into(), ..header("").unwrap() }),
+        parent: 1,
+        name: "l".into(),
+        is_dir: false,
+    };
+    let first = c.remove(rm()).await.unwrap().into_inner();
+    assert_eq!(c.remove(rm()).await.unwrap().into_inner(), first);
+    drop(c);
+    server.shutdown().await;
+    stop.cancel();
+}
+
+/// `GET /metrics` over plain HTTP/1.1; returns the body.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut rsp = String::new();
+    s.read_to_string(&mut rsp).await.unwrap();
+    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
+    rsp
+}
+
+/// The value of the sample line `series` (name with labels), if present.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_ops_and_kv_transactions() {
+    let stop = CancellationToken::new();
+    let mgmtd_addr = spawn_fake(FakeMgmtd::default(), stop.clone()).await;
+    let mut config = Config::new(mgmtd_addr, KvConfig::Mem);
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let server = t3fs_meta::start(config).await.unwrap();
+    let maddr = server.metrics_addr().expect("metrics endpoint configured");
+    let before = scrape(maddr).await;
+    assert_eq!(sample(&before, "t3fs_meta_ops_total{op=\"mkdir\",code=\"Ok\"}"), None, "{before}");
+    let txns_before = sample(&before, "t3fs_meta_kv_transactions_total").unwrap();
+
+    let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
+    let mkdir = || proto::MkdirReq { header: header(""), parent: 1, name: "d".into(), mode: 0o755 };
+    c.mkdir(mkdir()).await.unwrap();
+    assert_eq!(code(c.mkdir(mkdir()).await), StatusCode::AlreadyExists);
+    c.lookup(proto::LookupReq { header: header(""), parent: 1, name: "d".into() }).await.unwrap();
+
+    let body = scrape(maddr).await;
+    assert_eq!(sample(&body, "t3fs_meta_ops_total{op=\"mkdir\",code=\"Ok\"}"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_meta_ops_total{op=\"mkdir\",code=\"AlreadyExists\"}"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_meta_ops_total{op=\"lookup\",code=\"Ok\"}"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_meta_op_duration_seconds_count{op=\"mkdir\"}"), Some(2.0), "{body}");
+    let txns = sample(&body, "t3fs_meta_kv_transactions_total").unwrap();
+    assert!(txns >= txns_before + 3.0, "every op ran at least one transaction: {txns_before} -> {txns}");
+    assert_eq!(sample(&body, "t3fs_meta_kv_conflicts_total"), Some(0.0), "{body}");
+    server.shutdown().await;
+    stop.cancel();
+}

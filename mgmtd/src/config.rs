@@ -13,8 +13,14 @@ pub struct Config {
     /// be used by any other node; it appears in routing info as the PRIMARY_MGMTD node.
     pub node_id: u32,
     /// gRPC listen address, e.g. "127.0.0.1:8000"; port 0 picks a free port (tests). If the host is
-    /// unspecified (0.0.0.0 / ::), routing info advertises 127.0.0.1 (skeleton).
+    /// unspecified (0.0.0.0 / ::), routing info advertises 127.0.0.1 (skeleton) unless `advertise`
+    /// is set.
     pub listen: String,
+    /// The address other processes use to reach this mgmtd (`host:port`): what routing info and
+    /// the lease (hence standbys' `NotPrimary` answers) name. Unset: the bound address as above.
+    /// Set it when several mgmtd on different hosts listen on 0.0.0.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
     /// Cluster token. Non-empty: every request's header token must equal it, else the request is
     /// refused with Unauthenticated. Empty: no authentication.
     #[serde(default)]
@@ -23,8 +29,8 @@ pub struct Config {
     /// e.g. `{ backend = "embedded", path = "/var/lib/t3fs/mgmtd" }`.
     pub kv: t3fs_kv::KvConfig,
     /// A node that has not heartbeated for this long is marked HEARTBEAT_FAILED and its targets
-    /// OFFLINE. 3FS uses 60 s; our default is shorter because the skeleton has no standby mgmtd and
-    /// single-machine clusters want quick failure detection.
+    /// OFFLINE. 3FS uses 60 s; our default is shorter because single-machine clusters want quick
+    /// failure detection.
     #[serde(default = "default_heartbeat_timeout_ms")]
     pub heartbeat_timeout_ms: u64,
     /// How often the liveness checker runs. Failure detection latency is at most
@@ -38,6 +44,37 @@ pub struct Config {
     /// (tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_ms: Option<u64>,
+    /// How long a primary lease lasts after each extension. Several mgmtd may share one KV store;
+    /// the one holding the lease is primary, the others are standbys that refuse requests with
+    /// `NotPrimary` naming the primary. A crashed primary is replaced within about
+    /// `lease_length_ms + extend_lease_interval_ms` (3FS: 60 s).
+    #[serde(default = "default_lease_length_ms")]
+    pub lease_length_ms: u64,
+    /// How often every mgmtd runs the lease transaction: the primary extends its lease, standbys
+    /// check whether it expired (3FS: 10 s).
+    #[serde(default = "default_extend_lease_interval_ms")]
+    pub extend_lease_interval_ms: u64,
+    /// A primary stops serving this long before its lease ends by its own clock, unless it extended
+    /// the lease meanwhile. It must exceed the largest wall-clock difference between mgmtd hosts
+    /// (standbys judge expiry by their own wall clock), plus scheduling hiccups.
+    #[serde(default = "default_lease_margin_ms")]
+    pub lease_margin_ms: u64,
+    /// Prometheus endpoint listen address (`host:port`; port 0 picks a free port): `GET /metrics`
+    /// serves the metrics listed in docs/metrics.md. Unset: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+}
+
+fn default_lease_length_ms() -> u64 {
+    5000
+}
+
+fn default_extend_lease_interval_ms() -> u64 {
+    1000
+}
+
+fn default_lease_margin_ms() -> u64 {
+    1000
 }
 
 fn default_heartbeat_timeout_ms() -> u64 {
@@ -54,11 +91,16 @@ impl Config {
         Self {
             node_id,
             listen: listen.into(),
+            advertise: None,
             token: String::new(),
             kv,
             heartbeat_timeout_ms: default_heartbeat_timeout_ms(),
             check_interval_ms: default_check_interval_ms(),
             bootstrap_ms: None,
+            lease_length_ms: default_lease_length_ms(),
+            extend_lease_interval_ms: default_extend_lease_interval_ms(),
+            lease_margin_ms: default_lease_margin_ms(),
+            metrics_listen: None,
         }
     }
 
@@ -80,6 +122,19 @@ impl Config {
         }
         if self.listen.is_empty() {
             return Err(Error::invalid("mgmtd config: listen must not be empty"));
+        }
+        if self.advertise.as_deref().is_some_and(|a| a.is_empty() || a.contains(',') || a.contains(char::is_whitespace))
+        {
+            return Err(Error::invalid("mgmtd config: advertise must be one host:port"));
+        }
+        if self.extend_lease_interval_ms == 0 {
+            return Err(Error::invalid("mgmtd config: extend_lease_interval_ms must be > 0"));
+        }
+        // The primary must get to extend the lease before it stops trusting it.
+        if self.extend_lease_interval_ms.saturating_add(self.lease_margin_ms) >= self.lease_length_ms {
+            return Err(Error::invalid(
+                "mgmtd config: extend_lease_interval_ms + lease_margin_ms must be less than lease_length_ms",
+            ));
         }
         Ok(())
     }
@@ -105,11 +160,17 @@ mod tests {
         assert_eq!(cfg.check_interval_ms, 500);
         assert_eq!(cfg.bootstrap_ms, None);
         assert_eq!(cfg.bootstrap_period(), std::time::Duration::from_millis(5000));
+        assert_eq!((cfg.lease_length_ms, cfg.extend_lease_interval_ms, cfg.lease_margin_ms), (5000, 1000, 1000));
+        assert_eq!(cfg.advertise, None);
         assert_eq!(cfg.kv, t3fs_kv::KvConfig::Embedded { path: "/tmp/x".into() });
         cfg.validate().unwrap();
         // Round trip through the writer `t3fs local up` uses.
         let text = t3fs_common::config::to_toml(&cfg).unwrap();
         assert_eq!(t3fs_common::config::parse::<Config>(&text).unwrap(), cfg);
+        assert_eq!(cfg.metrics_listen, None);
+        let with_metrics = Config { metrics_listen: Some("127.0.0.1:9100".into()), ..cfg };
+        let text = t3fs_common::config::to_toml(&with_metrics).unwrap();
+        assert_eq!(t3fs_common::config::parse::<Config>(&text).unwrap(), with_metrics);
     }
 
     #[test]
@@ -125,6 +186,18 @@ mod tests {
         cfg.node_id = 1;
         cfg.check_interval_ms = 0;
         assert!(cfg.validate().is_err());
+        cfg.check_interval_ms = 500;
+        cfg.lease_length_ms = 2000;
+        assert!(cfg.validate().is_err(), "interval + margin must fit in the lease");
+        cfg.lease_length_ms = 2001;
+        cfg.validate().unwrap();
+        cfg.extend_lease_interval_ms = 0;
+        assert!(cfg.validate().is_err());
+        cfg.extend_lease_interval_ms = 1000;
+        cfg.advertise = Some("a:1,b:2".into());
+        assert!(cfg.validate().is_err());
+        cfg.advertise = Some("mgmtd-2.example:8000".into());
+        cfg.validate().unwrap();
     }
 
     #[test]

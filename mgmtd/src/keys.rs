@@ -9,6 +9,7 @@
 //! | `CHIF` + chain id (u32 BE) | `proto::ChainInfo`, prost-encoded |
 //! | `CHIT` + table id (u32 BE) + table version (u32 BE) | `proto::ChainTable`, prost-encoded |
 //! | `SING` + `RoutingInfoVersion` | routing info version, u64 BE |
+//! | `SING` + `MgmtdLease` | the primary lease, `lease::Lease` prost-encoded |
 //!
 //! This is an on-disk format: never change an encoding, only add prefixes.
 
@@ -22,6 +23,8 @@ pub const CHAIN: &[u8; 4] = b"CHIF";
 pub const CHAIN_TABLE: &[u8; 4] = b"CHIT";
 /// The routing info version singleton.
 pub const ROUTING_VERSION: &[u8] = b"SINGRoutingInfoVersion";
+/// The primary mgmtd's lease singleton.
+pub const LEASE: &[u8] = b"SINGMgmtdLease";
 
 fn with_prefix(prefix: &[u8; 4], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + rest.len());
@@ -97,6 +100,7 @@ mod tests {
         assert_eq!(chain(100_001), b"CHIF\x00\x01\x86\xa1");
         assert_eq!(chain_table(1, 2), b"CHIT\0\0\0\x01\0\0\0\x02");
         assert_eq!(ROUTING_VERSION, b"SINGRoutingInfoVersion");
+        assert_eq!(LEASE, b"SINGMgmtdLease");
         assert_eq!(encode_version(258), vec![0, 0, 0, 0, 0, 0, 1, 2]);
     }
 

@@ -6,10 +6,17 @@
 //! [`Cluster::close`] can drop it even while gRPC connection tasks still hold the service: after
 //! close, requests fail with Unavailable and the embedded store can be reopened in-process.
 //!
+//! Primary or standby ([`Role`], driven by `crate::election`): only the primary serves. A standby,
+//! or a primary whose lease may have run out ([`Role::Primary::valid_until`]), refuses every
+//! request with `NotPrimary` naming the primary it knows. A primary's writes check the lease term
+//! inside their transaction ([`store::persist_as_primary`]); one that fails that way steps down at
+//! once. Taking over reloads the whole state from the store and starts a bootstrapping period.
+//!
 //! Every handler checks the cluster token first and runs in a tracing span with the request id.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use t3fs_common::mgmtd_conn::{not_primary, primary_hint};
 use t3fs_common::proto::{self, NodeInfo, mgmtd_server::Mgmtd};
 use t3fs_common::{Error, StatusCode};
 use t3fs_kv::Db;
@@ -17,6 +24,7 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::metrics::MgmtdMetrics;
 use crate::state::{ClusterState, Delta, TablePlan};
 use crate::store;
 
@@ -28,48 +36,224 @@ struct Inner {
     /// this instant. Cleared by the first check after it (with a routing version bump, so everyone
     /// sees `bootstrapping = false`).
     bootstrap_until: Option<Instant>,
+    /// The lease term `state` was loaded under; `None` on a standby (which writes nothing).
+    term: Option<u64>,
 }
 
-/// The cluster state shared by the gRPC service and the checker.
+/// Whether this mgmtd serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Refuses requests, naming `primary` (its address) when known.
+    Standby { primary: Option<String> },
+    /// Holds the lease in `term`; serves until `valid_until` unless the lease is extended.
+    Primary { term: u64, valid_until: Instant },
+}
+
+/// The cluster state shared by the gRPC service, the checker and the lease task.
 pub struct Cluster {
     token: String,
     /// This mgmtd as it appears in routing info.
     me: NodeInfo,
+    /// Bootstrapping period after each takeover.
+    bootstrap: Duration,
+    role: std::sync::Mutex<Role>,
     inner: Mutex<Inner>,
+    metrics: Arc<MgmtdMetrics>,
 }
 
 impl Cluster {
-    /// `bootstrap`: how long after now no chain may change (see [`crate::Config::bootstrap_period`]).
-    pub fn new(token: String, me: NodeInfo, state: ClusterState, db: Db, bootstrap: Duration) -> Self {
-        let bootstrap_until = Some(Instant::now() + bootstrap);
-        Self { token, me, inner: Mutex::new(Inner { state, db: Some(db), bootstrap_until }) }
+    /// A standby with no state; `crate::election` makes it primary. `bootstrap`: how long after a
+    /// takeover no chain may change (see [`crate::Config::bootstrap_period`]).
+    pub fn new(token: String, me: NodeInfo, db: Db, bootstrap: Duration) -> Self {
+        let inner = Inner { state: ClusterState::default(), db: Some(db), bootstrap_until: None, term: None };
+        Self {
+            token,
+            me,
+            bootstrap,
+            role: std::sync::Mutex::new(Role::Standby { primary: None }),
+            inner: Mutex::new(inner),
+            metrics: Arc::default(),
+        }
     }
 
-    /// Persists `delta` if it is visible (with a version bump), then installs it in memory.
-    /// Returns the routing version afterwards.
-    async fn commit(inner: &mut Inner, delta: Delta) -> Result<u64, Error> {
+    /// Publishes the state and RPC metrics in `metrics` (default: handles registered nowhere).
+    pub fn with_metrics(mut self, metrics: Arc<MgmtdMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_role(&self, role: Role) {
+        self.metrics.set_role(match role {
+            Role::Primary { term, .. } => Some(term),
+            Role::Standby { .. } => None,
+        });
+        *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    /// Recomputes the state gauges (this mgmtd counts as a node while it holds a state).
+    fn publish(&self, inner: &Inner) {
+        let me = std::iter::once(&self.me).filter(|_| inner.term.is_some());
+        let others = inner.state.nodes().filter(|n| n.node_id != self.me.node_id);
+        self.metrics.census(inner.state.version(), me.chain(others), inner.state.targets(), inner.state.chain_count());
+    }
+
+    /// Ok while this mgmtd is primary and its lease is trusted; else `NotPrimary` naming the
+    /// primary if known.
+    pub fn ensure_primary(&self) -> Result<(), Error> {
+        match self.role() {
+            Role::Primary { valid_until, .. } if Instant::now() < valid_until => Ok(()),
+            Role::Primary { .. } => Err(not_primary(None)),
+            Role::Standby { primary } => Err(not_primary(primary.as_deref())),
+        }
+    }
+
+    /// The term this mgmtd holds as a trusted primary. A primary whose lease may have run out
+    /// steps down first (so it takes over again, with a reload, if nobody else did).
+    pub async fn held_term(&self) -> Option<u64> {
+        match self.role() {
+            Role::Primary { term, valid_until } if Instant::now() < valid_until => Some(term),
+            Role::Primary { term, .. } => {
+                tracing::warn!(term, "primary lease not extended in time; stepping down");
+                self.step_down(None).await;
+                None
+            }
+            Role::Standby { .. } => None,
+        }
+    }
+
+    /// The lease was extended in `term`: trust it until `valid_until`.
+    pub fn extended(&self, term: u64, valid_until: Instant) {
+        let mut role = self.role.lock().unwrap_or_else(|p| p.into_inner());
+        if let Role::Primary { term: t, valid_until: v } = &mut *role
+            && *t == term
+        {
+            *v = valid_until;
+        }
+    }
+
+    /// Someone else holds the lease: be (or become) a standby naming `primary`.
+    pub async fn follow(&self, primary: Option<String>) {
+        if let Role::Primary { term, .. } = self.role() {
+            tracing::warn!(term, primary = primary.as_deref().unwrap_or("?"), "lost the primary lease; standing by");
+            self.step_down(primary).await;
+        } else {
+            self.set_role(Role::Standby { primary });
+        }
+    }
+
+    async fn step_down(&self, primary: Option<String>) {
+        self.set_role(Role::Standby { primary });
+        self.forget(&mut *self.inner.lock().await);
+    }
+
+    /// Drops the state of a former primary (it is stale from now on).
+    fn forget(&self, inner: &mut Inner) {
+        inner.term = None;
+        inner.state = ClusterState::default();
+        inner.bootstrap_until = None;
+        self.publish(inner);
+    }
+
+    /// Becomes primary in `term` (the lease was just taken): reloads everything from the store,
+    /// bumps the routing version (under the lease), resets liveness (every stored node counts as
+    /// seen now) and starts bootstrapping. On failure this mgmtd stays a standby.
+    pub async fn take_over(&self, term: u64, valid_until: Instant) -> Result<(), Error> {
+        let mut inner = self.inner.lock().await;
+        self.forget(&mut inner);
+        let db = inner.db.clone().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
+        let loaded = store::load(db.as_ref()).await?;
+        // Every takeover is a new routing version: clients refetch, whatever they cached before.
+        let version = loaded.version + 1;
+        store::persist_as_primary(db.as_ref(), &[store::version_write(version)], self.me.node_id, term).await?;
+        if loaded.nodes.iter().any(|n| n.node_id == self.me.node_id) {
+            tracing::warn!(node_id = self.me.node_id, "a stored node record uses this mgmtd's id; it is not served");
+        }
+        let (nodes, tables) = (loaded.nodes.len(), loaded.tables.len());
+        let now = Instant::now();
+        inner.state = ClusterState::from_loaded(loaded, version, now);
+        inner.term = Some(term);
+        inner.bootstrap_until = Some(now + self.bootstrap);
+        self.set_role(Role::Primary { term, valid_until });
+        self.publish(&inner);
+        tracing::info!(
+            node_id = self.me.node_id,
+            term,
+            version,
+            nodes,
+            tables,
+            bootstrap_ms = self.bootstrap.as_millis() as u64,
+            "primary mgmtd: state reloaded, bootstrapping"
+        );
+        Ok(())
+    }
+
+    /// The state, locked, if it is a primary's (a request admitted just before a step-down must not
+    /// see the emptied state of a standby).
+    async fn lock_primary(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>, Error> {
+        let inner = self.inner.lock().await;
+        if inner.term.is_some() {
+            return Ok(inner);
+        }
+        drop(inner);
+        Err(self.ensure_primary().err().unwrap_or_else(|| not_primary(None)))
+    }
+
+    /// The term to release at shutdown (if primary), and stops serving.
+    pub async fn resign(&self) -> Option<(Db, u64)> {
+        let role = self.role();
+        self.set_role(Role::Standby { primary: None });
+        let mut inner = self.inner.lock().await;
+        let db = inner.db.clone();
+        self.forget(&mut inner);
+        match role {
+            Role::Primary { term, .. } => db.map(|db| (db, term)),
+            Role::Standby { .. } => None,
+        }
+    }
+
+    /// Persists `delta` if it is visible (with a version bump, under the lease), then installs it
+    /// in memory. Returns the routing version afterwards. Losing the lease steps down.
+    async fn commit(&self, inner: &mut Inner, delta: Delta) -> Result<u64, Error> {
         if delta.visible {
             let db = inner.db.as_ref().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
+            let term = inner.term.ok_or_else(|| not_primary(None))?;
             let version = inner.state.version() + 1;
-            store::persist(db.as_ref(), &delta.writes(version)).await?;
+            if let Err(e) = store::persist_as_primary(db.as_ref(), &delta.writes(version), self.me.node_id, term).await
+            {
+                if e.code == StatusCode::NotPrimary {
+                    tracing::warn!(term, error = %e, "lost the primary lease while writing; standing by");
+                    self.set_role(Role::Standby { primary: primary_hint(&e) });
+                    self.forget(inner);
+                }
+                return Err(e);
+            }
             inner.state.apply(delta, Some(version));
         } else {
             inner.state.apply(delta, None);
         }
+        self.publish(inner);
         Ok(inner.state.version())
     }
 
     pub async fn register(&self, req: &proto::RegisterNodeReq) -> Result<u64, Error> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_primary().await?;
         let delta = inner.state.plan_register(req, self.me.node_id, Instant::now(), t3fs_common::now_ms())?;
-        Self::commit(&mut inner, delta).await
+        self.commit(&mut inner, delta).await
     }
 
     pub async fn heartbeat(&self, req: &proto::HeartbeatReq) -> Result<u64, Error> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_primary().await?;
         let delta = inner.state.plan_heartbeat(req, Instant::now(), t3fs_common::now_ms())?;
         let before = inner.state.node(req.node_id).map(|n| n.status);
-        let version = Self::commit(&mut inner, delta).await?;
+        let version = self.commit(&mut inner, delta).await?;
         if before == Some(proto::NodeStatus::HeartbeatFailed as i32) {
             tracing::info!(node = req.node_id, "node is back");
         }
@@ -77,14 +261,14 @@ impl Cluster {
     }
 
     /// Routing info, or `None` when `known_version` is current.
-    pub async fn routing_info(&self, known_version: u64) -> Option<proto::RoutingInfo> {
-        let inner = self.inner.lock().await;
+    pub async fn routing_info(&self, known_version: u64) -> Result<Option<proto::RoutingInfo>, Error> {
+        let inner = self.lock_primary().await?;
         if inner.state.version() == known_version {
-            return None;
+            return Ok(None);
         }
         let mut me = self.me.clone();
         me.last_heartbeat_ms = t3fs_common::now_ms();
-        Some(inner.state.routing_info(&me, inner.bootstrap_until.is_some()))
+        Ok(Some(inner.state.routing_info(&me, inner.bootstrap_until.is_some())))
     }
 
     pub async fn create_chain_table(
@@ -93,12 +277,12 @@ impl Cluster {
         replicas: u32,
         desc: &str,
     ) -> Result<proto::ChainTable, Error> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_primary().await?;
         let settle = inner.bootstrap_until.is_none();
         match inner.state.plan_create_table(table_id, replicas, desc, settle)? {
             TablePlan::Existing(table) => Ok(table),
             TablePlan::New(delta, table) => {
-                Self::commit(&mut inner, delta).await?;
+                self.commit(&mut inner, delta).await?;
                 tracing::info!(table_id, chains = table.chains.len(), replicas, "created chain table");
                 Ok(table)
             }
@@ -109,7 +293,13 @@ impl Cluster {
     /// the target state machine on every chain. Everything it changes is persisted in one
     /// transaction, with one routing version bump, before memory changes.
     pub async fn check(&self, timeout: Duration) -> Result<(), Error> {
+        if self.ensure_primary().is_err() {
+            return Ok(());
+        }
         let mut inner = self.inner.lock().await;
+        if inner.term.is_none() {
+            return Ok(());
+        }
         let now = Instant::now();
         let bootstrapping = inner.bootstrap_until.is_some_and(|until| now < until);
         let ending_bootstrap = inner.bootstrap_until.is_some() && !bootstrapping;
@@ -121,7 +311,7 @@ impl Cluster {
         }
         let failed: Vec<u32> = delta.nodes.iter().map(|n| n.node_id).collect();
         let chains: Vec<String> = delta.chains.iter().map(describe_chain).collect();
-        let version = Self::commit(&mut inner, delta).await?;
+        let version = self.commit(&mut inner, delta).await?;
         if ending_bootstrap {
             inner.bootstrap_until = None;
             tracing::info!(version, "bootstrapping done; chains follow the target state machine now");
@@ -129,6 +319,7 @@ impl Cluster {
         if !failed.is_empty() {
             tracing::warn!(nodes = ?failed, version, "heartbeat timeout: nodes marked failed, their targets offline");
         }
+        self.metrics.chain_changes.inc_by(chains.len() as u64);
         for chain in chains {
             tracing::info!(version, "chain updated: {chain}");
         }
@@ -140,8 +331,10 @@ impl Cluster {
         self.inner.lock().await.db = None;
     }
 
-    fn authenticate(&self, header: &Option<proto::RequestHeader>) -> Result<(), Error> {
-        t3fs_common::auth::check_header(&self.token, header.as_ref())
+    /// The token check, then the role check: only a primary serves.
+    fn admit(&self, header: &Option<proto::RequestHeader>) -> Result<(), Error> {
+        t3fs_common::auth::check_header(&self.token, header.as_ref())?;
+        self.ensure_primary()
     }
 }
 
@@ -176,10 +369,20 @@ impl MgmtdService {
     }
 }
 
-/// Runs a handler body in `span`, mapping errors onto gRPC statuses (and logging them there).
-async fn handle<T>(span: tracing::Span, body: impl Future<Output = Result<T, Error>>) -> Result<Response<T>, Status> {
-    async move {
-        match body.await {
+impl MgmtdService {
+    /// Runs a handler body in `span`, counting and timing it as `method`, mapping errors onto gRPC
+    /// statuses (and logging them there).
+    async fn handle<T>(
+        &self,
+        method: &'static str,
+        span: tracing::Span,
+        body: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let res = body.instrument(span.clone()).await;
+        self.cluster.metrics.observe_rpc(method, started, res.as_ref().map_or_else(|e| e.code, |_| StatusCode::Ok));
+        let _entered = span.enter();
+        match res {
             Ok(rsp) => Ok(Response::new(rsp)),
             Err(e) => {
                 if e.code == StatusCode::Internal || e.code == StatusCode::Io {
@@ -191,8 +394,6 @@ async fn handle<T>(span: tracing::Span, body: impl Future<Output = Result<T, Err
             }
         }
     }
-    .instrument(span)
-    .await
 }
 
 #[tonic::async_trait]
@@ -203,8 +404,8 @@ impl Mgmtd for MgmtdService {
     ) -> Result<Response<proto::RegisterNodeRsp>, Status> {
         let req = request.into_inner();
         let span = tracing::info_span!("register_node", req = %request_id(&req.header), node = req.node_id);
-        handle(span, async {
-            self.cluster.authenticate(&req.header)?;
+        self.handle("register_node", span, async {
+            self.cluster.admit(&req.header)?;
             let routing_version = self.cluster.register(&req).await?;
             tracing::info!(node_type = req.node_type, grpc = %req.grpc_addr, bulk = %req.bulk_addr, "node registered");
             Ok(proto::RegisterNodeRsp { routing_version })
@@ -215,8 +416,8 @@ impl Mgmtd for MgmtdService {
     async fn heartbeat(&self, request: Request<proto::HeartbeatReq>) -> Result<Response<proto::HeartbeatRsp>, Status> {
         let req = request.into_inner();
         let span = tracing::debug_span!("heartbeat", req = %request_id(&req.header), node = req.node_id);
-        handle(span, async {
-            self.cluster.authenticate(&req.header)?;
+        self.handle("heartbeat", span, async {
+            self.cluster.admit(&req.header)?;
             let routing_version = self.cluster.heartbeat(&req).await?;
             Ok(proto::HeartbeatRsp { routing_version })
         })
@@ -229,9 +430,9 @@ impl Mgmtd for MgmtdService {
     ) -> Result<Response<proto::GetRoutingInfoRsp>, Status> {
         let req = request.into_inner();
         let span = tracing::debug_span!("get_routing_info", req = %request_id(&req.header), known = req.known_version);
-        handle(span, async {
-            self.cluster.authenticate(&req.header)?;
-            Ok(proto::GetRoutingInfoRsp { info: self.cluster.routing_info(req.known_version).await })
+        self.handle("get_routing_info", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::GetRoutingInfoRsp { info: self.cluster.routing_info(req.known_version).await? })
         })
         .await
     }
@@ -242,8 +443,8 @@ impl Mgmtd for MgmtdService {
     ) -> Result<Response<proto::CreateChainTableRsp>, Status> {
         let req = request.into_inner();
         let span = tracing::info_span!("create_chain_table", req = %request_id(&req.header), table = req.table_id);
-        handle(span, async {
-            self.cluster.authenticate(&req.header)?;
+        self.handle("create_chain_table", span, async {
+            self.cluster.admit(&req.header)?;
             let table = self.cluster.create_chain_table(req.table_id, req.replicas, &req.desc).await?;
             Ok(proto::CreateChainTableRsp { table: Some(table) })
         })
@@ -254,17 +455,65 @@ impl Mgmtd for MgmtdService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::{self, Candidate, Outcome};
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(600)
+    }
+
+    async fn primary(db: &Db, id: u32) -> Cluster {
+        let me = NodeInfo { node_id: id, grpc_addr: format!("h{id}:1"), ..Default::default() };
+        let cluster = Cluster::new(String::new(), me, db.clone(), Duration::ZERO);
+        let cand = Candidate { node_id: id, grpc_addr: format!("h{id}:1") };
+        let Outcome::Acquired(l) = lease::acquire(db.as_ref(), &cand, None, 600_000).await.unwrap() else {
+            panic!("lease not free")
+        };
+        cluster.take_over(l.term, far()).await.unwrap();
+        cluster
+    }
+
+    fn meta_req() -> proto::RegisterNodeReq {
+        proto::RegisterNodeReq { node_id: 5, node_type: proto::NodeType::Meta as i32, ..Default::default() }
+    }
 
     #[tokio::test]
     async fn closed_cluster_refuses_writes_but_serves_reads() {
-        let me = NodeInfo { node_id: 1, ..Default::default() };
-        let cluster =
-            Cluster::new(String::new(), me, ClusterState::default(), t3fs_kv::mem::MemKv::new(), Duration::ZERO);
-        let req = proto::RegisterNodeReq { node_id: 5, node_type: proto::NodeType::Meta as i32, ..Default::default() };
-        assert_eq!(cluster.register(&req).await.unwrap(), 1);
+        let db: Db = t3fs_kv::mem::MemKv::new();
+        let cluster = primary(&db, 1).await;
+        assert_eq!(cluster.register(&meta_req()).await.unwrap(), 2);
         cluster.close().await;
-        assert_eq!(cluster.register(&req).await.unwrap_err().code, StatusCode::Unavailable);
-        assert_eq!(cluster.routing_info(0).await.unwrap().nodes.len(), 2);
-        assert!(cluster.routing_info(1).await.is_none());
+        assert_eq!(cluster.register(&meta_req()).await.unwrap_err().code, StatusCode::Unavailable);
+        assert_eq!(cluster.routing_info(0).await.unwrap().unwrap().nodes.len(), 2);
+        assert!(cluster.routing_info(2).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn standbys_refuse_and_a_deposed_primary_cannot_write() {
+        let db: Db = t3fs_kv::mem::MemKv::new();
+        let standby = Cluster::new(String::new(), NodeInfo::default(), db.clone(), Duration::ZERO);
+        assert_eq!(standby.ensure_primary().unwrap_err().code, StatusCode::NotPrimary);
+        assert_eq!(standby.register(&meta_req()).await.unwrap_err().code, StatusCode::NotPrimary);
+        standby.follow(Some("h1:1".into())).await;
+        assert_eq!(primary_hint(&standby.ensure_primary().unwrap_err()).as_deref(), Some("h1:1"));
+
+        let one = primary(&db, 1).await;
+        one.ensure_primary().unwrap();
+        assert_eq!(one.register(&meta_req()).await.unwrap(), 2);
+        // 2 takes the lease behind 1's back (as after 1's lease expired): 1's next write fails,
+        // names 2, and 1 steps down.
+        lease::release(db.as_ref(), 1, 1).await.unwrap();
+        let two = primary(&db, 2).await;
+        assert_eq!(two.routing_info(0).await.unwrap().unwrap().version, 3, "the takeover reloaded and bumped");
+        let e = one.register(&meta_req()).await.unwrap_err();
+        assert_eq!(e.code, StatusCode::NotPrimary);
+        assert_eq!(primary_hint(&e).as_deref(), Some("h2:1"));
+        assert_eq!(one.role(), Role::Standby { primary: Some("h2:1".into()) });
+        assert_eq!(one.routing_info(0).await.unwrap_err().code, StatusCode::NotPrimary, "no empty snapshot");
+        assert_eq!(two.register(&meta_req()).await.unwrap(), 4);
+        // A primary whose lease ran out (not extended in time) refuses and steps down.
+        two.extended(2, Instant::now());
+        assert_eq!(two.ensure_primary().unwrap_err().code, StatusCode::NotPrimary);
+        assert_eq!(two.held_term().await, None);
+        assert!(matches!(two.role(), Role::Standby { .. }));
     }
 }

@@ -154,6 +154,21 @@ impl ClusterState {
         }
     }
 
+    /// Every registered node (for metrics).
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values()
+    }
+
+    /// Every target (for metrics).
+    pub fn targets(&self) -> impl Iterator<Item = &TargetInfo> {
+        self.targets.values()
+    }
+
+    /// How many chains exist.
+    pub fn chain_count(&self) -> usize {
+        self.chains.len()
+    }
+
     pub fn node(&self, id: u32) -> Option<&NodeInfo> {
         self.nodes.get(&id)
     }
@@ -174,7 +189,9 @@ impl ClusterState {
             .map_err(|_| Error::invalid(format!("unknown node type {}", req.node_type)))?;
         match ty {
             NodeType::Meta | NodeType::Storage | NodeType::Client | NodeType::Fuse => {}
-            NodeType::Mgmtd => return Err(Error::invalid("mgmtd standbys are not supported yet")),
+            NodeType::Mgmtd => {
+                return Err(Error::invalid("mgmtd nodes do not register; they coordinate through the lease"));
+            }
             NodeType::Unspecified => return Err(Error::invalid("node type is required")),
         }
         if req.node_id == 0 {

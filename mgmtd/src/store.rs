@@ -2,7 +2,8 @@
 //!
 //! mgmtd keeps the whole cluster state in memory and serves routing info from there; the KV store
 //! is the durable copy. [`load`] reads everything once at start; [`persist`] writes a batch of
-//! records atomically in one transaction (through the `t3fs_kv::run` retry loop). A record that
+//! records atomically in one transaction (through the `t3fs_kv::run` retry loop), checking in the
+//! same transaction that this mgmtd still holds the primary lease. A record that
 //! does not decode, or whose key and value disagree, fails the load: mgmtd refuses to start on a
 //! corrupt store rather than serve a partial cluster.
 use prost::Message;
@@ -84,13 +85,29 @@ fn hex(key: &[u8]) -> String {
         .collect()
 }
 
-/// Writes `writes` atomically (one transaction, retried on conflicts).
+/// Writes `writes` atomically (one transaction, retried on conflicts), unconditionally (tests and
+/// tools; the daemon writes through [`persist_as_primary`]).
+#[cfg(test)]
 pub async fn persist(db: &dyn KvEngine, writes: &[Write]) -> Result<(), Error> {
     t3fs_kv::run(db, |txn| {
         for (k, v) in writes {
             txn.set(k, v);
         }
         Box::pin(async { Ok(()) })
+    })
+    .await?;
+    Ok(())
+}
+
+/// Writes `writes` atomically if mgmtd `node_id` still holds the primary lease in `term`
+/// (checked inside the same transaction, so a takeover makes it fail with `NotPrimary`).
+pub async fn persist_as_primary(db: &dyn KvEngine, writes: &[Write], node_id: u32, term: u64) -> Result<(), Error> {
+    t3fs_kv::run(db, |txn| {
+        for (k, v) in writes {
+            txn.set(k, v);
+        }
+        // Nothing commits unless the check passes.
+        Box::pin(async move { crate::lease::check_holder(txn, node_id, term).await })
     })
     .await?;
     Ok(())

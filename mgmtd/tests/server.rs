@@ -492,3 +492,68 @@ async fn run_returns_when_cancelled() {
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
 }
+
+/// `GET /metrics` over plain HTTP/1.1; returns the response.
+async fn scrape(server: &Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.metrics_addr().expect("metrics endpoint configured");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut rsp = String::new();
+    s.read_to_string(&mut rsp).await.unwrap();
+    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
+    rsp
+}
+
+/// The value of the sample line `series` (name with labels), if present.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_follow_nodes_targets_chains_and_rpcs() {
+    let mut cfg = config(KvConfig::Mem);
+    cfg.bootstrap_ms = Some(0);
+    cfg.metrics_listen = Some("127.0.0.1:0".into());
+    let server = t3fs_mgmtd::start(cfg).await.unwrap();
+    let mut c = client(&server).await;
+    let body = scrape(&server).await;
+    assert_eq!(sample(&body, "t3fs_mgmtd_is_primary"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_mgmtd_lease_term"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_mgmtd_nodes{node_type=\"MGMTD\",status=\"PRIMARY_MGMTD\"}"), Some(1.0), "{body}");
+
+    three_storage_nodes(&mut c).await;
+    create_table(&mut c, 1, 3).await.unwrap();
+    let info = routing(&mut c, 0).await.unwrap();
+    let body = scrape(&server).await;
+    let line = |s: &str| sample(&body, s);
+    assert_eq!(line("t3fs_mgmtd_nodes{node_type=\"STORAGE\",status=\"HEARTBEAT_CONNECTED\"}"), Some(3.0), "{body}");
+    assert_eq!(line("t3fs_mgmtd_targets_by_public_state{state=\"SERVING\"}"), Some(6.0), "{body}");
+    assert_eq!(line("t3fs_mgmtd_targets_by_local_state{state=\"UPTODATE\"}"), Some(6.0), "{body}");
+    assert_eq!(line("t3fs_mgmtd_chains"), Some(2.0), "{body}");
+    assert_eq!(line("t3fs_mgmtd_routing_version"), Some(info.version as f64), "{body}");
+    assert_eq!(line("t3fs_mgmtd_rpcs_total{method=\"register_node\",code=\"Ok\"}"), Some(3.0), "{body}");
+    assert_eq!(line("t3fs_mgmtd_rpcs_total{method=\"create_chain_table\",code=\"Ok\"}"), Some(1.0), "{body}");
+    assert_eq!(line("t3fs_mgmtd_rpc_duration_seconds_count{method=\"heartbeat\"}"), Some(3.0), "{body}");
+    assert_eq!(line("t3fs_mgmtd_chain_changes_total"), Some(0.0), "{body}");
+
+    // A refused request is counted with its code.
+    let st = heartbeat(&mut c, 424242, &[]).await.unwrap_err();
+    let refused = code(st);
+    // Node 10003 reports its targets OFFLINE: the checker changes both chains.
+    heartbeat_with(&mut c, 10003, &[100031, 100032], LocalTargetState::Offline).await.unwrap();
+    let mut body = scrape(&server).await;
+    for _ in 0..100 {
+        if sample(&body, "t3fs_mgmtd_chain_changes_total").unwrap_or(0.0) >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        body = scrape(&server).await;
+    }
+    assert_eq!(sample(&body, "t3fs_mgmtd_chain_changes_total"), Some(2.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_mgmtd_targets_by_local_state{state=\"OFFLINE\"}"), Some(2.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_mgmtd_targets_by_public_state{state=\"OFFLINE\"}"), Some(2.0), "{body}");
+    let series = format!("t3fs_mgmtd_rpcs_total{{method=\"heartbeat\",code=\"{refused:?}\"}}");
+    assert_eq!(sample(&body, &series), Some(1.0), "{body}");
+    server.shutdown().await;
+}

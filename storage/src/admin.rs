@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use t3fs_common::auth::{check_header, request_id};
+use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::{self, PublicTargetState, storage_admin_server::StorageAdmin};
-use t3fs_common::routing::{RoutingCache, connect_mgmtd};
+use t3fs_common::routing::RoutingCache;
 use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
 
 use crate::chunk_store::ChunkStore;
@@ -17,7 +18,7 @@ pub struct AdminService {
     targets: Arc<HashMap<TargetId, ChunkStore>>,
     routing: RoutingCache,
     states: Arc<TargetStates>,
-    mgmtd_addr: String,
+    mgmtd: MgmtdConn,
 }
 
 impl AdminService {
@@ -26,20 +27,14 @@ impl AdminService {
         targets: Arc<HashMap<TargetId, ChunkStore>>,
         routing: RoutingCache,
         states: Arc<TargetStates>,
-        mgmtd_addr: String,
+        mgmtd: MgmtdConn,
     ) -> Self {
-        Self { token, targets, routing, states, mgmtd_addr }
+        Self { token, targets, routing, states, mgmtd }
     }
 
     /// Fetches routing from mgmtd now (the poller may lag behind the caller).
     async fn refresh_routing(&self) -> Result<(), Error> {
-        let mut client = connect_mgmtd(&self.mgmtd_addr).await?;
-        let header = proto::RequestHeader {
-            request_id: t3fs_common::new_request_id(),
-            token: self.token.clone(),
-            ..Default::default()
-        };
-        self.routing.refresh(&mut client, header).await.map(|_| ())
+        self.routing.refresh_via(&self.mgmtd, &self.token).await.map(|_| ())
     }
 
     /// The chain version routing shows for `chain` (0 if unknown).

@@ -19,7 +19,7 @@ pub struct Config {
     pub listen: String,
     /// Listen address of the bulk data plane (framed TCP), e.g. "127.0.0.1:0".
     pub bulk_listen: String,
-    /// mgmtd gRPC address, `host:port`.
+    /// mgmtd gRPC address, `host:port`, or a comma-separated list of every mgmtd (requests follow the primary).
     pub mgmtd_addr: String,
     /// Cluster token: when non-empty, requests carrying a different token are refused (Unauthenticated),
     /// and this token is sent to mgmtd and to chain successors.
@@ -45,6 +45,10 @@ pub struct Config {
     /// keep it below that timeout and above `heartbeat_interval_ms`.
     #[serde(default = "default_fence_after_ms")]
     pub fence_after_ms: u64,
+    /// Prometheus endpoint listen address (`host:port`; port 0 picks a free port): `GET /metrics`
+    /// serves the metrics listed in docs/metrics.md. Unset: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 /// One storage target.
@@ -87,6 +91,7 @@ impl Config {
             routing_refresh_ms: default_routing_refresh_ms(),
             register_timeout_ms: default_register_timeout_ms(),
             fence_after_ms: default_fence_after_ms(),
+            metrics_listen: None,
         }
     }
 
@@ -146,6 +151,10 @@ mod tests {
         let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&c).unwrap()).unwrap();
         assert_eq!(round, c);
         assert!(t3fs_common::config::parse::<Config>(&format!("{text}\nbogus = 1")).is_err());
+        assert_eq!(c.metrics_listen, None);
+        let with_metrics = Config { metrics_listen: Some("127.0.0.1:9100".into()), ..c };
+        let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&with_metrics).unwrap()).unwrap();
+        assert_eq!(round, with_metrics);
     }
 
     #[test]

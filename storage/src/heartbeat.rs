@@ -1,7 +1,8 @@
 //! Registration with mgmtd and the heartbeat loop.
 //!
 //! At start the node registers its actual gRPC and bulk addresses (retrying until mgmtd answers or the
-//! configured deadline passes: mgmtd may come up after storage). Then a task sends a heartbeat every
+//! configured deadline passes: mgmtd may come up after storage). Every request goes to the primary mgmtd
+//! through a [`MgmtdConn`] over the configured address list, which follows a takeover. Then a task sends a heartbeat every
 //! interval (or at once when woken, e.g. after a `SyncDone`) with one `LocalTarget` per target: its local
 //! state ([`crate::local_state`]), used bytes, and the chain version it knows. mgmtd derives public target
 //! states and chain membership from these reports. Every successful reply feeds the node's [`Fence`].
@@ -9,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::{self, NodeType};
-use t3fs_common::routing::{MgmtdClient, RoutingCache, connect_mgmtd};
+use t3fs_common::routing::RoutingCache;
 use t3fs_common::{Error, StatusCode, TargetId};
 use tokio_util::sync::CancellationToken;
 
@@ -37,14 +39,14 @@ impl NodeIdentity {
     }
 }
 
-/// Registers with mgmtd, retrying transient failures until `timeout`; fails at once on a permanent error
-/// (bad token, bad request).
-pub async fn register(mgmtd_addr: &str, me: &NodeIdentity, timeout: Duration) -> Result<MgmtdClient, Error> {
+/// Registers with the primary mgmtd (following it through `mgmtd`), retrying transient failures until
+/// `timeout`; fails at once on a permanent error (bad token, bad request).
+pub async fn register(mgmtd: &MgmtdConn, me: &NodeIdentity, timeout: Duration) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
+    let addrs = mgmtd.addrs().join(",");
     loop {
-        let attempt = async {
-            let mut client = connect_mgmtd(mgmtd_addr).await?;
+        let attempt = mgmtd.call(|mut client| {
             let req = proto::RegisterNodeReq {
                 header: Some(me.header()),
                 node_id: me.node_id,
@@ -53,24 +55,24 @@ pub async fn register(mgmtd_addr: &str, me: &NodeIdentity, timeout: Duration) ->
                 bulk_addr: me.bulk_addr.clone(),
                 hostname: me.hostname.clone(),
             };
-            let rsp = client.register_node(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner();
-            Ok::<_, Error>((client, rsp.routing_version))
-        };
+            async move { client.register_node(req).await }
+        });
         let err = match attempt.await {
-            Ok((client, version)) => {
-                tracing::info!(node_id = me.node_id, routing_version = version, "registered with mgmtd");
-                return Ok(client);
+            Ok(rsp) => {
+                let version = rsp.into_inner().routing_version;
+                tracing::info!(node_id = me.node_id, routing_version = version, mgmtd = %mgmtd.current(), "registered with mgmtd");
+                return Ok(());
             }
             Err(e) => e,
         };
         let transient = err.is_retryable() || matches!(err.code, StatusCode::Internal | StatusCode::Io);
         if !transient {
-            return Err(Error::new(err.code, format!("registering with mgmtd at {mgmtd_addr}: {}", err.message)));
+            return Err(Error::new(err.code, format!("registering with mgmtd at {addrs}: {}", err.message)));
         }
         if tokio::time::Instant::now() + delay >= deadline {
             return Err(Error::new(
                 StatusCode::Unavailable,
-                format!("registering with mgmtd at {mgmtd_addr}: gave up after {timeout:?}: {err}"),
+                format!("registering with mgmtd at {addrs}: gave up after {timeout:?}: {err}"),
             ));
         }
         tracing::debug!(error = %err, "mgmtd not ready, retrying registration");
@@ -110,11 +112,11 @@ pub struct HeartbeatCtx {
     pub fence: Arc<Fence>,
 }
 
-/// Sends a heartbeat every `interval` (or when `states.heartbeat_now` is notified) until `cancel` fires.
-/// Failures are logged; the connection is re-established when mgmtd is unreachable.
+/// Sends a heartbeat every `interval` (or when `states.heartbeat_now` is notified) until `cancel` fires,
+/// to the primary mgmtd (`mgmtd` follows it across takeovers). Failures are logged; only an answer from
+/// the primary feeds the fence.
 pub fn spawn_heartbeats(
-    mut client: Option<MgmtdClient>,
-    mgmtd_addr: String,
+    mgmtd: MgmtdConn,
     me: NodeIdentity,
     ctx: HeartbeatCtx,
     interval: Duration,
@@ -124,26 +126,19 @@ pub fn spawn_heartbeats(
     tokio::spawn(async move {
         loop {
             let beat = async {
-                if client.is_none() {
-                    client = connect_mgmtd(&mgmtd_addr).await.ok();
-                }
-                if let Some(c) = client.as_mut() {
-                    let req = proto::HeartbeatReq {
-                        header: Some(me.header()),
-                        node_id: me.node_id,
-                        node_type: NodeType::Storage as i32,
-                        targets: local_targets(&stores, &routing, &states),
-                    };
-                    match c.heartbeat(req).await {
-                        Ok(_) => fence.heard_from_mgmtd(),
-                        Err(st) => {
-                            let e = Error::from_tonic(&st);
-                            tracing::warn!(error = %e, "heartbeat failed");
-                            if e.code == StatusCode::Unavailable {
-                                client = None;
-                            }
-                        }
-                    }
+                let req = proto::HeartbeatReq {
+                    header: Some(me.header()),
+                    node_id: me.node_id,
+                    node_type: NodeType::Storage as i32,
+                    targets: local_targets(&stores, &routing, &states),
+                };
+                let sent = mgmtd.call(|mut c| {
+                    let req = req.clone();
+                    async move { c.heartbeat(req).await }
+                });
+                match sent.await {
+                    Ok(_) => fence.heard_from_mgmtd(),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
             };
             // A slow or unreachable mgmtd must not delay shutdown.

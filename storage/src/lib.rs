@@ -9,6 +9,7 @@
 //! - [`local_state`]: the local target states reported in heartbeats, and fencing.
 //! - [`sync`]: the resync worker that brings SYNCING successors up to date.
 //! - [`config`]: the typed TOML config.
+//! - [`metrics`]: the Prometheus metrics, served on `GET /metrics` when `metrics_listen` is set.
 //!
 //! [`start`] opens every target, binds both listeners, registers the actual addresses with mgmtd and
 //! starts the heartbeat, routing-poll and resync tasks; [`Server::shutdown`] stops everything and closes the
@@ -18,6 +19,7 @@ pub mod chunk_store;
 pub mod config;
 pub mod heartbeat;
 pub mod local_state;
+pub mod metrics;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod service;
@@ -30,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use t3fs_common::TargetId;
+use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::storage_admin_server::StorageAdminServer;
 use t3fs_common::routing::RoutingCache;
 use tokio::net::TcpListener;
@@ -49,6 +52,7 @@ pub struct Server {
     node_id: u32,
     grpc_addr: SocketAddr,
     bulk_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     stores: Arc<HashMap<TargetId, ChunkStore>>,
@@ -69,6 +73,11 @@ impl Server {
     /// Actual address of the bulk data plane.
     pub fn bulk_addr(&self) -> SocketAddr {
         self.bulk_addr
+    }
+
+    /// Actual address of the Prometheus endpoint, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// This node's routing cache (refreshed from mgmtd every `routing_refresh_ms`).
@@ -164,6 +173,7 @@ async fn serve_and_register(
     cancel: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<Server> {
+    let mgmtd = MgmtdConn::new(&config.mgmtd_addr).context("mgmtd_addr")?;
     let routing = RoutingCache::new();
     let states = Arc::new(TargetStates::new(stores.keys().copied()));
     // Starts counting now; registration below is the first answer from mgmtd.
@@ -172,16 +182,35 @@ async fn serve_and_register(
     let bulk =
         TcpListener::bind(&config.bulk_listen).await.with_context(|| format!("binding {}", config.bulk_listen))?;
     let (grpc_addr, bulk_addr) = (grpc.local_addr()?, bulk.local_addr()?);
+    let registry = t3fs_common::metrics::new_registry();
+    let metrics = Arc::new(metrics::StorageMetrics::register(
+        &mut registry.lock().unwrap_or_else(|p| p.into_inner()),
+        stores.clone(),
+        fence.clone(),
+    ));
+    let metrics_addr = match &config.metrics_listen {
+        Some(listen) => {
+            let (addr, task) = t3fs_common::metrics::serve(listen, registry, cancel.clone())
+                .await
+                .context("starting the metrics endpoint")?;
+            tasks.push(task);
+            tracing::info!(%addr, "storage metrics endpoint listening");
+            Some(addr)
+        }
+        None => None,
+    };
 
-    let handler =
-        Arc::new(service::StorageService::new(config.token.clone(), stores.clone(), routing.clone(), fence.clone()));
+    let handler = Arc::new(
+        service::StorageService::new(config.token.clone(), stores.clone(), routing.clone(), fence.clone())
+            .with_metrics(metrics.clone()),
+    );
     tasks.push(tokio::spawn(t3fs_common::bulk::serve(bulk, handler, cancel.clone())));
     let admin = StorageAdminServer::new(admin::AdminService::new(
         config.token.clone(),
         stores.clone(),
         routing.clone(),
         states.clone(),
-        config.mgmtd_addr.clone(),
+        mgmtd.clone(),
     ));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let shutdown = cancel.clone().cancelled_owned();
@@ -201,15 +230,10 @@ async fn serve_and_register(
         hostname: hostname(),
     };
     let register_timeout = Duration::from_millis(config.register_timeout_ms);
-    let mut client = heartbeat::register(&config.mgmtd_addr, &me, register_timeout).await?;
+    heartbeat::register(&mgmtd, &me, register_timeout).await?;
     fence.heard_from_mgmtd();
     // Best effort: start with routing info so the first requests need not wait for the poller.
-    let header = t3fs_common::proto::RequestHeader {
-        request_id: t3fs_common::new_request_id(),
-        token: config.token.clone(),
-        ..Default::default()
-    };
-    if let Err(e) = routing.refresh(&mut client, header).await {
+    if let Err(e) = routing.refresh_via(&mgmtd, &config.token).await {
         tracing::debug!(error = %e, "initial routing refresh failed");
     }
     tasks.push(routing.spawn_poller(
@@ -219,8 +243,7 @@ async fn serve_and_register(
         cancel.clone(),
     ));
     tasks.push(heartbeat::spawn_heartbeats(
-        Some(client),
-        config.mgmtd_addr.clone(),
+        mgmtd,
         me,
         heartbeat::HeartbeatCtx {
             stores: stores.clone(),
@@ -238,6 +261,7 @@ async fn serve_and_register(
             routing: routing.clone(),
             fence,
             peers: t3fs_common::bulk::BulkClient::default(),
+            metrics,
         },
         cancel.clone(),
     ));
@@ -246,6 +270,7 @@ async fn serve_and_register(
         node_id: config.node_id,
         grpc_addr,
         bulk_addr,
+        metrics_addr,
         cancel: cancel.clone(),
         tasks: std::mem::take(tasks),
         stores: stores.clone(),

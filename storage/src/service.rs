@@ -27,6 +27,7 @@
 //! §2; fencing and the local-state rule cover the safety part).
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use t3fs_common::auth::check_token;
@@ -38,6 +39,7 @@ use tracing::Instrument;
 
 use crate::chunk_store::{ChunkStore, Update};
 use crate::local_state::Fence;
+use crate::metrics::{Outcome, StorageMetrics};
 
 /// The next writable target after this one, as routing shows it.
 struct Successor {
@@ -54,6 +56,7 @@ pub struct StorageService {
     routing: RoutingCache,
     fence: Arc<Fence>,
     peers: BulkClient,
+    metrics: Arc<StorageMetrics>,
 }
 
 impl StorageService {
@@ -63,7 +66,13 @@ impl StorageService {
         routing: RoutingCache,
         fence: Arc<Fence>,
     ) -> Self {
-        Self { token, targets, routing, fence, peers: BulkClient::default() }
+        Self { token, targets, routing, fence, peers: BulkClient::default(), metrics: Arc::default() }
+    }
+
+    /// Counts and times requests in `metrics` (default: handles registered nowhere).
+    pub fn with_metrics(mut self, metrics: Arc<StorageMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn store(&self, target: u64) -> Result<&ChunkStore, Error> {
@@ -217,9 +226,11 @@ impl StorageService {
                 op: Some(bulk_request::Op::Update(fwd_update)),
             };
             let (rsp, _) = self.peers.call(&addr, &fwd, &fwd_payload).await.map_err(|e| {
+                self.metrics.forward_failures.inc();
                 tracing::warn!(successor = %succ, %addr, error = %e, "forwarding update failed");
                 e
             })?;
+            self.metrics.forwarded_updates.inc();
             if let Some(m) = rsp.meta.as_ref()
                 && !applied.duplicate
                 && (m.version != applied.meta.version || m.crc32c != applied.meta.crc32c)
@@ -238,11 +249,21 @@ impl BulkHandler for StorageService {
         if let Err(e) = check_token(&self.token, &req.token) {
             return (bulk::error_response(&e), Bytes::new());
         }
-        let res = match req.op {
+        let started = Instant::now();
+        let (op, target, res) = match req.op {
             Some(bulk_request::Op::Read(r)) => {
                 let chunk = hex::encode(&r.chunk_id);
                 let span = tracing::info_span!("read_chunk", req = %req.request_id, target_id = r.target_id, %chunk);
-                self.read(r).instrument(span).await
+                let target = r.target_id;
+                let res = self.read(r).instrument(span).await;
+                (
+                    "read",
+                    target,
+                    res.map(|(rsp, data)| {
+                        let n = data.len();
+                        (rsp, data, n)
+                    }),
+                )
             }
             Some(bulk_request::Op::Update(u)) => {
                 let span = tracing::info_span!(
@@ -253,12 +274,22 @@ impl BulkHandler for StorageService {
                     update_version = u.update_version,
                     sync = u.sync,
                 );
-                self.update(&req.request_id, u, payload).instrument(span).await
+                let (target, len) = (u.target_id, payload.len());
+                // Updates report the payload they carried, not the (empty) response payload.
+                let res = self.update(&req.request_id, u, payload).instrument(span).await;
+                ("update", target, res.map(|(rsp, data)| (rsp, data, len)))
             }
-            None => Err(Error::invalid("bulk request without an op")),
+            None => ("none", 0, Err(Error::invalid("bulk request without an op"))),
         };
+        let outcome = Outcome {
+            op,
+            target,
+            code: res.as_ref().map_or_else(|e| e.code, |_| StatusCode::Ok),
+            bytes: res.as_ref().map_or(0, |(_, _, n)| *n as u64),
+        };
+        self.metrics.observe(started, outcome, self.targets.contains_key(&TargetId(target)));
         match res {
-            Ok(ok) => ok,
+            Ok((rsp, data, _)) => (rsp, data),
             Err(e) => {
                 tracing::debug!(req = %req.request_id, error = %e, "bulk request failed");
                 (bulk::error_response(&e), Bytes::new())

@@ -51,6 +51,7 @@ use tracing::Instrument;
 
 use crate::chunk_store::{ChunkStore, ListedChunk};
 use crate::local_state::Fence;
+use crate::metrics::StorageMetrics;
 
 /// How often the worker looks for SYNCING successors.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(200);
@@ -138,6 +139,7 @@ pub struct SyncCtx {
     pub routing: RoutingCache,
     pub fence: Arc<Fence>,
     pub peers: BulkClient,
+    pub metrics: Arc<StorageMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -202,8 +204,12 @@ pub fn spawn_sync_worker(ctx: SyncCtx, cancel: CancellationToken) -> tokio::task
                 );
                 let task = async move {
                     match run_sync(&ctx, job).await {
-                        Ok(()) => true,
+                        Ok(()) => {
+                            ctx.metrics.syncs_completed.inc();
+                            true
+                        }
                         Err(e) => {
+                            ctx.metrics.syncs_failed.inc();
                             tracing::warn!(error = %e, "resync failed; will retry");
                             false
                         }
@@ -323,6 +329,8 @@ async fn send_chunk(
     if got != version {
         return Err(Error::internal(format!("chunk {chunk}: replica answered version {got}, sent {version}")));
     }
+    ctx.metrics.resync_chunks.inc();
+    ctx.metrics.resync_bytes.inc_by(data.len() as u64);
     match (ty, version) {
         (proto::UpdateType::Remove, 0) => stats.forgotten += 1,
         (proto::UpdateType::Remove, _) => stats.removed += 1,

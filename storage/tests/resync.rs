@@ -1,6 +1,8 @@
 //! Resync of a returning (SYNCING) tail by its SERVING predecessor, on the `common` harness: missed
 //! writes, writes while syncing, and replicas that are ahead of the chain or differ at the same version
 //! (the predecessor is authoritative: sync updates).
+use std::time::Duration;
+
 use t3fs_common::bulk::BulkClient;
 use t3fs_common::proto::{self, PublicTargetState};
 use t3fs_common::{ChunkId, InodeId, StatusCode, TargetId};
@@ -47,6 +49,18 @@ async fn returning_tail_is_resynced_and_reports_uptodate() {
     // SyncDone arrived; the tail reports UPTODATE at chain version 3.
     c.wait_tail_reports(proto::LocalTargetState::Uptodate, 3).await;
     assert_eq!(c.servers[2].target_states().synced(TargetId(301)), Some(3));
+    // The middle node's resync metrics: one sync done, A and B replaced (12 + 16 bytes), C removed.
+    let mut m = scrape(&c.servers[1]).await;
+    for _ in 0..100 {
+        if sample(&m, "t3fs_storage_syncs_completed_total") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = scrape(&c.servers[1]).await;
+    }
+    assert_eq!(sample(&m, "t3fs_storage_syncs_completed_total"), Some(1.0), "{m}");
+    assert!(sample(&m, "t3fs_storage_resync_chunks_total").unwrap() >= 3.0, "{m}");
+    assert!(sample(&m, "t3fs_storage_resync_bytes_total").unwrap() >= 28.0, "{m}");
 
     // mgmtd makes it SERVING; it serves the same bytes.
     let v = c.mgmtd.edit_chain(|ch| {

@@ -71,6 +71,7 @@ impl Plan {
             t3fs_kv::KvConfig::Embedded { path: dir.join("mgmtd").join("kv") },
         );
         mgmtd.token = cluster.token.clone();
+        mgmtd.metrics_listen = Some("127.0.0.1:0".into());
         let mut meta = t3fs_meta::Config::new(
             cluster.mgmtd_addr.clone(),
             t3fs_kv::KvConfig::Embedded { path: dir.join("meta").join("kv") },
@@ -79,6 +80,7 @@ impl Plan {
         meta.listen = "127.0.0.1:0".into();
         meta.token = cluster.token.clone();
         meta.chain_table_id = super::CHAIN_TABLE_ID;
+        meta.metrics_listen = Some("127.0.0.1:0".into());
         let storage = (0..STORAGE_NODES)
             .map(|i| {
                 let node_id = FIRST_STORAGE_NODE_ID + i;
@@ -93,6 +95,7 @@ impl Plan {
                 s.listen = "127.0.0.1:0".into();
                 s.bulk_listen = "127.0.0.1:0".into();
                 s.token = cluster.token.clone();
+                s.metrics_listen = Some("127.0.0.1:0".into());
                 s
             })
             .collect();

@@ -11,16 +11,32 @@
 //! - a dentry names an existing inode; a directory's `nlink` is 2 + its subdirectories;
 //! - a file's `nlink` counts its dentries; at 0 its inode is deleted in the same transaction and
 //!   returned to the caller, who frees its chunks (GC and open-file protection are issue 5);
-//! - names are validated ([`validate_name`]) before the store is touched: bad input changes nothing.
+//! - names are validated ([`validate_name`]) before the store is touched: bad input changes nothing;
+//! - a deleted inode's xattrs are deleted in the same transaction.
 //!
-//! Permission bits, uid and gid are stored but not enforced yet (issue 5).
+//! POSIX permissions are enforced for the [`Caller`] ([`perm`] has the rules); docs/meta.md lists
+//! the order of checks per op.
+#[cfg(test)]
+mod check;
 #[cfg(test)]
 mod model_tests;
 mod mutate;
+pub mod perm;
+#[cfg(test)]
+mod proptest_model;
+mod rename;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_concurrency;
+#[cfg(test)]
+mod tests_perm;
+#[cfg(test)]
+mod tests_rename;
+mod xattr;
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use t3fs_common::names::validate_name;
 use t3fs_common::proto::{DirEntry, Inode, InodeType, Layout};
@@ -31,7 +47,14 @@ use t3fs_kv::{Db, KvError, RangeOpts, Transaction};
 use crate::alloc::IdAllocator;
 use crate::keys;
 
-pub use mutate::SetAttr;
+pub use mutate::{SYMLINK_MAX, SetAttr};
+pub use rename::RenameFlags;
+pub use xattr::{XATTR_NAME_MAX, XATTR_TOTAL_MAX, XATTR_VALUE_MAX, XattrFlags};
+
+/// Most inodes one `batch_stat` may ask for.
+pub const MAX_BATCH_STAT: usize = 4096;
+/// Default lifetime of idempotency records (3FS: 30 min).
+pub const DEFAULT_IDEM_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// readdir page size when the request says 0 (as 3FS).
 pub const DEFAULT_READDIR_LIMIT: u32 = 128;
@@ -51,7 +74,23 @@ pub struct Placement {
     pub stripe: u32,
 }
 
-/// Who is asking (from the request header). Stored on new inodes; enforcement is issue 5.
+/// Owner and mode of the root directory, applied when a fresh store gets its root (never later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootAttrs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Default 0o1777 (world-writable and sticky, like /tmp): any user of a fresh file system can
+    /// create their own top-level entries; deployments that pre-create per-user directories use 0o755.
+    pub mode: u32,
+}
+
+impl Default for RootAttrs {
+    fn default() -> Self {
+        Self { uid: 0, gid: 0, mode: 0o1777 }
+    }
+}
+
+/// Who is asking (from the request header): owner of new inodes and subject of permission checks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
@@ -85,16 +124,29 @@ pub struct MetaStore {
     routing: RoutingCache,
     placement: Placement,
     ids: IdAllocator,
+    idem_ttl: Duration,
 }
 
 impl MetaStore {
-    /// Opens the namespace in `db`, creating the root directory if it is missing.
+    /// Opens the namespace in `db`, creating the root directory (with [`RootAttrs::default`]) if it
+    /// is missing.
     pub async fn open(db: Db, routing: RoutingCache, placement: Placement) -> Result<Self> {
+        Self::open_with_root(db, routing, placement, RootAttrs::default()).await
+    }
+
+    /// [`MetaStore::open`] with the owner and mode a missing root directory is created with.
+    pub async fn open_with_root(db: Db, routing: RoutingCache, placement: Placement, root: RootAttrs) -> Result<Self> {
         let probe = Layout { chunk_size: placement.chunk_size, stripe: placement.stripe, ..Default::default() };
         t3fs_common::layout::validate(&probe)?;
-        let store = Self { db, routing, placement, ids: IdAllocator::new() };
-        store.ensure_root().await?;
+        let store = Self { db, routing, placement, ids: IdAllocator::new(), idem_ttl: DEFAULT_IDEM_TTL };
+        store.ensure_root(root).await?;
         Ok(store)
+    }
+
+    /// Sets how long idempotency records are honoured (default [`DEFAULT_IDEM_TTL`]).
+    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idem_ttl = ttl;
+        self
     }
 
     /// The KV handle (tests and tools).
@@ -102,8 +154,9 @@ impl MetaStore {
         &self.db
     }
 
-    async fn ensure_root(&self) -> Result<()> {
+    async fn ensure_root(&self, attrs: RootAttrs) -> Result<()> {
         let created = t3fs_kv::run(&*self.db, |txn| {
+            let attrs = attrs.clone();
             Box::pin(async move {
                 if txn.get(&keys::inode_key(InodeId::ROOT), false).await?.is_some() {
                     return Ok(false);
@@ -112,9 +165,9 @@ impl MetaStore {
                 let root = Inode {
                     id: InodeId::ROOT.0,
                     inode_type: InodeType::Directory as i32,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
+                    mode: attrs.mode & 0o7777,
+                    uid: attrs.uid,
+                    gid: attrs.gid,
                     nlink: 2,
                     atime_ns: now,
                     mtime_ns: now,
@@ -154,14 +207,15 @@ impl MetaStore {
         })
     }
 
-    /// The inode `name` in directory `parent` names.
-    pub async fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Inode> {
+    /// The inode `name` in directory `parent` names (needs search permission on `parent`).
+    pub async fn lookup(&self, caller: &Caller, parent: InodeId, name: &[u8]) -> Result<Inode> {
         validate_name(name)?;
-        let name = name.to_vec();
+        let (name, caller) = (name.to_vec(), caller.clone());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let name = name.clone();
+            let (name, caller) = (name.clone(), caller.clone());
             Box::pin(async move {
-                get_dir(txn, parent, true).await?;
+                let dir = get_dir(txn, parent, true).await?;
+                perm::check(&caller, &dir, perm::X)?;
                 let entry = get_dentry(txn, parent, &name, true)
                     .await?
                     .ok_or_else(|| Error::not_found(format!("{} not found in directory {parent}", show(&name))))?;
@@ -179,9 +233,29 @@ impl MetaStore {
         .await?)
     }
 
+    /// The attributes of each of `ids`, in order (`None` where an inode does not exist); one
+    /// snapshot, at most [`MAX_BATCH_STAT`] ids.
+    pub async fn batch_stat(&self, ids: &[InodeId]) -> Result<Vec<Option<Inode>>> {
+        if ids.len() > MAX_BATCH_STAT {
+            return Err(Error::invalid(format!("batch stat of {} inodes; the limit is {MAX_BATCH_STAT}", ids.len())));
+        }
+        let ids = ids.to_vec();
+        Ok(t3fs_kv::run(&*self.db, move |txn| {
+            let ids = ids.clone();
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.push(get_inode(txn, id, true).await?);
+                }
+                Ok(out)
+            })
+        })
+        .await?)
+    }
+
     /// One page of directory `dir`: entries after `start_after` (empty = from the start), at most
-    /// `limit` (0 = [`DEFAULT_READDIR_LIMIT`], capped at [`MAX_READDIR_LIMIT`]).
-    pub async fn readdir(&self, dir: InodeId, start_after: &[u8], limit: u32) -> Result<ReadDir> {
+    /// `limit` (0 = [`DEFAULT_READDIR_LIMIT`], capped at [`MAX_READDIR_LIMIT`]). Needs read permission.
+    pub async fn readdir(&self, caller: &Caller, dir: InodeId, start_after: &[u8], limit: u32) -> Result<ReadDir> {
         if start_after.len() > t3fs_common::names::NAME_MAX {
             return Err(Error::new(StatusCode::NameTooLong, "readdir cursor is longer than any name"));
         }
@@ -189,10 +263,12 @@ impl MetaStore {
         let (begin, end) = keys::dentry_range(dir);
         let begin =
             if start_after.is_empty() { begin } else { t3fs_kv::key_after(&keys::dentry_key(dir, start_after)) };
+        let caller = caller.clone();
         Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let (begin, end) = (begin.clone(), end.clone());
+            let (begin, end, caller) = (begin.clone(), end.clone(), caller.clone());
             Box::pin(async move {
-                get_dir(txn, dir, true).await?;
+                let d = get_dir(txn, dir, true).await?;
+                perm::check(&caller, &d, perm::R)?;
                 let opts = RangeOpts { limit: limit + 1, reverse: false, snapshot: true };
                 let kvs = txn.get_range(&begin, &end, opts).await?;
                 let more = kvs.len() > limit;
@@ -294,6 +370,18 @@ pub(crate) async fn get_entry_inode(
 
 pub(crate) fn put_inode(txn: &mut dyn Transaction, inode: &Inode) {
     txn.set(&keys::inode_key(InodeId(inode.id)), &keys::encode_inode(inode));
+}
+
+/// Deletes an inode and everything keyed by it (xattrs).
+pub(crate) fn delete_inode(txn: &mut dyn Transaction, id: InodeId) {
+    txn.clear(&keys::inode_key(id));
+    let (b, e) = keys::xattr_range(id);
+    txn.clear_range(&b, &e);
+}
+
+/// Loads an inode that must exist (NotFound otherwise).
+pub(crate) async fn must_inode(txn: &mut dyn Transaction, id: InodeId, snapshot: bool) -> Result<Inode, KvError> {
+    get_inode(txn, id, snapshot).await?.ok_or_else(|| not_found(id).into())
 }
 
 pub(crate) fn put_dentry(txn: &mut dyn Transaction, parent: InodeId, entry: &DirEntry) {

@@ -64,7 +64,7 @@ async fn check_dir(s: &MetaStore, node: &Node) {
     let mut got = Vec::new();
     let mut after = Vec::new();
     loop {
-        let page = s.readdir(InodeId(*id), &after, 3).await.unwrap();
+        let page = s.readdir(&Caller::default(), InodeId(*id), &after, 3).await.unwrap();
         for e in &page.entries {
             got.push((e.name.to_vec(), e.inode, e.inode_type));
         }
@@ -109,9 +109,9 @@ async fn run_model(seed: u64, steps: usize) {
             let got = match op {
                 0 => s.mkdir(&caller, parent, name, 0o755).await.map(|_| ()),
                 1 | 2 => s.create(&caller, parent, name, 0o644, op == 1).await.map(|_| ()),
-                3 | 4 => s.remove(parent, name, op == 4).await.map(|_| ()),
-                5 => s.lookup(parent, name).await.map(|_| ()),
-                _ => s.readdir(parent, b"", 2).await.map(|_| ()),
+                3 | 4 => s.remove(&caller, parent, name, op == 4, "").await.map(|_| ()),
+                5 => s.lookup(&caller, parent, name).await.map(|_| ()),
+                _ => s.readdir(&caller, parent, b"", 2).await.map(|_| ()),
             };
             assert_eq!(got.unwrap_err().code, StatusCode::NotDirectory, "{ctx}");
             continue;
@@ -145,7 +145,7 @@ async fn run_model(seed: u64, steps: usize) {
             }
             3 | 4 => {
                 let rmdir = op == 4;
-                let got = s.remove(parent, name, rmdir).await;
+                let got = s.remove(&caller, parent, name, rmdir, "").await;
                 let want = match &existing {
                     None => Err(StatusCode::NotFound),
                     Some(Node::File(_)) if rmdir => Err(StatusCode::NotDirectory),
@@ -159,13 +159,13 @@ async fn run_model(seed: u64, steps: usize) {
                 }
             }
             5 => {
-                let got = s.lookup(parent, name).await.map(|i| (i.id, is_dir(&i))).map_err(|e| e.code);
+                let got = s.lookup(&caller, parent, name).await.map(|i| (i.id, is_dir(&i))).map_err(|e| e.code);
                 let want = existing.map(|n| (n.id(), matches!(n, Node::Dir(..)))).ok_or(StatusCode::NotFound);
                 assert_eq!(got, want, "{ctx}");
             }
             _ => {
                 let limit = rng.random_range(1..4u32);
-                let page = s.readdir(parent, name, limit).await.expect(&ctx);
+                let page = s.readdir(&caller, parent, name, limit).await.expect(&ctx);
                 let after: Vec<Vec<u8>> =
                     entries_mut(&mut model, &ppath).keys().filter(|k| k.as_slice() > name).cloned().collect();
                 let got: Vec<Vec<u8>> = page.entries.iter().map(|e| e.name.to_vec()).collect();

@@ -1,16 +1,28 @@
-//! Namespace mutations: mkdir, create, remove (unlink/rmdir), setattr, close.
+//! Namespace mutations: mkdir, create, symlink, link, remove (unlink/rmdir), setattr, close.
 //!
 //! Each is one read-write transaction. The parent directory inode and the dentry are read with
 //! conflicting reads before anything is written, and rmdir's emptiness check is a conflicting range
 //! read of the directory, so a create inside a directory being removed conflicts with the rmdir.
-//! Errors are returned before any write, so a failed operation changes nothing.
+//! Errors (including permission denials) are returned before any write, so a failed operation
+//! changes nothing. Check order per op follows Linux: search permission on the parent, existence,
+//! write permission on the parent, sticky bit, then type checks (docs/meta.md).
+use prost::Message;
 use t3fs_common::names::validate_name;
-use t3fs_common::proto::{DirEntry, Inode, InodeType};
+use t3fs_common::proto::{DirEntry, Inode, InodeType, RemoveRsp};
 use t3fs_common::{Error, InodeId, Result, StatusCode, now_ns};
 use t3fs_kv::{KvError, RangeOpts, Transaction};
 
-use super::{Caller, MetaStore, get_dentry, get_dir, get_entry_inode, get_inode, is_dir, put_dentry, put_inode, show};
-use crate::keys;
+use super::perm::{self, S_ISGID, S_ISUID};
+use super::{
+    Caller, MetaStore, delete_inode, get_dentry, get_dir, get_entry_inode, is_dir, must_inode, put_dentry, put_inode,
+    show,
+};
+use crate::{idem, keys};
+
+/// Longest symlink target in bytes (Linux PATH_MAX).
+pub const SYMLINK_MAX: usize = 4096;
+/// Largest file length (off_t is signed 64-bit).
+pub const MAX_FILE_LENGTH: u64 = i64::MAX as u64;
 
 /// Attribute changes; `None` leaves a field alone. `ctime` is always set to now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,19 +40,65 @@ pub struct SetAttr {
 /// Permission, setuid/setgid and sticky bits: what an inode's `mode` stores.
 const MODE_MASK: u32 = 0o7777;
 
-fn exists(parent: InodeId, name: &[u8]) -> KvError {
+pub(super) fn exists(parent: InodeId, name: &[u8]) -> KvError {
     Error::new(StatusCode::AlreadyExists, format!("{} already exists in directory {parent}", show(name))).into()
 }
 
-fn missing(parent: InodeId, name: &[u8]) -> KvError {
+pub(super) fn missing(parent: InodeId, name: &[u8]) -> KvError {
     Error::not_found(format!("{} not found in directory {parent}", show(name))).into()
 }
 
 /// Sets a directory's mtime and ctime to `now` and writes it.
-fn touch_dir(txn: &mut dyn Transaction, dir: &mut Inode, now: i64) {
+pub(super) fn touch_dir(txn: &mut dyn Transaction, dir: &mut Inode, now: i64) {
     dir.mtime_ns = now;
     dir.ctime_ns = now;
     put_inode(txn, dir);
+}
+
+/// The group a new inode in `dir` gets: the directory's if it is set-group-id, else the caller's.
+fn new_gid(caller: &Caller, dir: &Inode) -> u32 {
+    if dir.mode & S_ISGID != 0 { dir.gid } else { caller.gid }
+}
+
+/// The checks before adding a new name to `parent`: it is a directory the caller may search, the
+/// name is free (AlreadyExists), and the caller may write it. Returns the directory.
+async fn prepare_new_entry(
+    txn: &mut dyn Transaction,
+    caller: &Caller,
+    parent: InodeId,
+    name: &[u8],
+) -> Result<Inode, KvError> {
+    let dir = get_dir(txn, parent, false).await?;
+    perm::check(caller, &dir, perm::X)?;
+    if get_dentry(txn, parent, name, false).await?.is_some() {
+        return Err(exists(parent, name));
+    }
+    perm::check_modify_dir(caller, &dir)?;
+    Ok(dir)
+}
+
+/// Validates a symlink target: 1..=[`SYMLINK_MAX`] bytes without NUL.
+pub fn validate_symlink_target(target: &[u8]) -> Result<()> {
+    if target.is_empty() {
+        return Err(Error::invalid("empty symlink target"));
+    }
+    if target.len() > SYMLINK_MAX {
+        return Err(Error::new(
+            StatusCode::NameTooLong,
+            format!("symlink target is {} bytes, the limit is {SYMLINK_MAX}", target.len()),
+        ));
+    }
+    if target.contains(&0) {
+        return Err(Error::invalid("symlink target contains NUL"));
+    }
+    Ok(())
+}
+
+fn check_length(length: u64) -> Result<()> {
+    if length > MAX_FILE_LENGTH {
+        return Err(Error::invalid(format!("length {length} exceeds the largest file length {MAX_FILE_LENGTH}")));
+    }
+    Ok(())
 }
 
 impl MetaStore {
@@ -48,21 +106,20 @@ impl MetaStore {
     pub async fn mkdir(&self, caller: &Caller, parent: InodeId, name: &[u8], mode: u32) -> Result<Inode> {
         validate_name(name)?;
         let id = self.ids.alloc(&*self.db).await?;
-        let (uid, gid, name) = (caller.uid, caller.gid, name.to_vec());
+        let (caller, name) = (caller.clone(), name.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let name = name.clone();
+            let (caller, name) = (caller.clone(), name.clone());
             Box::pin(async move {
-                let mut dir = get_dir(txn, parent, false).await?;
-                if get_dentry(txn, parent, &name, false).await?.is_some() {
-                    return Err(exists(parent, &name));
-                }
+                let mut dir = prepare_new_entry(txn, &caller, parent, &name).await?;
                 let now = now_ns();
+                // A set-group-id directory passes its group and the bit itself on to subdirectories.
+                let mode = (mode & MODE_MASK) | (dir.mode & S_ISGID);
                 let inode = Inode {
                     id: id.0,
                     inode_type: InodeType::Directory as i32,
-                    mode: mode & MODE_MASK,
-                    uid,
-                    gid,
+                    mode,
+                    uid: caller.uid,
+                    gid: new_gid(&caller, &dir),
                     nlink: 2,
                     atime_ns: now,
                     mtime_ns: now,
@@ -70,9 +127,9 @@ impl MetaStore {
                     parent: parent.0,
                     ..Default::default()
                 };
+                dir.nlink = dir.nlink.checked_add(1).ok_or_else(|| Error::invalid("too many subdirectories"))?;
                 put_inode(txn, &inode);
                 put_dentry(txn, parent, &DirEntry { name: name.into(), inode: id.0, inode_type: inode.inode_type });
-                dir.nlink = dir.nlink.saturating_add(1);
                 touch_dir(txn, &mut dir, now);
                 Ok(inode)
             })
@@ -82,7 +139,8 @@ impl MetaStore {
 
     /// Creates file `name` in `parent` with a layout from the current routing info. If the name
     /// exists: `exclusive` => AlreadyExists; a directory => IsDirectory; otherwise the existing
-    /// inode is returned unchanged (open of an existing file).
+    /// inode is returned unchanged (open of an existing file; only search permission is needed —
+    /// access to the file itself is checked by the client at open).
     pub async fn create(
         &self,
         caller: &Caller,
@@ -95,11 +153,12 @@ impl MetaStore {
         // Computed up front (it needs no KV), but only an error if a file is actually created.
         let layout = self.new_layout();
         let id = self.ids.alloc(&*self.db).await?;
-        let (uid, gid, name) = (caller.uid, caller.gid, name.to_vec());
+        let (caller, name) = (caller.clone(), name.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let (name, layout) = (name.clone(), layout.clone());
+            let (caller, name, layout) = (caller.clone(), name.clone(), layout.clone());
             Box::pin(async move {
                 let mut dir = get_dir(txn, parent, false).await?;
+                perm::check(&caller, &dir, perm::X)?;
                 if let Some(entry) = get_dentry(txn, parent, &name, false).await? {
                     if exclusive {
                         return Err(exists(parent, &name));
@@ -114,13 +173,14 @@ impl MetaStore {
                     }
                     return Ok(inode);
                 }
+                perm::check_modify_dir(&caller, &dir)?;
                 let now = now_ns();
                 let inode = Inode {
                     id: id.0,
                     inode_type: InodeType::File as i32,
                     mode: mode & MODE_MASK,
-                    uid,
-                    gid,
+                    uid: caller.uid,
+                    gid: new_gid(&caller, &dir),
                     nlink: 1,
                     length: 0,
                     atime_ns: now,
@@ -138,18 +198,96 @@ impl MetaStore {
         .await?)
     }
 
+    /// Creates symlink `name` in `parent` pointing at `target` (mode 0777, length = target size).
+    /// readlink is `getattr(..).symlink_target`.
+    pub async fn symlink(&self, caller: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> Result<Inode> {
+        validate_name(name)?;
+        validate_symlink_target(target)?;
+        let id = self.ids.alloc(&*self.db).await?;
+        let (caller, name, target) = (caller.clone(), name.to_vec(), target.to_vec());
+        Ok(t3fs_kv::run(&*self.db, move |txn| {
+            let (caller, name, target) = (caller.clone(), name.clone(), target.clone());
+            Box::pin(async move {
+                let mut dir = prepare_new_entry(txn, &caller, parent, &name).await?;
+                let now = now_ns();
+                let inode = Inode {
+                    id: id.0,
+                    inode_type: InodeType::Symlink as i32,
+                    mode: 0o777,
+                    uid: caller.uid,
+                    gid: new_gid(&caller, &dir),
+                    nlink: 1,
+                    length: target.len() as u64,
+                    atime_ns: now,
+                    mtime_ns: now,
+                    ctime_ns: now,
+                    symlink_target: target.into(),
+                    ..Default::default()
+                };
+                put_inode(txn, &inode);
+                put_dentry(txn, parent, &DirEntry { name: name.into(), inode: id.0, inode_type: inode.inode_type });
+                touch_dir(txn, &mut dir, now);
+                Ok(inode)
+            })
+        })
+        .await?)
+    }
+
+    /// Adds hard link `new_name` in `new_parent` to `inode` (a file or symlink; a directory is
+    /// refused with OperationNotPermitted, EPERM). Returns the inode with its new `nlink`.
+    pub async fn link(&self, caller: &Caller, inode: InodeId, new_parent: InodeId, new_name: &[u8]) -> Result<Inode> {
+        validate_name(new_name)?;
+        let (caller, name) = (caller.clone(), new_name.to_vec());
+        Ok(t3fs_kv::run(&*self.db, move |txn| {
+            let (caller, name) = (caller.clone(), name.clone());
+            Box::pin(async move {
+                let mut target = must_inode(txn, inode, false).await?;
+                let mut dir = prepare_new_entry(txn, &caller, new_parent, &name).await?;
+                if is_dir(&target) {
+                    return Err(perm::not_permitted(format!("hard link to directory {inode}")).into());
+                }
+                let now = now_ns();
+                target.nlink = target.nlink.checked_add(1).ok_or_else(|| Error::invalid("too many links"))?;
+                target.ctime_ns = now;
+                put_inode(txn, &target);
+                let entry = DirEntry { name: name.into(), inode: target.id, inode_type: target.inode_type };
+                put_dentry(txn, new_parent, &entry);
+                touch_dir(txn, &mut dir, now);
+                Ok(target)
+            })
+        })
+        .await?)
+    }
+
     /// Removes `name` from `parent`. `is_dir`: rmdir (must be an empty directory, else NotDirectory /
     /// DirectoryNotEmpty); otherwise unlink (must not be a directory, else IsDirectory). Returns the
-    /// removed inode with its new `nlink`; at 0 the inode is gone and its chunks are the caller's to free.
-    pub async fn remove(&self, parent: InodeId, name: &[u8], is_dir_op: bool) -> Result<Inode> {
+    /// removed inode with its new `nlink`; at 0 the inode (and its xattrs) is gone and its chunks are
+    /// the caller's to free. A non-empty `request_id` makes a retry return the first result.
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        is_dir_op: bool,
+        request_id: &str,
+    ) -> Result<Inode> {
         validate_name(name)?;
-        let name = name.to_vec();
+        idem::validate_request_id(request_id)?;
+        let (caller, name, rid, ttl) = (caller.clone(), name.to_vec(), request_id.to_string(), self.idem_ttl);
         Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let name = name.clone();
+            let (caller, name, rid) = (caller.clone(), name.clone(), rid.clone());
             Box::pin(async move {
+                if let Some(done) = idem::recorded(txn, &rid, "remove", caller.uid, ttl).await? {
+                    let rsp = RemoveRsp::decode(done.as_slice())
+                        .map_err(|e| Error::internal(format!("corrupt remove record: {e}")))?;
+                    return rsp.inode.ok_or_else(|| Error::internal("remove record without inode").into());
+                }
                 let mut dir = get_dir(txn, parent, false).await?;
+                perm::check(&caller, &dir, perm::X)?;
                 let entry = get_dentry(txn, parent, &name, false).await?.ok_or_else(|| missing(parent, &name))?;
+                perm::check_modify_dir(&caller, &dir)?;
                 let mut inode = get_entry_inode(txn, parent, &entry, false).await?;
+                perm::check_sticky(&caller, &dir, &inode)?;
                 let id = InodeId(inode.id);
                 let now = now_ns();
                 match (is_dir_op, is_dir(&inode)) {
@@ -168,16 +306,8 @@ impl MetaStore {
                         .into());
                     }
                     (true, true) => {
-                        let (b, e) = keys::dentry_range(id);
-                        let opts = RangeOpts { limit: 1, reverse: false, snapshot: false };
-                        if !txn.get_range(&b, &e, opts).await?.is_empty() {
-                            return Err(Error::new(
-                                StatusCode::DirectoryNotEmpty,
-                                format!("directory {} ({id}) is not empty", show(&name)),
-                            )
-                            .into());
-                        }
-                        txn.clear(&keys::inode_key(id));
+                        check_empty(txn, id, &name).await?;
+                        delete_inode(txn, id);
                         inode.nlink = 0;
                         dir.nlink = dir.nlink.saturating_sub(1).max(2);
                     }
@@ -185,7 +315,7 @@ impl MetaStore {
                         inode.nlink = inode.nlink.saturating_sub(1);
                         inode.ctime_ns = now;
                         if inode.nlink == 0 {
-                            txn.clear(&keys::inode_key(id));
+                            delete_inode(txn, id);
                         } else {
                             put_inode(txn, &inode);
                         }
@@ -193,20 +323,27 @@ impl MetaStore {
                 }
                 txn.clear(&keys::dentry_key(parent, &name));
                 touch_dir(txn, &mut dir, now);
+                let rsp = RemoveRsp { inode: Some(inode.clone()) };
+                idem::record(txn, &rid, "remove", caller.uid, rsp.encode_to_vec());
                 Ok(inode)
             })
         })
         .await?)
     }
 
-    /// Changes attributes; ctime becomes now. Length applies to files only.
-    pub async fn setattr(&self, id: InodeId, attrs: SetAttr) -> Result<Inode> {
+    /// Changes attributes; ctime becomes now. Permissions: length needs write permission on the
+    /// file; mode, explicit times and uid/gid need ownership (OperationNotPermitted, EPERM,
+    /// otherwise); only root gives a file away; the owner may set a group it belongs to.
+    pub async fn setattr(&self, caller: &Caller, id: InodeId, attrs: SetAttr) -> Result<Inode> {
+        if let Some(length) = attrs.length {
+            check_length(length)?;
+        }
+        let caller = caller.clone();
         Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let attrs = attrs.clone();
+            let (attrs, caller) = (attrs.clone(), caller.clone());
             Box::pin(async move {
-                let mut inode = get_inode(txn, id, false)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("inode {id} not found")))?;
+                let mut inode = must_inode(txn, id, false).await?;
+                check_setattr(&caller, &inode, &attrs)?;
                 let now = now_ns();
                 if let Some(length) = attrs.length {
                     check_file(&inode)?;
@@ -217,12 +354,20 @@ impl MetaStore {
                 }
                 if let Some(mode) = attrs.mode {
                     inode.mode = mode & MODE_MASK;
+                    if !caller.is_root() && !caller.in_group(inode.gid) {
+                        inode.mode &= !S_ISGID;
+                    }
                 }
-                if let Some(uid) = attrs.uid {
-                    inode.uid = uid;
-                }
-                if let Some(gid) = attrs.gid {
-                    inode.gid = gid;
+                if attrs.uid.is_some() || attrs.gid.is_some() {
+                    inode.uid = attrs.uid.unwrap_or(inode.uid);
+                    inode.gid = attrs.gid.unwrap_or(inode.gid);
+                    if !is_dir(&inode) {
+                        // chown drops set-user-id, and set-group-id where it means "run as group".
+                        inode.mode &= !S_ISUID;
+                        if inode.mode & 0o010 != 0 {
+                            inode.mode &= !S_ISGID;
+                        }
+                    }
                 }
                 if let Some(t) = attrs.atime_ns {
                     inode.atime_ns = t;
@@ -240,16 +385,15 @@ impl MetaStore {
 
     /// A client closes a file. If it wrote, the length grows to at least `length_hint` (the end
     /// of its highest write) and mtime becomes now; otherwise nothing changes. (Exact lengths from
-    /// storage are issue 5.)
+    /// storage are still to come.)
     pub async fn close(&self, id: InodeId, length_hint: u64, wrote: bool) -> Result<Inode> {
         if !wrote {
             return self.getattr(id).await;
         }
+        check_length(length_hint)?;
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             Box::pin(async move {
-                let mut inode = get_inode(txn, id, false)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("inode {id} not found")))?;
+                let mut inode = must_inode(txn, id, false).await?;
                 check_file(&inode)?;
                 let now = now_ns();
                 inode.length = inode.length.max(length_hint);
@@ -261,6 +405,47 @@ impl MetaStore {
         })
         .await?)
     }
+}
+
+/// DirectoryNotEmpty unless directory `id` has no entries (a conflicting range read, so a create
+/// racing into it conflicts).
+pub(super) async fn check_empty(txn: &mut dyn Transaction, id: InodeId, name: &[u8]) -> Result<(), KvError> {
+    let (b, e) = keys::dentry_range(id);
+    let opts = RangeOpts { limit: 1, reverse: false, snapshot: false };
+    if !txn.get_range(&b, &e, opts).await?.is_empty() {
+        return Err(
+            Error::new(StatusCode::DirectoryNotEmpty, format!("directory {} ({id}) is not empty", show(name))).into()
+        );
+    }
+    Ok(())
+}
+
+/// Every permission check of a setattr, before anything changes.
+fn check_setattr(caller: &Caller, inode: &Inode, attrs: &SetAttr) -> Result<(), Error> {
+    if attrs.length.is_some() {
+        perm::check(caller, inode, perm::W)?;
+    }
+    if caller.is_root() {
+        return Ok(());
+    }
+    let owner = caller.uid == inode.uid;
+    if let Some(uid) = attrs.uid
+        && (!owner || uid != inode.uid)
+    {
+        return Err(perm::not_permitted(format!("uid {} may not chown inode {} to uid {uid}", caller.uid, inode.id)));
+    }
+    if let Some(gid) = attrs.gid
+        && (!owner || !(caller.in_group(gid) || gid == inode.gid))
+    {
+        return Err(perm::not_permitted(format!("uid {} may not chgrp inode {} to gid {gid}", caller.uid, inode.id)));
+    }
+    if attrs.mode.is_some() && !owner {
+        return Err(perm::not_permitted(format!("uid {} may not chmod inode {}", caller.uid, inode.id)));
+    }
+    if (attrs.atime_ns.is_some() || attrs.mtime_ns.is_some()) && !owner {
+        return Err(perm::not_permitted(format!("uid {} may not set times of inode {}", caller.uid, inode.id)));
+    }
+    Ok(())
 }
 
 /// Length-changing operations apply to regular files only.

@@ -21,6 +21,7 @@ pub(super) fn placement() -> Placement {
     Placement { chain_table_id: 1, chunk_size: 1 << 20, stripe: 16 }
 }
 
+/// A namespace with the default root (0o1777: unprivileged callers can create in it).
 pub(super) async fn store() -> MetaStore {
     MetaStore::open(MemKv::new(), routing_with(vec![table(1, 1, vec![1, 2])]), placement()).await.unwrap()
 }
@@ -32,7 +33,13 @@ fn user() -> Caller {
 const ROOT: InodeId = InodeId::ROOT;
 
 async fn names(s: &MetaStore, dir: InodeId) -> Vec<Vec<u8>> {
-    s.readdir(dir, b"", MAX_READDIR_LIMIT).await.unwrap().entries.into_iter().map(|e| e.name.to_vec()).collect()
+    s.readdir(&user(), dir, b"", MAX_READDIR_LIMIT)
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name.to_vec())
+        .collect()
 }
 
 #[tokio::test]
@@ -41,12 +48,17 @@ async fn root_is_created_once() {
     let s = MetaStore::open(db.clone(), RoutingCache::new(), placement()).await.unwrap();
     let root = s.getattr(ROOT).await.unwrap();
     assert!(is_dir(&root));
-    assert_eq!((root.mode, root.uid, root.gid, root.nlink, root.parent), (0o755, 0, 0, 2, 1));
+    assert_eq!((root.mode, root.uid, root.gid, root.nlink, root.parent), (0o1777, 0, 0, 2, 1));
     s.mkdir(&user(), ROOT, b"d", 0o700).await.unwrap();
     // Reopening over the same store keeps the existing root (nlink 3 now) and entries.
-    let s2 = MetaStore::open(db, RoutingCache::new(), placement()).await.unwrap();
-    assert_eq!(s2.getattr(ROOT).await.unwrap().nlink, 3);
+    let other_root = RootAttrs { uid: 5, gid: 5, mode: 0o700 };
+    let s2 = MetaStore::open_with_root(db, RoutingCache::new(), placement(), other_root).await.unwrap();
+    assert_eq!((s2.getattr(ROOT).await.unwrap().nlink, s2.getattr(ROOT).await.unwrap().mode), (3, 0o1777));
     assert_eq!(names(&s2, ROOT).await, vec![b"d".to_vec()]);
+    let fresh = RootAttrs { uid: 7, gid: 8, mode: 0o40755 };
+    let s3 = MetaStore::open_with_root(MemKv::new(), RoutingCache::new(), placement(), fresh).await.unwrap();
+    let r = s3.getattr(ROOT).await.unwrap();
+    assert_eq!((r.uid, r.gid, r.mode), (7, 8, 0o755));
 }
 
 #[tokio::test]
@@ -64,8 +76,8 @@ async fn bad_names_are_refused_and_change_nothing() {
     for (name, code) in cases {
         assert_eq!(s.mkdir(&user(), ROOT, name, 0o755).await.unwrap_err().code, code);
         assert_eq!(s.create(&user(), ROOT, name, 0o644, false).await.unwrap_err().code, code);
-        assert_eq!(s.lookup(ROOT, name).await.unwrap_err().code, code);
-        assert_eq!(s.remove(ROOT, name, false).await.unwrap_err().code, code);
+        assert_eq!(s.lookup(&user(), ROOT, name).await.unwrap_err().code, code);
+        assert_eq!(s.remove(&user(), ROOT, name, false, "").await.unwrap_err().code, code);
     }
     assert!(names(&s, ROOT).await.is_empty());
     assert_eq!(s.getattr(ROOT).await.unwrap(), before);
@@ -85,14 +97,14 @@ async fn mkdir_and_create_fill_in_attributes_and_touch_the_parent() {
     let root1 = s.getattr(ROOT).await.unwrap();
     assert_eq!(root1.nlink, 3);
     assert!(root1.mtime_ns >= root0.mtime_ns && root1.ctime_ns >= root0.ctime_ns);
-    assert_eq!(s.lookup(ROOT, b"d").await.unwrap(), d);
+    assert_eq!(s.lookup(&user(), ROOT, b"d").await.unwrap(), d);
 
     let f = s.create(&user(), InodeId(d.id), b"f", 0o100644, true).await.unwrap();
     assert_eq!((f.inode_type, f.mode, f.nlink, f.length), (InodeType::File as i32, 0o644, 1, 0));
     let d1 = s.getattr(InodeId(d.id)).await.unwrap();
     assert_eq!(d1.nlink, 2, "files do not count in a directory's nlink");
     assert!(d1.mtime_ns >= d.mtime_ns);
-    assert_eq!(s.lookup(InodeId(d.id), b"f").await.unwrap(), f);
+    assert_eq!(s.lookup(&user(), InodeId(d.id), b"f").await.unwrap(), f);
 
     assert_eq!(s.mkdir(&user(), ROOT, b"d", 0o755).await.unwrap_err().code, StatusCode::AlreadyExists);
     assert_eq!(s.create(&user(), ROOT, b"d", 0o644, true).await.unwrap_err().code, StatusCode::AlreadyExists);
@@ -108,15 +120,15 @@ async fn parent_must_exist_and_be_a_directory() {
     let fid = InodeId(f.id);
     assert_eq!(s.mkdir(&user(), fid, b"x", 0o755).await.unwrap_err().code, StatusCode::NotDirectory);
     assert_eq!(s.create(&user(), fid, b"x", 0o644, true).await.unwrap_err().code, StatusCode::NotDirectory);
-    assert_eq!(s.lookup(fid, b"x").await.unwrap_err().code, StatusCode::NotDirectory);
-    assert_eq!(s.readdir(fid, b"", 0).await.unwrap_err().code, StatusCode::NotDirectory);
+    assert_eq!(s.lookup(&user(), fid, b"x").await.unwrap_err().code, StatusCode::NotDirectory);
+    assert_eq!(s.readdir(&user(), fid, b"", 0).await.unwrap_err().code, StatusCode::NotDirectory);
     let ghost = InodeId(0xdead_beef);
     assert_eq!(s.mkdir(&user(), ghost, b"x", 0o755).await.unwrap_err().code, StatusCode::NotFound);
     assert_eq!(s.create(&user(), ghost, b"x", 0o644, false).await.unwrap_err().code, StatusCode::NotFound);
-    assert_eq!(s.remove(ghost, b"x", false).await.unwrap_err().code, StatusCode::NotFound);
-    assert_eq!(s.readdir(ghost, b"", 0).await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(s.remove(&user(), ghost, b"x", false, "").await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(s.readdir(&user(), ghost, b"", 0).await.unwrap_err().code, StatusCode::NotFound);
     assert_eq!(s.getattr(ghost).await.unwrap_err().code, StatusCode::NotFound);
-    assert_eq!(s.lookup(ROOT, b"nope").await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(s.lookup(&user(), ROOT, b"nope").await.unwrap_err().code, StatusCode::NotFound);
     assert_eq!(s.statfs().await.unwrap().inodes, 2);
 }
 
@@ -125,21 +137,21 @@ async fn rmdir_requires_an_empty_directory() {
     let s = store().await;
     let d = s.mkdir(&user(), ROOT, b"d", 0o755).await.unwrap();
     let f = s.create(&user(), InodeId(d.id), b"f", 0o644, true).await.unwrap();
-    assert_eq!(s.remove(ROOT, b"d", true).await.unwrap_err().code, StatusCode::DirectoryNotEmpty);
-    assert_eq!(s.lookup(ROOT, b"d").await.unwrap(), s.getattr(InodeId(d.id)).await.unwrap());
+    assert_eq!(s.remove(&user(), ROOT, b"d", true, "").await.unwrap_err().code, StatusCode::DirectoryNotEmpty);
+    assert_eq!(s.lookup(&user(), ROOT, b"d").await.unwrap(), s.getattr(InodeId(d.id)).await.unwrap());
     assert_eq!(s.getattr(ROOT).await.unwrap().nlink, 3);
 
-    let removed = s.remove(InodeId(d.id), b"f", false).await.unwrap();
+    let removed = s.remove(&user(), InodeId(d.id), b"f", false, "").await.unwrap();
     assert_eq!((removed.id, removed.nlink), (f.id, 0));
     assert_eq!(removed.layout, f.layout, "the caller needs the layout to free chunks");
     assert_eq!(s.getattr(InodeId(f.id)).await.unwrap_err().code, StatusCode::NotFound);
 
-    let removed = s.remove(ROOT, b"d", true).await.unwrap();
+    let removed = s.remove(&user(), ROOT, b"d", true, "").await.unwrap();
     assert_eq!(removed.id, d.id);
     assert_eq!(s.getattr(InodeId(d.id)).await.unwrap_err().code, StatusCode::NotFound);
-    assert_eq!(s.lookup(ROOT, b"d").await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(s.lookup(&user(), ROOT, b"d").await.unwrap_err().code, StatusCode::NotFound);
     assert_eq!(s.getattr(ROOT).await.unwrap().nlink, 2);
-    assert_eq!(s.remove(ROOT, b"d", true).await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(s.remove(&user(), ROOT, b"d", true, "").await.unwrap_err().code, StatusCode::NotFound);
     assert_eq!(s.statfs().await.unwrap().inodes, 1);
 }
 
@@ -148,10 +160,10 @@ async fn unlink_and_rmdir_check_the_type() {
     let s = store().await;
     let d = s.mkdir(&user(), ROOT, b"d", 0o755).await.unwrap();
     let f = s.create(&user(), ROOT, b"f", 0o644, true).await.unwrap();
-    assert_eq!(s.remove(ROOT, b"d", false).await.unwrap_err().code, StatusCode::IsDirectory);
-    assert_eq!(s.remove(ROOT, b"f", true).await.unwrap_err().code, StatusCode::NotDirectory);
-    assert_eq!(s.lookup(ROOT, b"d").await.unwrap().id, d.id);
-    assert_eq!(s.lookup(ROOT, b"f").await.unwrap(), f);
+    assert_eq!(s.remove(&user(), ROOT, b"d", false, "").await.unwrap_err().code, StatusCode::IsDirectory);
+    assert_eq!(s.remove(&user(), ROOT, b"f", true, "").await.unwrap_err().code, StatusCode::NotDirectory);
+    assert_eq!(s.lookup(&user(), ROOT, b"d").await.unwrap().id, d.id);
+    assert_eq!(s.lookup(&user(), ROOT, b"f").await.unwrap(), f);
     assert_eq!(names(&s, ROOT).await, vec![b"d".to_vec(), b"f".to_vec()]);
 }
 
@@ -164,7 +176,7 @@ async fn readdir_pages() {
     let mut pages = Vec::new();
     let mut after = Vec::new();
     loop {
-        let page = s.readdir(ROOT, &after, 2).await.unwrap();
+        let page = s.readdir(&user(), ROOT, &after, 2).await.unwrap();
         let got: Vec<Vec<u8>> = page.entries.iter().map(|e| e.name.to_vec()).collect();
         pages.push((got.clone(), page.more));
         if !page.more {
@@ -175,14 +187,14 @@ async fn readdir_pages() {
     let v = |s: &[&[u8]]| s.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
     assert_eq!(pages, vec![(v(&[b"a", b"b"]), true), (v(&[b"c", b"d"]), true), (v(&[b"e"]), false)]);
     // Exactly `limit` entries left: no phantom "more".
-    assert!(!s.readdir(ROOT, b"c", 2).await.unwrap().more);
+    assert!(!s.readdir(&user(), ROOT, b"c", 2).await.unwrap().more);
     // A cursor that is not an entry still works; 0 means the default page.
-    assert_eq!(s.readdir(ROOT, b"bb", 0).await.unwrap().entries.len(), 3);
-    let long_cursor = s.readdir(ROOT, &[b'z'; 256], 2).await.unwrap_err();
+    assert_eq!(s.readdir(&user(), ROOT, b"bb", 0).await.unwrap().entries.len(), 3);
+    let long_cursor = s.readdir(&user(), ROOT, &[b'z'; 256], 2).await.unwrap_err();
     assert_eq!(long_cursor.code, StatusCode::NameTooLong);
-    let all = s.readdir(ROOT, b"", 0).await.unwrap();
+    let all = s.readdir(&user(), ROOT, b"", 0).await.unwrap();
     assert_eq!((all.entries.len(), all.more), (5, false));
-    let a = s.lookup(ROOT, b"a").await.unwrap();
+    let a = s.lookup(&user(), ROOT, b"a").await.unwrap();
     assert_eq!((all.entries[0].inode, all.entries[0].inode_type), (a.id, InodeType::File as i32));
 }
 
@@ -203,7 +215,7 @@ async fn exclusive_creates_of_one_name_race_to_one_winner() {
         }
     }
     assert_eq!(ok.len(), 1);
-    assert_eq!(s.lookup(ROOT, b"same").await.unwrap(), ok[0]);
+    assert_eq!(s.lookup(&user(), ROOT, b"same").await.unwrap(), ok[0]);
     assert_eq!(names(&s, ROOT).await.len(), 1);
     assert_eq!(s.statfs().await.unwrap().inodes, 2);
 
@@ -310,15 +322,21 @@ async fn setattr_and_close() {
     let f = s.create(&user(), ROOT, b"f", 0o644, true).await.unwrap();
     let id = InodeId(f.id);
     let g = s
-        .setattr(id, SetAttr { mode: Some(0o100600), uid: Some(5), gid: Some(6), ..Default::default() })
+        .setattr(
+            &Caller::default(),
+            id,
+            SetAttr { mode: Some(0o100600), uid: Some(5), gid: Some(6), ..Default::default() },
+        )
         .await
         .unwrap();
     assert_eq!((g.mode, g.uid, g.gid, g.length, g.mtime_ns), (0o600, 5, 6, 0, f.mtime_ns));
     assert!(g.ctime_ns >= f.ctime_ns);
-    let t = s.setattr(id, SetAttr { length: Some(4096), ..Default::default() }).await.unwrap();
+    let root = Caller::default();
+    let t = s.setattr(&root, id, SetAttr { length: Some(4096), ..Default::default() }).await.unwrap();
     assert_eq!(t.length, 4096);
     assert!(t.mtime_ns >= g.mtime_ns);
-    let t = s.setattr(id, SetAttr { atime_ns: Some(11), mtime_ns: Some(22), ..Default::default() }).await.unwrap();
+    let t =
+        s.setattr(&root, id, SetAttr { atime_ns: Some(11), mtime_ns: Some(22), ..Default::default() }).await.unwrap();
     assert_eq!((t.atime_ns, t.mtime_ns), (11, 22));
     assert_eq!(s.getattr(id).await.unwrap(), t);
 
@@ -333,12 +351,12 @@ async fn setattr_and_close() {
 
     // Length changes apply to files only; unknown inodes are NotFound.
     let d = s.mkdir(&user(), ROOT, b"d", 0o755).await.unwrap();
-    let e = s.setattr(InodeId(d.id), SetAttr { length: Some(1), ..Default::default() }).await.unwrap_err();
+    let e = s.setattr(&user(), InodeId(d.id), SetAttr { length: Some(1), ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code, StatusCode::IsDirectory);
     assert_eq!(s.close(InodeId(d.id), 1, true).await.unwrap_err().code, StatusCode::IsDirectory);
     assert_eq!(s.getattr(InodeId(d.id)).await.unwrap(), d);
     let ghost = InodeId(0xdead);
-    assert_eq!(s.setattr(ghost, SetAttr::default()).await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(s.setattr(&user(), ghost, SetAttr::default()).await.unwrap_err().code, StatusCode::NotFound);
     assert_eq!(s.close(ghost, 1, true).await.unwrap_err().code, StatusCode::NotFound);
 }
 
@@ -350,6 +368,6 @@ async fn statfs_pages_over_many_inodes() {
         s.mkdir(&user(), ROOT, format!("d{i}").as_bytes(), 0o755).await.unwrap();
     }
     assert_eq!(s.statfs().await.unwrap().inodes, n as u64 + 1);
-    assert_eq!(s.readdir(ROOT, b"", 0).await.unwrap().entries.len(), DEFAULT_READDIR_LIMIT as usize);
-    assert_eq!(s.readdir(ROOT, b"", 100_000).await.unwrap().entries.len(), n);
+    assert_eq!(s.readdir(&user(), ROOT, b"", 0).await.unwrap().entries.len(), DEFAULT_READDIR_LIMIT as usize);
+    assert_eq!(s.readdir(&user(), ROOT, b"", 100_000).await.unwrap().entries.len(), n);
 }

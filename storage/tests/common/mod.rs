@@ -161,6 +161,8 @@ pub fn config(node: u32, mgmtd_addr: &str, dir: &std::path::Path) -> Config {
     c.token = TOKEN.into();
     c.heartbeat_interval_ms = 100;
     c.routing_refresh_ms = 50;
+    // Every test server serves its metrics (tests/metrics.rs reads them).
+    c.metrics_listen = Some("127.0.0.1:0".into());
     c
 }
 
@@ -280,6 +282,23 @@ impl Cluster {
         assert_eq!(rsp.found, rsp.meta.is_some());
         rsp.meta
     }
+}
+
+/// `GET /metrics` of a node over plain HTTP/1.1; returns the response (headers and body).
+pub async fn scrape(server: &Server) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.metrics_addr().expect("test servers serve metrics");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut rsp = String::new();
+    s.read_to_string(&mut rsp).await.unwrap();
+    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
+    rsp
+}
+
+/// The value of the sample line `series` (name with labels), if present.
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 pub fn header() -> proto::RequestHeader {

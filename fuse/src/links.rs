@@ -1,0 +1,152 @@
+//! FUSE rename, hard links and symbolic links, and what an unlink means for open files.
+//!
+//! Open-file state ([`crate::handles`]) is keyed by inode, so renaming an open file changes nothing
+//! there. What does matter is a file losing its last link while this mount has it open, by unlink
+//! or by a rename over it: meta forgets the inode, but POSIX says the open handles keep working, so
+//! its chunks stay until the last handle is released ([`Inner::after_unlink`]).
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use fuser::{Errno, Generation, INodeNo, RenameFlags, ReplyData, ReplyEmpty, ReplyEntry, Request};
+use t3fs_common::InodeId;
+use t3fs_common::proto::{self, InodeType};
+
+use crate::fs::{Inner, T3Fs, check_name, errno, fail};
+
+/// The client's rename flags for the kernel's, or `None` for a flag t3fs does not support
+/// (`RENAME_WHITEOUT`, unknown bits).
+pub fn rename_flags(flags: RenameFlags) -> Option<t3fs_client::RenameFlags> {
+    let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+    if !flags.difference(known).is_empty() {
+        return None;
+    }
+    Some(t3fs_client::RenameFlags {
+        no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+        exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+    })
+}
+
+impl Inner {
+    /// After meta removed a name of `inode` (unlink, rmdir, or a rename over it): when that was a
+    /// file's last link, its chunks go now, or, if this mount has it open, at its last release.
+    pub(crate) async fn after_unlink(&self, inode: &proto::Inode) {
+        if inode.inode_type != InodeType::File as i32 || inode.nlink != 0 {
+            return;
+        }
+        if !self.handles.unlinked(inode.id, inode.length) {
+            self.client.free_unlinked(inode).await;
+        }
+    }
+}
+
+impl T3Fs {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rename_op(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let Some(flags) = rename_flags(flags) else { return reply.error(Errno::from_i32(libc::EINVAL)) };
+        let (name, newname) = match (check_name(name), check_name(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let user = self.user(req);
+        let span = tracing::debug_span!(
+            "rename",
+            parent = parent.0,
+            name = %String::from_utf8_lossy(&name),
+            newparent = newparent.0,
+            newname = %String::from_utf8_lossy(&newname),
+            ?flags,
+        );
+        self.spawn(span, |fs| async move {
+            let request_id = t3fs_common::new_request_id();
+            let (src, dst) = (InodeId(parent.0), InodeId(newparent.0));
+            match fs.client.rename_entry(&user, &request_id, src, &name, dst, &newname, flags).await {
+                Ok(replaced) => {
+                    if let Some(inode) = replaced {
+                        fs.after_unlink(&inode).await;
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(fail("rename", &e)),
+            }
+        });
+    }
+
+    pub(crate) fn link_op(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let newname = match check_name(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let user = self.user(req);
+        let span = tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, newname = %String::from_utf8_lossy(&newname));
+        self.spawn(span, |fs| async move {
+            match fs.client.link(&user, InodeId(ino.0), InodeId(newparent.0), &newname).await {
+                Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
+                Err(e) => reply.error(fail("link", &e)),
+            }
+        });
+    }
+
+    pub(crate) fn symlink_op(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let target = target.as_os_str().as_bytes().to_vec();
+        if let Err(e) = t3fs_client::links::validate_symlink_target(&target) {
+            return reply.error(errno(&e));
+        }
+        let user = self.user(req);
+        let span = tracing::debug_span!("symlink", parent = parent.0, name = %String::from_utf8_lossy(&name));
+        self.spawn(span, |fs| async move {
+            match fs.client.symlink(&user, InodeId(parent.0), &name, &target).await {
+                Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
+                Err(e) => reply.error(fail("symlink", &e)),
+            }
+        });
+    }
+
+    pub(crate) fn readlink_op(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let user = self.user(req);
+        self.spawn(tracing::debug_span!("readlink", ino = ino.0), |fs| async move {
+            match fs.client.readlink(&user, InodeId(ino.0)).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(fail("readlink", &e)),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_rename_flags() {
+        assert_eq!(rename_flags(RenameFlags::empty()), Some(t3fs_client::RenameFlags::default()));
+        let nr = rename_flags(RenameFlags::RENAME_NOREPLACE).unwrap();
+        assert!(nr.no_replace && !nr.exchange);
+        let ex = rename_flags(RenameFlags::RENAME_EXCHANGE).unwrap();
+        assert!(!ex.no_replace && ex.exchange);
+        assert_eq!(rename_flags(RenameFlags::RENAME_WHITEOUT), None);
+        assert_eq!(rename_flags(RenameFlags::from_bits_retain(1 << 20)), None);
+        // Both at once passes through here; the client refuses it (EINVAL, as the kernel would).
+        let both = rename_flags(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE).unwrap();
+        assert!(both.no_replace && both.exchange);
+    }
+}

@@ -1,0 +1,81 @@
+//! Test helper: a full consistency check of the namespace from the raw KV contents.
+//!
+//! Checks: every dentry names an existing inode of the recorded type; every inode except the root
+//! has a dentry (no orphans); a directory has exactly one dentry, in the directory its `parent`
+//! names, and its parent chain reaches the root (no loops, nothing detached); a directory's nlink
+//! is 2 + its subdirectories, a file's or symlink's nlink its number of dentries; xattrs belong to
+//! existing inodes.
+use std::collections::HashMap;
+
+use t3fs_kv::RangeOpts;
+
+use super::*;
+
+async fn scan(db: &Db, prefix: &'static [u8; 4]) -> Vec<t3fs_kv::KeyValue> {
+    let end = t3fs_kv::prefix_end(prefix).unwrap();
+    t3fs_kv::run(&**db, move |txn| {
+        let end = end.clone();
+        Box::pin(async move { txn.get_range(prefix, &end, RangeOpts::default()).await })
+    })
+    .await
+    .unwrap()
+}
+
+fn id_at(key: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(key[at..at + 8].try_into().unwrap())
+}
+
+/// Panics with a description of the first broken invariant.
+pub(super) async fn check_invariants(db: &Db) {
+    let mut inodes = HashMap::new();
+    for kv in scan(db, keys::INODE_PREFIX).await {
+        let id = id_at(&kv.key, 4);
+        let inode = keys::decode_inode(InodeId(id), &kv.value).unwrap();
+        assert_eq!(inode.id, id, "inode key and value disagree");
+        inodes.insert(id, inode);
+    }
+    let root = inodes.get(&InodeId::ROOT.0).expect("the root exists");
+    assert!(is_dir(root));
+    // dentries per target, subdirectories per directory
+    let mut links: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut subdirs: HashMap<u64, u32> = HashMap::new();
+    for kv in scan(db, keys::DENTRY_PREFIX).await {
+        let parent = id_at(&kv.key, 4);
+        let entry = keys::decode_dentry(InodeId(parent), &kv.value).unwrap();
+        assert_eq!(&kv.key[12..], &entry.name[..], "dentry key and name disagree");
+        let p = inodes.get(&parent).unwrap_or_else(|| panic!("dentry in missing directory {parent}"));
+        assert!(is_dir(p), "dentry in non-directory {parent}");
+        let target = inodes.get(&entry.inode).unwrap_or_else(|| panic!("dangling dentry {entry:?} in {parent}"));
+        assert_eq!(target.inode_type, entry.inode_type, "dentry type of {}", entry.inode);
+        links.entry(entry.inode).or_default().push(parent);
+        if is_dir(target) {
+            *subdirs.entry(parent).or_default() += 1;
+        }
+    }
+    for (id, inode) in &inodes {
+        let parents = links.get(id).cloned().unwrap_or_default();
+        if *id == InodeId::ROOT.0 {
+            assert!(parents.is_empty(), "the root has a dentry");
+            assert_eq!(inode.nlink, 2 + subdirs.get(id).copied().unwrap_or(0), "root nlink");
+            continue;
+        }
+        assert!(!parents.is_empty(), "orphan inode {id}");
+        if is_dir(inode) {
+            assert_eq!(parents, vec![inode.parent], "directory {id}: one dentry, in its parent");
+            assert_eq!(inode.nlink, 2 + subdirs.get(id).copied().unwrap_or(0), "nlink of directory {id}");
+            let mut cur = inode.parent;
+            let mut steps = 0;
+            while cur != InodeId::ROOT.0 {
+                cur = inodes.get(&cur).unwrap_or_else(|| panic!("directory {id}: ancestor {cur} missing")).parent;
+                steps += 1;
+                assert!(steps <= inodes.len(), "directory {id}: parent chain loops");
+            }
+        } else {
+            assert_eq!(inode.nlink as usize, parents.len(), "nlink of inode {id}");
+        }
+    }
+    for kv in scan(db, keys::XATTR_PREFIX).await {
+        let id = id_at(&kv.key, 4);
+        assert!(inodes.contains_key(&id), "xattr of missing inode {id}");
+    }
+}
