@@ -1,5 +1,6 @@
 //! `t3fs`: the one binary. Daemons (`mgmtd`, `meta`, `storage`, `mount`) load their typed config
-//! and call their crate's `run`; `local` runs a whole cluster on one machine.
+//! and call their crate's `run`; `admin` operates a running cluster; `local` runs a whole cluster on
+//! one machine.
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -36,6 +37,8 @@ enum Cmd {
         config: PathBuf,
         mountpoint: PathBuf,
     },
+    /// Operate a running cluster: nodes, chains, namespace, put/get, fsck.
+    Admin(t3fs_cli::admin::AdminArgs),
     /// A whole cluster on this machine.
     Local {
         #[command(subcommand)]
@@ -88,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Meta { config } => t3fs_meta::run(load(&config)?, shutdown_on_signal()?).await,
         Cmd::Storage { config } => t3fs_storage::run(load(&config)?, shutdown_on_signal()?).await,
         Cmd::Mount { config, mountpoint } => t3fs_fuse::run(load(&config)?, mountpoint, shutdown_on_signal()?).await,
+        Cmd::Admin(args) => t3fs_cli::admin::run(args).await,
         Cmd::Local { cmd: LocalCmd::Up { data_dir, mount } } => t3fs_cli::local::process::up(&data_dir, mount).await,
         Cmd::Local { cmd: LocalCmd::Status { data_dir } } => t3fs_cli::local::status::print(&data_dir).await,
     }
@@ -95,8 +99,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.cmd, Cmd::Local { .. });
-    t3fs_common::telemetry::init(if quiet { "warn" } else { "info" });
+    let level = match cli.cmd {
+        Cmd::Local { .. } => "warn",
+        // Admin output is for people and scripts: only the one-line error, no log noise.
+        Cmd::Admin(_) => "off",
+        _ => "info",
+    };
+    t3fs_common::telemetry::init(level);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio") {
         Ok(rt) => rt,
         Err(e) => {

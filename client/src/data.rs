@@ -127,13 +127,26 @@ pub(crate) fn file_layout(inode: &proto::Inode) -> Result<&proto::Layout> {
 }
 
 /// The chain holding chunk `index` of a file with `layout`, in this routing snapshot.
-fn chain_for<'r>(routing: &'r Routing, l: &proto::Layout, index: u32) -> Result<&'r proto::ChainInfo> {
+pub(crate) fn chain_for<'r>(routing: &'r Routing, l: &proto::Layout, index: u32) -> Result<&'r proto::ChainInfo> {
     let table = routing.table(ChainTableId(l.table_id), l.table_version)?;
     let chain = layout::chain_of(l, &table.chains, index)?;
     routing.chain(chain)
 }
 
-fn bulk_addr(routing: &Routing, target: TargetId) -> Result<String> {
+/// The chain's replicas that may serve reads, in chain order; an error if there is none.
+pub(crate) fn readable_targets(chain: &proto::ChainInfo) -> Result<Vec<TargetId>> {
+    let targets: Vec<TargetId> =
+        chain.targets.iter().filter(|t| is_readable(t.public_state)).map(|t| TargetId(t.target_id)).collect();
+    if targets.is_empty() {
+        return Err(Error::new(
+            StatusCode::TargetNotServing,
+            format!("chain {} has no serving target", chain.chain_id),
+        ));
+    }
+    Ok(targets)
+}
+
+pub(crate) fn bulk_addr(routing: &Routing, target: TargetId) -> Result<String> {
     let node = routing.node_of_target(target)?;
     if node.bulk_addr.is_empty() {
         return Err(Error::new(StatusCode::RoutingNotReady, format!("node {} has no bulk address", node.node_id)));
@@ -171,15 +184,7 @@ impl Client {
         let request_id = &request_id;
         self.retrying("read chunk", move || async move {
             let routing = self.routing.get();
-            let chain = chain_for(&routing, l, p.index)?;
-            let targets: Vec<TargetId> =
-                chain.targets.iter().filter(|t| is_readable(t.public_state)).map(|t| TargetId(t.target_id)).collect();
-            if targets.is_empty() {
-                return Err(Error::new(
-                    StatusCode::TargetNotServing,
-                    format!("chain {} has no serving target", chain.chain_id),
-                ));
-            }
+            let targets = readable_targets(chain_for(&routing, l, p.index)?)?;
             let start = self.next_rr();
             let mut last = None;
             for i in 0..targets.len() {
@@ -198,7 +203,9 @@ impl Client {
         .await
     }
 
-    async fn read_from(
+    /// Reads one piece from one replica and checks its CRC32C. A result shorter than `p.len` means
+    /// the rest of the piece is a hole; `ChunkNotFound` means the whole piece is.
+    pub(crate) async fn read_from(
         &self,
         routing: &Routing,
         target: TargetId,

@@ -9,6 +9,8 @@
 //! - Data ([`data`]): a file's byte range is split by chunk; reads go to any SERVING replica of the
 //!   chunk's chain, writes to the chain head (which replicates down the chain before it acks). Chunk
 //!   data rides the bulk plane, never gRPC.
+//! - Batch reads ([`batch`]): many reads in flight into pooled buffers, completions in any order
+//!   (the role of 3FS's USRBIO), for data loaders.
 //!
 //! Retries: every operation retries retryable errors ([`StatusCode::is_retryable`]) with exponential
 //! backoff until `retry_timeout_ms`, refreshing routing info between tries and re-reading the chain
@@ -24,12 +26,14 @@ use t3fs_common::routing::{self, Routing, RoutingCache};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub mod batch;
 pub mod config;
 pub mod data;
 pub mod links;
 pub mod meta;
 pub mod xattr;
 
+pub use batch::{BatchConfig, BatchReader, BatchStats, BufferPool, Completion, PooledBuf, ReadBuf, ReadReq};
 pub use config::{ClientConfig, UserInfo};
 pub use data::{ChunkOp, ChunkPiece};
 pub use links::RenameFlags;

@@ -1,0 +1,172 @@
+//! Cluster and placement commands: what mgmtd knows (nodes, targets, chains, chain tables) and
+//! creating chain tables.
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use t3fs_common::proto;
+
+use super::Ctx;
+use super::output::{Table, local_state, node_status, node_type, print_json, public_state};
+
+fn heartbeat_age(ms: u64) -> Option<f64> {
+    (ms != 0).then(|| t3fs_common::now_ms().saturating_sub(ms) as f64 / 1000.0)
+}
+
+/// `t3fs admin list-nodes`.
+pub async fn list_nodes(ctx: &Ctx) -> anyhow::Result<()> {
+    let info = ctx.routing().await?;
+    if ctx.json {
+        let nodes: Vec<Value> = info
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "node_id": n.node_id,
+                    "type": node_type(n.node_type),
+                    "status": node_status(n.status),
+                    "grpc_addr": n.grpc_addr,
+                    "bulk_addr": n.bulk_addr,
+                    "hostname": n.hostname,
+                    "last_heartbeat_ms": n.last_heartbeat_ms,
+                })
+            })
+            .collect();
+        print_json(&json!({ "routing_version": info.version, "nodes": nodes }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["ID", "TYPE", "STATUS", "HOST", "GRPC", "BULK", "LAST HB"]);
+    for n in &info.nodes {
+        t.row(vec![
+            n.node_id.to_string(),
+            node_type(n.node_type),
+            node_status(n.status),
+            n.hostname.clone(),
+            n.grpc_addr.clone(),
+            if n.bulk_addr.is_empty() { "-".into() } else { n.bulk_addr.clone() },
+            heartbeat_age(n.last_heartbeat_ms).map_or("-".into(), |s| format!("{s:.1}s ago")),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `t3fs admin list-targets`.
+pub async fn list_targets(ctx: &Ctx) -> anyhow::Result<()> {
+    let info = ctx.routing().await?;
+    if ctx.json {
+        let targets: Vec<Value> = info
+            .targets
+            .iter()
+            .map(|t| {
+                json!({
+                    "target_id": t.target_id,
+                    "node_id": t.node_id,
+                    "chain_id": t.chain_id,
+                    "public_state": public_state(t.public_state),
+                    "local_state": local_state(t.local_state),
+                    "used_bytes": t.used_bytes,
+                })
+            })
+            .collect();
+        print_json(&json!({ "routing_version": info.version, "targets": targets }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["TARGET", "NODE", "CHAIN", "PUBLIC", "LOCAL", "USED BYTES"]);
+    for x in &info.targets {
+        t.row(vec![
+            x.target_id.to_string(),
+            x.node_id.to_string(),
+            if x.chain_id == 0 { "-".into() } else { x.chain_id.to_string() },
+            public_state(x.public_state),
+            local_state(x.local_state),
+            x.used_bytes.to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `t3fs admin list-chains`.
+pub async fn list_chains(ctx: &Ctx) -> anyhow::Result<()> {
+    let info = ctx.routing().await?;
+    if ctx.json {
+        let chains: Vec<Value> = info
+            .chains
+            .iter()
+            .map(|c| {
+                let targets: Vec<Value> = c
+                    .targets
+                    .iter()
+                    .map(|t| json!({ "target_id": t.target_id, "public_state": public_state(t.public_state) }))
+                    .collect();
+                json!({ "chain_id": c.chain_id, "chain_version": c.chain_version, "targets": targets })
+            })
+            .collect();
+        print_json(&json!({ "routing_version": info.version, "chains": chains }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["CHAIN", "VERSION", "TARGETS (head -> tail)"]);
+    for c in &info.chains {
+        let targets: Vec<String> =
+            c.targets.iter().map(|t| format!("{}({})", t.target_id, public_state(t.public_state))).collect();
+        t.row(vec![c.chain_id.to_string(), c.chain_version.to_string(), targets.join(" -> ")]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+fn table_json(t: &proto::ChainTable) -> Value {
+    json!({ "table_id": t.table_id, "version": t.version, "chains": t.chains, "desc": t.desc })
+}
+
+fn table_row(t: &proto::ChainTable) -> Vec<String> {
+    let chains: Vec<String> = t.chains.iter().map(|c| c.to_string()).collect();
+    vec![t.table_id.to_string(), t.version.to_string(), t.chains.len().to_string(), chains.join(","), t.desc.clone()]
+}
+
+const TABLE_HEADER: [&str; 5] = ["TABLE", "VERSION", "#CHAINS", "CHAINS", "DESC"];
+
+/// `t3fs admin list-chain-tables`.
+pub async fn list_chain_tables(ctx: &Ctx) -> anyhow::Result<()> {
+    let info = ctx.routing().await?;
+    if ctx.json {
+        let tables: Vec<Value> = info.tables.iter().map(table_json).collect();
+        print_json(&json!({ "routing_version": info.version, "tables": tables }));
+        return Ok(());
+    }
+    let mut t = Table::new(&TABLE_HEADER);
+    for x in &info.tables {
+        t.row(table_row(x));
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `t3fs admin create-chain-table --table-id N --replicas R [--desc S]`.
+pub async fn create_chain_table(ctx: &Ctx, table_id: u32, replicas: u32, desc: &str) -> anyhow::Result<()> {
+    if table_id == 0 {
+        bail!("invalid chain table spec: --table-id must be at least 1");
+    }
+    if replicas == 0 {
+        bail!("invalid chain table spec: --replicas must be at least 1");
+    }
+    let mut c = ctx.mgmtd().await?;
+    let rsp = c
+        .create_chain_table(proto::CreateChainTableReq {
+            header: Some(ctx.header()),
+            table_id,
+            replicas,
+            desc: desc.to_string(),
+        })
+        .await
+        .map_err(|s| t3fs_common::Error::from_tonic(&s))
+        .context("create chain table")?;
+    let table = rsp.into_inner().table.context("mgmtd returned no chain table")?;
+    if ctx.json {
+        print_json(&table_json(&table));
+    } else {
+        let mut t = Table::new(&TABLE_HEADER);
+        t.row(table_row(&table));
+        print!("{}", t.render());
+    }
+    Ok(())
+}

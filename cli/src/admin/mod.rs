@@ -1,0 +1,171 @@
+//! `t3fs admin`: operator commands against a running cluster.
+//!
+//! - Finding the cluster ([`conn`]): `--data-dir DIR` of a `t3fs local up` cluster, `--config FILE`
+//!   (any t3fs TOML with `mgmtd_addr` and `token`) or the `T3FS_CONFIG` variable.
+//! - Cluster and placement ([`cluster`]): nodes, targets, chains, chain tables.
+//! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica.
+//! - Namespace ([`namespace`], [`transfer`]): ls, stat, mkdir, rm, mv, ln, chmod, chown, du, put, get,
+//!   as root unless `--uid/--gid` say otherwise.
+//!
+//! Output: human tables by default, one JSON document on stdout with `--json`. Exit codes: 0 success,
+//! 1 the operation failed (one line `t3fs: <error>` on stderr, printed by `main`), 2 usage errors
+//! (clap). A failed check (fsck finding bad chunks) is an error too, after its report is printed.
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+pub mod cluster;
+pub mod conn;
+pub mod fsck;
+pub mod namespace;
+pub mod output;
+pub mod transfer;
+
+pub use conn::Ctx;
+
+/// `t3fs admin [OPTIONS] <COMMAND>`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub cmd: AdminCmd,
+}
+
+/// Options every admin command takes (before or after the command name).
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalOpts {
+    /// Data directory of a cluster started by `t3fs local up` (reads DIR/cluster.toml).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A t3fs TOML file with `mgmtd_addr` and `token` (daemon, FUSE or client config). Default: $T3FS_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one machine-readable JSON document instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Act as this uid in namespace commands (default 0, root).
+    #[arg(long, global = true, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Act as this gid in namespace commands (default: the uid's value, or 0).
+    #[arg(long, global = true, value_name = "GID")]
+    pub gid: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Nodes known to mgmtd (type, status, addresses, heartbeat age).
+    ListNodes,
+    /// Storage targets (node, chain, public and local state, used bytes).
+    ListTargets,
+    /// Chains with their targets, head first.
+    ListChains,
+    /// Chain tables (id, version, chains, description).
+    ListChainTables,
+    /// Create a chain table over every registered storage target.
+    CreateChainTable {
+        /// Id of the new table (> 0).
+        #[arg(long)]
+        table_id: u32,
+        /// Replicas per chain (targets on distinct nodes).
+        #[arg(long)]
+        replicas: u32,
+        /// Free-form description.
+        #[arg(long, default_value = "")]
+        desc: String,
+    },
+    /// Metadata of one chunk on one storage target.
+    QueryChunk {
+        /// Storage target id.
+        #[arg(long)]
+        target: u64,
+        /// Inode id of the file.
+        #[arg(long)]
+        inode: u64,
+        /// Chunk index within the file.
+        #[arg(long)]
+        index: u32,
+    },
+    /// Check every chunk of a file (or every file under a directory) on every replica of its chain:
+    /// metadata must agree and every replica's data must match its CRC32C. Exits 1 if any chunk is bad.
+    Fsck {
+        /// Absolute path inside t3fs.
+        path: String,
+        /// Compare replica metadata only; do not read chunk data.
+        #[arg(long)]
+        meta_only: bool,
+    },
+    /// List a directory (or show one file).
+    Ls {
+        /// Long listing: type, mode, owner, size, inode.
+        #[arg(short = 'l')]
+        long: bool,
+        path: String,
+    },
+    /// Every attribute of one inode.
+    Stat { path: String },
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parents; an existing directory is fine.
+        #[arg(short = 'p')]
+        parents: bool,
+        /// Permission bits, octal.
+        #[arg(long, default_value = "755")]
+        mode: String,
+        path: String,
+    },
+    /// Remove a file, symlink or empty directory.
+    Rm {
+        /// Remove a directory and everything under it.
+        #[arg(short = 'r')]
+        recursive: bool,
+        path: String,
+    },
+    /// Rename SRC to DST (an existing DST file is replaced).
+    Mv { src: String, dst: String },
+    /// Create a hard link LINK to the file TARGET, or with -s a symlink LINK pointing at TARGET.
+    Ln {
+        /// Symbolic link (TARGET is stored as given).
+        #[arg(short = 's')]
+        symbolic: bool,
+        target: String,
+        link: String,
+    },
+    /// Copy a local file into t3fs (creating or overwriting PATH), 4 MiB at a time.
+    Put { local: PathBuf, path: String },
+    /// Copy a t3fs file to a local file, 4 MiB at a time.
+    Get { path: String, local: PathBuf },
+    /// Set permission bits (octal, e.g. 644 or 0755).
+    Chmod { mode: String, path: String },
+    /// Set owner (UID) or owner and group (UID:GID).
+    Chown { owner: String, path: String },
+    /// Total length of the files under PATH (recursive; hard-linked files once), with file and directory counts.
+    Du { path: String },
+}
+
+/// Runs one admin command.
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(&args.global)?;
+    match args.cmd {
+        AdminCmd::ListNodes => cluster::list_nodes(&ctx).await,
+        AdminCmd::ListTargets => cluster::list_targets(&ctx).await,
+        AdminCmd::ListChains => cluster::list_chains(&ctx).await,
+        AdminCmd::ListChainTables => cluster::list_chain_tables(&ctx).await,
+        AdminCmd::CreateChainTable { table_id, replicas, desc } => {
+            cluster::create_chain_table(&ctx, table_id, replicas, &desc).await
+        }
+        AdminCmd::QueryChunk { target, inode, index } => fsck::query_chunk(&ctx, target, inode, index).await,
+        AdminCmd::Fsck { path, meta_only } => fsck::fsck(&ctx, &path, !meta_only).await,
+        AdminCmd::Ls { long, path } => namespace::ls(&ctx, &path, long).await,
+        AdminCmd::Stat { path } => namespace::stat(&ctx, &path).await,
+        AdminCmd::Mkdir { parents, mode, path } => namespace::mkdir(&ctx, &path, parents, &mode).await,
+        AdminCmd::Rm { recursive, path } => namespace::rm(&ctx, &path, recursive).await,
+        AdminCmd::Mv { src, dst } => namespace::mv(&ctx, &src, &dst).await,
+        AdminCmd::Ln { symbolic, target, link } => namespace::ln(&ctx, &target, &link, symbolic).await,
+        AdminCmd::Put { local, path } => transfer::put(&ctx, &local, &path).await,
+        AdminCmd::Get { path, local } => transfer::get(&ctx, &path, &local).await,
+        AdminCmd::Chmod { mode, path } => namespace::chmod(&ctx, &mode, &path).await,
+        AdminCmd::Chown { owner, path } => namespace::chown(&ctx, &owner, &path).await,
+        AdminCmd::Du { path } => namespace::du(&ctx, &path).await,
+    }
+}

@@ -1,0 +1,326 @@
+//! `t3fs admin`, as an operator runs it: the real binary against an in-process cluster (mgmtd, meta,
+//! three storage servers with 3-replica chains), found through `--data-dir`, `--config` and
+//! `T3FS_CONFIG`.
+//!
+//! Every subcommand runs at least once with human output and once with `--json` (parsed). Covered
+//! besides: a put/get round trip of a multi-chunk file compared byte for byte; fsck clean (exit 0),
+//! then after one replica's chunk file is deleted on disk, fsck exits 1 naming that chunk (while
+//! `--meta-only` still passes, as metadata is intact); bad input exits 1 with one line on stderr
+//! (unknown path, bad mode, wrong token, invalid chain table specs, no cluster given) and usage
+//! errors exit 2.
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+use t3fs_cli::local::inproc::LocalCluster;
+use t3fs_common::{ChunkId, InodeId};
+
+const BIN: &str = env!("CARGO_BIN_EXE_t3fs");
+
+struct Env {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Env {
+    /// Runs `t3fs admin --data-dir DATA ARGS...`.
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_with(&["--data-dir", self.data.to_str().unwrap()], args).await
+    }
+
+    /// Runs `t3fs admin PRE... ARGS...` (PRE picks the cluster).
+    async fn run_with(&self, pre: &[&str], args: &[&str]) -> Output {
+        tokio::process::Command::new(BIN)
+            .arg("admin")
+            .args(pre)
+            .args(args)
+            .env_remove("T3FS_CONFIG")
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert_ok(args, &out)
+    }
+
+    /// Runs a command with `--json` that must succeed; returns the parsed document.
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let s = self.ok(&a).await;
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{a:?}: not JSON ({e}):\n{s}"))
+    }
+
+    /// Runs a command that must fail with exit 1 and one line `t3fs: ...` on stderr; returns that line.
+    async fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert_fails(args, &out)
+    }
+
+    fn local(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+fn assert_ok(args: &[&str], out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    stdout
+}
+
+fn assert_fails(args: &[&str], out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: expected exit 1, stderr: {stderr}");
+    assert!(stderr.starts_with("t3fs: "), "{args:?}: stderr {stderr:?}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: stderr is not one line: {stderr:?}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{args:?}: {stderr}");
+    stderr
+}
+
+/// Deterministic bytes.
+fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8).collect()
+}
+
+/// Every file under `dir` whose name starts with `prefix`.
+fn find_files(dir: &Path, prefix: &str, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            find_files(&p, prefix, out);
+        } else if p.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_commands_against_a_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cluster = LocalCluster::start(&data).await.unwrap();
+    // In-process clusters bind mgmtd on port 0: record the real address where the CLI looks.
+    let cf = format!("mgmtd_addr = \"{}\"\ntoken = \"{}\"\n", cluster.mgmtd_addr(), cluster.plan.cluster.token);
+    std::fs::write(data.join("cluster.toml"), &cf).unwrap();
+    let env = Env { tmp, data };
+
+    // --- Cluster and placement.
+    let s = env.ok(&["list-nodes"]).await;
+    assert!(s.contains("STORAGE") && s.contains("META") && s.contains("HEARTBEATCONNECTED"), "{s}");
+    let v = env.json(&["list-nodes"]).await;
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.iter().filter(|n| n["type"] == "STORAGE").count(), 3, "{v}");
+    assert_eq!(nodes.iter().filter(|n| n["type"] == "META").count(), 1, "{v}");
+
+    let s = env.ok(&["list-targets"]).await;
+    assert!(s.contains("SERVING") && s.contains("USED BYTES"), "{s}");
+    let v = env.json(&["list-targets"]).await;
+    let targets = v["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 6, "{v}");
+    assert!(targets.iter().all(|t| t["public_state"] == "SERVING"), "{v}");
+
+    let s = env.ok(&["list-chains"]).await;
+    assert!(s.contains(" -> "), "{s}");
+    let v = env.json(&["list-chains"]).await;
+    let chains = v["chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 2, "{v}");
+    assert!(chains.iter().all(|c| c["targets"].as_array().unwrap().len() == 3), "{v}");
+
+    let s = env.ok(&["list-chain-tables"]).await;
+    assert!(s.contains("local cluster"), "{s}");
+    let v = env.json(&["list-chain-tables"]).await;
+    assert_eq!(v["tables"][0]["table_id"], 1, "{v}");
+    assert_eq!(v["tables"][0]["chains"].as_array().unwrap().len(), 2, "{v}");
+
+    // Same spec as the existing table: mgmtd answers with it (idempotent create).
+    let v = env.json(&["create-chain-table", "--table-id", "1", "--replicas", "3"]).await;
+    assert_eq!((v["table_id"].as_u64(), v["chains"].as_array().unwrap().len()), (Some(1), 2), "{v}");
+    let s = env.ok(&["create-chain-table", "--table-id", "1", "--replicas", "3", "--desc", "again"]).await;
+    assert!(s.contains("TABLE") && s.contains("local cluster"), "{s}");
+    // Invalid specs: zero replicas, a different replica count for table 1, no free targets left.
+    let e = env.fails(&["create-chain-table", "--table-id", "2", "--replicas", "0"]).await;
+    assert!(e.contains("replicas"), "{e}");
+    let e = env.fails(&["create-chain-table", "--table-id", "1", "--replicas", "2"]).await;
+    assert!(e.contains("already exists"), "{e}");
+    let e = env.fails(&["create-chain-table", "--table-id", "2", "--replicas", "2"]).await;
+    assert!(e.contains("storage nodes"), "{e}");
+
+    // --- Namespace.
+    let v = env.json(&["mkdir", "-p", "/a/b/c"]).await;
+    assert_eq!(v["inode"]["type"], "dir", "{v}");
+    env.ok(&["mkdir", "-p", "/a/b/c"]).await; // exists: fine with -p
+    let s = env.ok(&["mkdir", "--mode", "700", "/d"]).await;
+    assert!(s.contains("mkdir /d"), "{s}");
+    let e = env.fails(&["mkdir", "/a"]).await;
+    assert!(e.contains("/a"), "{e}");
+
+    // put/get: a 9.5 MiB file (10 chunks of 1 MiB, three 4 MiB pieces).
+    let content = pattern(9 * (1 << 20) + (1 << 19), 7);
+    std::fs::write(env.local("in.bin"), &content).unwrap();
+    let input = env.local("in.bin");
+    let s = env.ok(&["put", input.to_str().unwrap(), "/a/b/file.bin"]).await;
+    assert!(s.contains(&format!("{} bytes", content.len())), "{s}");
+    let out = env.local("out.bin");
+    let s = env.ok(&["get", "/a/b/file.bin", out.to_str().unwrap()]).await;
+    assert!(s.contains(&format!("{} bytes", content.len())), "{s}");
+    assert!(std::fs::read(&out).unwrap() == content, "get returned different bytes");
+    // Overwrite with a shorter file: the old tail must not survive.
+    let small = pattern(1000, 9);
+    std::fs::write(env.local("small.bin"), &small).unwrap();
+    let v = env.json(&["put", env.local("small.bin").to_str().unwrap(), "/a/small.bin"]).await;
+    assert_eq!(v["bytes"], 1000, "{v}");
+    let v = env.json(&["get", "/a/small.bin", env.local("small.out").to_str().unwrap()]).await;
+    assert_eq!(v["bytes"], 1000, "{v}");
+    assert_eq!(std::fs::read(env.local("small.out")).unwrap(), small);
+
+    // stat
+    let s = env.ok(&["stat", "/a/b/file.bin"]).await;
+    assert!(s.contains(&format!("size: {}", content.len())) && s.contains("chunk size 1048576"), "{s}");
+    let st = env.json(&["stat", "/a/b/file.bin"]).await;
+    assert_eq!((st["type"].as_str(), st["length"].as_u64()), (Some("file"), Some(content.len() as u64)), "{st}");
+    let file_inode = st["id"].as_u64().unwrap();
+
+    // ln: hard and symbolic
+    let v = env.json(&["ln", "/a/b/file.bin", "/a/hard.bin"]).await;
+    assert_eq!((v["inode"]["id"].as_u64(), v["inode"]["nlink"].as_u64()), (Some(file_inode), Some(2)), "{v}");
+    let s = env.ok(&["ln", "-s", "b/file.bin", "/a/sym"]).await;
+    assert!(s.contains("symlink /a/sym"), "{s}");
+
+    // ls
+    let s = env.ok(&["ls", "/a"]).await;
+    assert_eq!(s.lines().collect::<Vec<_>>(), vec!["b/", "hard.bin", "small.bin", "sym"], "{s}");
+    let s = env.ok(&["ls", "-l", "/a"]).await;
+    assert!(s.contains("lrwxrwxrwx") && s.contains("sym -> b/file.bin") && s.contains("drwxr-xr-x"), "{s}");
+    let v = env.json(&["ls", "/a/b"]).await;
+    let names: Vec<&str> = v["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["c", "file.bin"], "{v}");
+
+    // chmod / chown
+    let v = env.json(&["chmod", "600", "/a/small.bin"]).await;
+    assert_eq!(v["inode"]["mode"], "0600", "{v}");
+    let s = env.ok(&["chmod", "0755", "/d"]).await;
+    assert!(s.contains("chmod /d"), "{s}");
+    let e = env.fails(&["chmod", "9z9", "/d"]).await;
+    assert!(e.contains("bad mode"), "{e}");
+    let v = env.json(&["chown", "1000:2000", "/a/small.bin"]).await;
+    assert_eq!((v["inode"]["uid"].as_u64(), v["inode"]["gid"].as_u64()), (Some(1000), Some(2000)), "{v}");
+    env.ok(&["chown", "1001", "/d"]).await;
+    assert_eq!(env.json(&["stat", "/d"]).await["uid"], 1001);
+    env.fails(&["chown", "x:y", "/d"]).await;
+
+    // du: a file with two names (the hard link) counts once, as du does.
+    let v = env.json(&["du", "/a"]).await;
+    assert_eq!(v["bytes"].as_u64(), Some(content.len() as u64 + 1000), "{v}");
+    assert_eq!((v["files"].as_u64(), v["dirs"].as_u64()), (Some(2), Some(3)), "{v}");
+    let s = env.ok(&["du", "/a/b"]).await;
+    assert!(s.starts_with(&format!("{}\t/a/b", content.len())), "{s}");
+
+    // mv: rename, then into an existing directory
+    let v = env.json(&["mv", "/a/small.bin", "/a/renamed.bin"]).await;
+    assert_eq!(v["dst"], "/a/renamed.bin", "{v}");
+    let s = env.ok(&["mv", "/a/renamed.bin", "/d"]).await;
+    assert!(s.contains("/d/renamed.bin"), "{s}");
+    env.fails(&["stat", "/a/renamed.bin"]).await;
+    assert_eq!(env.json(&["stat", "/d/renamed.bin"]).await["length"], 1000);
+
+    // --- Data: query-chunk and fsck.
+    let t = targets[0]["target_id"].as_u64().unwrap();
+    let v = env.json(&["query-chunk", "--target", &t.to_string(), "--inode", "999999", "--index", "0"]).await;
+    assert_eq!(v["found"], false, "{v}");
+    // Chunk 0 of the file lives on every target of one chain: find one that has it.
+    let mut found = None;
+    for tt in targets {
+        let tid = tt["target_id"].as_u64().unwrap().to_string();
+        let v = env.json(&["query-chunk", "--target", &tid, "--inode", &file_inode.to_string(), "--index", "0"]).await;
+        if v["found"] == true {
+            assert_eq!(v["meta"]["length"], 1 << 20, "{v}");
+            found = Some(tid);
+        }
+    }
+    let tid = found.expect("some target holds chunk 0");
+    let s = env.ok(&["query-chunk", "--target", &tid, "--inode", &file_inode.to_string(), "--index", "0"]).await;
+    assert!(s.contains("VERSION") && s.contains("1048576"), "{s}");
+
+    let s = env.ok(&["fsck", "/"]).await;
+    // file.bin (also /a/hard.bin, checked once) and /d/renamed.bin.
+    assert!(s.contains("2 files, 11 chunks, 0 bad"), "{s}");
+    let v = env.json(&["fsck", "/a/b/file.bin"]).await;
+    assert_eq!((v["files"].as_u64(), v["chunks"].as_u64(), v["bad"].as_u64()), (Some(1), Some(10), Some(0)), "{v}");
+
+    // Damage one replica: delete chunk 3's data file on one storage target.
+    let chunk = ChunkId::new(InodeId(file_inode), 3);
+    let prefix: String = chunk.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let mut files = Vec::new();
+    find_files(&env.data, &prefix, &mut files);
+    assert_eq!(files.len(), 3, "one data file per replica: {files:?}");
+    std::fs::remove_file(&files[0]).unwrap();
+
+    let out = env.run(&["fsck", "/a"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let e = assert_fails(&["fsck", "/a"], &out);
+    assert!(e.contains("1 of") && e.contains("bad"), "{e}");
+    // Named by chunk id and by one of the file's two names (whichever the walk met first).
+    let named = stdout.contains("/a/b/file.bin") || stdout.contains("/a/hard.bin");
+    assert!(stdout.contains(&chunk.to_string()) && named, "{stdout}");
+    assert!(stdout.contains("1 bad"), "{stdout}");
+    let out = env.run(&["fsck", "/", "--json"]).await;
+    assert_fails(&["fsck", "/", "--json"], &out);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bad"], 1, "{v}");
+    assert_eq!(v["bad_chunks"][0]["chunk"], chunk.to_string(), "{v}");
+    assert_eq!(v["bad_chunks"][0]["index"], 3, "{v}");
+    // Metadata is intact, so a metadata-only check passes.
+    let s = env.ok(&["fsck", "--meta-only", "/a"]).await;
+    assert!(s.contains("0 bad (metadata only)"), "{s}");
+
+    // --- rm
+    let e = env.fails(&["rm", "/a"]).await;
+    assert!(e.contains("/a"), "{e}");
+    let s = env.ok(&["rm", "/a/sym"]).await;
+    assert!(s.contains("removed /a/sym"), "{s}");
+    let v = env.json(&["rm", "-r", "/a"]).await;
+    assert_eq!(v["removed"], 5, "{v}"); // /a, b, c, file.bin, hard.bin
+    env.fails(&["ls", "/a"]).await;
+    let s = env.ok(&["ls", "/"]).await;
+    assert_eq!(s.trim(), "d/", "{s}");
+
+    // --- Finding the cluster, and bad input.
+    let e = env.fails(&["stat", "/no/such/path"]).await;
+    assert!(e.contains("/no/such/path"), "{e}");
+    let cfg = env.local("client.toml");
+    std::fs::write(&cfg, format!("{cf}routing_refresh_ms = 100\n[extra]\nx = 1\n")).unwrap();
+    let out = env.run_with(&["--config", cfg.to_str().unwrap()], &["ls", "/"]).await;
+    assert_eq!(assert_ok(&["--config"], &out).trim(), "d/");
+    let out = tokio::process::Command::new(BIN)
+        .args(["admin", "list-nodes", "--json"])
+        .env("T3FS_CONFIG", &cfg)
+        .output()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&assert_ok(&["T3FS_CONFIG"], &out)).unwrap();
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 5, "{v}"); // mgmtd, meta, 3 storage
+    let bad = env.local("bad-token.toml");
+    std::fs::write(&bad, format!("mgmtd_addr = \"{}\"\ntoken = \"wrong\"\n", cluster.mgmtd_addr())).unwrap();
+    for args in [&["list-nodes"][..], &["ls", "/"]] {
+        let out = env.run_with(&["--config", bad.to_str().unwrap()], args).await;
+        let e = assert_fails(args, &out);
+        assert!(e.to_lowercase().contains("unauthenticated") || e.contains("token"), "{e}");
+    }
+    let out = env.run_with(&[], &["list-nodes"]).await;
+    let e = assert_fails(&["(no cluster)"], &out);
+    assert!(e.contains("--data-dir"), "{e}");
+    let out = env.run_with(&["--data-dir", "/nonexistent-t3fs-dir"], &["list-nodes"]).await;
+    assert_fails(&["(bad dir)"], &out);
+    // Usage errors are clap's: exit 2.
+    let out = env.run(&["chmod", "755"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["no-such-command"]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    cluster.shutdown().await;
+}
