@@ -5,7 +5,8 @@
 //! Every subcommand runs at least once with human output and once with `--json` (parsed). Covered
 //! besides: a put/get round trip of a multi-chunk file compared byte for byte; fsck clean (exit 0),
 //! then after one replica's chunk file is deleted on disk, fsck exits 1 naming that chunk (while
-//! `--meta-only` still passes, as metadata is intact); bad input exits 1 with one line on stderr
+//! `--meta-only` still passes, as metadata is intact); update-chain removes a target and adds it back
+//! until it resyncs to SERVING; bad input exits 1 with one line on stderr
 //! (unknown path, bad mode, wrong token, invalid chain table specs, no cluster given) and usage
 //! errors exit 2.
 use std::path::{Path, PathBuf};
@@ -99,6 +100,65 @@ fn find_files(dir: &Path, prefix: &str, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The chain `id` from `list-chains --json`.
+async fn chain_of(env: &Env, id: u64) -> Value {
+    let v = env.json(&["list-chains"]).await;
+    v["chains"].as_array().unwrap().iter().find(|c| c["chain_id"] == id).unwrap().clone()
+}
+
+/// update-chain and rotate-lastsrv: take a target out of a chain, put it back, watch it resync.
+async fn chain_admin(env: &Env) {
+    let chain = chain_of(env, 100_001).await;
+    let version = chain["chain_version"].as_u64().unwrap();
+    let target_id = chain["targets"][2]["target_id"].as_u64().unwrap();
+    let target = target_id.to_string();
+    // mgmtd refuses chain changes while bootstrapping: retry until it is over.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let removed = loop {
+        let args = ["update-chain", "--chain", "100001", "--remove", &target, "--json"];
+        let out = env.run(&args).await;
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break serde_json::from_str::<Value>(&assert_ok(&args, &out)).unwrap();
+        }
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bootstrapping"), "{out:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(removed["chain_version"].as_u64(), Some(version + 1), "{removed}");
+    assert_eq!(removed["targets"].as_array().unwrap().len(), 2, "{removed}");
+    let v = env.json(&["list-targets"]).await;
+    let t = v["targets"].as_array().unwrap().iter().find(|t| t["target_id"] == target_id).unwrap().clone();
+    assert_eq!(t["chain_id"], 0, "{t}");
+    // Refusals: no edit (usage, exit 2), both (usage), unknown chain, removing an absent target,
+    // rotating a chain that serves.
+    assert_eq!(env.run(&["update-chain", "--chain", "100001"]).await.status.code(), Some(2));
+    assert_eq!(
+        env.run(&["update-chain", "--chain", "100001", "--add", "1", "--remove", "2"]).await.status.code(),
+        Some(2)
+    );
+    let e = env.fails(&["update-chain", "--chain", "9", "--add", &target]).await;
+    assert!(e.contains("chain 9"), "{e}");
+    let e = env.fails(&["update-chain", "--chain", "100001", "--remove", &target]).await;
+    assert!(e.contains("not in chain"), "{e}");
+    let e = env.fails(&["rotate-lastsrv", "--chain", "100001"]).await;
+    assert!(e.contains("SERVING"), "{e}");
+
+    // Back in (human output): appended OFFLINE at the tail, then SYNCING, then SERVING after resync.
+    let s = env.ok(&["update-chain", "--chain", "100001", "--add", &target]).await;
+    assert!(s.contains(&format!("{target}(OFFLINE)")) && s.contains(&(version + 2).to_string()), "{s}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = chain_of(env, 100_001).await;
+        let states: Vec<&str> =
+            c["targets"].as_array().unwrap().iter().map(|t| t["public_state"].as_str().unwrap()).collect();
+        if states == ["SERVING"; 3] {
+            assert!(c["chain_version"].as_u64().unwrap() >= version + 4, "{c}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "target {target} did not resync: {c}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_commands_against_a_cluster() {
     let tmp = tempfile::tempdir().unwrap();
@@ -149,6 +209,8 @@ async fn admin_commands_against_a_cluster() {
     assert!(e.contains("already exists"), "{e}");
     let e = env.fails(&["create-chain-table", "--table-id", "2", "--replicas", "2"]).await;
     assert!(e.contains("storage nodes"), "{e}");
+
+    chain_admin(&env).await;
 
     // --- Namespace.
     let v = env.json(&["mkdir", "-p", "/a/b/c"]).await;

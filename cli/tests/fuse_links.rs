@@ -319,16 +319,22 @@ async fn extended_attributes() {
         setxattr(&f, "user.a", b"third", libc::XATTR_REPLACE).unwrap();
         setxattr(&f, "user.b", b"bee", libc::XATTR_CREATE).unwrap();
         assert_eq!(getxattr_all(&f, "user.a").unwrap(), b"third");
-        // A large binary value; past meta's per-inode total (64 KiB of names and values), ENOSPC.
-        let big = pattern(48 << 10, 9);
-        setxattr(&f, "user.big", &big, 0).unwrap();
+        // Values of Linux's largest size (64 KiB) fit; past meta's per-inode total (256 KiB of names and
+        // values), ENOSPC.
+        let big = pattern(64 << 10, 9);
+        for name in ["user.big", "user.big2", "user.big3"] {
+            setxattr(&f, name, &big, 0).unwrap();
+        }
         assert!(getxattr_all(&f, "user.big").unwrap() == big, "large value differs");
-        assert_eq!(errno(setxattr(&f, "user.huge", &pattern(32 << 10, 10), 0)), libc::ENOSPC);
+        assert_eq!(errno(setxattr(&f, "user.huge", &pattern(64 << 10, 10), 0)), libc::ENOSPC);
         assert_eq!(errno(getxattr(&f, "user.huge", 10)), libc::ENODATA);
         // They survive a rename and are per inode (a directory has its own).
         std::fs::rename(&f, m.join("y")).unwrap();
         let f = m.join("y");
-        assert_eq!(listxattr(&f).unwrap(), vec!["user.a", "user.b", "user.big", "user.empty"]);
+        assert_eq!(
+            listxattr(&f).unwrap(),
+            vec!["user.a", "user.b", "user.big", "user.big2", "user.big3", "user.empty"]
+        );
         std::fs::create_dir(m.join("d")).unwrap();
         assert_eq!(listxattr(&m.join("d")).unwrap(), Vec::<String>::new());
         setxattr(&m.join("d"), "user.dir", b"1", 0).unwrap();
@@ -338,7 +344,7 @@ async fn extended_attributes() {
         removexattr(&f, "user.a").unwrap();
         assert_eq!(errno(getxattr(&f, "user.a", 10)), libc::ENODATA);
         assert_eq!(errno(removexattr(&f, "user.a")), libc::ENODATA);
-        assert_eq!(listxattr(&f).unwrap(), vec!["user.b", "user.big", "user.empty"]);
+        assert_eq!(listxattr(&f).unwrap(), vec!["user.b", "user.big", "user.big2", "user.big3", "user.empty"]);
         // Names t3fs does not store.
         // (A well-formed VFS_CAP_REVISION_2 value granting CAP_CHOWN: the kernel checks the format.)
         let cap: Vec<u8> = [0x0200_0000u32, 1, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -363,7 +369,9 @@ async fn check_xattr_in_meta(env: &Env) {
     assert_eq!(env.client.get_xattr(&user, id, b"user.b").await.unwrap(), b"bee");
     let mut names = env.client.list_xattr(&user, id).await.unwrap();
     names.sort();
-    assert_eq!(names, vec![b"user.b".to_vec(), b"user.big".to_vec(), b"user.empty".to_vec()]);
+    let want: Vec<Vec<u8>> =
+        ["user.b", "user.big", "user.big2", "user.big3", "user.empty"].iter().map(|n| n.as_bytes().to_vec()).collect();
+    assert_eq!(names, want);
 }
 
 /// Runs `sh -c script` (with `args` as `$1`...) as `uid`/`gid` with supplementary `groups`.

@@ -7,13 +7,12 @@
 //! does.
 use t3fs_common::names::validate_name;
 use t3fs_common::proto::{self, InodeType};
-use t3fs_common::{Error, InodeId, Result, StatusCode};
+use t3fs_common::{Error, InodeId, Result};
 
 use crate::meta::inode_of;
 use crate::{Client, UserInfo};
 
-/// Longest symlink target in bytes (Linux: `PATH_MAX` including the terminating NUL).
-pub const SYMLINK_MAX: usize = 4095;
+pub use t3fs_common::names::{SYMLINK_MAX, validate_symlink_target};
 
 /// Most inodes asked for in one BatchStat request; longer lists are split.
 pub const BATCH_STAT_MAX: usize = 1024;
@@ -25,23 +24,6 @@ pub struct RenameFlags {
     pub no_replace: bool,
     /// `RENAME_EXCHANGE`: atomically swap source and destination (both must exist).
     pub exchange: bool,
-}
-
-/// A symlink target: 1..=[`SYMLINK_MAX`] bytes, no NUL.
-pub fn validate_symlink_target(target: &[u8]) -> Result<()> {
-    if target.is_empty() {
-        return Err(Error::invalid("empty symlink target"));
-    }
-    if target.len() > SYMLINK_MAX {
-        return Err(Error::new(
-            StatusCode::NameTooLong,
-            format!("symlink target is {} bytes, the limit is {SYMLINK_MAX}", target.len()),
-        ));
-    }
-    if target.contains(&0) {
-        return Err(Error::invalid("symlink target contains NUL"));
-    }
-    Ok(())
 }
 
 impl Client {
@@ -217,6 +199,7 @@ fn batch_entries(asked: &[InodeId], rsp: proto::BatchStatRsp) -> Result<Vec<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use t3fs_common::StatusCode;
 
     #[test]
     fn symlink_targets() {

@@ -8,7 +8,7 @@ use t3fs_common::{Error, InodeId, Result, StatusCode, proto};
 use crate::{Client, UserInfo};
 
 /// Longest attribute name in bytes (Linux `XATTR_NAME_MAX`).
-pub const XATTR_NAME_MAX: usize = 255;
+pub use t3fs_common::names::{XATTR_NAME_MAX, validate_xattr_name};
 /// Largest attribute value in bytes (Linux `XATTR_SIZE_MAX`).
 pub const XATTR_SIZE_MAX: usize = 65536;
 
@@ -22,23 +22,6 @@ pub enum SetXattrMode {
     CreateOnly,
     /// `XATTR_REPLACE`: fail with `NotFound` if it does not exist.
     ReplaceOnly,
-}
-
-/// An attribute name: 1..=[`XATTR_NAME_MAX`] bytes, no NUL.
-pub fn validate_xattr_name(name: &[u8]) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::invalid("empty xattr name"));
-    }
-    if name.len() > XATTR_NAME_MAX {
-        return Err(Error::new(
-            StatusCode::NameTooLong,
-            format!("xattr name is {} bytes, the limit is {XATTR_NAME_MAX}", name.len()),
-        ));
-    }
-    if name.contains(&0) {
-        return Err(Error::invalid("xattr name contains NUL"));
-    }
-    Ok(())
 }
 
 impl Client {

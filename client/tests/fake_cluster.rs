@@ -129,6 +129,16 @@ impl proto::mgmtd_server::Mgmtd for Mgmtd {
     ) -> Result<Response<proto::CreateChainTableRsp>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn update_chain(&self, _: Request<proto::UpdateChainReq>) -> Result<Response<proto::UpdateChainRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn rotate_last_srv(
+        &self,
+        _: Request<proto::RotateLastSrvReq>,
+    ) -> Result<Response<proto::RotateLastSrvRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// One file (inode 2) under the root; enough meta for truncate, remove, rename and batch stat.

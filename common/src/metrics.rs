@@ -9,11 +9,12 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 pub use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::Error;
+use crate::status::{Error, StatusCode};
 
 /// A registry shared by a daemon's components while they register, then read by the endpoint.
 pub type SharedRegistry = Arc<Mutex<Registry>>;
@@ -21,6 +22,17 @@ pub type SharedRegistry = Arc<Mutex<Registry>>;
 /// A new, empty shared registry.
 pub fn new_registry() -> SharedRegistry {
     Arc::new(Mutex::new(Registry::default()))
+}
+
+/// A status code as a label value: its name (`Ok`, `NotFound`, ...), the same in every daemon.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Code(pub StatusCode);
+
+impl EncodeLabelValue for Code {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        write!(encoder, "{:?}", self.0)
+    }
 }
 
 /// Latency buckets for RPCs and disk operations: 50 µs .. ~13 s, doubling.

@@ -11,11 +11,10 @@
 //! Requests refused before the handler runs (a bad cluster token) are not counted in the op
 //! metrics. KV attempts are counted by a [`KvEngine`] decorator ([`MetaMetrics::wrap_kv`]) around
 //! the store the namespace uses, so every `t3fs_kv::run` call site is covered without hooks in it.
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -23,15 +22,7 @@ use t3fs_common::StatusCode;
 use t3fs_common::metrics::{Registry, latency_histogram};
 use t3fs_kv::{Db, KeyValue, KvEngine, RangeOpts, Transaction};
 
-/// A status code as a label value: its name (`Ok`, `NotFound`, ...).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct Code(pub StatusCode);
-
-impl EncodeLabelValue for Code {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        write!(encoder, "{:?}", self.0)
-    }
-}
+pub use t3fs_common::metrics::Code;
 
 /// Labels of `t3fs_meta_ops_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -69,6 +69,16 @@ impl Mgmtd for FakeMgmtd {
     ) -> Result<Response<proto::CreateChainTableRsp>, Status> {
         Err(Status::unimplemented("fake mgmtd"))
     }
+
+    async fn update_chain(&self, _: Request<proto::UpdateChainReq>) -> Result<Response<proto::UpdateChainRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+    async fn rotate_last_srv(
+        &self,
+        _: Request<proto::RotateLastSrvReq>,
+    ) -> Result<Response<proto::RotateLastSrvRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
 }
 
 async fn spawn_fake(fake: FakeMgmtd, cancel: CancellationToken) -> String {

@@ -17,10 +17,9 @@
 //! The state gauges are recomputed from the in-memory state after every change (registration,
 //! heartbeat, check, takeover, step-down): a standby reports zeros and its last routing version.
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::time::Instant;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,15 +28,7 @@ use t3fs_common::StatusCode;
 use t3fs_common::metrics::{Registry, latency_histogram};
 use t3fs_common::proto::{LocalTargetState, NodeInfo, NodeStatus, NodeType, PublicTargetState, TargetInfo};
 
-/// A status code as a label value: its name (`Ok`, `NotPrimary`, ...).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct Code(pub StatusCode);
-
-impl EncodeLabelValue for Code {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        write!(encoder, "{:?}", self.0)
-    }
-}
+pub use t3fs_common::metrics::Code;
 
 /// Labels of `t3fs_mgmtd_nodes`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::metrics::MgmtdMetrics;
-use crate::state::{ClusterState, Delta, TablePlan};
+use crate::state::{ChainEdit, ClusterState, Delta, TablePlan};
 use crate::store;
 
 struct Inner {
@@ -289,6 +289,39 @@ impl Cluster {
         }
     }
 
+    /// The state for an admin chain change: primary, and not bootstrapping (no chain changes then).
+    async fn lock_for_chain_change(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>, Error> {
+        let inner = self.lock_primary().await?;
+        if inner.bootstrap_until.is_some() {
+            return Err(Error::unavailable("mgmtd is bootstrapping; chains cannot change yet, retry later"));
+        }
+        Ok(inner)
+    }
+
+    /// `UpdateChain`: add or remove one target (see `state::chain_admin`).
+    pub async fn update_chain(&self, chain_id: u32, edit: ChainEdit) -> Result<proto::ChainInfo, Error> {
+        let mut inner = self.lock_for_chain_change().await?;
+        let (delta, chain) = inner.state.plan_update_chain(chain_id, edit)?;
+        let version = self.commit(&mut inner, delta).await?;
+        self.metrics.chain_changes.inc();
+        tracing::info!(version, ?edit, "admin update-chain: {}", describe_chain(&chain));
+        Ok(chain)
+    }
+
+    /// `RotateLastSrv`: the escape hatch for a LASTSRV target that never returns.
+    pub async fn rotate_lastsrv(&self, chain_id: u32) -> Result<proto::ChainInfo, Error> {
+        let mut inner = self.lock_for_chain_change().await?;
+        let (delta, chain) = inner.state.plan_rotate_lastsrv(chain_id)?;
+        let version = self.commit(&mut inner, delta).await?;
+        self.metrics.chain_changes.inc();
+        tracing::warn!(
+            version,
+            "admin rotate-lastsrv (writes only the old LASTSRV had may be lost): {}",
+            describe_chain(&chain)
+        );
+        Ok(chain)
+    }
+
     /// One check: fails nodes unseen for longer than `timeout`, then (unless bootstrapping) runs
     /// the target state machine on every chain. Everything it changes is persisted in one
     /// transaction, with one routing version bump, before memory changes.
@@ -447,6 +480,39 @@ impl Mgmtd for MgmtdService {
             self.cluster.admit(&req.header)?;
             let table = self.cluster.create_chain_table(req.table_id, req.replicas, &req.desc).await?;
             Ok(proto::CreateChainTableRsp { table: Some(table) })
+        })
+        .await
+    }
+
+    async fn update_chain(
+        &self,
+        request: Request<proto::UpdateChainReq>,
+    ) -> Result<Response<proto::UpdateChainRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!(
+            "update_chain",
+            req = %request_id(&req.header),
+            chain = req.chain_id,
+            add = req.add_target,
+            remove = req.remove_target
+        );
+        self.handle("update_chain", span, async {
+            self.cluster.admit(&req.header)?;
+            let edit = ChainEdit::from_request(req.add_target, req.remove_target)?;
+            Ok(proto::UpdateChainRsp { chain: Some(self.cluster.update_chain(req.chain_id, edit).await?) })
+        })
+        .await
+    }
+
+    async fn rotate_last_srv(
+        &self,
+        request: Request<proto::RotateLastSrvReq>,
+    ) -> Result<Response<proto::RotateLastSrvRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("rotate_last_srv", req = %request_id(&req.header), chain = req.chain_id);
+        self.handle("rotate_last_srv", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::RotateLastSrvRsp { chain: Some(self.cluster.rotate_lastsrv(req.chain_id).await?) })
         })
         .await
     }

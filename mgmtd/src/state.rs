@@ -271,6 +271,7 @@ impl ClusterState {
                 };
                 t.local_state = lt.local_state;
                 t.used_bytes = lt.used_bytes;
+                t.disk_index = lt.disk_index;
                 if targets.insert(lt.target_id, t).is_some() {
                     return Err(Error::invalid(format!("target {} reported twice", lt.target_id)));
                 }
@@ -422,12 +423,12 @@ impl ClusterState {
                 format!("chain table {table_id} already exists with a different replica count"),
             ));
         }
-        let free: Vec<(u32, u64)> = self
+        let free: Vec<placement::FreeTarget> = self
             .targets
             .values()
             .filter(|t| t.chain_id == 0)
             .filter(|t| self.nodes.get(&t.node_id).is_some_and(|n| n.node_type == NodeType::Storage as i32))
-            .map(|t| (t.node_id, t.target_id))
+            .map(|t| placement::FreeTarget { node: t.node_id, disk: t.disk_index, target: t.target_id })
             .collect();
         let placed = placement::build_chains(&free, replicas as usize)?;
         if placed.len() >= CHAIN_ID_STRIDE as usize {
@@ -464,6 +465,11 @@ impl ClusterState {
         Ok(TablePlan::New(delta, table))
     }
 }
+
+/// Admin chain operations (update-chain, rotate-lastsrv).
+#[path = "chain_admin.rs"]
+mod chain_admin;
+pub use chain_admin::ChainEdit;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

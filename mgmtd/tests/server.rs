@@ -65,6 +65,7 @@ async fn heartbeat_with(
                 local_state: local as i32,
                 used_bytes: 4096,
                 chain_version: 0,
+                ..Default::default()
             })
             .collect(),
     };
@@ -374,6 +375,93 @@ async fn the_last_serving_target_becomes_lastsrv_and_serves_when_back() {
 }
 
 #[tokio::test]
+async fn admin_update_chain_and_rotate_lastsrv() {
+    use PublicTargetState::{Lastsrv, Offline, Serving, Syncing};
+    let mut cfg = config(KvConfig::Mem);
+    cfg.heartbeat_timeout_ms = 600;
+    cfg.bootstrap_ms = Some(0);
+    let server = t3fs_mgmtd::start(cfg).await.unwrap();
+    let mut c = client(&server).await;
+    three_storage_nodes(&mut c).await;
+    create_table(&mut c, 1, 3).await.unwrap();
+    let update = |add: u64, remove: u64| proto::UpdateChainReq {
+        header: header(""),
+        chain_id: 100_001,
+        add_target: add,
+        remove_target: remove,
+    };
+    let info = routing(&mut c, 0).await.unwrap();
+    let (v1, before) = states(&info, 100_001);
+    let gone = before[1].0;
+    let alive = Arc::new(Mutex::new(HashMap::from([
+        (10001u32, LocalTargetState::Uptodate),
+        (10002, LocalTargetState::Uptodate),
+        (10003, LocalTargetState::Uptodate),
+    ])));
+    let cancel = CancellationToken::new();
+    keepalive(&c, alive.clone(), cancel.clone());
+
+    // Remove: the chain shrinks, its version bumps, the target is free.
+    let rsp = c.update_chain(update(0, gone)).await.unwrap().into_inner().chain.unwrap();
+    assert_eq!(rsp.chain_version, v1 + 1);
+    assert!(rsp.targets.iter().all(|t| t.target_id != gone));
+    let info = routing(&mut c, 0).await.unwrap();
+    assert_eq!(info.targets.iter().find(|t| t.target_id == gone).unwrap().chain_id, 0);
+    assert_mirrored(&info);
+    // Refusals: both or neither given, an unknown chain, a target in another chain.
+    assert_eq!(code(c.update_chain(update(gone, gone)).await.unwrap_err()), StatusCode::InvalidArgument);
+    assert_eq!(code(c.update_chain(update(0, 0)).await.unwrap_err()), StatusCode::InvalidArgument);
+    let mut req = update(gone, 0);
+    req.chain_id = 7;
+    assert_eq!(code(c.update_chain(req).await.unwrap_err()), StatusCode::NotFound);
+    let other = chain(&info, 100_002).targets[0].target_id;
+    assert_eq!(code(c.update_chain(update(other, 0)).await.unwrap_err()), StatusCode::AlreadyExists);
+
+    // Add it back: OFFLINE at the tail; storage reports ONLINE, it syncs, then UPTODATE serves.
+    let rsp = c.update_chain(update(gone, 0)).await.unwrap().into_inner().chain.unwrap();
+    assert_eq!(
+        (rsp.chain_version, rsp.targets.last().map(|t| (t.target_id, t.public_state))),
+        (v1 + 2, Some((gone, Offline as i32)))
+    );
+    let node_of_gone = (gone / 10) as u32;
+    alive.lock().unwrap().insert(node_of_gone, LocalTargetState::Online);
+    wait_for(&mut c, "sync", |i| chain(i, 100_001).targets[2].public_state == Syncing as i32).await;
+    alive.lock().unwrap().insert(node_of_gone, LocalTargetState::Uptodate);
+    let info =
+        wait_for(&mut c, "serving", |i| chain(i, 100_001).targets.iter().all(|t| t.public_state == Serving as i32))
+            .await;
+    assert_mirrored(&info);
+
+    // Rotate-lastsrv: refused while something serves; once every node failed, the LASTSRV head
+    // moves to the tail and the next target takes the mark.
+    assert_eq!(
+        code(c.rotate_last_srv(proto::RotateLastSrvReq { header: header(""), chain_id: 100_001 }).await.unwrap_err()),
+        StatusCode::InvalidArgument
+    );
+    alive.lock().unwrap().clear();
+    let info = wait_for(&mut c, "lastsrv", |i| {
+        chain(i, 100_001).targets[0].public_state == Lastsrv as i32
+            && chain(i, 100_001).targets[1].public_state == Offline as i32
+            && chain(i, 100_001).targets[2].public_state == Offline as i32
+    })
+    .await;
+    let (v, old) = states(&info, 100_001);
+    let rsp = c
+        .rotate_last_srv(proto::RotateLastSrvReq { header: header(""), chain_id: 100_001 })
+        .await
+        .unwrap()
+        .into_inner()
+        .chain
+        .unwrap();
+    assert_eq!(rsp.chain_version, v + 1);
+    let now: Vec<(u64, i32)> = rsp.targets.iter().map(|t| (t.target_id, t.public_state)).collect();
+    assert_eq!(now, vec![(old[1].0, Lastsrv as i32), (old[2].0, Offline as i32), (old[0].0, Offline as i32)]);
+    assert_mirrored(&routing(&mut c, 0).await.unwrap());
+    cancel.cancel();
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn bootstrapping_holds_chains_then_ends_with_a_version_bump() {
     use PublicTargetState::{Offline, Serving};
     let mut cfg = config(KvConfig::Mem);
@@ -461,8 +549,12 @@ async fn requests_without_the_cluster_token_are_refused() {
         assert_eq!(code(c.register_node(req).await.unwrap_err()), StatusCode::Unauthenticated);
         let req = proto::HeartbeatReq { header: token.clone(), node_id: 5, ..Default::default() };
         assert_eq!(code(c.heartbeat(req).await.unwrap_err()), StatusCode::Unauthenticated);
-        let req = proto::CreateChainTableReq { header: token, table_id: 1, replicas: 1, desc: String::new() };
+        let req = proto::CreateChainTableReq { header: token.clone(), table_id: 1, replicas: 1, desc: String::new() };
         assert_eq!(code(c.create_chain_table(req).await.unwrap_err()), StatusCode::Unauthenticated);
+        let req = proto::UpdateChainReq { header: token.clone(), chain_id: 1, add_target: 1, remove_target: 0 };
+        assert_eq!(code(c.update_chain(req).await.unwrap_err()), StatusCode::Unauthenticated);
+        let req = proto::RotateLastSrvReq { header: token, chain_id: 1 };
+        assert_eq!(code(c.rotate_last_srv(req).await.unwrap_err()), StatusCode::Unauthenticated);
     }
 
     let req = proto::RegisterNodeReq {

@@ -97,6 +97,7 @@ pub fn local_targets(
                 local_state: local_state as i32,
                 used_bytes: store.used_bytes(),
                 chain_version,
+                ..Default::default()
             }
         })
         .collect();

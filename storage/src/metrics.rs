@@ -22,14 +22,11 @@
 //! Per-target series exist only for the targets this node serves (requests naming other targets are
 //! counted in `t3fs_storage_op_errors_total` only), so a client cannot grow the label set.
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -40,15 +37,7 @@ use t3fs_common::{StatusCode, TargetId};
 use crate::chunk_store::ChunkStore;
 use crate::local_state::Fence;
 
-/// A status code as a label value: its name (`Ok`, `NotFound`, ...).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct Code(pub StatusCode);
-
-impl EncodeLabelValue for Code {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        write!(encoder, "{:?}", self.0)
-    }
-}
+pub use t3fs_common::metrics::Code;
 
 /// Labels of the per-target series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -85,32 +85,81 @@ pub async fn list_targets(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn chain_json(c: &proto::ChainInfo) -> Value {
+    let targets: Vec<Value> = c
+        .targets
+        .iter()
+        .map(|t| json!({ "target_id": t.target_id, "public_state": public_state(t.public_state) }))
+        .collect();
+    json!({ "chain_id": c.chain_id, "chain_version": c.chain_version, "targets": targets })
+}
+
+const CHAIN_HEADER: [&str; 3] = ["CHAIN", "VERSION", "TARGETS (head -> tail)"];
+
+fn chain_row(c: &proto::ChainInfo) -> Vec<String> {
+    let targets: Vec<String> =
+        c.targets.iter().map(|t| format!("{}({})", t.target_id, public_state(t.public_state))).collect();
+    vec![c.chain_id.to_string(), c.chain_version.to_string(), targets.join(" -> ")]
+}
+
+/// Prints one chain (a command's result).
+fn print_chain(ctx: &Ctx, c: &proto::ChainInfo) {
+    if ctx.json {
+        print_json(&chain_json(c));
+    } else {
+        let mut t = Table::new(&CHAIN_HEADER);
+        t.row(chain_row(c));
+        print!("{}", t.render());
+    }
+}
+
 /// `t3fs admin list-chains`.
 pub async fn list_chains(ctx: &Ctx) -> anyhow::Result<()> {
     let info = ctx.routing().await?;
     if ctx.json {
-        let chains: Vec<Value> = info
-            .chains
-            .iter()
-            .map(|c| {
-                let targets: Vec<Value> = c
-                    .targets
-                    .iter()
-                    .map(|t| json!({ "target_id": t.target_id, "public_state": public_state(t.public_state) }))
-                    .collect();
-                json!({ "chain_id": c.chain_id, "chain_version": c.chain_version, "targets": targets })
-            })
-            .collect();
+        let chains: Vec<Value> = info.chains.iter().map(chain_json).collect();
         print_json(&json!({ "routing_version": info.version, "chains": chains }));
         return Ok(());
     }
-    let mut t = Table::new(&["CHAIN", "VERSION", "TARGETS (head -> tail)"]);
+    let mut t = Table::new(&CHAIN_HEADER);
     for c in &info.chains {
-        let targets: Vec<String> =
-            c.targets.iter().map(|t| format!("{}({})", t.target_id, public_state(t.public_state))).collect();
-        t.row(vec![c.chain_id.to_string(), c.chain_version.to_string(), targets.join(" -> ")]);
+        t.row(chain_row(c));
     }
     print!("{}", t.render());
+    Ok(())
+}
+
+/// `t3fs admin update-chain --chain C (--add T | --remove T)` (0 = not given).
+pub async fn update_chain(ctx: &Ctx, chain_id: u32, add: u64, remove: u64) -> anyhow::Result<()> {
+    if add == 0 && remove == 0 {
+        bail!("invalid update-chain: give --add TARGET or --remove TARGET (target ids start at 1)");
+    }
+    let mut c = ctx.mgmtd().await?;
+    let rsp = c
+        .update_chain(proto::UpdateChainReq {
+            header: Some(ctx.header()),
+            chain_id,
+            add_target: add,
+            remove_target: remove,
+        })
+        .await
+        .map_err(|s| t3fs_common::Error::from_tonic(&s))
+        .with_context(|| format!("update chain {chain_id}"))?;
+    let chain = rsp.into_inner().chain.context("mgmtd returned no chain")?;
+    print_chain(ctx, &chain);
+    Ok(())
+}
+
+/// `t3fs admin rotate-lastsrv --chain C`.
+pub async fn rotate_lastsrv(ctx: &Ctx, chain_id: u32) -> anyhow::Result<()> {
+    let mut c = ctx.mgmtd().await?;
+    let rsp = c
+        .rotate_last_srv(proto::RotateLastSrvReq { header: Some(ctx.header()), chain_id })
+        .await
+        .map_err(|s| t3fs_common::Error::from_tonic(&s))
+        .with_context(|| format!("rotate lastsrv of chain {chain_id}"))?;
+    let chain = rsp.into_inner().chain.context("mgmtd returned no chain")?;
+    print_chain(ctx, &chain);
     Ok(())
 }
 

@@ -74,6 +74,27 @@ pub enum AdminCmd {
         #[arg(long, default_value = "")]
         desc: String,
     },
+    /// Add a free target to a chain (it syncs, then serves) or remove one (refused if no SERVING target
+    /// would remain). Bumps the chain version.
+    #[command(group = clap::ArgGroup::new("edit").required(true).args(["add", "remove"]))]
+    UpdateChain {
+        /// Chain id.
+        #[arg(long)]
+        chain: u32,
+        /// Target to add: in no chain, on a node the chain does not use yet.
+        #[arg(long, value_name = "TARGET")]
+        add: Option<u64>,
+        /// Target to remove from the chain.
+        #[arg(long, value_name = "TARGET")]
+        remove: Option<u64>,
+    },
+    /// Escape hatch for a chain whose LASTSRV target never returns: move it to the tail as OFFLINE and
+    /// make the next target LASTSRV. Writes only the old LASTSRV had may be lost.
+    RotateLastsrv {
+        /// Chain id.
+        #[arg(long)]
+        chain: u32,
+    },
     /// Metadata of one chunk on one storage target.
     QueryChunk {
         /// Storage target id.
@@ -154,6 +175,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::CreateChainTable { table_id, replicas, desc } => {
             cluster::create_chain_table(&ctx, table_id, replicas, &desc).await
         }
+        AdminCmd::UpdateChain { chain, add, remove } => {
+            cluster::update_chain(&ctx, chain, add.unwrap_or(0), remove.unwrap_or(0)).await
+        }
+        AdminCmd::RotateLastsrv { chain } => cluster::rotate_lastsrv(&ctx, chain).await,
         AdminCmd::QueryChunk { target, inode, index } => fsck::query_chunk(&ctx, target, inode, index).await,
         AdminCmd::Fsck { path, meta_only } => fsck::fsck(&ctx, &path, !meta_only).await,
         AdminCmd::Ls { long, path } => namespace::ls(&ctx, &path, long).await,

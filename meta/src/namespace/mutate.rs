@@ -20,7 +20,7 @@ use super::{
 use crate::{idem, keys};
 
 /// Longest symlink target in bytes (Linux PATH_MAX).
-pub const SYMLINK_MAX: usize = 4096;
+pub use t3fs_common::names::SYMLINK_MAX;
 /// Largest file length (off_t is signed 64-bit).
 pub const MAX_FILE_LENGTH: u64 = i64::MAX as u64;
 
@@ -77,22 +77,7 @@ async fn prepare_new_entry(
     Ok(dir)
 }
 
-/// Validates a symlink target: 1..=[`SYMLINK_MAX`] bytes without NUL.
-pub fn validate_symlink_target(target: &[u8]) -> Result<()> {
-    if target.is_empty() {
-        return Err(Error::invalid("empty symlink target"));
-    }
-    if target.len() > SYMLINK_MAX {
-        return Err(Error::new(
-            StatusCode::NameTooLong,
-            format!("symlink target is {} bytes, the limit is {SYMLINK_MAX}", target.len()),
-        ));
-    }
-    if target.contains(&0) {
-        return Err(Error::invalid("symlink target contains NUL"));
-    }
-    Ok(())
-}
+pub use t3fs_common::names::validate_symlink_target;
 
 fn check_length(length: u64) -> Result<()> {
     if length > MAX_FILE_LENGTH {

@@ -17,25 +17,14 @@ use super::{Caller, MetaStore, must_inode, put_inode, show};
 use crate::keys;
 
 /// Longest xattr name (Linux XATTR_NAME_MAX).
-pub const XATTR_NAME_MAX: usize = 255;
+pub use t3fs_common::names::XATTR_NAME_MAX;
 /// Largest xattr value.
-pub const XATTR_VALUE_MAX: usize = 64 * 1024;
+pub use t3fs_common::names::XATTR_VALUE_MAX;
 /// Most bytes of names + values one inode may carry.
-pub const XATTR_TOTAL_MAX: usize = 64 * 1024;
+pub const XATTR_TOTAL_MAX: usize = 256 * 1024;
 
 fn validate_xattr_name(caller: &Caller, name: &[u8]) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::invalid("empty xattr name"));
-    }
-    if name.len() > XATTR_NAME_MAX {
-        return Err(Error::new(
-            StatusCode::NameTooLong,
-            format!("xattr name is {} bytes, the limit is {XATTR_NAME_MAX}", name.len()),
-        ));
-    }
-    if name.contains(&0) {
-        return Err(Error::invalid("xattr name contains NUL"));
-    }
+    t3fs_common::names::validate_xattr_name(name)?;
     if name.starts_with(b"system.") {
         return Err(Error::new(StatusCode::Unsupported, format!("xattr {} (POSIX ACLs) is not supported", show(name))));
     }
@@ -217,18 +206,21 @@ mod tests {
         }
         let big = vec![7u8; XATTR_VALUE_MAX + 1];
         assert_eq!(s.set_xattr(&u, f, b"user.big", &big, none).await.unwrap_err().code, StatusCode::InvalidArgument);
-        let half = vec![7u8; XATTR_TOTAL_MAX / 2];
-        s.set_xattr(&u, f, b"user.h1", &half, none).await.unwrap();
-        assert_eq!(s.set_xattr(&u, f, b"user.h2", &half, none).await.unwrap_err().code, StatusCode::NoSpace);
+        // Values of the largest size fit until the per-inode total is reached.
+        let max = vec![7u8; XATTR_VALUE_MAX];
+        for name in [&b"user.h1"[..], b"user.h2", b"user.h3"] {
+            s.set_xattr(&u, f, name, &max, none).await.unwrap();
+        }
+        assert_eq!(s.set_xattr(&u, f, b"user.h4", &max, none).await.unwrap_err().code, StatusCode::NoSpace);
         // Replacing a value counts the old one out.
-        s.set_xattr(&u, f, b"user.h1", &half, none).await.unwrap();
+        s.set_xattr(&u, f, b"user.h1", &max, none).await.unwrap();
         s.set_xattr(&u, f, &[b'n'; XATTR_NAME_MAX], b"x", none).await.unwrap();
-        assert_eq!(s.list_xattr(f).await.unwrap().len(), 4);
+        assert_eq!(s.list_xattr(f).await.unwrap().len(), 6);
 
         // Permissions: another user may list but not read a 0600 file's xattrs or write them.
         s.setattr(&u, f, super::super::SetAttr { mode: Some(0o600), ..Default::default() }).await.unwrap();
         let other = user(2000);
-        assert_eq!(s.list_xattr(f).await.unwrap().len(), 4);
+        assert_eq!(s.list_xattr(f).await.unwrap().len(), 6);
         assert_eq!(s.get_xattr(&other, f, b"user.a").await.unwrap_err().code, StatusCode::PermissionDenied);
         assert_eq!(s.set_xattr(&other, f, b"user.z", b"", none).await.unwrap_err().code, StatusCode::PermissionDenied);
         assert_eq!(s.remove_xattr(&other, f, b"user.a").await.unwrap_err().code, StatusCode::PermissionDenied);

@@ -129,6 +129,19 @@ impl Mgmtd for FakeMgmtd {
     ) -> Result<tonic::Response<proto::CreateChainTableRsp>, tonic::Status> {
         Err(tonic::Status::unimplemented("fake mgmtd"))
     }
+
+    async fn update_chain(
+        &self,
+        _: tonic::Request<proto::UpdateChainReq>,
+    ) -> Result<tonic::Response<proto::UpdateChainRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
+    async fn rotate_last_srv(
+        &self,
+        _: tonic::Request<proto::RotateLastSrvReq>,
+    ) -> Result<tonic::Response<proto::RotateLastSrvRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
 }
 
 pub struct Cluster {
