@@ -63,6 +63,10 @@ async fn storage_failure_writes_continue_and_returning_replica_is_resynced() {
     client.write(&ia, 0, &a).await.unwrap();
     let ia = client.close(&user, InodeId(ia.id), a.len() as u64, true).await.unwrap();
 
+    // Every target reports its disk index (placement spreads chains over disks).
+    let r = client.routing();
+    assert!(r.info.targets.iter().all(|t| t.disk_index.is_some()), "targets without disk index: {:?}", r.info.targets);
+
     // Storage server 3 dies.
     let dead_node = cluster.plan.storage[2].node_id;
     let dead = node_targets(&client.routing(), dead_node);

@@ -59,6 +59,10 @@ pub struct TargetConfig {
     pub id: u64,
     /// Directory of this target (created if missing): `chunks/` holds chunk files, `meta/` the metadata store.
     pub path: PathBuf,
+    /// Index of the disk this target lives on (reported to mgmtd, whose placement spreads a node's
+    /// chains over its disks). Unset: the target counts as a disk of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u32>,
 }
 
 fn default_heartbeat_interval_ms() -> u64 {
@@ -146,7 +150,7 @@ mod tests {
         assert_eq!(c.routing_refresh_ms, 500);
         assert_eq!(c.fence_after_ms, 2500);
         assert_eq!(c.token, "");
-        assert_eq!(c.targets, vec![TargetConfig { id: 101, path: "/tmp/t101".into() }]);
+        assert_eq!(c.targets, vec![TargetConfig { id: 101, path: "/tmp/t101".into(), disk: None }]);
         c.validate().unwrap();
         let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&c).unwrap()).unwrap();
         assert_eq!(round, c);
@@ -159,7 +163,7 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_targets() {
-        let t = |id| TargetConfig { id, path: format!("/tmp/t{id}").into() };
+        let t = |id| TargetConfig { id, path: format!("/tmp/t{id}").into(), disk: None };
         assert!(Config::new(1, "m", vec![]).validate().is_err());
         assert!(Config::new(1, "m", vec![t(1), t(1)]).validate().is_err());
         assert!(Config::new(0, "m", vec![t(1)]).validate().is_err());

@@ -84,6 +84,7 @@ pub async fn register(mgmtd: &MgmtdConn, me: &NodeIdentity, timeout: Duration) -
 /// The per-target part of a heartbeat.
 pub fn local_targets(
     stores: &HashMap<TargetId, ChunkStore>,
+    disks: &HashMap<TargetId, u32>,
     routing: &RoutingCache,
     states: &TargetStates,
 ) -> Vec<proto::LocalTarget> {
@@ -97,7 +98,7 @@ pub fn local_targets(
                 local_state: local_state as i32,
                 used_bytes: store.used_bytes(),
                 chain_version,
-                ..Default::default()
+                disk_index: disks.get(id).copied(),
             }
         })
         .collect();
@@ -108,6 +109,8 @@ pub fn local_targets(
 /// What the heartbeat loop reads and feeds.
 pub struct HeartbeatCtx {
     pub stores: Arc<HashMap<TargetId, ChunkStore>>,
+    /// Disk index of each target that has one configured.
+    pub disks: HashMap<TargetId, u32>,
     pub routing: RoutingCache,
     pub states: Arc<TargetStates>,
     pub fence: Arc<Fence>,
@@ -123,7 +126,7 @@ pub fn spawn_heartbeats(
     interval: Duration,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let HeartbeatCtx { stores, routing, states, fence } = ctx;
+    let HeartbeatCtx { stores, disks, routing, states, fence } = ctx;
     tokio::spawn(async move {
         loop {
             let beat = async {
@@ -131,7 +134,7 @@ pub fn spawn_heartbeats(
                     header: Some(me.header()),
                     node_id: me.node_id,
                     node_type: NodeType::Storage as i32,
-                    targets: local_targets(&stores, &routing, &states),
+                    targets: local_targets(&stores, &disks, &routing, &states),
                 };
                 let sent = mgmtd.call(|mut c| {
                     let req = req.clone();

@@ -247,6 +247,7 @@ async fn serve_and_register(
         me,
         heartbeat::HeartbeatCtx {
             stores: stores.clone(),
+            disks: config.targets.iter().filter_map(|t| Some((TargetId(t.id), t.disk?))).collect(),
             routing: routing.clone(),
             states: states.clone(),
             fence: fence.clone(),

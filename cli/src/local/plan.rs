@@ -89,6 +89,8 @@ impl Plan {
                     .map(|t| t3fs_storage::TargetConfig {
                         id: target_id(node_id, t),
                         path: sdir.join(format!("target-{t}")),
+                        // Modelled as one disk per target slot, so placement spreads chains as on real hosts.
+                        disk: Some(t - 1),
                     })
                     .collect();
                 let mut s = t3fs_storage::Config::new(node_id, cluster.mgmtd_addr.clone(), targets);

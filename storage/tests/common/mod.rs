@@ -170,7 +170,11 @@ pub async fn start_fake_mgmtd() -> (FakeMgmtd, String, CancellationToken) {
 }
 
 pub fn config(node: u32, mgmtd_addr: &str, dir: &std::path::Path) -> Config {
-    let mut c = Config::new(node, mgmtd_addr, vec![TargetConfig { id: u64::from(node) * 100 + 1, path: dir.into() }]);
+    let mut c = Config::new(
+        node,
+        mgmtd_addr,
+        vec![TargetConfig { id: u64::from(node) * 100 + 1, path: dir.into(), disk: None }],
+    );
     c.token = TOKEN.into();
     c.heartbeat_interval_ms = 100;
     c.routing_refresh_ms = 50;
