@@ -81,11 +81,31 @@ pub async fn serve(
     Ok((addr, handle))
 }
 
+/// Fetches `GET /metrics` from `addr` over plain HTTP/1.1 and returns the response body.
+pub async fn scrape(addr: SocketAddr) -> Result<String, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s =
+        tokio::net::TcpStream::connect(addr).await.map_err(|e| Error::io(&format!("connecting to {addr}"), e))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t3fs\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| Error::io("sending the metrics request", e))?;
+    let mut rsp = String::new();
+    s.read_to_string(&mut rsp).await.map_err(|e| Error::io("reading the metrics response", e))?;
+    if !rsp.starts_with("HTTP/1.1 200") {
+        return Err(Error::unavailable(format!("metrics endpoint {addr}: {}", rsp.lines().next().unwrap_or(""))));
+    }
+    Ok(rsp.split_once("\r\n\r\n").map_or(rsp.as_str(), |(_, body)| body).to_string())
+}
+
+/// The value of the sample line `series` (metric name with its labels, as rendered) in a scrape.
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use prometheus_client::metrics::counter::Counter;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn endpoint_serves_registered_metrics() {
@@ -102,12 +122,8 @@ mod tests {
         lat.observe(0.001);
         let cancel = CancellationToken::new();
         let (addr, handle) = serve("127.0.0.1:0", reg, cancel.clone()).await.unwrap();
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.unwrap();
-        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        assert!(body.contains("t3fs_test_ops_total 2"), "{body}");
+        let body = scrape(addr).await.unwrap();
+        assert_eq!(sample(&body, "t3fs_test_ops_total"), Some(2.0), "{body}");
         assert!(body.contains("t3fs_test_op_duration_seconds_count 1"), "{body}");
         cancel.cancel();
         handle.await.unwrap();

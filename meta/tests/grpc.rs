@@ -339,20 +339,11 @@ async fn rename_link_symlink_batch_stat_and_xattrs_over_grpc() {
     stop.cancel();
 }
 
-/// `GET /metrics` over plain HTTP/1.1; returns the body.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut rsp = String::new();
-    s.read_to_string(&mut rsp).await.unwrap();
-    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
-    rsp
-}
+use t3fs_common::metrics::sample;
 
-/// The value of the sample line `series` (name with labels), if present.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+/// `GET /metrics` body.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    t3fs_common::metrics::scrape(addr).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

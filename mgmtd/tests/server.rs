@@ -585,21 +585,12 @@ async fn run_returns_when_cancelled() {
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
 }
 
-/// `GET /metrics` over plain HTTP/1.1; returns the response.
-async fn scrape(server: &Server) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = server.metrics_addr().expect("metrics endpoint configured");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut rsp = String::new();
-    s.read_to_string(&mut rsp).await.unwrap();
-    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
-    rsp
-}
+use t3fs_common::metrics::sample;
 
-/// The value of the sample line `series` (name with labels), if present.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+/// `GET /metrics` body of a server.
+async fn scrape(server: &Server) -> String {
+    let addr = server.metrics_addr().expect("metrics endpoint configured");
+    t3fs_common::metrics::scrape(addr).await.unwrap()
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use t3fs_common::{ChunkId, InodeId, StatusCode};
 
 mod common;
 use common::*;
+use t3fs_common::metrics::sample;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_count_reads_updates_and_forwards() {

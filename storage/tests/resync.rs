@@ -10,6 +10,7 @@ use t3fs_storage::ChunkStore;
 
 mod common;
 use common::*;
+use t3fs_common::metrics::sample;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn returning_tail_is_resynced_and_reports_uptodate() {

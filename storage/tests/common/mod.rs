@@ -301,21 +301,10 @@ impl Cluster {
     }
 }
 
-/// `GET /metrics` of a node over plain HTTP/1.1; returns the response (headers and body).
+/// `GET /metrics` body of a node.
 pub async fn scrape(server: &Server) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = server.metrics_addr().expect("test servers serve metrics");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut rsp = String::new();
-    s.read_to_string(&mut rsp).await.unwrap();
-    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
-    rsp
-}
-
-/// The value of the sample line `series` (name with labels), if present.
-pub fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    t3fs_common::metrics::scrape(addr).await.unwrap()
 }
 
 pub fn header() -> proto::RequestHeader {
