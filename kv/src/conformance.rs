@@ -33,29 +33,38 @@ macro_rules! checks {
     };
 }
 
-checks!(
-    read_your_writes_point,
-    read_your_writes_range,
-    read_your_writes_clear_range,
-    snapshot_isolation,
-    read_versions_increase,
-    write_write_on_read_key_conflicts,
-    read_write_conflict,
-    read_only_never_conflicts,
-    phantom_conflict,
-    limited_range_read_conflicts_only_on_covered_part,
-    snapshot_reads_do_not_conflict,
-    explicit_conflict_ranges,
-    disjoint_transactions_commit,
-    failed_commit_writes_nothing,
-    retry_loop_converges,
-    transaction_too_large,
-    key_and_value_size_limits,
-    range_limit_and_reverse,
-    clear_range_semantics,
-    durability_across_reopen,
-    uncommitted_not_durable,
-);
+/// Invokes `$m!($($arg,)* <every check name>)`: the one list of checks, shared by [`CHECKS`] and by
+/// test crates that want one test per check (see `kv/tests/conformance.rs`).
+#[macro_export]
+macro_rules! with_conformance_checks {
+    ($m:ident $(, $arg:tt)*) => {
+        $m!($($arg,)*
+        read_your_writes_point,
+        read_your_writes_range,
+        read_your_writes_clear_range,
+        snapshot_isolation,
+        read_versions_increase,
+        write_write_on_read_key_conflicts,
+        read_write_conflict,
+        read_only_never_conflicts,
+        phantom_conflict,
+        limited_range_read_conflicts_only_on_covered_part,
+        snapshot_reads_do_not_conflict,
+        explicit_conflict_ranges,
+        disjoint_transactions_commit,
+        failed_commit_writes_nothing,
+        retry_loop_converges,
+        transaction_too_large,
+        key_and_value_size_limits,
+        range_limit_and_reverse,
+        clear_range_semantics,
+        durability_across_reopen,
+        uncommitted_not_durable,
+        );
+    };
+}
+
+with_conformance_checks!(checks);
 
 /// Runs every check in order against `store`, logging each name.
 pub async fn run_all(store: &dyn Store) {
