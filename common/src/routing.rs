@@ -125,6 +125,17 @@ impl RoutingCache {
         }
     }
 
+    /// Installs the info of a `GetRoutingInfo` answer, if it carries any; returns whether it did.
+    fn install(&self, rsp: proto::GetRoutingInfoRsp) -> bool {
+        match rsp.info {
+            Some(info) => {
+                self.update(info);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Fetches routing info from mgmtd once; returns whether it changed.
     pub async fn refresh(&self, mgmtd: &mut MgmtdClient, header: proto::RequestHeader) -> Result<bool, Error> {
         let known = self.get().version();
@@ -133,13 +144,7 @@ impl RoutingCache {
             .await
             .map_err(|st| Error::from_tonic(&st))?
             .into_inner();
-        match rsp.info {
-            Some(info) => {
-                self.update(info);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self.install(rsp))
     }
 
     /// Fetches routing info once from the primary mgmtd through `conn` (following a takeover);
@@ -159,13 +164,7 @@ impl RoutingCache {
             })
             .await?
             .into_inner();
-        match rsp.info {
-            Some(info) => {
-                self.update(info);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self.install(rsp))
     }
 
     /// Polls the primary mgmtd every `interval` until `cancel` fires. `mgmtd_addr` is one address or
