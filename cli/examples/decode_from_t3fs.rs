@@ -1,9 +1,10 @@
 //! KV cache from t3fs into MLA decode: starts an in-process local cluster (mgmtd, meta, 3 storage
 //! servers, 3-replica chains), writes a batch of paged KV caches as t3fs files (one file per
 //! sequence, `kernels::kvcache` layout), loads the batch's pages with the batch-read API into a
-//! paged cache (pinned host memory when a GPU is present), decodes with the GPU MLA kernel, and
-//! compares with the CPU reference (FlashMLA's tolerances). Without a GPU (or without the `cuda`
-//! feature) it checks the loaded cache byte for byte and runs the CPU reference decode only.
+//! paged cache in host memory (and, with a GPU, through pinned memory into a device paged cache),
+//! decodes with the GPU MLA kernel, and compares with the CPU reference (FlashMLA's tolerances).
+//! Without a GPU (or without the `cuda` feature) it checks the loaded cache byte for byte and runs
+//! the CPU reference decode only.
 //!
 //! `cargo run --release -p t3fs --features cuda --example decode_from_t3fs -- [BATCH] [MAX_LEN] [H_Q]`
 //! (defaults 16, 2048, 64; s_q = 1; lengths drawn in [0, MAX_LEN] plus the edge cases 0, 1, 64, 65)
@@ -56,9 +57,9 @@ async fn main() -> Res<()> {
     // Paged cache in host memory, NaN-filled so any unloaded slot poisons the decode.
     let seqlens: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
     let need = kvcache::plan_blocks(&seqlens)?.num_blocks.max(1);
-    let mut cache = vec![0xffu8; need * page_bytes(h_kv)];
+    let cache = vec![0xffu8; need * page_bytes(h_kv)];
     let t = Instant::now();
-    let plan = kvcache::load_batch(&client, &paths, h_kv, &mut cache, t3fs_client::BatchConfig::default()).await?;
+    let (plan, cache) = kvcache::load_batch(&client, &paths, h_kv, cache, t3fs_client::BatchConfig::default()).await?;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "loaded {} pages ({:.1} MiB) in {:.3} s: {:.2} GB/s storage -> host",
@@ -99,15 +100,21 @@ async fn main() -> Res<()> {
     let t = Instant::now();
     let want = mla_decode_ref(&inp)?;
     println!("CPU reference decode: {:.3} s", t.elapsed().as_secs_f64());
-    gpu_decode(&inp, &want)?;
+    gpu_decode(&client, &paths, &inp, &want).await?;
     cluster.shutdown().await;
     Ok(())
 }
 
 #[cfg(feature = "cuda")]
-fn gpu_decode(inp: &MlaInputs, want: &t3fs_kernels::mla_ref::MlaOutput) -> Res<()> {
+async fn gpu_decode(
+    client: &std::sync::Arc<t3fs_client::Client>,
+    paths: &[String],
+    inp: &MlaInputs<'_>,
+    want: &t3fs_kernels::mla_ref::MlaOutput,
+) -> Res<()> {
     use t3fs_kernels::check::{calc_diff, check_allclose};
-    use t3fs_kernels::gpu::{Gpu, mla::MlaDecoder};
+    use t3fs_kernels::gpu::mla::{MlaDecoder, MlaDeviceArgs, Workspace};
+    use t3fs_kernels::gpu::{Gpu, kvload, staging::PinnedPool};
     let gpu = match Gpu::new(0) {
         Ok(g) => g,
         Err(e) => {
@@ -115,26 +122,62 @@ fn gpu_decode(inp: &MlaInputs, want: &t3fs_kernels::mla_ref::MlaOutput) -> Res<(
             return Ok(());
         }
     };
-    let dec = MlaDecoder::new(gpu.clone())?;
+    let sh = inp.shape;
+    // Storage -> pinned host -> device paged cache (block table and seqlens uploaded with it).
+    let staging = PinnedPool::new(&gpu, sh.num_blocks * page_bytes(sh.h_kv), 1)?;
     let t = Instant::now();
-    let got = dec.decode_host(inp, None)?;
+    let kv =
+        kvload::load_to_device(&gpu, client, paths, sh.h_kv, &staging, t3fs_client::BatchConfig::default()).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = kv.plan.num_blocks * page_bytes(sh.h_kv);
     println!(
-        "GPU decode on {} (upload + compile/cache + decode + download): {:.3} s",
+        "storage -> GPU paged cache: {} pages in {secs:.3} s = {:.2} GB/s",
+        kv.plan.num_blocks,
+        bytes as f64 / secs / 1e9
+    );
+    if kv.plan.block_table != inp.block_table {
+        return Err("device load planned a different block table".into());
+    }
+    let dec = MlaDecoder::new(gpu.clone())?;
+    let s = gpu.stream();
+    let q: Vec<u16> = inp.q.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
+    let q = s.clone_htod(&q)?;
+    let mut out = s.clone_htod(&vec![0xffffu16; sh.out_len()])?;
+    let mut lse = s.clone_htod(&vec![f32::NAN; sh.lse_len()])?;
+    let plan = dec.plan(&sh, &kv.plan.seqlens, None)?;
+    let args = MlaDeviceArgs {
+        shape: sh,
+        q: &q,
+        kcache: &kv.cache,
+        block_table: &kv.block_table,
+        seqlens: &kv.seqlens,
+        softmax_scale: inp.softmax_scale,
+        causal: inp.causal,
+    };
+    let t = Instant::now();
+    dec.decode(&args, &plan, &mut Workspace::default(), &mut out, &mut lse)?;
+    gpu.synchronize()?;
+    println!(
+        "GPU decode on {} (first call compiles or loads the cached kernel): {:.3} s",
         gpu.name(),
         t.elapsed().as_secs_f64()
     );
-    check_allclose("out", &got.out, &want.out, 8e-4, 2.01 / 128.0)?;
-    check_allclose("lse", &got.lse, &want.lse, 1e-6, 8.01 / 65536.0)?;
+    let got: Vec<f32> = s.clone_dtoh(&out)?.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect();
+    let got_lse = s.clone_dtoh(&lse)?;
+    check_allclose("out", &got, &want.out, 8e-4, 2.01 / 128.0)?;
+    check_allclose("lse", &got_lse, &want.lse, 1e-6, 8.01 / 65536.0)?;
     let finite = |v: &[f32]| v.iter().map(|x| if x.is_finite() { *x } else { 0.0 }).collect::<Vec<f32>>();
-    println!(
-        "GPU decode matches the CPU reference (cos_diff {:.2e})",
-        calc_diff(&finite(&got.out), &finite(&want.out))
-    );
+    println!("GPU decode matches the CPU reference (cos_diff {:.2e})", calc_diff(&finite(&got), &finite(&want.out)));
     Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]
-fn gpu_decode(_: &MlaInputs, _: &t3fs_kernels::mla_ref::MlaOutput) -> Res<()> {
+async fn gpu_decode(
+    _: &std::sync::Arc<t3fs_client::Client>,
+    _: &[String],
+    _: &MlaInputs<'_>,
+    _: &t3fs_kernels::mla_ref::MlaOutput,
+) -> Res<()> {
     println!("GPU decode skipped: built without the `cuda` feature");
     Ok(())
 }

@@ -3,17 +3,19 @@
 //!
 //! - 10,000 random (file, offset, len) reads over 20 files of random sizes (some with holes),
 //!   including zero-length reads and reads past EOF, into pooled and owned buffers, compared byte
-//!   for byte with what was written;
+//!   for byte with what was written; then 2,000 more into disjoint ranges of one caller-owned
+//!   buffer (`ExternalBuf`), which land in place and write nothing outside their bytes;
 //! - a storage server stopped while a large batch is in flight: every read still completes
 //!   correctly from the remaining replicas;
 //! - the queue depth and per-node limits are never exceeded (and are reached), and bad requests
 //!   complete with an error instead of stalling the queue.
+use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use t3fs_cli::local::inproc::LocalCluster;
-use t3fs_client::{BatchConfig, BatchReader, BufferPool, Client, Completion, ReadBuf, ReadReq, UserInfo};
+use t3fs_client::{BatchConfig, BatchReader, BufferPool, Client, Completion, ExternalBuf, ReadBuf, ReadReq, UserInfo};
 use t3fs_common::layout::SplitMix64;
 use t3fs_common::proto;
 use t3fs_common::{InodeId, StatusCode};
@@ -167,6 +169,48 @@ async fn ten_thousand_random_reads_match_what_was_written() {
         check(&files, &reqs, c);
     }
     assert!(seen.iter().all(|&s| s));
+
+    // Into caller-owned external memory: 2,000 reads, each into its own range of ONE Arc-owned
+    // buffer, a one-byte guard after every range. Reads land in place; nothing outside a read's
+    // returned bytes (guards, and the tail past EOF of a clamped read) is written.
+    let reqs = random_reads(&files, 2000, 256 << 10, 9);
+    let mut starts = Vec::with_capacity(reqs.len());
+    let mut total = 0usize;
+    for &(_, _, len) in &reqs {
+        starts.push(total);
+        total += len as usize + 1;
+    }
+    let mut owner = Arc::new(std::sync::Mutex::new(vec![0xEEu8; total]));
+    let base = Arc::get_mut(&mut owner).unwrap().get_mut().unwrap().as_mut_ptr();
+    let erased: Arc<dyn Any + Send + Sync> = owner.clone();
+    let batch = reqs
+        .iter()
+        .enumerate()
+        .map(|(i, &(fi, offset, len))| {
+            // SAFETY: [starts[i], starts[i] + len) lies inside the Vec that `owner` keeps alive, the
+            // ranges are disjoint (a guard byte between each), and the Vec is not touched again
+            // until every ExternalBuf is dropped (the try_unwrap below).
+            let buf = unsafe { ExternalBuf::new(base.add(starts[i]), len as usize, erased.clone()) };
+            ReadReq { inode: files[fi].inode.clone(), offset, len, buf: buf.into(), user_data: i as u64 }
+        })
+        .collect();
+    drop(erased);
+    let mut reader = client.batch_read(batch);
+    let mut returned = vec![None; reqs.len()];
+    while let Some(c) = reader.next().await {
+        let i = c.user_data as usize;
+        assert_eq!(c.buf.len(), reqs[i].2 as usize, "an ExternalBuf derefs to exactly its range");
+        returned[i] = Some(*c.result.as_ref().unwrap_or_else(|e| panic!("read {i}: {e}")));
+        check(&files, &reqs, c);
+    }
+    drop(reader);
+    let buf = Arc::try_unwrap(owner).expect("every ExternalBuf went with its completion").into_inner().unwrap();
+    for (i, &(fi, offset, len)) in reqs.iter().enumerate() {
+        let n = returned[i].expect("one completion per read");
+        let (at, len) = (starts[i], len as usize);
+        assert!(buf[at..at + n] == *expected(&files[fi], offset, len as u32), "read {i} in place");
+        assert!(buf[at + n..=at + len].iter().all(|&b| b == 0xEE), "read {i} wrote past its {n} bytes");
+    }
     drop(client);
     cluster.shutdown().await;
 }

@@ -11,6 +11,11 @@
 //! - KV caches: sequences of 1, 64 and 130 tokens (h_kv = 1) and a 70-token h_kv = 2 sequence
 //!   written with `write_sequence`, loaded into a 0xFF-filled (bf16 NaN) paged cache: every token's
 //!   bytes sit where the block table says, and every byte no token owns is still 0xFF.
+//! - Cancellation: epochs dropped while their reads are in flight (the batch buffer then outlives
+//!   the aborted producer and is freed by the last read, never leaked), a KV-cache load dropped
+//!   mid-way; the loader and the cluster keep working afterwards. Reads land in place (the
+//!   loaders lend ranges of the caller's buffer to the client), so this is the path where an
+//!   ownership mistake would be a write into freed memory.
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -238,6 +243,152 @@ async fn record_files_load_in_shuffled_epochs_with_bounded_prefetch_and_detect_c
     cluster.shutdown().await;
 }
 
+/// Batch buffers that remember which tokio task acquired them (the loader's producer) and count
+/// those freed by a DIFFERENT task: a batch-read task that still held the buffer, as the owner of
+/// its `ExternalBuf`, after the producer was aborted.
+#[derive(Clone, Default)]
+struct TaskTrackingBuffers {
+    live: Arc<AtomicUsize>,
+    freed_by_a_read: Arc<AtomicUsize>,
+}
+
+struct TrackedBuf {
+    v: Vec<u8>,
+    acquired_in: Option<tokio::task::Id>,
+    bufs: TaskTrackingBuffers,
+}
+
+impl Deref for TrackedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.v
+    }
+}
+
+impl DerefMut for TrackedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.v
+    }
+}
+
+impl Drop for TrackedBuf {
+    fn drop(&mut self) {
+        let now = tokio::task::try_id();
+        if now.is_some() && now != self.acquired_in {
+            self.bufs.freed_by_a_read.fetch_add(1, Ordering::SeqCst);
+        }
+        self.bufs.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl TaskTrackingBuffers {
+    /// A buffer owned by the current task (`None` outside any task, e.g. in a test's body).
+    fn make(&self, len: usize, fill: u8) -> TrackedBuf {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        TrackedBuf { v: vec![fill; len], acquired_in: tokio::task::try_id(), bufs: self.clone() }
+    }
+}
+
+impl BatchBuffers for TaskTrackingBuffers {
+    type Buf = TrackedBuf;
+    async fn acquire(&self, len: usize) -> t3fs_kernels::Result<TrackedBuf> {
+        Ok(self.make(len, 0xAB))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_an_epoch_with_reads_in_flight_is_safe_and_the_loader_and_cluster_keep_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    mkdir(&client, "ab").await;
+    // 96 samples of 64..128 KiB (~9 MiB): a 16-sample batch is ~1.5 MiB of reads.
+    let mut r = SplitMix64::new(21);
+    let samples: Vec<Vec<u8>> =
+        (0..96).map(|_| bytes((64 << 10) + (r.next_u64() % (64 << 10)) as usize, r.next_u64())).collect();
+    write_record_file(&client, "/ab/big.rec", &samples).await.unwrap();
+    let paths = vec!["/ab/big.rec".to_string()];
+    let cfg = LoaderConfig {
+        batch_size: 16,
+        seed: 1,
+        prefetch_batches: 2,
+        read: BatchConfig { max_in_flight_requests: 4, ..BatchConfig::default() },
+        ..LoaderConfig::default()
+    };
+    let buffers = TaskTrackingBuffers::default();
+    let loader = SampleLoader::new(client.clone(), &paths, cfg, buffers.clone()).await.unwrap();
+
+    // Drop the stream at different points: as soon as the producer holds its first batch buffer
+    // (its reads just submitted), after taking one or two batches, a moment into a batch.
+    for round in 0..8u64 {
+        let mut stream = loader.epoch(round);
+        match round % 4 {
+            0 => eventually("the first batch buffer", || buffers.live.load(Ordering::SeqCst) >= 1).await,
+            1 | 2 => {
+                for _ in 0..round {
+                    let batch = stream.next().await.unwrap().unwrap();
+                    for (i, &g) in batch.samples.iter().enumerate() {
+                        assert!(batch.sample(i) == &samples[g as usize][..], "round {round}: sample {g}");
+                    }
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(3)).await,
+        }
+        drop(stream);
+        // The aborted producer's buffers are freed: by the producer, or by the last read that was
+        // still writing into one. None leaks.
+        eventually("every batch buffer to be freed", || buffers.live.load(Ordering::SeqCst) == 0).await;
+    }
+    let by_reads = buffers.freed_by_a_read.load(Ordering::SeqCst);
+    eprintln!("8 aborted epochs; {by_reads} batch buffers outlived their producer and were freed by a read");
+    assert!(by_reads >= 1, "no abort ever caught reads in flight; make the batches larger");
+
+    // The loader and the cluster work on: a whole epoch, every sample once with its exact bytes.
+    let mut stream = loader.epoch(100);
+    let mut seen = vec![false; samples.len()];
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        for (i, &g) in batch.samples.iter().enumerate() {
+            assert!(!std::mem::replace(&mut seen[g as usize], true));
+            assert!(batch.sample(i) == &samples[g as usize][..], "sample {g}");
+        }
+    }
+    assert!(seen.iter().all(|&s| s));
+    drop(stream);
+    let rf = RecordFile::open(&client, "/ab/big.rec").await.unwrap();
+    assert!(rf.read_sample(&client, 95).await.unwrap() == samples[95]);
+    assert_eq!(buffers.live.load(Ordering::SeqCst), 0);
+
+    // Cancelling a KV-cache load mid-way (a timeout): its reads own the cache, so the future can be
+    // dropped at any point. Timeouts grow until two cancellations caught page reads in flight (the
+    // cache then outlives the dropped future and is freed by the last read).
+    let values: Vec<u16> = (0..300 * kvcache::KV_DIM).map(|i| i as u16).collect();
+    write_sequence(&client, "/ab/kv", 1, &values).await.unwrap();
+    let kv = vec!["/ab/kv".to_string(); 8];
+    let cfg = BatchConfig { max_in_flight_requests: 2, ..BatchConfig::default() };
+    let caches = TaskTrackingBuffers::default();
+    for ms in 1..=100u64 {
+        let load = load_batch(&client, &kv, 1, caches.make(40 * page_bytes(1), 0xFF), cfg);
+        if tokio::time::timeout(Duration::from_millis(ms), load).await.is_ok() {
+            break;
+        }
+        eventually("the cancelled load's cache to be freed", || caches.live.load(Ordering::SeqCst) == 0).await;
+        if caches.freed_by_a_read.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+    }
+    let by_reads = caches.freed_by_a_read.load(Ordering::SeqCst);
+    eprintln!("KV loads cancelled with reads in flight: {by_reads}");
+    assert!(by_reads >= 1, "no cancelled KV load ever had reads in flight");
+    let (plan, cache) = load_batch(&client, &kv, 1, vec![0xFFu8; 40 * page_bytes(1)], cfg).await.unwrap();
+    let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    check_cache(&cache, &plan, &vec![le; 8], 1);
+
+    drop(loader);
+    client.shutdown().await;
+    cluster.shutdown().await;
+}
+
 /// Checks that `dest` holds exactly `seqs` as `plan` places them, and 0xFF everywhere else.
 fn check_cache(dest: &[u8], plan: &KvBatchPlan, seqs: &[Vec<u8>], h_kv: usize) {
     let (tb, pb) = (token_bytes(h_kv), page_bytes(h_kv));
@@ -285,9 +436,9 @@ async fn kv_cache_pages_land_in_their_blocks_and_unused_slots_stay_nan() {
         seqs.push(le(&values));
     }
     let pb = page_bytes(1);
-    let mut dest = vec![0xFFu8; 7 * pb];
     let cfg = BatchConfig { max_in_flight_requests: 2, ..BatchConfig::default() };
-    let plan = load_batch(&client, &paths, 1, &mut dest, cfg).await.unwrap();
+    let (plan, dest) = load_batch(&client, &paths, 1, vec![0xFFu8; 7 * pb], cfg).await.unwrap();
+    assert_eq!(dest.len(), 7 * pb, "the cache comes back whole");
     let s = UNUSED_BLOCK;
     assert_eq!(plan.seqlens, vec![1, 64, 130]);
     assert_eq!((plan.num_blocks, plan.max_blocks_per_seq), (5, 3));
@@ -303,19 +454,18 @@ async fn kv_cache_pages_land_in_their_blocks_and_unused_slots_stay_nan() {
     write_sequence(&client, "/kv/h2", 2, &values).await.unwrap();
     write_sequence(&client, "/kv/empty", 2, &[]).await.unwrap();
     let two = vec!["/kv/empty".to_string(), "/kv/h2".to_string()];
-    let mut dest = vec![0xFFu8; 2 * page_bytes(2)];
-    let plan = load_batch(&client, &two, 2, &mut dest, BatchConfig::default()).await.unwrap();
+    let (plan, dest) =
+        load_batch(&client, &two, 2, vec![0xFFu8; 2 * page_bytes(2)], BatchConfig::default()).await.unwrap();
     assert_eq!((plan.seqlens.clone(), plan.block_table.clone()), (vec![0, 70], vec![s, s, 0, 1]));
     check_cache(&dest, &plan, &[Vec::new(), le(&values)], 2);
 
     // Errors: a cache one block short, a file that is not whole tokens, a bad token count.
-    let mut small = vec![0u8; 4 * pb];
-    let err = load_batch(&client, &paths, 1, &mut small, cfg).await.unwrap_err();
+    let err = load_batch(&client, &paths, 1, vec![0u8; 4 * pb], cfg).await.unwrap_err();
     assert!(matches!(err, KernelError::InvalidArgument(_)), "{err}");
     let odd = client.create(&UserInfo::root(), InodeId::ROOT, b"odd", 0o644, true).await.unwrap();
     client.write(&odd, 0, &[1u8; 1000]).await.unwrap();
     client.close(&UserInfo::root(), InodeId(odd.id), 1000, true).await.unwrap();
-    let err = load_batch(&client, &["/odd".to_string()], 1, &mut dest, cfg).await.unwrap_err();
+    let err = load_batch(&client, &["/odd".to_string()], 1, dest, cfg).await.unwrap_err();
     assert!(matches!(&err, KernelError::Format(m) if m.contains("/odd")), "{err}");
     let err = write_sequence(&client, "/kv/bad", 1, &[0u16; 577]).await.unwrap_err();
     assert!(matches!(err, KernelError::InvalidArgument(_)), "{err}");

@@ -6,10 +6,18 @@
 //! - [`BufferPool`] is the "registered memory" seam. It allocates `count` buffers of `buf_size`
 //!   bytes once, up front, and hands them out as [`PooledBuf`]s that return themselves on drop; it
 //!   is bounded (acquire waits while every buffer is out). Today the TCP bulk plane receives a chunk
-//!   into a frame buffer and the batch reader copies it into the pooled buffer. An RDMA transport
-//!   registers the pool's memory once (one memory region per pool, or per block like USRBIO's
-//!   `block_size`) and lets storage write straight into it; GPU memory plugs in the same way. The
-//!   API does not change when that happens: callers already read into pool buffers.
+//!   into a frame buffer and the batch reader copies it into the read's buffer (pooled, owned or
+//!   external), so that copy is the only one between the socket and the caller's memory. An RDMA
+//!   transport registers the pool's memory once (one memory region per pool, or per block like
+//!   USRBIO's `block_size`) and lets storage write straight into it; GPU memory plugs in the same
+//!   way. The API does not change when that happens: callers already read into pool buffers.
+//! - [`ExternalBuf`] lets a read land in memory the caller owns and the reader does not allocate:
+//!   a range of a pinned host buffer, or one sample's slot inside a whole batch buffer, so a loader
+//!   needs no copy of its own. It is a raw `(ptr, len)` plus an `owner` handle (any `Arc`) that
+//!   keeps the memory alive: the read (which runs as its own task, see [`BatchReader`]) holds the
+//!   `ExternalBuf`, so even a caller that gives up on the read cannot free the memory under it.
+//!   Its constructor is `unsafe`: the caller promises that `owner` keeps `ptr..ptr+len` valid and
+//!   that nothing else touches that range while the `ExternalBuf` lives.
 //! - [`BatchReader`] is the submit/complete queue (USRBIO's Ior): [`BatchReader::submit`] waits for
 //!   a free slot, so at most [`BatchConfig::max_in_flight_requests`] reads run at once (the queue
 //!   depth); [`BatchReader::next`] yields [`Completion`]s in completion order. It is also a
@@ -29,7 +37,10 @@
 //! wire is at most `max_bytes_per_op`.
 //!
 //! Invariants: a completion is delivered exactly once per submitted read, with its buffer; a read
-//! never writes outside `buf[..len]`; the in-flight count never exceeds the configured depth.
+//! never writes outside `buf[..len]` (for an [`ExternalBuf`], outside the range it was made over);
+//! a read holds its buffer, and so an `ExternalBuf`'s `owner`, until its completion is sent or
+//! dropped; the in-flight count never exceeds the configured depth.
+use std::any::Any;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
@@ -142,11 +153,78 @@ impl Drop for PooledBuf {
     }
 }
 
-/// Where a read lands: a pooled (registered) buffer, or a plain `Vec` (its current length is the
-/// room available; it is never resized).
+/// `len` bytes of caller-owned memory at `ptr`, kept alive by `owner` (see the module note): the
+/// destination of a read that must land in place, e.g. one sample's range of a pinned batch
+/// buffer. Derefs to exactly those `len` bytes.
+pub struct ExternalBuf {
+    ptr: *mut u8,
+    len: usize,
+    owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: an ExternalBuf is the only handle to its range (the contract of `new`), like a
+// `Box<[u8]>` that some `owner` frees; moving it to another thread moves that exclusive access
+// with it, and `owner` is itself Send + Sync.
+unsafe impl Send for ExternalBuf {}
+// SAFETY: `&ExternalBuf` only gives `&[u8]` (reads); writes need `&mut`. No one else writes the
+// range while the ExternalBuf lives (the contract of `new`), so shared reads from several threads
+// do not race. (Keeps `ReadBuf`, `ReadReq` and `Completion` Sync, as they were before.)
+unsafe impl Sync for ExternalBuf {}
+
+impl ExternalBuf {
+    /// A read destination over `len` bytes at `ptr`, kept alive by `owner`. A zero `len` needs no
+    /// valid pointer (it may be null).
+    ///
+    /// # Safety
+    /// - `ptr..ptr + len` is one allocation (or part of one), valid for reads and writes of `len`
+    ///   bytes for as long as `owner` (any clone of it) is alive, and `len <= isize::MAX`. Dropping
+    ///   the last clone of `owner` may free it; nothing else may.
+    /// - Nothing else reads, writes or borrows that range from this call until the `ExternalBuf`
+    ///   is dropped (ranges handed to different `ExternalBuf`s must be disjoint).
+    /// - The bytes are initialized (any values: every bit pattern is a valid `u8`), since the
+    ///   `ExternalBuf` derefs to slices over them (e.g. zero a fresh pinned allocation first).
+    pub unsafe fn new(ptr: *mut u8, len: usize, owner: Arc<dyn Any + Send + Sync>) -> ExternalBuf {
+        // `from_raw_parts` needs a non-null, aligned pointer even for an empty slice.
+        let ptr = if len == 0 { std::ptr::NonNull::dangling().as_ptr() } else { ptr };
+        ExternalBuf { ptr, len, owner }
+    }
+
+    /// The handle that keeps the memory alive (the one given to [`ExternalBuf::new`]).
+    pub fn owner(&self) -> &Arc<dyn Any + Send + Sync> {
+        &self.owner
+    }
+}
+
+impl Deref for ExternalBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `new`'s contract: `ptr..ptr + len` is valid while `owner` lives (we hold a
+        // clone, so at least as long as `self`) and no one else writes it; `ptr` is non-null (a
+        // dangling, aligned pointer when `len == 0`) and u8 needs no alignment.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for ExternalBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; the range is exclusively ours (`new`'s contract) and `&mut self`
+        // makes this the only borrow of it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl std::fmt::Debug for ExternalBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalBuf").field("ptr", &self.ptr).field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+/// Where a read lands: a pooled (registered) buffer, a plain `Vec` (its current length is the
+/// room available; it is never resized), or caller-owned external memory.
 pub enum ReadBuf {
     Pooled(PooledBuf),
     Owned(Vec<u8>),
+    External(ExternalBuf),
 }
 
 impl Deref for ReadBuf {
@@ -155,6 +233,7 @@ impl Deref for ReadBuf {
         match self {
             ReadBuf::Pooled(b) => b,
             ReadBuf::Owned(v) => v,
+            ReadBuf::External(e) => e,
         }
     }
 }
@@ -164,7 +243,14 @@ impl DerefMut for ReadBuf {
         match self {
             ReadBuf::Pooled(b) => b,
             ReadBuf::Owned(v) => v,
+            ReadBuf::External(e) => e,
         }
+    }
+}
+
+impl From<ExternalBuf> for ReadBuf {
+    fn from(b: ExternalBuf) -> Self {
+        ReadBuf::External(b)
     }
 }
 
@@ -335,8 +421,12 @@ struct Shared {
 }
 
 /// A submit/complete queue of reads against one client (see the module note). Reads run as tokio
-/// tasks on the current runtime, so they use every worker thread. Dropping the reader abandons the
-/// completions still to come (their reads finish, and their buffers go back to their pool).
+/// tasks on the current runtime (`tokio::spawn`), so they use every worker thread, and they run to
+/// the end whether or not anyone polls the reader. Dropping the reader abandons the completions
+/// still to come: their reads still finish, then drop their buffers (a pooled buffer goes back to
+/// its pool; an [`ExternalBuf`] releases its `owner` clone only then). So a read may write into its
+/// buffer after the reader, and the future that submitted it, are gone: memory handed to a read
+/// must be owned by the read (that is what `ExternalBuf::owner` is for), never merely borrowed.
 pub struct BatchReader {
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Completion>,
@@ -639,5 +729,55 @@ mod tests {
         assert_eq!(rb.len(), 1024);
         let rb: ReadBuf = vec![0u8; 3].into();
         assert_eq!(rb.len(), 3);
+    }
+
+    /// An Arc-owned buffer and the base pointer of its bytes, taken once through exclusive access
+    /// (the way a loader lends a batch buffer).
+    fn owned(len: usize, fill: u8) -> (Arc<Mutex<Vec<u8>>>, *mut u8) {
+        let mut owner = Arc::new(Mutex::new(vec![fill; len]));
+        let v = Arc::get_mut(&mut owner).unwrap().get_mut().unwrap();
+        let ptr = v.as_mut_ptr();
+        (owner, ptr)
+    }
+
+    #[test]
+    fn external_bufs_deref_to_exactly_their_range_and_keep_the_owner_alive() {
+        let (owner, base) = owned(32, 0xEE);
+        // Two disjoint ranges with a gap between them: [4, 12) and [20, 30).
+        let erased: Arc<dyn Any + Send + Sync> = owner.clone();
+        // SAFETY: both ranges lie inside the 32-byte Vec that `owner` keeps alive, are disjoint,
+        // and nothing touches the Vec until both ExternalBufs are gone (the try_unwrap below).
+        let (mut a, mut b) =
+            unsafe { (ExternalBuf::new(base.add(4), 8, erased.clone()), ExternalBuf::new(base.add(20), 10, erased)) };
+        assert_eq!((a.len(), b.len()), (8, 10));
+        assert!(a.iter().chain(b.iter()).all(|&x| x == 0xEE), "they see the owner's bytes");
+        a.fill(1);
+        b.copy_from_slice(&[2; 10]);
+        let mut rb: ReadBuf = b.into();
+        rb[9] = 3;
+        assert_eq!(Arc::strong_count(&owner), 3, "each ExternalBuf holds a clone of the owner");
+        assert!(Arc::ptr_eq(a.owner(), &(owner.clone() as Arc<dyn Any + Send + Sync>)));
+        // Dropping our handle does not free the memory while an ExternalBuf holds the owner.
+        let weak = Arc::downgrade(&owner);
+        drop(owner);
+        assert_eq!(&a[..], &[1; 8]);
+        drop((a, rb));
+        assert!(weak.upgrade().is_none(), "the last ExternalBuf freed the buffer");
+
+        // Writes stayed inside the two ranges.
+        let (owner, base) = owned(16, 0);
+        // SAFETY: [8, 16) of the Vec `owner` keeps alive; untouched until the ExternalBuf is gone.
+        let mut e = unsafe { ExternalBuf::new(base.add(8), 8, owner.clone()) };
+        e.fill(9);
+        drop(e);
+        let v = Arc::try_unwrap(owner).unwrap().into_inner().unwrap();
+        assert_eq!(v, [[0u8; 8], [9u8; 8]].concat());
+
+        // Zero length: a null pointer is fine and derefs to an empty slice.
+        // SAFETY: zero bytes are never accessed.
+        let mut z = unsafe { ExternalBuf::new(std::ptr::null_mut(), 0, Arc::new(())) };
+        assert!(z.is_empty() && z.deref_mut().is_empty());
+        let z: ReadBuf = z.into();
+        assert!(z.is_empty());
     }
 }

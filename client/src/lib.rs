@@ -33,7 +33,9 @@ pub mod links;
 pub mod meta;
 pub mod xattr;
 
-pub use batch::{BatchConfig, BatchReader, BatchStats, BufferPool, Completion, PooledBuf, ReadBuf, ReadReq};
+pub use batch::{
+    BatchConfig, BatchReader, BatchStats, BufferPool, Completion, ExternalBuf, PooledBuf, ReadBuf, ReadReq,
+};
 pub use config::{ClientConfig, UserInfo};
 pub use data::{ChunkOp, ChunkPiece};
 pub use links::RenameFlags;

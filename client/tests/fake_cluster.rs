@@ -2,7 +2,8 @@
 //! routing info), a minimal in-memory meta, and two fake storage nodes on the bulk plane that
 //! "replicate" by applying an update to every target of the chain. Faults are injected per target.
 //! The real daemons are exercised by the lead's end-to-end tests; this pins the client's own logic
-//! (chunk splitting on the wire, holes, CRC checks, replica failover, retries, truncate/remove).
+//! (chunk splitting on the wire, holes, CRC checks, replica failover, retries, truncate/remove, batch
+//! reads into caller-owned external memory).
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -567,4 +568,50 @@ async fn readlink_and_xattr_input_checks() {
     assert_eq!(c.client.get_xattr(&user, InodeId(FILE), b"").await.unwrap_err().code, StatusCode::InvalidArgument);
     let long = vec![b'a'; 256];
     assert_eq!(c.client.remove_xattr(&user, InodeId(FILE), &long).await.unwrap_err().code, StatusCode::NameTooLong);
+}
+
+#[tokio::test]
+async fn batch_reads_land_in_disjoint_ranges_of_one_external_buffer() {
+    use std::any::Any;
+    use t3fs_client::{BatchConfig, ExternalBuf, ReadReq};
+
+    let c = cluster().await;
+    let inode = Arc::new(c.inode(5 * u64::from(CS)));
+    // Chunks 0..=3 hold data up to 3·CS + 100; the rest of the file is a hole.
+    let data = pattern(3 * CS as usize + 100, 5);
+    c.client.write(&inode, 0, &data).await.unwrap();
+    let mut want = data.clone();
+    want.resize(5 * CS as usize, 0);
+
+    // One Arc-owned buffer: [guard 16][A 6000][guard 16][B 6000][guard 16], guards never written.
+    const G: usize = 16;
+    const L: usize = 6000;
+    let mut owner = Arc::new(Mutex::new(vec![0xEEu8; 3 * G + 2 * L]));
+    let base = Arc::get_mut(&mut owner).unwrap().get_mut().unwrap().as_mut_ptr();
+    let erased: Arc<dyn Any + Send + Sync> = owner.clone();
+    // SAFETY: [G, G+L) and [2G+L, 2G+2L) lie inside the Vec that `owner` keeps alive and are
+    // disjoint; nothing touches the Vec again until every ExternalBuf is dropped (try_unwrap).
+    let (a, b) =
+        unsafe { (ExternalBuf::new(base.add(G), L, erased.clone()), ExternalBuf::new(base.add(2 * G + L), L, erased)) };
+    // A crosses chunks 0/1; B crosses chunks 2/3 and runs into the hole at 3·CS + 100.
+    let (off_a, off_b) = (1000u64, 3 * u64::from(CS) - 500);
+    let reqs = vec![
+        ReadReq { inode: inode.clone(), offset: off_a, len: L as u32, buf: a.into(), user_data: 0 },
+        ReadReq { inode: inode.clone(), offset: off_b, len: L as u32, buf: b.into(), user_data: 1 },
+    ];
+    let mut reader = c.client.batch_reader(BatchConfig { max_bytes_per_op: 1500, ..BatchConfig::default() });
+    reader.submit_all(reqs);
+    let mut seen = [false; 2];
+    while let Some(done) = reader.next().await {
+        let off = [off_a, off_b][done.user_data as usize] as usize;
+        assert_eq!(done.result.unwrap(), L);
+        assert!(done.buf[..] == want[off..off + L], "read {} differs", done.user_data);
+        seen[done.user_data as usize] = true;
+    }
+    assert_eq!(seen, [true, true]);
+    // Every completion (and its ExternalBuf) is gone, so the buffer is ours again.
+    let buf = Arc::try_unwrap(owner).expect("no ExternalBuf outlives its completion").into_inner().unwrap();
+    assert!(buf[..G].iter().chain(&buf[G + L..2 * G + L]).chain(&buf[2 * G + 2 * L..]).all(|&x| x == 0xEE));
+    assert!(buf[G..G + L] == want[off_a as usize..off_a as usize + L]);
+    assert!(buf[2 * G + L..2 * G + 2 * L] == want[off_b as usize..off_b as usize + L]);
 }

@@ -12,12 +12,10 @@
 // One CTA = 8 warps on (q-row tile of TILE_M rows, kv head g, part). The q heads of kv head g
 // times s_q are folded into rows (row r -> s = r / hpk, head = g*hpk + r % hpk). Warps form
 // RG = TILE_M/16 row groups x WC = 8/RG column groups: for S = Q K^T a warp owns 16 rows x
-// BLOCK_N/S_WC tokens (only S_WC column warps take part when a tile is narrow), for O += P V it
-// owns 16 rows x 512/WC value columns; P goes through shared memory. Online softmax in the log2
-// domain with fp32 state. K tiles of BLOCK_N = 32 tokens stream through an NSTAGE-deep cp.async
-// ring (NSTAGE-1 tiles in flight while one is computed); tokens past the item's end are
-// zero-filled and masked, so cache slots beyond a sequence's length (NaN in the tests) are never
-// read.
+// BLOCK_N/WC tokens, for O += P V it owns 16 rows x 512/WC value columns; P goes through shared
+// memory. Online softmax in the log2 domain with fp32 state. K tiles of BLOCK_N tokens are
+// double-buffered with cp.async; tokens past the item's end are zero-filled and masked, so cache
+// slots beyond a sequence's length (NaN in the tests) are never read.
 //
 // Compile-time constant (injected by the host): TILE_M in {16, 32, 64}.
 
@@ -27,13 +25,8 @@
 #define NTHREADS 256
 #define RG (TILE_M / 16)
 #define WC (8 / RG)
-// Tokens per pipeline step (divides PAGE, so a step never crosses a page).
-#define BLOCK_N 32
-// K-tile ring depth: NSTAGE - 1 tiles are in flight while one is computed.
-#define NSTAGE (TILE_M == 16 ? 4 : 3)
-// Column warps that compute S (each owns NT_S n-tiles of 8 tokens); the others only do P*V.
-#define S_WC (WC < BLOCK_N / 8 ? WC : BLOCK_N / 8)
-#define NT_S (BLOCK_N / S_WC / 8)
+#define BLOCK_N (TILE_M <= 32 ? 64 : 32)
+#define NT_S (BLOCK_N / WC / 8)
 #define NT_O (D_V / WC / 8)
 #define DV_W (D_V / WC)
 #define SROW (D_K + 8)
@@ -50,7 +43,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
     extern __shared__ __align__(128) unsigned char smem_raw[];
     bf16_t* Qs = (bf16_t*)smem_raw;
     bf16_t* Ks = Qs + TILE_M * SROW;
-    bf16_t* Ps = Ks + NSTAGE * BLOCK_N * SROW;
+    bf16_t* Ps = Ks + 2 * BLOCK_N * SROW;
     float* redmax = (float*)(Ps + TILE_M * PROW);
     float* redl = redmax + WC * TILE_M;
 
@@ -93,25 +86,23 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
             cp_async16(smem_addr(Qs + row * SROW + col * 8), src, bytes);
         }
         auto load_k = [&](int j) {
-            if (j >= nsteps) return;
             const int t0 = t_begin + j * BLOCK_N;
-            const int page = bt[t0 / PAGE];  // one page per step; t0 < t_end, so the entry is used
-            const bf16_t* base = kcache + (((size_t)page * PAGE + (t0 % PAGE)) * h_kv + g) * D_K;
-            bf16_t* dst = Ks + (j % NSTAGE) * BLOCK_N * SROW;
-#pragma unroll 3
+            bf16_t* dst = Ks + (j & 1) * BLOCK_N * SROW;
             for (int c = tid; c < BLOCK_N * CHUNKS_PER_ROW; c += NTHREADS) {
                 int tok = c / CHUNKS_PER_ROW, col = c % CHUNKS_PER_ROW;
-                bool ok = t0 + tok < t_end;
-                const bf16_t* src = ok ? base + (size_t)tok * h_kv * D_K + col * 8 : kcache;
-                cp_async16(smem_addr(dst + tok * SROW + col * 8), src, ok ? 16u : 0u);
+                int t = t0 + tok;
+                const bf16_t* src = kcache;
+                unsigned bytes = 0;
+                if (t < t_end) {
+                    int page = bt[t / PAGE];
+                    src = kcache + (((size_t)page * PAGE + (t % PAGE)) * h_kv + g) * D_K + col * 8;
+                    bytes = 16;
+                }
+                cp_async16(smem_addr(dst + tok * SROW + col * 8), src, bytes);
             }
         };
-        // Prologue: Q and the first NSTAGE-1 tiles, one commit group per step (groups may be empty).
-#pragma unroll
-        for (int j = 0; j < NSTAGE - 1; ++j) {
-            load_k(j);
-            cp_async_commit();
-        }
+        if (nsteps > 0) load_k(0);
+        cp_async_commit();
 
         float m[2] = {-T3_INF, -T3_INF}, l[2] = {0.f, 0.f};
         float o[NT_O][4];
@@ -119,20 +110,19 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
         for (int i = 0; i < NT_O; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 
         for (int j = 0; j < nsteps; ++j) {
-            cp_async_wait<NSTAGE - 2>();  // step j (and Q) landed
-            __syncthreads();              // ... for every thread; all are done with step j-1's buffer
-            load_k(j + NSTAGE - 1);       // refills step j-1's buffer
+            cp_async_wait<0>();
+            __syncthreads();
+            if (j + 1 < nsteps) load_k(j + 1);
             cp_async_commit();
-            const bf16_t* Kb = Ks + (j % NSTAGE) * BLOCK_N * SROW;
+            const bf16_t* Kb = Ks + (j & 1) * BLOCK_N * SROW;
             const int t0 = t_begin + j * BLOCK_N;
 
             // S = Q K^T for this warp's 16 rows x NT_S*8 tokens.
-            const bool s_warp = wc < S_WC;
             float sacc[NT_S][4];
 #pragma unroll
             for (int i = 0; i < NT_S; ++i) sacc[i][0] = sacc[i][1] = sacc[i][2] = sacc[i][3] = 0.f;
-#pragma unroll 2
-            for (int kk = 0; kk < (s_warp ? D_K / 16 : 0); ++kk) {
+#pragma unroll 4
+            for (int kk = 0; kk < D_K / 16; ++kk) {
                 unsigned a0, a1, a2, a3;
                 ldsm_x4(smem_addr(Qs + (rg * 16 + (lane & 15)) * SROW + kk * 16 + (lane >> 4) * 8), a0, a1, a2, a3);
 #pragma unroll
@@ -152,7 +142,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
                 for (int e = 0; e < 4; ++e) {
                     const int h = e >> 1;
                     const int t = t0 + wc * NT_S * 8 + nt * 8 + 2 * (lane & 3) + (e & 1);
-                    bool ok = s_warp && rvalid[h] && t < t_end && (!causal || t <= seqlen - s_q + srow[h]);
+                    bool ok = rvalid[h] && t < t_end && (!causal || t <= seqlen - s_q + srow[h]);
                     float x = ok ? sacc[nt][e] * scale_log2 : -T3_INF;
                     sacc[nt][e] = x;
                     bmax[h] = fmaxf(bmax[h], x);
@@ -162,7 +152,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
             for (int h = 0; h < 2; ++h) {
                 bmax[h] = fmaxf(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 1));
                 bmax[h] = fmaxf(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 2));
-                if (s_warp && (lane & 3) == 0) redmax[wc * TILE_M + lr[h]] = bmax[h];
+                if ((lane & 3) == 0) redmax[wc * TILE_M + lr[h]] = bmax[h];
             }
             __syncthreads();
             float alpha[2];
@@ -170,7 +160,7 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
             for (int h = 0; h < 2; ++h) {
                 float mx = m[h];
 #pragma unroll
-                for (int w = 0; w < S_WC; ++w) mx = fmaxf(mx, redmax[w * TILE_M + lr[h]]);
+                for (int w = 0; w < WC; ++w) mx = fmaxf(mx, redmax[w * TILE_M + lr[h]]);
                 alpha[h] = (mx == -T3_INF) ? 1.f : fast_exp2(m[h] - mx);
                 m[h] = mx;
                 l[h] *= alpha[h];
@@ -184,11 +174,9 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, 1)
                     p[e] = (m[h] == -T3_INF) ? 0.f : fast_exp2(sacc[nt][e] - m[h]);
                     l[h] += p[e];
                 }
-                if (s_warp) {
-                    const int col = wc * NT_S * 8 + nt * 8 + 2 * (lane & 3);
-                    *(unsigned*)(Ps + lr[0] * PROW + col) = pack_bf16x2(p[0], p[1]);
-                    *(unsigned*)(Ps + lr[1] * PROW + col) = pack_bf16x2(p[2], p[3]);
-                }
+                const int col = wc * NT_S * 8 + nt * 8 + 2 * (lane & 3);
+                *(unsigned*)(Ps + lr[0] * PROW + col) = pack_bf16x2(p[0], p[1]);
+                *(unsigned*)(Ps + lr[1] * PROW + col) = pack_bf16x2(p[2], p[3]);
             }
 #pragma unroll
             for (int i = 0; i < NT_O; ++i) {

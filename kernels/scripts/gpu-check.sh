@@ -19,6 +19,9 @@ if [ "${1:-}" = "--build" ]; then
   done
   cargo build --release -p t3fs-kernels --features cuda --example kernel_bench || exit 1
   cp "$CARGO_TARGET_DIR/release/examples/kernel_bench" "$dir/" && strip "$dir/kernel_bench"
+  # The loader examples run a whole in-process t3fs cluster on the GPU host.
+  cargo build --release -p t3fs --features cuda --example decode_from_t3fs --example train_step_from_t3fs || exit 1
+  for e in decode_from_t3fs train_step_from_t3fs; do cp "$CARGO_TARGET_DIR/release/examples/$e" "$dir/" && strip "$dir/$e"; done
   ls -la "$dir"
   exit 0
 fi
@@ -40,6 +43,12 @@ grep -E "NVRTC|bytes of CUBIN|registers|test result" "$out/nvrtc.txt" | tail -20
 "$bin/gpu_kernels" --test-threads=1 --nocapture > "$out/tests.txt" 2>&1; r_tests=$?
 grep -E "^(ok|FAIL)|passed|SKIPPED|panicked|test result" "$out/tests.txt" | tail -60
 timeout 300 "$bin/kernel_bench" ${BENCH_ARGS:-} > "$out/bench.txt" 2>&1; r_bench=$?
+if [ -x "$bin/decode_from_t3fs" ]; then
+  (cd "$out" && timeout 240 "$OLDPWD/$bin/decode_from_t3fs" 32 2048 64) > "$out/decode.txt" 2>&1; r_decode=$?
+  (cd "$out" && timeout 240 "$OLDPWD/$bin/train_step_from_t3fs" 8192 4096 256) > "$out/train.txt" 2>&1; r_train=$?
+else
+  r_decode=skipped; r_train=skipped
+fi
 python3 - > "$out/torch.txt" 2>&1 <<'PY'
 import torch
 def bench(f, it=20):
@@ -74,6 +83,8 @@ echo "| --- | --- |"
 echo "| NVRTC compile (sm_90a, no spills) | $(status $r_nvrtc) |"
 echo "| GPU tests vs CPU references | $(status $r_tests): $(grep -E 'cases passed' "$out/tests.txt" | tr '\n' ' ') |"
 echo "| benchmarks | $(status $r_bench) |"
+echo "| decode_from_t3fs | $r_decode: $(grep -E 'GB/s|matches|GPU decode' "$out/decode.txt" 2>/dev/null | tr '\n' ';') |"
+echo "| train_step_from_t3fs | $r_train: $(grep -E 'GB/s|first training' "$out/train.txt" 2>/dev/null | tr '\n' ';') |"
 cat "$out/torch.txt" | sed 's/^/| ceiling | /; s/$/ |/'
 grep -E "^device copy|^\| " "$out/bench.txt"
 sed 's/^/sass: /' "$out/sass.txt"

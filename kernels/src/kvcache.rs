@@ -19,18 +19,25 @@
 //! faults instead of reading plausible data. Bytes of a block past a sequence's last token are
 //! never written: tests fill the cache with NaN to prove nothing reads them.
 //!
-//! Today every page is read into its own `ReadBuf::Owned` and copied into its block
-//! ([`crate::sample_loader`]'s `copy_into_batch`); once the client can read into external memory
-//! the pages land in the (pinned) cache directly.
+//! Every page is read straight into its block of the caller's (pinned) cache: each read gets a
+//! `ReadBuf::External` over exactly its block's first `len` bytes, so nothing is copied after the
+//! client and no read can touch bytes past the sequence's end. The cache is passed BY VALUE and
+//! handed back with the plan: the client runs every read as its own tokio task (`tokio::spawn`
+//! in `t3fs_client::batch`), which keeps running if the future that submitted it is dropped, so a
+//! borrowed `&mut [u8]` would be written after the borrow ended when a caller cancels
+//! [`load_batch`] (a timeout, a `select!`). Instead the cache is lent to the reads the same way
+//! the sample loader lends its batch buffers ([`crate::sample_loader`]'s `LentBuf`): every read
+//! co-owns it until it finishes, and `load_batch` takes it back only after every completion.
+use std::ops::DerefMut;
 use std::sync::Arc;
 
-use t3fs_client::{BatchConfig, Client, ReadBuf, ReadReq};
+use t3fs_client::{BatchConfig, Client, ReadReq};
 use t3fs_common::proto;
 use tokio::task::JoinSet;
 
 use crate::error::ensure;
 use crate::records::{client_err, close_written, create_empty, open_file};
-use crate::sample_loader::{copy_into_batch, run_reads};
+use crate::sample_loader::{LentBuf, run_reads};
 use crate::{KernelError, Result};
 
 /// Values per token per KV head (512 latent + 64 RoPE).
@@ -124,17 +131,25 @@ pub fn plan_blocks(seqlens: &[i32]) -> Result<KvBatchPlan> {
     Ok(KvBatchPlan { seqlens: seqlens.to_vec(), block_table, max_blocks_per_seq: mbs, num_blocks: next })
 }
 
-/// Loads the sequences at `paths` into `dest`, a paged cache in host memory of at least
-/// `num_blocks × page_bytes(h_kv)` bytes (block `k` at `dest[k · page_bytes..]`), and returns the
-/// plan (seqlens and block table) for the decode call. Bytes of a block past a sequence's end are
-/// left as they are.
-pub async fn load_batch(
+/// Loads the sequences at `paths` into `dest`, a paged cache in host memory (a `Vec<u8>`, a pinned
+/// buffer, ...) of at least `num_blocks × page_bytes(h_kv)` bytes (block `k` at
+/// `dest[k · page_bytes..]`), and returns the plan (seqlens and block table) for the decode call
+/// together with `dest`. Bytes of a block past a sequence's end are left as they are.
+///
+/// `dest` is taken by value because the reads write into it from their own tasks (module note):
+/// if this future is dropped, or fails, while reads are in flight, they keep `dest` alive and it
+/// is dropped (a pooled buffer: returned to its pool) when the last of them finishes. On error it
+/// is not handed back.
+pub async fn load_batch<B>(
     client: &Arc<Client>,
     paths: &[String],
     h_kv: usize,
-    dest: &mut [u8],
+    dest: B,
     cfg: BatchConfig,
-) -> Result<KvBatchPlan> {
+) -> Result<(KvBatchPlan, B)>
+where
+    B: DerefMut<Target = [u8]> + Send + 'static,
+{
     check_h_kv(h_kv)?;
     let (tb, pb) = (token_bytes(h_kv), page_bytes(h_kv));
     let inodes = stat_all(client, paths).await?;
@@ -163,15 +178,19 @@ pub async fn load_batch(
             pages.push((s, p, (inode.length - (p * pb) as u64).min(pb as u64) as usize));
         }
     }
-    // Built lazily, so at most the queue depth of page buffers exist at once.
-    let (pages_ref, inodes_ref) = (&pages, &inodes);
+    // SAFETY (memory): the reads run in spawned tasks (t3fs_client::batch), so they must own what
+    // they write into: the cache is lent, block range by block range, and every read's
+    // ExternalBuf co-owns it (module note). Blocks go in increasing order, so the ranges are
+    // lent in order and disjoint; each covers only the page's `len` bytes.
+    let mut lent = LentBuf::new(dest);
+    let (pages_ref, inodes_ref, lent_ref) = (&pages, &inodes, &mut lent);
     let reqs = (0..pages.len()).map(move |block| {
         let (s, p, len) = pages_ref[block];
         ReadReq {
             inode: inodes_ref[s].clone(),
             offset: (p * pb) as u64,
             len: len as u32,
-            buf: ReadBuf::Owned(vec![0u8; len]),
+            buf: lent_ref.lend(block * pb..block * pb + len).into(),
             user_data: block as u64,
         }
     });
@@ -184,11 +203,13 @@ pub async fn load_batch(
         if n != want {
             return Err(KernelError::Format(format!("{}: read {n} of {want} bytes (file truncated?)", name())));
         }
-        copy_into_batch(&mut dest[block * pb..block * pb + n], &c.buf[..n]);
         Ok(())
     })
     .await?;
-    Ok(plan)
+    // Every completion was received and dropped (run_reads returned Ok with nothing pending), so
+    // no read holds the cache any more.
+    let dest = lent.reclaim().ok().expect("every page read completed and released its block");
+    Ok((plan, dest))
 }
 
 /// Resolves every path concurrently; inodes in the order of `paths`.

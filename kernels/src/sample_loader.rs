@@ -11,25 +11,36 @@
 //!   the short last batch is dropped when `drop_last`.
 //! - Buffers: a batch lands in ONE buffer from [`BatchBuffers::acquire`] (plain `Vec`s with
 //!   [`VecBuffers`]; pinned host memory for the GPU path), sample `i` at
-//!   `buf[offsets[i]..offsets[i+1]]`. Today every sample is read into its own `ReadBuf::Owned`
-//!   and copied into place by `copy_into_batch`; once the client can read into external memory
-//!   that copy goes away and nothing else changes.
+//!   `buf[offsets[i]..offsets[i+1]]`. Every sample is read straight into its range of that buffer
+//!   (a `ReadBuf::External` per sample, see below): no per-sample buffer, no copy in the loader.
+//! - Lending, and why the buffer is owned, not borrowed: the client runs each read as its own
+//!   tokio task, which keeps running when the code that submitted it is dropped. So the batch
+//!   buffer is moved into an `Arc` (`LentBuf`) and every read's `ExternalBuf` holds a clone of
+//!   it as its `owner`; the producer takes the buffer back (`Arc::try_unwrap`) only after it has
+//!   received every completion of the batch and dropped its `ReadBuf`. If the producer is aborted
+//!   (the [`EpochStream`] dropped) or the batch fails while reads are in flight, the producer's
+//!   clone goes away but the reads' clones keep the buffer alive until the last read finishes,
+//!   and that read's task frees it (for a pooled buffer: returns it to its pool). No read can
+//!   write into freed memory, whatever is cancelled when. Ranges are lent in increasing order and
+//!   never overlap, so two reads never share a byte.
 //! - Prefetch: [`SampleLoader::epoch`] spawns a producer task. It takes a slot in a bounded channel
 //!   of `prefetch_batches` before it starts reading a batch, so at most `prefetch_batches` batches
 //!   are read or being read ahead of the consumer (plus the ones the consumer holds): memory is
-//!   bounded by `prefetch_batches + held` batch buffers, plus `read.max_in_flight_requests`
-//!   per-sample read buffers. Dropping the [`EpochStream`] aborts the producer.
-//! - Integrity: every sample's length and CRC32C is checked against the file's index. A mismatch
+//!   bounded by `prefetch_batches + held` batch buffers. Dropping the [`EpochStream`] aborts the
+//!   producer; a batch buffer that reads still use stays alive (and counts) until they finish.
+//! - Integrity: every sample's length and CRC32C is checked against the file's index, reading the
+//!   sample's range of the batch buffer as its read completes. A mismatch
 //!   ends the epoch with [`KernelError::Format`] naming the file, the sample and its global id; a
 //!   read error ends it with [`KernelError::Client`] (message prefixed the same way). After an error
 //!   the stream yields `None`.
+use std::any::Any;
 use std::ops::{DerefMut, Range};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use t3fs_client::{BatchConfig, BatchReader, Client, Completion, ReadBuf, ReadReq};
+use t3fs_client::{BatchConfig, BatchReader, Client, Completion, ExternalBuf, ReadReq};
 use t3fs_common::layout::SplitMix64;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -144,10 +155,70 @@ impl<B: std::ops::Deref<Target = [u8]>> Batch<B> {
     }
 }
 
-/// Places one sample's bytes in the batch buffer. This is the copy that goes away when the
-/// client reads straight into caller-provided (pinned) memory.
-pub(crate) fn copy_into_batch(dst: &mut [u8], src: &[u8]) {
-    dst.copy_from_slice(src);
+/// A caller's buffer lent out to reads, range by range, as [`ExternalBuf`]s (see the module note):
+/// the buffer lives in an `Arc` that every lent range holds as its `owner`, so it outlives every
+/// read that writes into it, and it comes back ([`LentBuf::reclaim`]) only when no range is out.
+pub(crate) struct LentBuf<B> {
+    holder: Arc<Mutex<B>>,
+    /// The buffer's bytes, taken once through exclusive access when it was moved into `holder`.
+    base: *mut u8,
+    len: usize,
+    /// Ranges are lent in increasing order: the next one starts at or after this.
+    next: usize,
+}
+
+// SAFETY: `base` is only an address of bytes owned by the `B` in `holder` (B: Send); a LentBuf
+// never reads or writes through it, it only hands out disjoint sub-ranges as ExternalBufs, which
+// are Send themselves.
+unsafe impl<B: Send> Send for LentBuf<B> {}
+
+impl<B: DerefMut<Target = [u8]> + Send + 'static> LentBuf<B> {
+    pub(crate) fn new(buf: B) -> Self {
+        // Moved into the Arc first, then addressed: the bytes' address is taken where B will
+        // stay until `reclaim` (right even for a B that stores its bytes inline).
+        let mut holder = Arc::new(Mutex::new(buf));
+        let bytes = Arc::get_mut(&mut holder)
+            .expect("a fresh Arc has one owner")
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deref_mut();
+        let (base, len) = (bytes.as_mut_ptr(), bytes.len());
+        LentBuf { holder, base, len, next: 0 }
+    }
+
+    /// An [`ExternalBuf`] over `buf[range]`.
+    ///
+    /// # Panics
+    /// If `range` is out of bounds or starts before the end of a range lent earlier (callers lend
+    /// ranges they computed as disjoint and in order; this check is what keeps lending safe).
+    pub(crate) fn lend(&mut self, range: Range<usize>) -> ExternalBuf {
+        assert!(
+            self.next <= range.start && range.start <= range.end && range.end <= self.len,
+            "lending {range:?} of a {}-byte buffer after [0, {})",
+            self.len,
+            self.next
+        );
+        self.next = range.end;
+        let owner: Arc<dyn Any + Send + Sync> = self.holder.clone();
+        // SAFETY: `base..base + len` are the bytes of the B inside `holder` (taken through
+        // exclusive access in `new`, and B stays where it is until `reclaim` moves it out, which
+        // needs every owner clone gone). `owner` is a clone of `holder`, so the bytes stay
+        // allocated while it lives; B's DerefMut hands out memory B owns or exclusively holds for
+        // as long as it lives (what any safe DerefMut does: the slice borrows from B). The range
+        // is in bounds and disjoint from every range lent before (checked above), and nothing
+        // else touches B's bytes: LentBuf never derefs B again, and `reclaim` gives B back only
+        // when no ExternalBuf is left. `base.add` stays inside the allocation (start <= len).
+        unsafe { ExternalBuf::new(self.base.add(range.start), range.len(), owner) }
+    }
+
+    /// The buffer back if no lent range is alive any more; otherwise `self`, unchanged.
+    pub(crate) fn reclaim(self) -> std::result::Result<B, Self> {
+        let LentBuf { holder, base, len, next } = self;
+        match Arc::try_unwrap(holder) {
+            Ok(m) => Ok(m.into_inner().unwrap_or_else(PoisonError::into_inner)),
+            Err(holder) => Err(LentBuf { holder, base, len, next }),
+        }
+    }
 }
 
 /// Runs `reqs` through `reader` (which must have nothing pending), keeping it full, and hands
@@ -202,7 +273,7 @@ impl<P: BatchBuffers> Inner<P> {
             locs.push((f, l, e));
         }
         let total = offsets[ids.len()];
-        let mut buf = self.buffers.acquire(total).await?;
+        let buf = self.buffers.acquire(total).await?;
         ensure(buf.len() >= total, || format!("a {}-byte batch buffer for a {total}-byte batch", buf.len()))?;
         let sample_err = |i: usize, e: KernelError| {
             let (f, l, _) = locs[i];
@@ -219,16 +290,20 @@ impl<P: BatchBuffers> Inner<P> {
                 self.files[f].index().verify(l, &[]).map_err(|e| sample_err(i, e))?;
             }
         }
-        // Built lazily (indices, not borrowed items, keep the future Send), so at most the queue
-        // depth of per-sample buffers exist at once.
-        let locs_ref = &locs;
+        // Every read lands in its sample's range of the batch buffer, which the reads co-own
+        // until they finish (module note): if this future is dropped or fails while reads are in
+        // flight, they keep the buffer alive, never write into freed memory.
+        let mut lent = LentBuf::new(buf);
+        // Built lazily (indices, not borrowed items, keep the future Send); ranges are lent in
+        // sample order, so in increasing, disjoint order.
+        let (locs_ref, offsets_ref, lent_ref) = (&locs, &offsets, &mut lent);
         let reqs = (0..locs.len()).filter_map(move |i| {
             let (f, _, e) = locs_ref[i];
             (e.len > 0).then(|| ReadReq {
                 inode: self.files[f].inode().clone(),
                 offset: e.offset,
                 len: e.len,
-                buf: ReadBuf::Owned(vec![0u8; e.len as usize]),
+                buf: lent_ref.lend(offsets_ref[i]..offsets_ref[i + 1]).into(),
                 user_data: i as u64,
             })
         });
@@ -236,12 +311,14 @@ impl<P: BatchBuffers> Inner<P> {
             let i = c.user_data as usize;
             let n = c.result.map_err(|e| sample_err(i, e.into()))?;
             let (f, l, _) = locs[i];
-            let got = &c.buf[..n];
-            self.files[f].index().verify(l, got).map_err(|e| sample_err(i, e))?;
-            copy_into_batch(&mut buf[offsets[i]..offsets[i + 1]], got);
+            // The sample's own range of the batch buffer: checked in place, nothing copied.
+            self.files[f].index().verify(l, &c.buf[..n]).map_err(|e| sample_err(i, e))?;
             Ok(())
         })
         .await?;
+        // run_reads returned Ok, so it received every completion of the batch (the reader has
+        // nothing pending) and dropped each with its ExternalBuf: no read holds the buffer now.
+        let buf = lent.reclaim().ok().expect("every read of the batch completed and released its range");
         Ok(Batch { epoch, index, samples: ids.to_vec(), offsets, buf })
     }
 }
@@ -459,8 +536,109 @@ mod tests {
         assert_eq!(batch.sample(0), b"ab");
         assert_eq!(batch.sample(1), b"");
         assert_eq!(batch.sample(2), b"cde");
-        let mut dst = [0u8; 3];
-        copy_into_batch(&mut dst, b"xyz");
-        assert_eq!(&dst, b"xyz");
+    }
+
+    /// A buffer that counts its drops and stores its bytes inline (so moving it moves them).
+    struct Inline {
+        bytes: [u8; 16],
+        drops: Arc<AtomicUsize>,
+    }
+
+    impl std::ops::Deref for Inline {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+
+    impl DerefMut for Inline {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            &mut self.bytes
+        }
+    }
+
+    impl Drop for Inline {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn lent_ranges_write_in_place_and_the_buffer_comes_back_only_when_none_is_out() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut lent = LentBuf::new(Inline { bytes: [0xEE; 16], drops: drops.clone() });
+        let mut a = lent.lend(2..6);
+        let mut empty = lent.lend(6..6);
+        let mut b = lent.lend(10..16);
+        assert_eq!((a.len(), empty.len(), b.len()), (4, 0, 6));
+        a.copy_from_slice(b"abcd");
+        b.fill(b'z');
+        empty.fill(1);
+        // A range still out: the buffer does not come back.
+        drop((a, empty));
+        let lent = lent.reclaim().err().expect("b is still out");
+        drop(b);
+        let buf = lent.reclaim().ok().expect("nothing is out");
+        assert_eq!(&buf[..], b"\xEE\xEEabcd\xEE\xEE\xEE\xEEzzzzzz");
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop(buf);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        // Abandoned: the lender goes first, the last lent range frees the buffer.
+        let mut lent = LentBuf::new(Inline { bytes: [0; 16], drops: drops.clone() });
+        let mut a = lent.lend(0..16);
+        drop(lent);
+        a.fill(7);
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "a lent range keeps the buffer alive");
+        assert!(a.iter().all(|&x| x == 7));
+        drop(a);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn lent_ranges_are_written_from_other_threads_while_the_lender_comes_and_goes() {
+        // As the loader runs: each range goes to its own thread (a read task) that fills it and
+        // drops it. Once the lender waits and takes the buffer back; once it is dropped first.
+        for abandon in [false, true] {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let mut lent = LentBuf::new(Inline { bytes: [0; 16], drops: drops.clone() });
+            let threads: Vec<_> = (0..4u8)
+                .map(|t| {
+                    let mut r = lent.lend(usize::from(t) * 4..usize::from(t) * 4 + 4);
+                    std::thread::spawn(move || r.fill(t + 1))
+                })
+                .collect();
+            if abandon {
+                drop(lent);
+                for t in threads {
+                    t.join().unwrap();
+                }
+                assert_eq!(drops.load(Ordering::SeqCst), 1, "the last range freed the buffer");
+            } else {
+                for t in threads {
+                    t.join().unwrap();
+                }
+                let buf = lent.reclaim().ok().expect("every range was dropped");
+                assert_eq!(&buf[..], &[1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4]);
+                assert_eq!(drops.load(Ordering::SeqCst), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn lending_out_of_order_overlapping_or_out_of_bounds_panics() {
+        // Lends (start, end) ranges of an 8-byte buffer in turn, holding them all; true if it panicked.
+        let attempt = |ranges: &'static [(usize, usize)]| {
+            std::panic::catch_unwind(move || {
+                let mut lent = LentBuf::new(vec![0u8; 8]);
+                let _held: Vec<ExternalBuf> = ranges.iter().map(|&(a, b)| lent.lend(a..b)).collect();
+            })
+            .is_err()
+        };
+        assert!(!attempt(&[(0, 4), (4, 4), (4, 8)]));
+        assert!(attempt(&[(0, 4), (3, 8)]), "overlap");
+        assert!(attempt(&[(4, 8), (0, 4)]), "out of order");
+        assert!(attempt(&[(4, 9)]), "past the end");
+        assert!(attempt(&[(5, 3)]), "reversed");
     }
 }

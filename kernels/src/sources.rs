@@ -9,8 +9,11 @@
 
 const COMMON: &str = include_str!("../cuda/common.cuh");
 const MLA: &str = include_str!("../cuda/mla_decode.cu");
+const MLA_PIPELINED: &str = include_str!("../cuda/mla_decode_pipelined.cu");
 const GEMM: &str = include_str!("../cuda/fp8_gemm.cu");
+const GEMM_WGMMA: &str = include_str!("../cuda/fp8_gemm_wgmma.cu");
 const UTIL: &str = include_str!("../cuda/util.cu");
+const QUANT: &str = include_str!("../cuda/quant.cu");
 
 /// Row-tile heights the MLA kernel is compiled for (q rows per CTA).
 pub const MLA_TILES: [usize; 3] = [16, 32, 64];
@@ -44,19 +47,60 @@ impl KernelSource {
     }
 }
 
-/// The MLA split-KV decode + combine kernels for a q-row tile of `tile_m` rows (16, 32 or 64).
+/// The two MLA decode kernels. `SplitKv` is the one verified on an H200 (the default);
+/// `Pipelined` (32-token tiles in a 3–4 deep cp.async ring, narrow tiles computing S on fewer
+/// warps, two S accumulator chains) compiles cleanly but has not yet run on a GPU, so it is
+/// opt-in until `kernels/scripts/gpu-check.sh` has passed with it (docs/kernels.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlaKernel {
+    SplitKv,
+    Pipelined,
+}
+
+impl MlaKernel {
+    pub const ALL: [MlaKernel; 2] = [MlaKernel::SplitKv, MlaKernel::Pipelined];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MlaKernel::SplitKv => "splitkv",
+            MlaKernel::Pipelined => "pipelined",
+        }
+    }
+}
+
+/// The MLA split-KV decode + combine kernels of `kernel` for a q-row tile of `tile_m` rows (16,
+/// 32 or 64).
+pub fn mla_decode_of(kernel: MlaKernel, tile_m: usize) -> KernelSource {
+    let (name, body) = match kernel {
+        MlaKernel::SplitKv => (format!("mla_decode_m{tile_m}"), MLA),
+        MlaKernel::Pipelined => (format!("mla_pipelined_m{tile_m}"), MLA_PIPELINED),
+    };
+    KernelSource::build(name, &[("TILE_M", tile_m.to_string())], body, vec!["mla_decode_split", "mla_combine"])
+}
+
+/// The default (verified) MLA kernel for a q-row tile of `tile_m` rows.
 pub fn mla_decode(tile_m: usize) -> KernelSource {
-    KernelSource::build(
-        format!("mla_decode_m{tile_m}"),
-        &[("TILE_M", tile_m.to_string())],
-        MLA,
-        vec!["mla_decode_split", "mla_combine"],
-    )
+    mla_decode_of(MlaKernel::SplitKv, tile_m)
 }
 
 /// The block-scaled FP8 GEMM kernel with a `stages`-deep load pipeline.
 pub fn fp8_gemm(stages: usize) -> KernelSource {
     KernelSource::build(format!("fp8_gemm_s{stages}"), &[("STAGES", stages.to_string())], GEMM, vec!["fp8_gemm_nt"])
+}
+
+/// The same GEMM on Hopper's FP8 tensor cores (`wgmma`, compiles for `sm_90a` only), `stages` deep.
+pub fn fp8_gemm_wgmma(stages: usize) -> KernelSource {
+    KernelSource::build(
+        format!("fp8_gemm_wgmma_s{stages}"),
+        &[("STAGES", stages.to_string())],
+        GEMM_WGMMA,
+        vec!["fp8_gemm_nt_wgmma"],
+    )
+}
+
+/// 1×128 e4m3 activation quantization (bit-identical to `quant::quantize_1x128`).
+pub fn quant() -> KernelSource {
+    KernelSource::build("quant".into(), &[], QUANT, vec!["quant_1x128_f32"])
 }
 
 /// Device-side random fills for benchmarks and tests.
@@ -65,10 +109,14 @@ pub fn util() -> KernelSource {
 }
 
 /// Every kernel variant the crate launches (what the CI compile check and the cache warm-up cover).
+/// The `wgmma` GEMM is in the list although it builds only for `sm_90a` (the CI target).
 pub fn all() -> Vec<KernelSource> {
-    let mut v: Vec<KernelSource> = MLA_TILES.iter().map(|&t| mla_decode(t)).collect();
+    let mut v: Vec<KernelSource> =
+        MlaKernel::ALL.iter().flat_map(|&k| MLA_TILES.iter().map(move |&t| mla_decode_of(k, t))).collect();
     v.push(fp8_gemm(crate::gpu_consts::GEMM_STAGES));
+    v.push(fp8_gemm_wgmma(crate::gpu_consts::GEMM_STAGES));
     v.push(util());
+    v.push(quant());
     v
 }
 
@@ -77,20 +125,33 @@ pub fn mla_tile_for(rows: usize) -> usize {
     MLA_TILES.iter().copied().find(|&t| rows <= t).unwrap_or(64)
 }
 
-/// Dynamic shared memory (bytes) the MLA kernel needs for a row tile (must mirror the layout at
-/// the top of `mla_decode_split`: Q tile, NSTAGE K tiles, P tile, two reduction arrays).
-pub fn mla_smem_bytes(tile_m: usize) -> usize {
-    let block_n = 32;
-    let nstage = if tile_m == 16 { 4 } else { 3 };
+/// Dynamic shared memory (bytes) an MLA kernel needs for a row tile (must mirror the layout at
+/// the top of its `mla_decode_split`: Q tile, K tiles, P tile, two reduction arrays).
+pub fn mla_smem_bytes_of(kernel: MlaKernel, tile_m: usize) -> usize {
+    let (block_n, stages) = match kernel {
+        MlaKernel::SplitKv => (if tile_m <= 32 { 64 } else { 32 }, 2),
+        MlaKernel::Pipelined => (32, if tile_m == 16 { 4 } else { 3 }),
+    };
     let wc = 8 / (tile_m / 16);
     let srow = 576 + 8;
     let prow = block_n + 8;
-    (tile_m * srow + nstage * block_n * srow + tile_m * prow) * 2 + 2 * wc * tile_m * 4
+    (tile_m * srow + stages * block_n * srow + tile_m * prow) * 2 + 2 * wc * tile_m * 4
+}
+
+/// Shared memory of the default MLA kernel.
+pub fn mla_smem_bytes(tile_m: usize) -> usize {
+    mla_smem_bytes_of(MlaKernel::SplitKv, tile_m)
 }
 
 /// Dynamic shared memory (bytes) the FP8 GEMM kernel needs.
 pub fn gemm_smem_bytes(stages: usize) -> usize {
     stages * 2 * 128 * 128
+}
+
+/// Dynamic shared memory (bytes) the `wgmma` GEMM kernel needs: the same stages plus 1 KiB of slack,
+/// because the kernel aligns its tiles to 1024 bytes (the 128-byte swizzle's repeat) by hand.
+pub fn gemm_wgmma_smem_bytes(stages: usize) -> usize {
+    gemm_smem_bytes(stages) + 1024
 }
 
 #[cfg(test)]
@@ -115,10 +176,14 @@ mod tests {
         assert_eq!(mla_tile_for(16), 16);
         assert_eq!(mla_tile_for(17), 32);
         assert_eq!(mla_tile_for(128), 64);
-        for t in MLA_TILES {
-            // 227 KiB is the most dynamic shared memory one CTA may opt into on sm_90.
-            assert!(mla_smem_bytes(t) <= 232_448, "tile {t}: {}", mla_smem_bytes(t));
+        for k in MlaKernel::ALL {
+            for t in MLA_TILES {
+                // 227 KiB is the most dynamic shared memory one CTA may opt into on sm_90.
+                assert!(mla_smem_bytes_of(k, t) <= 232_448, "{k:?} tile {t}: {}", mla_smem_bytes_of(k, t));
+            }
         }
+        assert_ne!(mla_decode_of(MlaKernel::Pipelined, 16).name, mla_decode(16).name);
         assert!(gemm_smem_bytes(crate::gpu_consts::GEMM_STAGES) <= 232_448);
+        assert!(gemm_wgmma_smem_bytes(crate::gpu_consts::GEMM_STAGES) <= 232_448);
     }
 }

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use t3fs_kernels::check::{calc_diff, check_allclose, rel_l2};
 use t3fs_kernels::gemm_ref::{gemm_f64, gemm_fp8_ref, random_matrix};
 use t3fs_kernels::gpu::Gpu;
-use t3fs_kernels::gpu::gemm::Fp8Gemm;
+use t3fs_kernels::gpu::gemm::{Fp8Gemm, GemmVariant};
 use t3fs_kernels::gpu::mla::MlaDecoder;
 use t3fs_kernels::gpu::nvrtc::nvrtc_available;
 use t3fs_kernels::mla_ref::{D_K, MlaInputs, MlaShape, PAGE, mla_decode_ref, random_case};
 use t3fs_kernels::quant::{quantize_1x128, quantize_128x128};
+use t3fs_kernels::sources::MlaKernel;
 
 fn gpu() -> Option<Arc<Gpu>> {
     if !t3fs_kernels::gpu_available() || !nvrtc_available() {
@@ -96,7 +97,6 @@ fn run_mla_case(dec: &MlaDecoder, seed: u64, c: &MlaCase) -> Result<String, Stri
 #[test]
 fn mla_decode_matches_reference() {
     let Some(gpu) = gpu() else { return };
-    let dec = MlaDecoder::new(gpu.clone()).expect("decoder");
     let mut cases = Vec::new();
     for &(s_q, causal) in &[(1, false), (2, true), (2, false), (4, true)] {
         for &(h_q, h_kv) in &[(1, 1), (16, 1), (64, 1), (128, 1), (3, 1), (63, 1), (16, 2), (24, 3), (64, 8)] {
@@ -119,24 +119,39 @@ fn mla_decode_matches_reference() {
         causal: false,
         parts: Some(132),
     });
+    // Every kernel on the same cases (same seeds), so a new kernel is checked exactly like the
+    // verified one.
     let mut failures = Vec::new();
-    for (i, c) in cases.iter().enumerate() {
-        match run_mla_case(&dec, 1000 + i as u64, c) {
-            Ok(msg) => eprintln!("ok   {msg}"),
-            Err(e) => {
-                eprintln!("FAIL {e}");
-                failures.push(e);
+    for kernel in MlaKernel::ALL {
+        let dec = MlaDecoder::with_kernel(gpu.clone(), kernel).expect("decoder");
+        let mut passed = 0;
+        for (i, c) in cases.iter().enumerate() {
+            match run_mla_case(&dec, 1000 + i as u64, c) {
+                Ok(msg) => {
+                    passed += 1;
+                    eprintln!("ok   [{}] {msg}", kernel.name());
+                }
+                Err(e) => {
+                    eprintln!("FAIL [{}] {e}", kernel.name());
+                    failures.push(format!("[{}] {e}", kernel.name()));
+                }
             }
         }
+        eprintln!("MLA decode [{}]: {passed} of {} cases passed", kernel.name(), cases.len());
     }
-    eprintln!("MLA decode: {} of {} cases passed", cases.len() - failures.len(), cases.len());
     assert!(failures.is_empty(), "{} MLA cases failed; first: {}", failures.len(), failures[0]);
 }
 
 #[test]
 fn mla_decode_is_deterministic_and_rejects_bad_shapes() {
     let Some(gpu) = gpu() else { return };
-    let dec = MlaDecoder::new(gpu).expect("decoder");
+    for kernel in MlaKernel::ALL {
+        let dec = MlaDecoder::with_kernel(gpu.clone(), kernel).expect("decoder");
+        deterministic_and_checked(&dec);
+    }
+}
+
+fn deterministic_and_checked(dec: &MlaDecoder) {
     let lens = [500usize, 3, 129];
     let shape = MlaShape { batch: 3, s_q: 1, h_q: 16, h_kv: 1, num_blocks: 20, max_blocks_per_seq: 9 };
     let (q, k, bt, sl) = random_case(7, shape, &lens, false);
@@ -151,48 +166,84 @@ fn mla_decode_is_deterministic_and_rejects_bad_shapes() {
     assert!(dec.decode_host(&inp2, None).is_err());
 }
 
+/// Every GEMM variant the device supports, each with its name; the ones it lacks are reported.
+fn gemm_variants(gpu: &Arc<Gpu>) -> Vec<Fp8Gemm> {
+    let mut v = Vec::new();
+    for variant in GemmVariant::ALL {
+        if !variant.supported_on(gpu.arch()) {
+            eprintln!("SKIPPED: {} GEMM (needs sm_90a; device is {})", variant.name(), gpu.arch());
+            continue;
+        }
+        v.push(Fp8Gemm::with_variant(gpu.clone(), variant).expect("gemm"));
+    }
+    v
+}
+
 #[test]
 fn fp8_gemm_matches_reference() {
     let Some(gpu) = gpu() else { return };
-    let g = Fp8Gemm::new(gpu).expect("gemm");
+    let gemms = gemm_variants(&gpu);
     let mut failures = Vec::new();
     let mut n_cases = 0;
-    for &m in &[1usize, 7, 128, 200, 333] {
+    for &m in &[1usize, 7, 64, 128, 200, 333] {
         for &(n, k) in &[(128usize, 128usize), (256, 512), (200, 384), (576, 1024), (1024, 256)] {
-            n_cases += 1;
             let seed = (m * 1_000_003 + n * 1009 + k) as u64;
             let a = random_matrix(seed, m, k);
             let b = random_matrix(seed ^ 0x5555, n, k);
             let qa = quantize_1x128(&a, m, k).expect("quant a");
             let qb = quantize_128x128(&b, n, k).expect("quant b");
             let want = gemm_fp8_ref(&qa, &qb).expect("ref");
-            let got = match g.gemm_host(&qa, &qb) {
-                Ok(v) => v,
-                Err(e) => {
-                    failures.push(format!("m={m} n={n} k={k}: {e}"));
-                    continue;
-                }
-            };
-            let nan = got.iter().filter(|v| !v.is_finite()).count();
-            let r = rel_l2(&got, &want);
             let exact: Vec<f32> = gemm_f64(&a, &b, m, n, k).iter().map(|&v| v as f32).collect();
-            let q = calc_diff(&got, &exact);
-            let msg = format!("m={m} n={n} k={k}: rel_l2 vs fp8 ref {r:.2e}, calc_diff vs unquantized {q:.2e}");
-            if nan > 0 || r > 4e-3 || q > 1e-3 {
-                eprintln!("FAIL {msg} ({nan} non-finite)");
-                failures.push(msg);
-            } else {
-                eprintln!("ok   {msg}");
+            for g in &gemms {
+                n_cases += 1;
+                let name = g.variant().name();
+                let got = match g.gemm_host(&qa, &qb) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        eprintln!("FAIL {name} m={m} n={n} k={k}: {e}");
+                        failures.push(format!("{name} m={m} n={n} k={k}: {e}"));
+                        continue;
+                    }
+                };
+                let nan = got.iter().filter(|v| !v.is_finite()).count();
+                let r = rel_l2(&got, &want);
+                let q = calc_diff(&got, &exact);
+                let msg =
+                    format!("{name} m={m} n={n} k={k}: rel_l2 vs fp8 ref {r:.2e}, calc_diff vs unquantized {q:.2e}");
+                if nan > 0 || r > 4e-3 || q > 1e-3 {
+                    eprintln!("FAIL {msg} ({nan} non-finite)");
+                    failures.push(msg);
+                } else {
+                    eprintln!("ok   {msg}");
+                }
             }
         }
     }
-    eprintln!("FP8 GEMM: {} of {n_cases} cases passed", n_cases - failures.len());
+    let names: Vec<&str> = gemms.iter().map(|g| g.variant().name()).collect();
+    eprintln!("FP8 GEMM ({}): {} of {n_cases} cases passed", names.join(" + "), n_cases - failures.len());
     assert!(failures.is_empty(), "{} GEMM cases failed; first: {}", failures.len(), failures[0]);
-    assert!(
-        g.gemm_host(
+    for g in &gemms {
+        let bad = g.gemm_host(
             &quantize_1x128(&[1.0; 100], 1, 100).expect("q"),
-            &quantize_128x128(&[1.0; 100], 1, 100).expect("q")
-        )
-        .is_err()
-    );
+            &quantize_128x128(&[1.0; 100], 1, 100).expect("q"),
+        );
+        assert!(bad.is_err(), "{}: k=100 must be refused", g.variant().name());
+    }
+}
+
+#[test]
+fn gpu_quantizer_is_bit_identical_to_cpu() {
+    let Some(gpu) = gpu() else { return };
+    for &(rows, cols) in &[(1usize, 128usize), (7, 1000), (256, 7168), (3, 5)] {
+        let mut x = random_matrix((rows * 31 + cols) as u64, rows, cols);
+        if rows > 1 {
+            x[..cols].iter_mut().for_each(|v| *v *= 1e-7); // a block under the 1e-4 amax floor
+        }
+        let want = quantize_1x128(&x, rows, cols).expect("cpu quant");
+        let got = t3fs_kernels::gpu::quant::quantize_1x128_host(&gpu, &x, rows, cols).expect("gpu quant");
+        let bad = got.data.iter().zip(&want.data).filter(|(a, b)| a != b).count();
+        assert_eq!(bad, 0, "{rows}x{cols}: {bad} codes differ");
+        assert_eq!(got.scales, want.scales, "{rows}x{cols}: scales differ");
+        eprintln!("ok   quant {rows}x{cols}: bit-identical");
+    }
 }

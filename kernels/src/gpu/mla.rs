@@ -15,6 +15,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use super::{Gpu, arg_i32, check_len};
 use crate::mla_ref::{D_K, D_V, MlaInputs, MlaOutput, MlaShape};
 use crate::plan::{SplitPlan, num_sm_parts, plan_splits};
+use crate::sources::MlaKernel;
 use crate::{KernelError, Result, sources};
 
 /// A split plan resident on the device.
@@ -47,12 +48,23 @@ pub struct MlaDeviceArgs<'a> {
 /// Launches MLA decode on one GPU.
 pub struct MlaDecoder {
     gpu: Arc<Gpu>,
+    kernel: MlaKernel,
 }
 
 impl MlaDecoder {
+    /// A decoder with the default (H200-verified) kernel.
     pub fn new(gpu: Arc<Gpu>) -> Result<MlaDecoder> {
+        Self::with_kernel(gpu, MlaKernel::SplitKv)
+    }
+
+    /// A decoder with a chosen kernel (see [`MlaKernel`]; `Pipelined` is not yet GPU-verified).
+    pub fn with_kernel(gpu: Arc<Gpu>, kernel: MlaKernel) -> Result<MlaDecoder> {
         gpu.require_fp8_mma()?;
-        Ok(MlaDecoder { gpu })
+        Ok(MlaDecoder { gpu, kernel })
+    }
+
+    pub fn kernel(&self) -> MlaKernel {
+        self.kernel
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -111,8 +123,8 @@ impl MlaDecoder {
             return Err(KernelError::InvalidArgument("workspace allocation missing".into()));
         };
         let tile = plan.tile_m;
-        let smem = sources::mla_smem_bytes(tile);
-        let src = sources::mla_decode(tile);
+        let smem = sources::mla_smem_bytes_of(self.kernel, tile);
+        let src = sources::mla_decode_of(self.kernel, tile);
         let split_fn = self.gpu.function(&src, "mla_decode_split", smem)?;
         let combine_fn = self.gpu.function(&src, "mla_combine", 0)?;
         let rows = sh.s_q * (sh.h_q / sh.h_kv);

@@ -11,8 +11,10 @@
 
 pub mod fill;
 pub mod gemm;
+pub mod kvload;
 pub mod mla;
 pub mod nvrtc;
+pub mod quant;
 pub mod staging;
 
 use std::collections::HashMap;
