@@ -48,8 +48,9 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LocalCmd {
-    /// Start mgmtd, one meta and three storage servers (and a FUSE mount) as child processes; stay
-    /// in the foreground until Ctrl-C/SIGTERM. Re-running on the same directory keeps every file.
+    /// Start mgmtd, one meta and the storage servers (and a FUSE mount) as child processes; stay
+    /// in the foreground until Ctrl-C/SIGTERM/`t3fs local down` (or return once up with
+    /// --detach). Re-running on the same directory keeps every file.
     Up {
         /// Where configs, logs, pids, metadata and chunks live.
         #[arg(long, default_value = "t3fs-local")]
@@ -57,6 +58,29 @@ enum LocalCmd {
         /// Mount the file system here.
         #[arg(long)]
         mount: Option<PathBuf>,
+        /// Run in the background; return once the cluster is up.
+        #[arg(long)]
+        detach: bool,
+        /// Storage servers (new data dirs only; default 3).
+        #[arg(long)]
+        storage_servers: Option<u32>,
+        /// Targets per storage server (new data dirs only; default 2).
+        #[arg(long)]
+        targets_per_server: Option<u32>,
+        /// Replicas per chain, at most the number of storage servers (new data dirs only; default 3).
+        #[arg(long)]
+        replicas: Option<u32>,
+        /// File chunk size in bytes, a power of two (new data dirs only; default 1048576).
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// mgmtd's loopback port (new data dirs only; default: a free port).
+        #[arg(long)]
+        mgmtd_port: Option<u16>,
+    },
+    /// Stop the local cluster running on a data directory and wait until it is down.
+    Down {
+        #[arg(long, default_value = "t3fs-local")]
+        data_dir: PathBuf,
     },
     /// Print the nodes, targets and chains of a local cluster.
     Status {
@@ -92,7 +116,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Storage { config } => t3fs_storage::run(load(&config)?, shutdown_on_signal()?).await,
         Cmd::Mount { config, mountpoint } => t3fs_fuse::run(load(&config)?, mountpoint, shutdown_on_signal()?).await,
         Cmd::Admin(args) => t3fs_cli::admin::run(args).await,
-        Cmd::Local { cmd: LocalCmd::Up { data_dir, mount } } => t3fs_cli::local::process::up(&data_dir, mount).await,
+        Cmd::Local {
+            cmd:
+                LocalCmd::Up {
+                    data_dir,
+                    mount,
+                    detach,
+                    storage_servers,
+                    targets_per_server,
+                    replicas,
+                    chunk_size,
+                    mgmtd_port,
+                },
+        } => {
+            let shape = t3fs_cli::local::plan::ShapeArgs {
+                storage_servers,
+                targets_per_server,
+                replicas,
+                chunk_size,
+                mgmtd_port,
+            };
+            if detach {
+                t3fs_cli::local::process::up_detached(&data_dir, mount, shape).await
+            } else {
+                t3fs_cli::local::process::up(&data_dir, mount, shape).await
+            }
+        }
+        Cmd::Local { cmd: LocalCmd::Down { data_dir } } => t3fs_cli::local::process::down(&data_dir).await,
         Cmd::Local { cmd: LocalCmd::Status { data_dir } } => t3fs_cli::local::status::print(&data_dir).await,
     }
 }

@@ -93,3 +93,61 @@ fn local_up_status_kill_and_restart() {
     assert_eq!(std::fs::read(mnt.join("hello.bin")).unwrap(), content);
     stop(child, &mnt);
 }
+
+fn t3fs(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(BIN).args(args).arg("--data-dir").arg(data).output().unwrap()
+}
+
+/// `up --detach` with a non-default shape returns once the cluster is up; the shape shows in
+/// status and sticks to the directory; `down` stops every process (and is a no-op afterwards).
+#[test]
+fn detached_up_with_shape_then_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let bad = Command::new(BIN).args(["local", "up", "--detach", "--data-dir", d, "--replicas", "5"]).output().unwrap();
+    assert!(!bad.status.success(), "5 replicas on 3 servers must be refused");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--replicas"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    let out = Command::new(BIN)
+        .args(["local", "up", "--detach", "--data-dir", d])
+        .args(["--storage-servers", "4", "--targets-per-server", "1", "--replicas", "2", "--chunk-size", "262144"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "up --detach failed: {}", String::from_utf8_lossy(&out.stderr));
+    let banner = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(banner.contains("4 storage servers × 1 target, 2-replica chains, 256 KiB chunks"), "{banner}");
+    let st = status(&data);
+    assert!(st.contains("storage-4"), "{st}");
+    // Two replicas per chain: every chain line is "head -> tail", with no second arrow.
+    let chains: Vec<&str> = st.lines().filter(|l| l.starts_with("chain ")).collect();
+    assert_eq!(chains.len(), 2, "{st}");
+    assert!(chains.iter().all(|l| l.matches(" -> ").count() == 1), "{st}");
+    let pids: Vec<i32> = ["supervisor", "mgmtd", "meta", "storage-1", "storage-4"]
+        .iter()
+        .map(|n| read_pid(&data, n).unwrap_or_else(|| panic!("no pid file for {n}")))
+        .collect();
+
+    // A 600 KiB file spans 3 chunks of 256 KiB.
+    let src = dir.path().join("src.bin");
+    let bytes: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&src, &bytes).unwrap();
+    let put = t3fs(&["admin", "put", src.to_str().unwrap(), "/f.bin"], &data);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let back = dir.path().join("back.bin");
+    let get = t3fs(&["admin", "get", "/f.bin", back.to_str().unwrap()], &data);
+    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    assert_eq!(std::fs::read(&back).unwrap(), bytes);
+
+    let again = t3fs(&["local", "up", "--detach", "--replicas", "3"], &data);
+    assert!(!again.status.success(), "a different shape on an existing dir must be refused");
+
+    let down = t3fs(&["local", "down"], &data);
+    assert!(down.status.success(), "down failed: {}", String::from_utf8_lossy(&down.stderr));
+    for p in pids {
+        assert!(!t3fs_cli::local::status::pid_alive(p), "pid {p} still alive after down");
+    }
+    let down2 = t3fs(&["local", "down"], &data);
+    assert!(down2.status.success());
+    assert!(String::from_utf8_lossy(&down2.stdout).contains("no t3fs local cluster is running"));
+}

@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use t3fs_common::proto;
 
+use super::CHAIN_TABLE_ID;
 use super::plan::Plan;
-use super::{CHAIN_TABLE_ID, REPLICAS, STORAGE_NODES, TARGETS_PER_NODE};
+use super::plan::Shape;
 
 /// A running in-process cluster.
 pub struct LocalCluster {
@@ -40,7 +41,7 @@ impl LocalCluster {
                 t3fs_storage::start(cfg.clone()).await.with_context(|| format!("starting storage {}", cfg.node_id))?;
             storage.push(Some(server));
         }
-        ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token).await?;
+        ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token, plan.cluster.shape).await?;
         let meta = t3fs_meta::start(plan.meta.clone()).await.context("starting meta")?;
         Ok(LocalCluster { plan, mgmtd: Some(mgmtd), meta: Some(meta), storage })
     }
@@ -106,14 +107,14 @@ impl LocalCluster {
 }
 
 /// Waits until every storage target is registered, then creates chain table 1 unless it exists.
-pub async fn ensure_chain_table(mgmtd_addr: &str, token: &str) -> anyhow::Result<proto::ChainTable> {
+pub async fn ensure_chain_table(mgmtd_addr: &str, token: &str, shape: Shape) -> anyhow::Result<proto::ChainTable> {
     let mut client = t3fs_common::routing::connect_mgmtd(mgmtd_addr).await?;
     let header = || proto::RequestHeader {
         request_id: t3fs_common::new_request_id(),
         token: token.to_string(),
         ..Default::default()
     };
-    let want_targets = (STORAGE_NODES * TARGETS_PER_NODE) as usize;
+    let want_targets = shape.targets() as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let info = client
@@ -138,7 +139,7 @@ pub async fn ensure_chain_table(mgmtd_addr: &str, token: &str) -> anyhow::Result
         .create_chain_table(proto::CreateChainTableReq {
             header: Some(header()),
             table_id: CHAIN_TABLE_ID,
-            replicas: REPLICAS,
+            replicas: shape.replicas,
             desc: "local cluster".into(),
         })
         .await

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use t3fs_common::proto;
 use tokio::process::{Child, Command};
 
-use super::plan::Plan;
+use super::plan::{Plan, ShapeArgs};
 use super::status;
 
 struct Daemon {
@@ -21,13 +21,16 @@ struct Daemon {
     exited: bool,
 }
 
-/// Runs the cluster in the foreground until SIGINT/SIGTERM.
-pub async fn up(dir: &Path, mount: Option<PathBuf>) -> anyhow::Result<()> {
-    let plan = Plan::load_or_create(dir, None)?;
+/// Runs the cluster in the foreground until SIGINT/SIGTERM (or `t3fs local down`).
+pub async fn up(dir: &Path, mount: Option<PathBuf>, shape: ShapeArgs) -> anyhow::Result<()> {
+    let plan = Plan::load_or_create_shaped(dir, None, shape)?;
     plan.write_configs()?;
     std::fs::create_dir_all(plan.dir.join("logs"))?;
     std::fs::create_dir_all(plan.dir.join("run"))?;
     refuse_if_running(&plan)?;
+    let run = plan.dir.join("run");
+    let _ = std::fs::remove_file(run.join("ready"));
+    std::fs::write(run.join("supervisor.pid"), format!("{}\n", std::process::id()))?;
     if let Some(m) = &mount {
         std::fs::create_dir_all(m).with_context(|| format!("creating mount point {}", m.display()))?;
     }
@@ -40,7 +43,7 @@ pub async fn up(dir: &Path, mount: Option<PathBuf>) -> anyhow::Result<()> {
             let name = format!("storage-{i}");
             daemons.push(spawn(&plan, &name, &["storage"], None)?);
         }
-        super::inproc::ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token).await?;
+        super::inproc::ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token, plan.cluster.shape).await?;
         daemons.push(spawn(&plan, "meta", &["meta"], None)?);
         wait_meta(&plan, &mut daemons).await?;
         if let Some(m) = &mount {
@@ -56,16 +59,12 @@ pub async fn up(dir: &Path, mount: Option<PathBuf>) -> anyhow::Result<()> {
             plan.dir.join("logs").display()
         );
         stop_all(&plan, &mut daemons).await;
+        let _ = std::fs::remove_file(run.join("supervisor.pid"));
         return Err(e);
     }
 
-    println!("t3fs local cluster is up (data dir {})", plan.dir.display());
-    println!("  mgmtd {}   logs {}", plan.cluster.mgmtd_addr, plan.dir.join("logs").display());
-    if let Some(m) = &mount {
-        println!("  mounted at {}", m.display());
-    }
-    println!("  status: t3fs local status --data-dir {}", plan.dir.display());
-    println!("  stop:   Ctrl-C (or SIGTERM to pid {})", std::process::id());
+    print_banner(&plan, mount.as_deref(), std::process::id());
+    std::fs::write(run.join("ready"), "")?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -77,8 +76,113 @@ pub async fn up(dir: &Path, mount: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     println!("stopping t3fs local cluster...");
+    let _ = std::fs::remove_file(run.join("ready"));
     stop_all(&plan, &mut daemons).await;
+    let _ = std::fs::remove_file(run.join("supervisor.pid"));
     println!("stopped");
+    Ok(())
+}
+
+fn print_banner(plan: &Plan, mount: Option<&Path>, supervisor: u32) {
+    println!("t3fs local cluster is up (data dir {})", plan.dir.display());
+    println!("  {}", plan.cluster.shape);
+    println!("  mgmtd {}   logs {}", plan.cluster.mgmtd_addr, plan.dir.join("logs").display());
+    if let Some(m) = mount {
+        println!("  mounted at {}", m.display());
+    }
+    println!("  status: t3fs local status --data-dir {}", plan.dir.display());
+    println!("  admin:  t3fs admin --data-dir {} ls /", plan.dir.display());
+    println!("  stop:   t3fs local down --data-dir {} (or Ctrl-C / SIGTERM to pid {supervisor})", plan.dir.display());
+}
+
+/// `t3fs local up --detach`: starts the supervisor in the background (its own session, output in
+/// `DIR/logs/supervisor.log`), waits until the cluster is up, prints where everything is, returns.
+pub async fn up_detached(dir: &Path, mount: Option<PathBuf>, shape: ShapeArgs) -> anyhow::Result<()> {
+    // Validate and create the directory here, so bad options fail in the foreground.
+    let plan = Plan::load_or_create_shaped(dir, None, shape)?;
+    std::fs::create_dir_all(plan.dir.join("logs"))?;
+    std::fs::create_dir_all(plan.dir.join("run"))?;
+    refuse_if_running(&plan)?;
+    let _ = std::fs::remove_file(plan.dir.join("run").join("ready"));
+    let log_path = plan.dir.join("logs").join("supervisor.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let exe = std::env::current_exe().context("locating the t3fs binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["local", "up", "--data-dir"]).arg(&plan.dir);
+    if let Some(m) = &mount {
+        cmd.arg("--mount").arg(m);
+    }
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: runs in the forked child before exec and only calls setsid(2) (async-signal-safe),
+    // so the supervisor outlives this command and a terminal's signals do not reach it.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the supervisor")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if plan.dir.join("run").join("ready").exists() {
+            break;
+        }
+        if let Some(st) = child.try_wait()? {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+            bail!("the supervisor exited during start-up ({st}); {}:\n{}", log_path.display(), tail.join("\n"));
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the cluster did not come up within 120 s; see {}", log_path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    print_banner(&plan, mount.as_deref(), child.id());
+    Ok(())
+}
+
+/// `t3fs local down`: stops the cluster of `dir` (SIGTERM to its supervisor, which unmounts and
+/// stops the daemons in order) and waits for it; daemons left by a supervisor that died are
+/// stopped directly. Succeeds when nothing of the cluster is running afterwards.
+pub async fn down(dir: &Path) -> anyhow::Result<()> {
+    let dir = dir.canonicalize().with_context(|| format!("no local cluster at {}", dir.display()))?;
+    let alive = |name: &str| status::read_pid(&dir, name).filter(|&p| status::pid_alive(p));
+    let mut names: Vec<String> = vec!["supervisor".into(), "fuse".into(), "meta".into()];
+    if let Ok(rd) = std::fs::read_dir(dir.join("run")) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().trim_end_matches(".pid").to_string();
+            if n.starts_with("storage-") {
+                names.push(n);
+            }
+        }
+    }
+    names.push("mgmtd".into());
+    if names.iter().all(|n| alive(n).is_none()) {
+        println!("no t3fs local cluster is running in {}", dir.display());
+        return Ok(());
+    }
+    let sup = alive("supervisor");
+    let targets: Vec<(String, i32)> = match sup {
+        Some(p) => vec![("supervisor".into(), p)],
+        None => names.iter().filter_map(|n| alive(n).map(|p| (n.clone(), p))).collect(),
+    };
+    for (name, pid) in &targets {
+        // SAFETY: kill(2) with a pid read from this cluster's pid file and checked alive just now.
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+        println!("sent SIGTERM to {name} (pid {pid})");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while names.iter().any(|n| alive(n).is_some()) {
+        if tokio::time::Instant::now() > deadline {
+            let left: Vec<String> = names.iter().filter(|n| alive(n).is_some()).cloned().collect();
+            bail!("still running after 60 s: {}", left.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("t3fs local cluster in {} is down", dir.display());
     Ok(())
 }
 

@@ -13,10 +13,18 @@ pub fn read_pid(dir: &Path, name: &str) -> Option<i32> {
     std::fs::read_to_string(dir.join("run").join(format!("{name}.pid"))).ok()?.trim().parse().ok()
 }
 
-/// Whether a process with this pid exists.
+/// Whether a process with this pid exists and has not exited (a zombie waiting to be reaped, e.g.
+/// a detached supervisor whose new parent does not reap, counts as exited).
 pub fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks for existence; no memory is involved.
-    unsafe { libc::kill(pid, 0) == 0 }
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // /proc/PID/stat: "pid (comm) S ..." — the state follows the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => true,
+    }
 }
 
 /// Fetches the full routing info from mgmtd.
