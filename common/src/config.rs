@@ -7,6 +7,23 @@ use serde::de::DeserializeOwned;
 use crate::status::{Error, StatusCode};
 
 /// Reads and parses a TOML config file; unknown fields are the struct's business (`deny_unknown_fields`).
+/// Checks an `advertise` option (the address a daemon registers instead of its bound one): one
+/// `host:port`, no list, no whitespace. `what` names the option in the error.
+pub fn check_advertise(what: &str, addr: Option<&str>) -> Result<(), Error> {
+    match addr {
+        None => Ok(()),
+        Some(a)
+            if !a.is_empty()
+                && !a.contains(',')
+                && !a.contains(char::is_whitespace)
+                && a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)) =>
+        {
+            Ok(())
+        }
+        Some(a) => Err(Error::invalid(format!("{what} must be one host:port with a non-zero port (got {a:?})"))),
+    }
+}
+
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(StatusCode::InvalidArgument, format!("reading config {}: {e}", path.display())))?;
@@ -21,4 +38,19 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
 /// Serialises a config struct as TOML (used by `t3fs local up` to write configs).
 pub fn to_toml<T: serde::Serialize>(cfg: &T) -> Result<String, Error> {
     toml::to_string_pretty(cfg).map_err(|e| Error::internal(format!("serialising config: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_advertise;
+
+    #[test]
+    fn advertise_is_one_host_port() {
+        assert!(check_advertise("x", None).is_ok());
+        assert!(check_advertise("x", Some("meta-1.example:8001")).is_ok());
+        assert!(check_advertise("x", Some("[fd00::1]:8001")).is_ok());
+        for bad in ["", "a:1,b:2", "host", "host:0", "host:x", ":80", "a b:1"] {
+            assert!(check_advertise("x", Some(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
 }

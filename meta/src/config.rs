@@ -16,9 +16,14 @@ pub struct Config {
     #[serde(default = "default_node_id")]
     pub node_id: u32,
     /// gRPC listen address (`host:port`; port 0 picks a free port). The actual bound address is
-    /// registered with mgmtd; an unspecified host (0.0.0.0) is registered as 127.0.0.1.
+    /// registered with mgmtd unless `advertise` is set; an unspecified host (0.0.0.0) would be
+    /// registered as 127.0.0.1, so multi-host deployments listening on 0.0.0.0 set `advertise`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// The `host:port` clients reach this server at, registered with mgmtd instead of the bound
+    /// address (e.g. "meta-1.example:8001" behind 0.0.0.0 or NAT).
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// mgmtd's gRPC address (`host:port`).
     pub mgmtd_addr: String,
     /// Cluster token: requests whose header token differs are refused. Empty disables the check.
@@ -102,6 +107,7 @@ impl Config {
         Self {
             node_id: default_node_id(),
             listen: default_listen(),
+            advertise: None,
             mgmtd_addr: mgmtd_addr.into(),
             token: String::new(),
             kv,
@@ -135,6 +141,7 @@ impl Config {
         if self.stripe == 0 {
             return Err(Error::invalid("stripe must be > 0"));
         }
+        t3fs_common::config::check_advertise("advertise", self.advertise.as_deref())?;
         if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 || self.idempotency_clean_interval_ms == 0 {
             return Err(Error::invalid(
                 "heartbeat_interval_ms, routing_refresh_ms and idempotency_clean_interval_ms must be > 0",

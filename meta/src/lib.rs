@@ -143,7 +143,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
     let node = mgmtd_link::NodeIdentity {
         node_id: config.node_id,
-        grpc_addr: advertised(grpc_addr).to_string(),
+        grpc_addr: config.advertise.clone().unwrap_or_else(|| advertised(grpc_addr).to_string()),
         mgmtd_addr: config.mgmtd_addr.clone(),
         token: config.token.clone(),
     };

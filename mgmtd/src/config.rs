@@ -123,10 +123,7 @@ impl Config {
         if self.listen.is_empty() {
             return Err(Error::invalid("mgmtd config: listen must not be empty"));
         }
-        if self.advertise.as_deref().is_some_and(|a| a.is_empty() || a.contains(',') || a.contains(char::is_whitespace))
-        {
-            return Err(Error::invalid("mgmtd config: advertise must be one host:port"));
-        }
+        t3fs_common::config::check_advertise("mgmtd config: advertise", self.advertise.as_deref())?;
         if self.extend_lease_interval_ms == 0 {
             return Err(Error::invalid("mgmtd config: extend_lease_interval_ms must be > 0"));
         }

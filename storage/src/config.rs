@@ -19,6 +19,13 @@ pub struct Config {
     pub listen: String,
     /// Listen address of the bulk data plane (framed TCP), e.g. "127.0.0.1:0".
     pub bulk_listen: String,
+    /// The `host:port` peers reach the admin gRPC service at, registered with mgmtd instead of the
+    /// bound address. Needed when `listen` is 0.0.0.0 (which would be registered as 127.0.0.1).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Likewise for the bulk data plane (`bulk_listen`).
+    #[serde(default)]
+    pub bulk_advertise: Option<String>,
     /// mgmtd gRPC address, `host:port`, or a comma-separated list of every mgmtd (requests follow the primary).
     pub mgmtd_addr: String,
     /// Cluster token: when non-empty, requests carrying a different token are refused (Unauthenticated),
@@ -88,6 +95,8 @@ impl Config {
             node_id,
             listen: "127.0.0.1:0".into(),
             bulk_listen: "127.0.0.1:0".into(),
+            advertise: None,
+            bulk_advertise: None,
             mgmtd_addr: mgmtd_addr.into(),
             token: String::new(),
             targets,
@@ -107,6 +116,8 @@ impl Config {
         if self.targets.is_empty() {
             return Err(Error::invalid("storage config: at least one target is required"));
         }
+        t3fs_common::config::check_advertise("storage config: advertise", self.advertise.as_deref())?;
+        t3fs_common::config::check_advertise("storage config: bulk_advertise", self.bulk_advertise.as_deref())?;
         let mut ids = HashSet::new();
         let mut paths = HashSet::new();
         for t in &self.targets {

@@ -225,8 +225,8 @@ async fn serve_and_register(
     let me = heartbeat::NodeIdentity {
         node_id: config.node_id,
         token: config.token.clone(),
-        grpc_addr: advertised(grpc_addr),
-        bulk_addr: advertised(bulk_addr),
+        grpc_addr: config.advertise.clone().unwrap_or_else(|| advertised(grpc_addr)),
+        bulk_addr: config.bulk_advertise.clone().unwrap_or_else(|| advertised(bulk_addr)),
         hostname: hostname(),
     };
     let register_timeout = Duration::from_millis(config.register_timeout_ms);
