@@ -4,7 +4,7 @@
 //! - `chunks/<fan-out>/<32 hex chunk id>.<16 hex version>[.<8 hex file generation>]`: the full content of
 //!   one chunk version (`fan-out` = low byte of the CRC32C of the chunk id, two hex digits, so directories
 //!   stay small; the generation suffix only for a forced same-version replacement, see below);
-//! - `meta/`: a fjall database with keyspace `chunks`: chunk id (16 bytes) -> [`Record`].
+//! - `meta/`: a fjall database with keyspace `chunks`: chunk id (16 bytes) -> its record (`chunk_store/record.rs`).
 //!
 //! **Copy-on-write, crash-safe updates.** An update builds the chunk's complete new content (old content
 //! with the write applied, gaps zero-filled; or cut/extended; or nothing for a removal), writes it to a
@@ -15,10 +15,15 @@
 //! crashes and [`ChunkStore::open`] deletes them. (Rename-over-the-old-file would not be crash-safe here:
 //! between the rename and the metadata commit the file would already be new while the record is old.)
 //!
-//! **Integrity.** Every record holds the CRC32C of the whole chunk; every read (and every partial update,
-//! which reads the old content) verifies it and fails with `ChecksumMismatch` on a mismatch, so a damaged
-//! file is detected, never served. `open` checks that every live chunk's file exists with the recorded
-//! length; [`ChunkStore::scrub`] verifies every CRC.
+//! **Integrity.** Every record holds the CRC32C of the whole chunk and (format 3, `record.rs`) the CRC32C
+//! of every [`CRC_BLOCK_SIZE`] block of it. A read of part of a chunk reads only the blocks it touches
+//! (one `pread` at the block-aligned offset) and verifies each of them; a read of the whole chunk, a
+//! partial update (which reads the old content), a resync snapshot and [`ChunkStore::scrub`] read the
+//! whole file and verify every block CRC and the whole-chunk CRC (one CRC pass). Any mismatch fails with
+//! `ChecksumMismatch`, so damaged bytes are detected, never served; bytes a read does not touch are not
+//! checked by it. Chunks whose record predates block CRCs (formats 1 and 2) are read and verified whole,
+//! as before; their next update writes a format 3 record. `open` checks that every live chunk's file
+//! exists with the recorded length, and so does every read (`fstat`).
 //!
 //! **Versions.** Each record carries the update version that produced it. Removals leave a *tombstone*
 //! record so versions of a chunk id stay monotonic across remove/re-create, which is what lets chain
@@ -58,6 +63,12 @@ use t3fs_common::{ChunkId, Error, StatusCode, TargetId};
 
 /// Largest chunk a target stores.
 pub const MAX_CHUNK_SIZE: u32 = t3fs_common::layout::MAX_CHUNK_SIZE;
+
+mod read;
+mod record;
+
+pub use record::CRC_BLOCK_SIZE;
+use record::{BlockCrcs, Record};
 
 const CHUNKS_DIR: &str = "chunks";
 const META_DIR: &str = "meta";
@@ -101,67 +112,6 @@ pub struct ListedChunk {
 impl ListedChunk {
     pub fn to_proto(&self) -> proto::ChunkMeta {
         proto::ChunkMeta { removed: self.removed, ..self.meta.to_proto(self.chunk) }
-    }
-}
-
-/// The stored record: a chunk's metadata, or a tombstone keeping the version of a removed chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Record {
-    meta: ChunkMeta,
-    removed: bool,
-    /// Discriminates the data file of a live chunk among files of the same version: 0 is
-    /// `<chunk>.<version>`, n > 0 is `<chunk>.<version>.<n as 8 hex>` (a forced same-version replacement,
-    /// see [`ChunkStore::apply_sync`]). Always 0 for tombstones.
-    file_gen: u32,
-}
-
-/// Record encodings, little-endian. On-disk formats: add a new format byte, never change an existing one.
-/// - format 1 (22 bytes): `[1][flags u8: bit0 removed][version u64][length u32][crc u32][chain_version u32]`,
-///   `file_gen` 0;
-/// - format 2 (26 bytes): format 1's fields, then `[file_gen u32]`.
-///
-/// Records with `file_gen == 0` (every record but a forced same-version replacement's) are still written
-/// in format 1, so the common case stays readable by older binaries.
-const RECORD_FORMAT_V1: u8 = 1;
-const RECORD_FORMAT_V2: u8 = 2;
-const RECORD_LEN_V1: usize = 22;
-const RECORD_LEN_V2: usize = 26;
-
-impl Record {
-    fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(RECORD_LEN_V2);
-        b.push(if self.file_gen == 0 { RECORD_FORMAT_V1 } else { RECORD_FORMAT_V2 });
-        b.push(u8::from(self.removed));
-        b.extend_from_slice(&self.meta.version.to_le_bytes());
-        b.extend_from_slice(&self.meta.length.to_le_bytes());
-        b.extend_from_slice(&self.meta.crc32c.to_le_bytes());
-        b.extend_from_slice(&self.meta.chain_version.to_le_bytes());
-        if self.file_gen != 0 {
-            b.extend_from_slice(&self.file_gen.to_le_bytes());
-        }
-        b
-    }
-
-    fn decode(b: &[u8]) -> Result<Self, Error> {
-        let ok = match b.first() {
-            Some(&RECORD_FORMAT_V1) => b.len() == RECORD_LEN_V1,
-            Some(&RECORD_FORMAT_V2) => b.len() == RECORD_LEN_V2,
-            _ => false,
-        };
-        if !ok || b[1] > 1 {
-            return Err(Error::new(StatusCode::Io, format!("corrupt chunk record ({} bytes)", b.len())));
-        }
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4-byte slice"));
-        Ok(Self {
-            removed: b[1] == 1,
-            meta: ChunkMeta {
-                version: u64::from_le_bytes(b[2..10].try_into().expect("8-byte slice")),
-                length: u32_at(10),
-                crc32c: u32_at(14),
-                chain_version: u32_at(18),
-            },
-            file_gen: if b.len() == RECORD_LEN_V2 { u32_at(22) } else { 0 },
-        })
     }
 }
 
@@ -452,12 +402,13 @@ impl ChunkStore {
         self.with_db(|db| db.metas.get(chunk.to_bytes()).map_err(kv_err)?.map(|v| Record::decode(&v)).transpose())
     }
 
+    /// Every record, without block CRCs (see [`Record::decode_head`]).
     fn records(&self) -> Result<Vec<(ChunkId, Record)>, Error> {
         self.with_db(|db| {
             let mut out = Vec::new();
             for kv in db.metas.iter() {
                 let (k, v) = kv.into_inner().map_err(kv_err)?;
-                out.push((ChunkId::from_bytes(&k)?, Record::decode(&v)?));
+                out.push((ChunkId::from_bytes(&k)?, Record::decode_head(&v)?));
             }
             Ok(out)
         })
@@ -517,50 +468,6 @@ impl ChunkStore {
         self.inner.chunks_dir.join(format!("{fan:02x}")).join(name)
     }
 
-    /// Reads a live record's file and verifies it against its metadata.
-    fn read_verified(&self, chunk: ChunkId, rec: &Record) -> Result<Vec<u8>, Error> {
-        let meta = &rec.meta;
-        let path = self.path(chunk, meta.version, rec.file_gen);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::new(StatusCode::ChecksumMismatch, format!("chunk {chunk}: data file missing")));
-            }
-            Err(e) => return Err(Error::io(&format!("reading {}", path.display()), e)),
-        };
-        let crc = crc32c::crc32c(&data);
-        if data.len() != meta.length as usize || crc != meta.crc32c {
-            let target_id = self.inner.target.0;
-            tracing::error!(target_id, %chunk, len = data.len(), crc, ?meta, "chunk data does not match its metadata");
-            return Err(Error::new(
-                StatusCode::ChecksumMismatch,
-                format!(
-                    "chunk {chunk}: data ({} bytes, crc {crc:#010x}) does not match metadata ({} bytes, crc {:#010x})",
-                    data.len(),
-                    meta.length,
-                    meta.crc32c
-                ),
-            ));
-        }
-        Ok(data)
-    }
-
-    /// Reads `[offset, min(offset + len, length))` of a chunk, verifying the whole chunk's CRC first.
-    pub async fn read(&self, chunk: ChunkId, offset: u32, len: u32) -> Result<(Bytes, ChunkMeta), Error> {
-        let _guard = self.lock(chunk).await;
-        let store = self.clone();
-        blocking(move || {
-            let Some(rec) = store.record(chunk)?.filter(|r| !r.removed) else {
-                return Err(Error::new(StatusCode::ChunkNotFound, format!("chunk {chunk} not found")));
-            };
-            let (data, meta) = (store.read_verified(chunk, &rec)?, rec.meta);
-            let start = (offset as usize).min(data.len());
-            let end = (offset as usize).saturating_add(len as usize).min(data.len());
-            Ok((Bytes::from(data).slice(start..end), meta))
-        })
-        .await
-    }
-
     /// Applies `update` as version `version` (must be > 0) under the caller's chunk lock. If the local
     /// version is already >= `version` the update is a duplicate and nothing changes.
     pub async fn apply(
@@ -582,7 +489,7 @@ impl ChunkStore {
     /// if the chunk is already at `version` in the same state (same length and CRC, or both removed).
     ///
     /// Crash safety holds as for every update: the new content goes to a file name no record references
-    /// (same version: the next [`Record::file_gen`]), the metadata commit switches, the old file goes last.
+    /// (same version: the next `Record::file_gen`), the metadata commit switches, the old file goes last.
     pub async fn apply_sync(
         &self,
         guard: &ChunkGuard,
@@ -649,7 +556,7 @@ impl ChunkStore {
             return Err(Error::invalid("update version must be > 0"));
         }
         let old = self.record(chunk)?;
-        let old_version = old.map_or(0, |r| r.meta.version);
+        let old_version = old.as_ref().map_or(0, |r| r.meta.version);
         if sync {
             let same = match (&old, &update) {
                 (Some(r), Update::Remove) => r.removed,
@@ -662,7 +569,7 @@ impl ChunkStore {
                 }
                 (None, _) => false,
             };
-            if let Some(rec) = old.filter(|r| r.meta.version == version && same) {
+            if let Some(rec) = old.as_ref().filter(|r| r.meta.version == version && same) {
                 return Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: true });
             }
             if old_version >= version {
@@ -670,7 +577,7 @@ impl ChunkStore {
                     "sync: replacing local state the predecessor does not have");
             }
         } else if old_version >= version {
-            let rec = old.expect("version > 0 implies a record");
+            let rec = old.as_ref().expect("version > 0 implies a record");
             return Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: true });
         }
         if version > old_version + 1 && !matches!(update, Update::Replace { .. }) && !sync {
@@ -678,7 +585,7 @@ impl ChunkStore {
             // reached us) takes the newest one on top of what it has.
             tracing::warn!(target_id = %self.inner.target, %chunk, old_version, version, "update version gap");
         }
-        let old_live = old.filter(|r| !r.removed);
+        let old_live = old.as_ref().filter(|r| !r.removed);
         // The old content, unless the update replaces all of it (so a damaged chunk can be overwritten).
         let needs_old = match &update {
             Update::Write { offset, data, .. } => {
@@ -688,7 +595,7 @@ impl ChunkStore {
             Update::Remove | Update::Replace { .. } => false,
         };
         let mut content = match old_live {
-            Some(r) if needs_old => self.read_verified(chunk, &r)?,
+            Some(r) if needs_old => self.read_verified(chunk, r)?,
             _ => Vec::new(),
         };
         let new_content = match update {
@@ -714,14 +621,21 @@ impl ChunkStore {
             _ => 0,
         };
         let rec = match &new_content {
-            Some(c) => Record {
-                meta: ChunkMeta { version, length: c.len() as u32, crc32c: crc32c::crc32c(c), chain_version },
-                removed: false,
-                file_gen,
-            },
-            None => {
-                Record { meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version }, removed: true, file_gen: 0 }
+            Some(c) => {
+                let (blocks, crc32c) = BlockCrcs::compute(c, CRC_BLOCK_SIZE);
+                Record {
+                    meta: ChunkMeta { version, length: c.len() as u32, crc32c, chain_version },
+                    removed: false,
+                    file_gen,
+                    blocks: Some(blocks),
+                }
             }
+            None => Record {
+                meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version },
+                removed: true,
+                file_gen: 0,
+                blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: Vec::new() }),
+            },
         };
         let new_path = self.path(chunk, version, rec.file_gen);
         if let Some(c) = &new_content {
@@ -733,7 +647,7 @@ impl ChunkStore {
             }
             return Err(e);
         }
-        if let Some(r) = &old_live {
+        if let Some(r) = old_live {
             self.remove_old_file(chunk, r);
         }
         let old_len = u64::from(old_live.map_or(0, |r| r.meta.length));

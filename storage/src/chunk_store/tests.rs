@@ -321,37 +321,6 @@ async fn chunk_lock_serialises_and_cleans_up() {
 }
 
 #[test]
-fn record_encoding_is_stable() {
-    // Format 1 (every record with file_gen 0, i.e. all records written before file generations existed).
-    let meta = ChunkMeta { version: 0x0102, length: 3, crc32c: 0xAABBCCDD, chain_version: 9 };
-    let r = Record { meta, removed: true, file_gen: 0 };
-    let b = r.encode();
-    assert_eq!(hex::encode(&b), "0101020100000000000003000000ddccbbaa09000000");
-    assert_eq!(Record::decode(&b).unwrap(), r);
-    // The old encoding as stored on disk still decodes (file_gen 0).
-    let old = hex::decode("0100020100000000000003000000ddccbbaa09000000").unwrap();
-    assert_eq!(Record::decode(&old).unwrap(), Record { removed: false, ..r });
-    assert!(Record::decode(&b[..21]).is_err());
-    let mut bad = b.clone();
-    bad[0] = 2;
-    assert!(Record::decode(&bad).is_err(), "format 2 needs 26 bytes");
-    bad[0] = 3;
-    assert!(Record::decode(&bad).is_err());
-    let mut bad_flags = b.clone();
-    bad_flags[1] = 2;
-    assert!(Record::decode(&bad_flags).is_err());
-    // Format 2: a file generation after the format 1 fields.
-    let r2 = Record { meta, removed: false, file_gen: 0x01020304 };
-    let b2 = r2.encode();
-    assert_eq!(hex::encode(&b2), "0200020100000000000003000000ddccbbaa0900000004030201");
-    assert_eq!(Record::decode(&b2).unwrap(), r2);
-    assert!(Record::decode(&b2[..25]).is_err());
-    let mut b2_as_v1 = b2.clone();
-    b2_as_v1[0] = 1;
-    assert!(Record::decode(&b2_as_v1).is_err(), "format 1 is exactly 22 bytes");
-}
-
-#[test]
 fn file_names_parse() {
     let c = id(5);
     let hexid = hex::encode(c.to_bytes());
@@ -494,4 +463,154 @@ async fn same_version_replace_is_crash_safe() {
     apply_sync(&s, id(0), 2, replace(b"newer")).await.unwrap();
     assert_eq!(content(&s, id(0)).await, b"newer");
     assert!(s.scrub().await.unwrap().is_empty());
+}
+
+/// A chunk of 3 full blocks and a short fourth one (1000 bytes), pseudo-random bytes.
+fn four_blocks() -> Vec<u8> {
+    (0..3 * CRC_BLOCK_SIZE + 1000).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect()
+}
+
+const B: u32 = CRC_BLOCK_SIZE;
+
+async fn read_range(s: &ChunkStore, c: ChunkId, offset: u32, len: u32) -> Result<Vec<u8>, Error> {
+    s.read(c, offset, len).await.map(|(d, _)| d.to_vec())
+}
+
+fn raw_record(s: &ChunkStore, c: ChunkId) -> Vec<u8> {
+    s.with_db(|db| Ok(db.metas.get(c.to_bytes()).map_err(kv_err)?.expect("record").to_vec())).unwrap()
+}
+
+#[tokio::test]
+async fn partial_reads_touch_only_their_blocks() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let data = four_blocks();
+    let a = apply(&s, id(0), 1, replace(&data)).await.unwrap();
+    assert_eq!(a.meta.crc32c, crc32c::crc32c(&data), "whole-chunk CRC combined from the block CRCs");
+    let rec = s.record(id(0)).unwrap().unwrap();
+    let blocks = rec.blocks.as_ref().expect("new records carry block CRCs");
+    assert_eq!((blocks.block_size, blocks.crcs.len()), (B, 4));
+    assert_eq!(blocks.crcs[3], crc32c::crc32c(&data[3 * B as usize..]));
+    assert_eq!(raw_record(&s, id(0)).len(), 30 + 4 * 4);
+    let len = data.len() as u32;
+    let cases = [
+        (0, B),          // exactly block 0
+        (B, B),          // exactly block 1
+        (B - 1, 2),      // across the 0/1 boundary
+        (100, 2 * B),    // across three blocks
+        (3 * B, 1000),   // exactly the short last block
+        (3 * B - 5, 10), // into the short last block
+        (len - 1, 1),    // the last byte
+        (len - 5, 100),  // past EOF: cut at the length
+        (len, 10),       // at EOF: empty
+        (len + 7, 10),   // beyond EOF: empty
+        (0, len),        // the whole chunk
+        (5, u32::MAX),   // to the end, with a length that overflows
+        (B, 0),          // empty range inside the chunk
+    ];
+    for (offset, n) in cases {
+        let end = offset.saturating_add(n).min(len) as usize;
+        let want = &data[(offset as usize).min(end)..end];
+        assert_eq!(read_range(&s, id(0), offset, n).await.unwrap(), want, "offset {offset} len {n}");
+    }
+    // A chunk of exactly two blocks: no short tail, reads at its end are empty.
+    apply(&s, id(1), 1, replace(&data[..2 * B as usize])).await.unwrap();
+    assert_eq!(s.record(id(1)).unwrap().unwrap().blocks.unwrap().crcs.len(), 2);
+    assert_eq!(read_range(&s, id(1), B, B).await.unwrap(), &data[B as usize..2 * B as usize]);
+    assert!(read_range(&s, id(1), 2 * B, 1).await.unwrap().is_empty());
+    // A partial update keeps the block CRCs right (it reads the old content, verified).
+    apply(&s, id(0), 2, w(2 * B - 2, b"XXXX")).await.unwrap();
+    let mut updated = data.clone();
+    updated[2 * B as usize - 2..2 * B as usize + 2].copy_from_slice(b"XXXX");
+    assert_eq!(read_range(&s, id(0), 2 * B - 3, 6).await.unwrap(), &updated[2 * B as usize - 3..2 * B as usize + 3]);
+    assert_eq!(content(&s, id(0)).await, updated);
+    // Block CRCs survive a reopen; tombstones are format 3 too.
+    apply(&s, id(1), 2, Update::Remove).await.unwrap();
+    assert_eq!(raw_record(&s, id(1))[0], 3);
+    s.close();
+    let (s, report) = ChunkStore::open(TargetId(7), d.path()).unwrap();
+    assert_eq!(report, OpenReport { live_chunks: 1, tombstones: 1, orphans_removed: 0, damaged: vec![] });
+    assert_eq!(
+        read_range(&s, id(0), 3 * B + 10, 20).await.unwrap(),
+        &updated[3 * B as usize + 10..3 * B as usize + 30]
+    );
+    assert!(s.scrub().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn corrupted_block_is_detected_only_by_reads_touching_it() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let data = four_blocks();
+    apply(&s, id(0), 1, replace(&data)).await.unwrap();
+    let p = s.file_path(id(0), 1);
+    let mut bytes = fs::read(&p).unwrap();
+    bytes[3 * B as usize + 10] ^= 0x01; // in block 3, the short one
+    fs::write(&p, &bytes).unwrap();
+    // Block 0 (or everything before block 3) is intact and still served.
+    assert_eq!(read_range(&s, id(0), 0, B).await.unwrap(), &data[..B as usize]);
+    assert_eq!(read_range(&s, id(0), B, 2 * B).await.unwrap(), &data[B as usize..3 * B as usize]);
+    // Any read touching block 3, even one byte of it far from the damage, fails and names the block.
+    for (offset, n) in [(3 * B - 1, 2), (3 * B + 500, 1), (3 * B + 10, 1), (0, 3 * B + 1)] {
+        let e = s.read(id(0), offset, n).await.unwrap_err();
+        assert_eq!(e.code, StatusCode::ChecksumMismatch, "offset {offset} len {n}");
+        assert!(e.message.contains("block 3"), "{}", e.message);
+    }
+    // A full read and a scrub detect it; a partial update must not build on it.
+    assert_eq!(s.read(id(0), 0, CS).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+    assert_eq!(apply(&s, id(0), 2, w(0, b"x")).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+    let bad = s.scrub().await.unwrap();
+    assert_eq!((bad.len(), bad[0].1.code), (1, StatusCode::ChecksumMismatch));
+    // So does a resync snapshot (full-chunk read).
+    let g = s.lock(id(0)).await;
+    assert_eq!(s.snapshot(&g).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+    drop(g);
+    // A file of the wrong length fails every read, partial ones too (even past EOF).
+    fs::write(&p, &data[..data.len() - 1]).unwrap();
+    for (offset, n) in [(0, 1), (data.len() as u32 + 5, 1), (0, CS)] {
+        assert_eq!(s.read(id(0), offset, n).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+    }
+    fs::remove_file(&p).unwrap();
+    let e = s.read(id(0), 0, 1).await.unwrap_err();
+    assert!(e.code == StatusCode::ChecksumMismatch && e.message.contains("missing"), "{e:?}");
+}
+
+#[tokio::test]
+async fn format_1_records_still_read_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let data = four_blocks();
+    // A chunk as the previous code stored it: its file and a format 1 record, built byte by byte.
+    fs::create_dir_all(s.file_path(id(0), 3).parent().unwrap()).unwrap();
+    fs::write(s.file_path(id(0), 3), &data).unwrap();
+    let mut v1 = vec![1u8, 0];
+    v1.extend_from_slice(&3u64.to_le_bytes());
+    v1.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    v1.extend_from_slice(&crc32c::crc32c(&data).to_le_bytes());
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    assert_eq!(v1.len(), 22);
+    s.with_db(|db| db.metas.insert(id(0).to_bytes(), v1.clone()).map_err(kv_err)).unwrap();
+    s.close();
+    // Reopen: the old record is found, its file is not taken for an orphan.
+    let (s, report) = ChunkStore::open(TargetId(7), d.path()).unwrap();
+    assert_eq!(report, OpenReport { live_chunks: 1, tombstones: 0, orphans_removed: 0, damaged: vec![] });
+    assert_eq!(s.query(id(0)).unwrap().unwrap().length, data.len() as u32);
+    assert!(s.record(id(0)).unwrap().unwrap().blocks.is_none());
+    assert_eq!(read_range(&s, id(0), B - 1, 2).await.unwrap(), &data[B as usize - 1..B as usize + 1]);
+    assert_eq!(read_range(&s, id(0), 3 * B, CS).await.unwrap(), &data[3 * B as usize..]);
+    assert!(read_range(&s, id(0), CS, 1).await.unwrap().is_empty());
+    assert_eq!(content(&s, id(0)).await, data);
+    // Without block CRCs every read verifies the whole chunk: damage in block 3 fails a block 0 read.
+    let p = s.file_path(id(0), 3);
+    let mut bad = data.clone();
+    bad[3 * B as usize + 10] ^= 1;
+    fs::write(&p, &bad).unwrap();
+    assert_eq!(s.read(id(0), 0, 10).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+    fs::write(&p, &data).unwrap();
+    // The next update writes a format 3 record.
+    apply(&s, id(0), 4, w(0, b"new")).await.unwrap();
+    let raw = raw_record(&s, id(0));
+    assert_eq!((raw[0], raw.len()), (3, 30 + 4 * 4));
+    assert_eq!(read_range(&s, id(0), 0, 5).await.unwrap(), [b"new", &data[3..5]].concat());
+    assert_eq!(s.query(id(0)).unwrap().unwrap().crc32c, crc32c::crc32c(&[b"new", &data[3..]].concat()));
 }
