@@ -414,3 +414,41 @@ async fn sparse_file_over_many_chunks() {
     }
     env.stop().await;
 }
+
+/// The mount's Prometheus metrics count requests, errors by status code and bytes. Counters are
+/// process-wide and other tests mount in parallel, so the checks are on increases of at least
+/// what this test did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_ops_errors_and_bytes() {
+    let Some(env) = Env::start().await else { return };
+    let reg = t3fs_common::metrics::new_registry();
+    t3fs_fuse::metrics::register(&mut reg.lock().unwrap());
+    let sample = |series: &str| t3fs_common::metrics::sample(&t3fs_common::metrics::render(&reg), series).unwrap_or(0.0);
+    let before = [
+        sample("t3fs_fuse_written_bytes_total"),
+        sample("t3fs_fuse_read_bytes_total"),
+        sample("t3fs_fuse_ops_total{op=\"write\"}"),
+        sample("t3fs_fuse_op_errors_total{op=\"lookup\",code=\"NotFound\"}"),
+        sample("t3fs_fuse_op_duration_seconds_count{op=\"read\"}"),
+    ];
+    let data = pattern(300_000, 9);
+    env.fs(move |m| {
+        std::fs::write(m.join("metrics.bin"), &data).unwrap();
+        assert!(std::fs::read(m.join("metrics.bin")).unwrap() == data);
+        assert_eq!(errno(std::fs::metadata(m.join("no-such-file"))), libc::ENOENT);
+    })
+    .await;
+    let after = [
+        sample("t3fs_fuse_written_bytes_total"),
+        sample("t3fs_fuse_read_bytes_total"),
+        sample("t3fs_fuse_ops_total{op=\"write\"}"),
+        sample("t3fs_fuse_op_errors_total{op=\"lookup\",code=\"NotFound\"}"),
+        sample("t3fs_fuse_op_duration_seconds_count{op=\"read\"}"),
+    ];
+    assert!(after[0] - before[0] >= 300_000.0, "written bytes {before:?} -> {after:?}");
+    assert!(after[1] - before[1] >= 300_000.0, "read bytes {before:?} -> {after:?}");
+    assert!(after[2] > before[2], "write ops {before:?} -> {after:?}");
+    assert!(after[3] > before[3], "lookup NotFound errors {before:?} -> {after:?}");
+    assert!(after[4] > before[4], "read latency observations {before:?} -> {after:?}");
+    env.stop().await;
+}

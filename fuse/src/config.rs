@@ -24,6 +24,9 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// The source name shown in /proc/mounts and `df`.
     pub fsname: String,
+    /// Prometheus endpoint listen address (`host:port`; port 0 picks a free port): `GET /metrics`
+    /// serves the metrics in docs/metrics.md. Unset: no endpoint.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for MountConfig {
@@ -36,6 +39,7 @@ impl Default for MountConfig {
             threads: 4,
             allow_other: false,
             fsname: "t3fs".into(),
+            metrics_listen: None,
         }
     }
 }

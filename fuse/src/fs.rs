@@ -70,7 +70,11 @@ fn time_ns(t: TimeOrNow) -> i64 {
 }
 
 /// Logs an op's failure (expected ones quietly) and returns its errno.
-pub(crate) fn fail(op: &str, e: &Error) -> Errno {
+pub(crate) fn fail(op: &'static str, e: &Error) -> Errno {
+    crate::metrics::metrics()
+        .errors
+        .get_or_create(&crate::metrics::OpCode { op, code: t3fs_common::metrics::Code(e.code) })
+        .inc();
     match e.code {
         StatusCode::NotFound
         | StatusCode::AlreadyExists
@@ -107,14 +111,24 @@ impl T3Fs {
         self.inner.groups.user(req.pid(), req.uid(), req.gid())
     }
 
-    /// Runs `f(inner)` as a task on the runtime, inside a span naming the op.
-    pub(crate) fn spawn<F, Fut>(&self, span: tracing::Span, f: F)
+    /// Runs `f(inner)` as a task on the runtime, inside a span naming the op, counting it in
+    /// the `op` metrics (requests and latency from dispatch to reply; errors count in [`fail`]).
+    pub(crate) fn spawn<F, Fut>(&self, op: &'static str, span: tracing::Span, f: F)
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let m = crate::metrics::metrics();
+        m.ops.get_or_create(&crate::metrics::Op { op }).inc();
+        let start = std::time::Instant::now();
         let fut = f(self.inner.clone());
-        self.inner.rt.spawn(fut.instrument(span));
+        self.inner.rt.spawn(
+            async move {
+                fut.await;
+                m.op_duration.get_or_create(&crate::metrics::Op { op }).observe(start.elapsed().as_secs_f64());
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -286,7 +300,7 @@ impl Filesystem for T3Fs {
         };
         let user = self.user(req);
         let span = tracing::debug_span!("lookup", parent = parent.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(span, |fs| async move {
+        self.spawn("lookup", span, |fs| async move {
             match fs.client.lookup(&user, InodeId(parent.0), &name).await {
                 Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
                 Err(e) => reply.error(fail("lookup", &e)),
@@ -296,7 +310,7 @@ impl Filesystem for T3Fs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("getattr", ino = ino.0), |fs| async move {
+        self.spawn("getattr", tracing::debug_span!("getattr", ino = ino.0), |fs| async move {
             match fs.client.getattr(&user, InodeId(ino.0)).await {
                 Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
                 // fstat of a file unlinked while open here: meta forgot it, its handles did not.
@@ -330,7 +344,7 @@ impl Filesystem for T3Fs {
         reply: ReplyAttr,
     ) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("setattr", ino = ino.0, ?size), |fs| async move {
+        self.spawn("setattr", tracing::debug_span!("setattr", ino = ino.0, ?size), |fs| async move {
             match fs.setattr(&user, ino.0, mode, uid, gid, size, atime, mtime).await {
                 Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
                 Err(e) => reply.error(fail("setattr", &e)),
@@ -357,7 +371,7 @@ impl Filesystem for T3Fs {
         };
         let user = self.user(req);
         let span = tracing::debug_span!("mknod", parent = parent.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(span, |fs| async move {
+        self.spawn("mknod", span, |fs| async move {
             match fs.client.create(&user, InodeId(parent.0), &name, mode & !umask, true).await {
                 Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
                 Err(e) => reply.error(fail("mknod", &e)),
@@ -372,7 +386,7 @@ impl Filesystem for T3Fs {
         };
         let user = self.user(req);
         let span = tracing::debug_span!("mkdir", parent = parent.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(span, |fs| async move {
+        self.spawn("mkdir", span, |fs| async move {
             match fs.client.mkdir(&user, InodeId(parent.0), &name, mode & !umask).await {
                 Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
                 Err(e) => reply.error(fail("mkdir", &e)),
@@ -415,7 +429,7 @@ impl Filesystem for T3Fs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("open", ino = ino.0), |fs| async move {
+        self.spawn("open", tracing::debug_span!("open", ino = ino.0), |fs| async move {
             match fs.client.getattr(&user, InodeId(ino.0)).await {
                 Ok(i) if i.inode_type == InodeType::Directory as i32 => reply.error(Errno::from_i32(libc::EISDIR)),
                 Ok(i) if !may_access(&i, &user, open_mask(flags)) => reply.error(Errno::from_i32(libc::EACCES)),
@@ -444,7 +458,7 @@ impl Filesystem for T3Fs {
         };
         let user = self.user(req);
         let span = tracing::debug_span!("create", parent = parent.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(span, |fs| async move {
+        self.spawn("create", span, |fs| async move {
             match fs.create(&user, parent.0, &name, mode & !umask, flags).await {
                 Ok((i, fh)) => {
                     let attr = fs.attr(&i);
@@ -467,9 +481,12 @@ impl Filesystem for T3Fs {
         reply: ReplyData,
     ) {
         let Some(f) = self.inner.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
-        self.spawn(tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size), |fs| async move {
+        self.spawn("read", tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size), |fs| async move {
             match fs.read(f, offset, size).await {
-                Ok(data) => reply.data(&data),
+                Ok(data) => {
+                    crate::metrics::metrics().read_bytes.inc_by(data.len() as u64);
+                    reply.data(&data)
+                }
                 Err(e) => reply.error(fail("read", &e)),
             }
         });
@@ -492,9 +509,12 @@ impl Filesystem for T3Fs {
         };
         let Some(f) = self.inner.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
         let data = data.to_vec();
-        self.spawn(tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, len), |fs| async move {
+        self.spawn("write", tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, len), |fs| async move {
             match fs.write(f, offset, &data).await {
-                Ok(()) => reply.written(len),
+                Ok(()) => {
+                    crate::metrics::metrics().written_bytes.inc_by(u64::from(len));
+                    reply.written(len)
+                }
                 Err(e) => reply.error(fail("write", &e)),
             }
         });
@@ -519,7 +539,7 @@ impl Filesystem for T3Fs {
         reply: ReplyEmpty,
     ) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("release", ino = ino.0, fh = fh.0), |fs| async move {
+        self.spawn("release", tracing::debug_span!("release", ino = ino.0, fh = fh.0), |fs| async move {
             let Some(f) = fs.handles.file(fh.0) else { return reply.ok() };
             let res = {
                 let mut g = f.lock().await;
@@ -541,7 +561,7 @@ impl Filesystem for T3Fs {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("opendir", ino = ino.0), |fs| async move {
+        self.spawn("opendir", tracing::debug_span!("opendir", ino = ino.0), |fs| async move {
             match fs.opendir(&user, ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(fail("opendir", &e)),
@@ -571,7 +591,7 @@ impl Filesystem for T3Fs {
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("statfs"), |fs| async move {
+        self.spawn("statfs", tracing::debug_span!("statfs"), |fs| async move {
             match fs.client.statfs(&user).await {
                 Ok(s) => {
                     let blocks = s.capacity_bytes / STATFS_BSIZE;
@@ -632,7 +652,7 @@ impl T3Fs {
         let user = self.user(req);
         let op = if is_dir { "rmdir" } else { "unlink" };
         let span = tracing::debug_span!("remove", op, parent = parent.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(span, |fs| async move {
+        self.spawn(op, span, |fs| async move {
             let request_id = t3fs_common::new_request_id();
             match fs.client.remove_entry(&user, &request_id, InodeId(parent.0), &name, is_dir).await {
                 Ok(inode) => {
@@ -646,7 +666,7 @@ impl T3Fs {
 
     fn sync(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: &'static str, reply: ReplyEmpty) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("sync", op, ino = ino.0, fh = fh.0), |fs| async move {
+        self.spawn(op, tracing::debug_span!("sync", op, ino = ino.0, fh = fh.0), |fs| async move {
             let Some(f) = fs.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
             let mut g = f.lock().await;
             match fs.sync_handle(&user, &mut g, false).await {

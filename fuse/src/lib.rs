@@ -21,6 +21,7 @@ pub mod creds;
 pub mod fs;
 pub mod handles;
 pub mod links;
+pub mod metrics;
 pub mod perm;
 pub mod xattr;
 
@@ -106,6 +107,15 @@ pub async fn run(cfg: MountConfig, mountpoint: PathBuf, shutdown: CancellationTo
         tokio::task::spawn_blocking(move || mount_inner(client, rt, &mp, &cfg)).await.context("mount task")??
     };
     tracing::info!(mountpoint = %mountpoint.display(), fsname = %cfg.fsname, "t3fs mounted");
+    let metrics_cancel = CancellationToken::new();
+    if let Some(listen) = &cfg.metrics_listen {
+        let registry = t3fs_common::metrics::new_registry();
+        metrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner()));
+        match t3fs_common::metrics::serve(listen, registry, metrics_cancel.clone()).await {
+            Ok((addr, _task)) => tracing::info!(%addr, "fuse metrics endpoint listening"),
+            Err(e) => tracing::warn!(error = %e, "could not start the metrics endpoint; serving without it"),
+        }
+    }
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -118,6 +128,7 @@ pub async fn run(cfg: MountConfig, mountpoint: PathBuf, shutdown: CancellationTo
         }
     }
 
+    metrics_cancel.cancel();
     inner.sync_all().await;
     let mp = mountpoint.clone();
     let res = tokio::task::spawn_blocking(move || session.umount_and_join()).await.context("unmount task")?;

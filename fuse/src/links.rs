@@ -65,7 +65,7 @@ impl T3Fs {
             newname = %String::from_utf8_lossy(&newname),
             ?flags,
         );
-        self.spawn(span, |fs| async move {
+        self.spawn("rename", span, |fs| async move {
             let request_id = t3fs_common::new_request_id();
             let (src, dst) = (InodeId(parent.0), InodeId(newparent.0));
             match fs.client.rename_entry(&user, &request_id, src, &name, dst, &newname, flags).await {
@@ -87,7 +87,7 @@ impl T3Fs {
         };
         let user = self.user(req);
         let span = tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, newname = %String::from_utf8_lossy(&newname));
-        self.spawn(span, |fs| async move {
+        self.spawn("link", span, |fs| async move {
             match fs.client.link(&user, InodeId(ino.0), InodeId(newparent.0), &newname).await {
                 Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
                 Err(e) => reply.error(fail("link", &e)),
@@ -113,7 +113,7 @@ impl T3Fs {
         }
         let user = self.user(req);
         let span = tracing::debug_span!("symlink", parent = parent.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(span, |fs| async move {
+        self.spawn("symlink", span, |fs| async move {
             match fs.client.symlink(&user, InodeId(parent.0), &name, &target).await {
                 Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
                 Err(e) => reply.error(fail("symlink", &e)),
@@ -123,7 +123,7 @@ impl T3Fs {
 
     pub(crate) fn readlink_op(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("readlink", ino = ino.0), |fs| async move {
+        self.spawn("readlink", tracing::debug_span!("readlink", ino = ino.0), |fs| async move {
             match fs.client.readlink(&user, InodeId(ino.0)).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(fail("readlink", &e)),

@@ -53,7 +53,7 @@ pub fn open_mask(flags: OpenFlags) -> i32 {
 impl T3Fs {
     pub(crate) fn access_op(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("access", ino = ino.0, mask = mask.bits()), |fs| async move {
+        self.spawn("access", tracing::debug_span!("access", ino = ino.0, mask = mask.bits()), |fs| async move {
             match fs.client.getattr(&user, InodeId(ino.0)).await {
                 Ok(i) if may_access(&i, &user, mask.bits()) => reply.ok(),
                 Ok(_) => reply.error(Errno::from_i32(libc::EACCES)),

@@ -73,7 +73,7 @@ pub fn set_mode(flags: i32) -> Option<SetXattrMode> {
 }
 
 /// The errno of a failed xattr call: a missing attribute is `ENODATA`, not `ENOENT`.
-fn xattr_errno(op: &str, e: &Error) -> Errno {
+fn xattr_errno(op: &'static str, e: &Error) -> Errno {
     if e.code == StatusCode::NotFound {
         tracing::debug!(error = %e, "{op}: no such attribute");
         return Errno::from_i32(libc::ENODATA);
@@ -107,7 +107,7 @@ impl T3Fs {
         let value = value.to_vec();
         let user = self.user(req);
         let span = tracing::debug_span!("setxattr", ino = ino.0, name = %String::from_utf8_lossy(&name), ?mode);
-        self.spawn(span, |fs| async move {
+        self.spawn("setxattr", span, |fs| async move {
             match fs.client.set_xattr(&user, InodeId(ino.0), &name, &value, mode).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(xattr_errno("setxattr", &e)),
@@ -125,7 +125,7 @@ impl T3Fs {
         }
         let user = self.user(req);
         let span = tracing::debug_span!("getxattr", ino = ino.0, name = %String::from_utf8_lossy(&name), size);
-        self.spawn(span, |fs| async move {
+        self.spawn("getxattr", span, |fs| async move {
             match fs.client.get_xattr(&user, InodeId(ino.0), &name).await {
                 Ok(v) => send(reply, xattr_answer(v, size)),
                 Err(e) => reply.error(xattr_errno("getxattr", &e)),
@@ -135,7 +135,7 @@ impl T3Fs {
 
     pub(crate) fn listxattr_op(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let user = self.user(req);
-        self.spawn(tracing::debug_span!("listxattr", ino = ino.0, size), |fs| async move {
+        self.spawn("listxattr", tracing::debug_span!("listxattr", ino = ino.0, size), |fs| async move {
             match fs.client.list_xattr(&user, InodeId(ino.0)).await {
                 Ok(names) => match list_bytes(&names) {
                     Ok(b) => send(reply, xattr_answer(b, size)),
@@ -156,7 +156,7 @@ impl T3Fs {
         }
         let user = self.user(req);
         let span = tracing::debug_span!("removexattr", ino = ino.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(span, |fs| async move {
+        self.spawn("removexattr", span, |fs| async move {
             match fs.client.remove_xattr(&user, InodeId(ino.0), &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(xattr_errno("removexattr", &e)),

@@ -215,6 +215,7 @@ impl Plan {
         let fuse = t3fs_fuse::MountConfig {
             mgmtd_addr: cluster.mgmtd_addr.clone(),
             token: cluster.token.clone(),
+            metrics_listen: Some("127.0.0.1:0".into()),
             ..t3fs_fuse::MountConfig::default()
         };
         Plan { dir, cluster, mgmtd, meta, storage, fuse }
