@@ -9,9 +9,10 @@
 //! Invariants (these make the raw-pointer `Deref` of [`PinnedBuf`] sound):
 //! - A [`PinnedBuf`] is the only handle to its memory while it lives; the CPU touches it only
 //!   through that handle.
-//! - [`H2dPipeline::upload`] consumes the buffer: the async copy may still be reading it, so it goes
-//!   back to the pool, and [`PinnedPool`] waits for every copy that used a buffer (its cudarc event)
-//!   before handing it out again.
+//! - [`H2dPipeline::upload`] consumes the buffer: the async copy (`cuMemcpyHtoDAsync`, also for a
+//!   partly filled buffer) may still be reading it, so it goes back to the pool together with an
+//!   event recorded after the copy, and [`PinnedPool`] waits for that event before handing the
+//!   buffer out again.
 //! - A device slot is overwritten only after the compute stream passed the point where the
 //!   previous batch in that slot was [`H2dPipeline::release`]d; kernels use a slot only after
 //!   [`H2dPipeline::acquire`] made the compute stream wait for its copy.
@@ -19,17 +20,35 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, PinnedHostSlice};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtrMut, PinnedHostSlice};
 use tokio::sync::Semaphore;
 
 use super::Gpu;
 use crate::sample_loader::BatchBuffers;
 use crate::{KernelError, Result};
 
+/// A pooled buffer and the end of the last async copy that read it (waited for before reuse).
+type Free = (PinnedHostSlice<u8>, Option<CudaEvent>);
+
 struct PoolInner {
-    free: Mutex<Vec<PinnedHostSlice<u8>>>,
+    free: Mutex<Vec<Free>>,
     permits: Semaphore,
     buf_size: usize,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // A buffer may still be read by an upload: wait before its memory is freed (the host
+        // slice's own drop waits only for cudarc-tracked copies).
+        let free = self.free.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, pending) in free.iter() {
+            if let Some(e) = pending
+                && let Err(err) = e.synchronize()
+            {
+                tracing::error!(error = %err, "waiting for an upload before freeing its pinned buffer failed");
+            }
+        }
+    }
 }
 
 /// A bounded pool of equally sized pinned host buffers, allocated once.
@@ -41,6 +60,8 @@ pub struct PinnedPool {
 /// One pinned buffer, out of its pool until dropped. Derefs to its first `len` bytes.
 pub struct PinnedBuf {
     host: Option<PinnedHostSlice<u8>>,
+    /// Set by [`H2dPipeline::upload`]: the copy that still reads this buffer.
+    pending: Option<CudaEvent>,
     ptr: *mut u8,
     len: usize,
     pool: Arc<PoolInner>,
@@ -62,7 +83,7 @@ impl PinnedPool {
             // pattern is a valid u8), and it is zeroed below before first use.
             let mut h = unsafe { gpu.context().alloc_pinned_with_flags::<u8>(buf_size, 0) }?;
             h.as_mut_slice()?.fill(0);
-            free.push(h);
+            free.push((h, None));
         }
         Ok(PinnedPool {
             inner: Arc::new(PoolInner { free: Mutex::new(free), permits: Semaphore::new(count), buf_size }),
@@ -85,20 +106,25 @@ impl PinnedPool {
         let permit =
             self.inner.permits.acquire().await.map_err(|_| KernelError::InvalidArgument("pool closed".into()))?;
         permit.forget();
-        let host = self.inner.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let Some(mut host) = host else {
+        let entry = self.inner.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some((mut host, pending)) = entry else {
             self.inner.permits.add_permits(1);
             return Err(KernelError::InvalidArgument("pinned pool accounting broken".into()));
         };
-        let ptr = match host.as_mut_ptr() {
+        // Wait for the last upload that read this buffer, then for any cudarc-tracked copy.
+        let ready = match pending.as_ref().map(|e| e.synchronize()).transpose() {
+            Ok(_) => host.as_mut_ptr(),
+            Err(e) => Err(e),
+        };
+        let ptr = match ready {
             Ok(p) => p,
             Err(e) => {
-                self.inner.free.lock().unwrap_or_else(|p| p.into_inner()).push(host);
+                self.inner.free.lock().unwrap_or_else(|p| p.into_inner()).push((host, pending));
                 self.inner.permits.add_permits(1);
                 return Err(e.into());
             }
         };
-        Ok(PinnedBuf { host: Some(host), ptr, len, pool: self.inner.clone() })
+        Ok(PinnedBuf { host: Some(host), pending: None, ptr, len, pool: self.inner.clone() })
     }
 }
 
@@ -129,7 +155,7 @@ impl DerefMut for PinnedBuf {
 impl Drop for PinnedBuf {
     fn drop(&mut self) {
         if let Some(h) = self.host.take() {
-            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push((h, self.pending.take()));
             self.pool.permits.add_permits(1);
         }
     }
@@ -172,7 +198,7 @@ impl H2dPipeline {
 
     /// Starts copying `buf` into the next slot and returns the slot index. Consumes the buffer
     /// (back to its pool; reused only after this copy finished).
-    pub fn upload(&mut self, buf: PinnedBuf) -> Result<usize> {
+    pub fn upload(&mut self, mut buf: PinnedBuf) -> Result<usize> {
         let i = self.next;
         let len = buf.len;
         if len > self.slots[i].len() {
@@ -181,19 +207,24 @@ impl H2dPipeline {
         if let Some(ev) = self.released[i].take() {
             self.copy.wait(&ev)?;
         }
-        let Some(host) = buf.host.as_ref() else {
+        if buf.host.is_none() {
             return Err(KernelError::InvalidArgument("pinned buffer already released".into()));
-        };
-        let mut dst = self.slots[i].slice_mut(..len);
-        if len == host.len() {
-            self.copy.memcpy_htod(host, &mut dst)?;
-        } else {
-            // A partial buffer: copy its first `len` bytes (still from pinned memory, still async).
-            // SAFETY: `host` is pinned memory of at least `len` bytes; the copy below is ordered
-            // by cudarc's event on `host` (the pool waits for it before reuse).
-            let src = unsafe { std::slice::from_raw_parts(buf.ptr as *const u8, len) };
-            self.copy.memcpy_htod(src, &mut dst)?;
         }
+        {
+            let (dptr, _record) = self.slots[i].device_ptr_mut(&self.copy);
+            // SAFETY: `buf.ptr` addresses at least `len` bytes of pinned memory owned by `buf.host`;
+            // the copy is asynchronous, so the buffer must not be written or freed until it ends:
+            // `buf` returns to its pool with the event recorded below as `pending`, and the pool
+            // waits for that event before handing the buffer out again (PinnedHostSlice's drop
+            // waits only for its own event, so the pool keeps the host slice alive meanwhile).
+            // The device slot holds at least `len` bytes (checked above) and `_record` orders
+            // the write against cudarc's tracking of the slot.
+            unsafe {
+                let src = std::slice::from_raw_parts(buf.ptr as *const u8, len);
+                cudarc::driver::result::memcpy_htod_async(dptr, src, self.copy.cu_stream())?;
+            }
+        }
+        buf.pending = Some(self.copy.record_event(None)?);
         self.ready[i] = Some(self.copy.record_event(None)?);
         self.lens[i] = len;
         self.next = (i + 1) % self.slots.len();
