@@ -423,7 +423,8 @@ async fn metrics_count_ops_errors_and_bytes() {
     let Some(env) = Env::start().await else { return };
     let reg = t3fs_common::metrics::new_registry();
     t3fs_fuse::metrics::register(&mut reg.lock().unwrap());
-    let sample = |series: &str| t3fs_common::metrics::sample(&t3fs_common::metrics::render(&reg), series).unwrap_or(0.0);
+    let sample =
+        |series: &str| t3fs_common::metrics::sample(&t3fs_common::metrics::render(&reg), series).unwrap_or(0.0);
     let before = [
         sample("t3fs_fuse_written_bytes_total"),
         sample("t3fs_fuse_read_bytes_total"),
