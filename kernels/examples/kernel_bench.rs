@@ -12,7 +12,7 @@ use std::sync::Arc;
 use t3fs_kernels::gpu::gemm::{Fp8Gemm, GemmVariant, gemm_cost};
 use t3fs_kernels::gpu::mla::{MlaDecoder, MlaDeviceArgs, Workspace, mla_cost};
 use t3fs_kernels::gpu::{CudaSlice, Gpu, fill};
-use t3fs_kernels::mla_ref::{D_K, D_V, MlaShape, PAGE};
+use t3fs_kernels::mla_ref::{D_K, MlaShape, PAGE};
 use t3fs_kernels::sources::MlaKernel;
 
 const PEAK_BW: f64 = 4.8e12;
@@ -156,7 +156,6 @@ fn main() -> Res<()> {
             }
         }
     }
-    let _ = D_V;
 
     // FP8 GEMM, DeepGEMM's normal shapes, every variant the device supports on the same inputs; each
     // later variant's row also gives its speed-up over the first and how far its output is from it.
