@@ -7,8 +7,9 @@
 //! several FUSE readdir pages and several meta pages; ENOTEMPTY, ENOENT, EEXIST, ENAMETOOLONG;
 //! chmod; chunks deleted from every replica on unlink (at last close for a file unlinked while
 //! open); four threads writing files (and disjoint ranges of one file) at once; a sparse file over
-//! many chunks with a hole; the mount gone after unmount (checked by every test). Rename, links,
-//! extended attributes and permissions for other users are in `fuse_links.rs`.
+//! many chunks with a hole; fsync on a directory (FUSE fsyncdir); the mount gone after unmount
+//! (checked by every test). Rename, links, extended attributes and permissions for other users are
+//! in `fuse_links.rs`.
 //!
 //! Skips (with a message) only where /dev/fuse is missing.
 use std::fs::{File, OpenOptions};
@@ -451,5 +452,35 @@ async fn metrics_count_ops_errors_and_bytes() {
     assert!(after[2] > before[2], "write ops {before:?} -> {after:?}");
     assert!(after[3] > before[3], "lookup NotFound errors {before:?} -> {after:?}");
     assert!(after[4] > before[4], "read latency observations {before:?} -> {after:?}");
+    env.stop().await;
+}
+
+/// fsync on a directory fd reaches the daemon as FUSE fsyncdir and succeeds. The kernel would turn
+/// an ENOSYS answer into success too (and stop asking), so the op counter is what shows the
+/// daemon answered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fsync_on_a_directory() {
+    let Some(env) = Env::start().await else { return };
+    let reg = t3fs_common::metrics::new_registry();
+    t3fs_fuse::metrics::register(&mut reg.lock().unwrap());
+    let sample = || {
+        t3fs_common::metrics::sample(&t3fs_common::metrics::render(&reg), "t3fs_fuse_ops_total{op=\"fsyncdir\"}")
+            .unwrap_or(0.0)
+    };
+    let before = sample();
+    env.fs(|m| {
+        let d = m.join("synced");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), b"x").unwrap();
+        File::open(&d).unwrap().sync_all().unwrap();
+        // The root too, and a second time on the same directory (a kernel that got ENOSYS would
+        // not ask again).
+        File::open(m).unwrap().sync_all().unwrap();
+        File::open(&d).unwrap().sync_data().unwrap();
+        assert_eq!(std::fs::read(d.join("f")).unwrap(), b"x");
+    })
+    .await;
+    let after = sample();
+    assert!(after - before >= 3.0, "fsyncdir ops {before} -> {after}");
     env.stop().await;
 }

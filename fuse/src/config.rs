@@ -1,4 +1,4 @@
-//! Mount configuration (`t3fs fuse --config F`).
+//! Mount configuration (`t3fs mount --config F MOUNTPOINT`).
 use serde::{Deserialize, Serialize};
 use t3fs_client::ClientConfig;
 
