@@ -4,8 +4,10 @@
 //!   namespace, put/get, fsck).
 //! - [`local`]: `t3fs local up|status` — a whole cluster on one machine, as child processes
 //!   (for users) or in-process (for tests), from one data directory.
+//! - [`umount`]: `t3fs umount MNT` — clears a t3fs FUSE mount, a dead one included.
 //!
 //! The daemon subcommands (`t3fs mgmtd|meta|storage|mount --config F`) are thin: they load the
 //! daemon crate's typed config and call its `run`. See `main.rs`.
 pub mod admin;
 pub mod local;
+pub mod umount;

@@ -37,6 +37,10 @@ enum Cmd {
         config: PathBuf,
         mountpoint: PathBuf,
     },
+    /// Unmount a t3fs FUSE mount, also a dead one ("Transport endpoint is not connected"): stops a
+    /// live mount daemon cleanly, else detaches the mount (umount2 MNT_DETACH as root,
+    /// `fusermount3 -u -z` otherwise). Refuses mounts that are not t3fs.
+    Umount { mountpoint: PathBuf },
     /// Operate a running cluster: nodes, chains, namespace, put/get, fsck.
     Admin(t3fs_cli::admin::AdminArgs),
     /// A whole cluster on this machine.
@@ -115,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Meta { config } => t3fs_meta::run(load(&config)?, shutdown_on_signal()?).await,
         Cmd::Storage { config } => t3fs_storage::run(load(&config)?, shutdown_on_signal()?).await,
         Cmd::Mount { config, mountpoint } => t3fs_fuse::run(load(&config)?, mountpoint, shutdown_on_signal()?).await,
+        Cmd::Umount { mountpoint } => t3fs_cli::umount::umount(&mountpoint).await,
         Cmd::Admin(args) => t3fs_cli::admin::run(args).await,
         Cmd::Local {
             cmd:
@@ -150,7 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let level = match cli.cmd {
-        Cmd::Local { .. } => "warn",
+        Cmd::Local { .. } | Cmd::Umount { .. } => "warn",
         // Admin output is for people and scripts: only the one-line error, no log noise.
         Cmd::Admin(_) => "off",
         _ => "info",

@@ -4,9 +4,14 @@
 //! `put` creates PATH or reuses the existing file (cut to length 0 first), writes every piece, then
 //! reports the final length to meta with `close`. `get` reads up to the length meta had when it
 //! started, so a file growing meanwhile is copied as of that moment.
+//!
+//! Both draw a progress bar (bytes, rate, ETA) on stderr, only when stderr is a terminal and
+//! `--json` is off, so scripts and tests see exactly the same output as without it.
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use t3fs_client::InodeId;
 use t3fs_common::proto::InodeType;
@@ -31,11 +36,30 @@ async fn read_full(f: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<u
     Ok(n)
 }
 
+/// A byte progress bar for copying `total` bytes, drawn on stderr; hidden unless `visible`.
+fn progress_bar(total: u64, label: &str, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .expect("the template is a valid constant")
+    .progress_chars("=> ");
+    ProgressBar::new(total).with_style(style).with_message(label.to_string())
+}
+
+/// Whether to draw a progress bar: a person is watching stderr and the output is not JSON.
+fn show_progress(ctx: &Ctx) -> bool {
+    !ctx.json && std::io::stderr().is_terminal()
+}
+
 /// `t3fs admin put LOCAL PATH`.
 pub async fn put(ctx: &Ctx, local: &Path, path: &str) -> anyhow::Result<()> {
     let (parent, name) = split_path(path)?;
     let mut f = tokio::fs::File::open(local).await.with_context(|| format!("opening {}", local.display()))?;
-    if f.metadata().await.with_context(|| local.display().to_string())?.is_dir() {
+    let meta = f.metadata().await.with_context(|| local.display().to_string())?;
+    if meta.is_dir() {
         bail!("{} is a directory", local.display());
     }
     let c = ctx.client().await?;
@@ -48,6 +72,7 @@ pub async fn put(ctx: &Ctx, local: &Path, path: &str) -> anyhow::Result<()> {
     if inode.length > 0 {
         inode = c.truncate(&ctx.user, InodeId(inode.id), 0).await.with_context(|| format!("{path}: truncating"))?;
     }
+    let bar = progress_bar(meta.len(), &format!("put {path}"), show_progress(ctx));
     let mut buf = vec![0u8; PIECE];
     let mut off = 0u64;
     loop {
@@ -57,7 +82,9 @@ pub async fn put(ctx: &Ctx, local: &Path, path: &str) -> anyhow::Result<()> {
         }
         c.write(&inode, off, &buf[..n]).await.with_context(|| format!("{path}: writing at offset {off}"))?;
         off += n as u64;
+        bar.set_position(off);
     }
+    bar.finish_and_clear();
     let done = c.close(&ctx.user, InodeId(inode.id), off, true).await.with_context(|| path.to_string())?;
     if ctx.json {
         print_json(&json!({ "op": "put", "local": local, "path": path, "bytes": off, "inode": inode_json(&done) }));
@@ -76,6 +103,7 @@ pub async fn get(ctx: &Ctx, path: &str, local: &Path) -> anyhow::Result<()> {
         bail!("{path}: not a regular file");
     }
     let mut f = tokio::fs::File::create(local).await.with_context(|| format!("creating {}", local.display()))?;
+    let bar = progress_bar(inode.length, &format!("get {path}"), show_progress(ctx));
     let mut off = 0u64;
     while off < inode.length {
         let want = (inode.length - off).min(PIECE as u64) as u32;
@@ -85,7 +113,9 @@ pub async fn get(ctx: &Ctx, path: &str, local: &Path) -> anyhow::Result<()> {
         }
         f.write_all(&data).await.with_context(|| format!("writing {}", local.display()))?;
         off += data.len() as u64;
+        bar.set_position(off);
     }
+    bar.finish_and_clear();
     f.flush().await.with_context(|| format!("writing {}", local.display()))?;
     f.sync_all().await.with_context(|| format!("syncing {}", local.display()))?;
     if ctx.json {
@@ -95,4 +125,20 @@ pub async fn get(ctx: &Ctx, path: &str, local: &Path) -> anyhow::Result<()> {
     }
     c.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_bar_is_hidden_unless_visible() {
+        let hidden = progress_bar(100, "put /a", false);
+        assert!(hidden.is_hidden());
+        let shown = progress_bar(100, "put /a", true);
+        assert_eq!(shown.length(), Some(100));
+        assert_eq!(shown.message(), "put /a");
+        shown.set_position(40);
+        assert_eq!(shown.position(), 40);
+    }
 }
