@@ -12,7 +12,9 @@ pub struct ClientConfig {
     /// mgmtd gRPC address (`host:port`), or a comma-separated list of every mgmtd (requests follow the
     /// primary); the only address a client must know.
     pub mgmtd_addr: String,
-    /// Cluster token put in every request header (empty when the cluster runs without one).
+    /// Token put in every request header: the cluster token (the client may then act for any
+    /// uid/gid, like a FUSE mount), or a user token from `t3fs admin user-add` (every request acts
+    /// as that user). Empty when the cluster runs without authentication.
     pub token: String,
     /// How often the routing poller asks mgmtd for a newer routing version, in milliseconds. Cheap when
     /// nothing changed; 500 ms lets a client notice chain changes within a second.
@@ -20,6 +22,9 @@ pub struct ClientConfig {
     /// How long one operation keeps retrying retryable errors (node failover, chain changes) before it
     /// gives up, in milliseconds. 30 s covers a storage target being declared offline by mgmtd.
     pub retry_timeout_ms: u64,
+    /// How often the client extends its session at mgmtd, in milliseconds (mgmtd drops a session
+    /// `client_session_timeout_ms`, default 60 s, after the last extension). 0: no session.
+    pub session_extend_ms: u64,
 }
 
 impl Default for ClientConfig {
@@ -29,6 +34,7 @@ impl Default for ClientConfig {
             token: String::new(),
             routing_refresh_ms: 500,
             retry_timeout_ms: 30_000,
+            session_extend_ms: 10_000,
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod config;
 pub mod data;
 pub mod links;
 pub mod meta;
+pub mod session;
 pub mod xattr;
 
 pub use batch::{
@@ -64,7 +65,10 @@ pub struct Client {
     cfg: ClientConfig,
     routing: RoutingCache,
     cancel: CancellationToken,
-    poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The routing poller and the session extender.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// This client's session id at mgmtd ([`session`]).
+    client_id: String,
     meta: Mutex<Option<MetaConn>>,
     /// Connection used for explicit routing refreshes, and the time of the last one.
     mgmtd: tokio::sync::Mutex<(MgmtdConn, Option<Instant>)>,
@@ -80,6 +84,13 @@ impl Client {
         // `mgmtd_addr` may list several mgmtd; requests follow the primary.
         let mgmtd = MgmtdConn::new(&cfg.mgmtd_addr)?;
         let routing = RoutingCache::new();
+        // A first fetch now, so a refusal (a wrong token) fails here with mgmtd's answer instead of
+        // as a timeout; mgmtd being down or electing is left to the wait below.
+        if let Err(e) = routing.refresh_via(&mgmtd, &cfg.token).await
+            && !e.is_retryable()
+        {
+            return Err(e);
+        }
         let cancel = CancellationToken::new();
         let poller = routing.spawn_poller(
             cfg.mgmtd_addr.clone(),
@@ -87,10 +98,22 @@ impl Client {
             Duration::from_millis(cfg.routing_refresh_ms.max(10)),
             cancel.clone(),
         );
+        let client_id = session::new_client_id();
+        let mut tasks = vec![poller];
+        if cfg.session_extend_ms > 0 {
+            tasks.push(session::spawn(
+                mgmtd.clone(),
+                cfg.token.clone(),
+                client_id.clone(),
+                Duration::from_millis(cfg.session_extend_ms),
+                cancel.clone(),
+            ));
+        }
         let client = Arc::new(Client {
             routing,
             cancel,
-            poller: Mutex::new(Some(poller)),
+            tasks: Mutex::new(tasks),
+            client_id,
             meta: Mutex::new(None),
             mgmtd: tokio::sync::Mutex::new((mgmtd, None)),
             bulk: BulkClient::default(),
@@ -115,13 +138,19 @@ impl Client {
         Ok(client)
     }
 
-    /// Stops the routing poller. Calls made afterwards still work until routing info goes stale.
+    /// Stops the routing poller and the session extender. Calls made afterwards still work until
+    /// routing info goes stale.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
-        let handle = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
+        let handles = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in handles {
             let _ = h.await;
         }
+    }
+
+    /// This client's session id at mgmtd (`t3fs admin list-sessions`).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     /// The current routing snapshot.

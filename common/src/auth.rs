@@ -2,7 +2,9 @@
 //!
 //! A daemon configured with an empty token accepts every request (single-user dev clusters);
 //! otherwise a request whose header is missing or carries another token is refused with
-//! `Unauthenticated` before it touches any state. Per-user tokens stored in mgmtd come with issue 3.
+//! `Unauthenticated` before it touches any state. Daemons that also admit user tokens (meta,
+//! storage's bulk plane, mgmtd) use [`crate::users`] instead; this check stays for services that
+//! take the cluster token only (storage's admin service).
 use crate::proto::RequestHeader;
 use crate::status::{Error, StatusCode};
 

@@ -6,7 +6,14 @@ use serde::de::DeserializeOwned;
 
 use crate::status::{Error, StatusCode};
 
-/// Reads and parses a TOML config file; unknown fields are the struct's business (`deny_unknown_fields`).
+/// This machine's host name (`unknown` when the kernel does not say), for registration and sessions.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// Checks an `advertise` option (the address a daemon registers instead of its bound one): one
 /// `host:port`, no list, no whitespace. `what` names the option in the error.
 pub fn check_advertise(what: &str, addr: Option<&str>) -> Result<(), Error> {
@@ -24,6 +31,7 @@ pub fn check_advertise(what: &str, addr: Option<&str>) -> Result<(), Error> {
     }
 }
 
+/// Reads and parses a TOML config file; unknown fields are the struct's business (`deny_unknown_fields`).
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(StatusCode::InvalidArgument, format!("reading config {}: {e}", path.display())))?;

@@ -19,6 +19,7 @@ pub mod names;
 pub mod routing;
 pub mod status;
 pub mod telemetry;
+pub mod users;
 
 /// Generated protobuf/gRPC types (package `t3fs`).
 #[allow(clippy::all, missing_docs)]

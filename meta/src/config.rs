@@ -43,7 +43,8 @@ pub struct Config {
     /// How often the server heartbeats to mgmtd, in milliseconds.
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
-    /// How often routing info is polled from mgmtd, in milliseconds.
+    /// How often routing info (and the user table, for user tokens) is polled from mgmtd, in
+    /// milliseconds.
     #[serde(default = "default_routing_refresh_ms")]
     pub routing_refresh_ms: u64,
     /// How long a remove/rename result is kept for retries of the same request id, in milliseconds

@@ -105,6 +105,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let metrics = Arc::new(metrics::MetaMetrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner())));
     let db = metrics.wrap_kv(t3fs_kv::open(&config.kv).await.context("opening the kv store")?);
     let routing = RoutingCache::new();
+    // Users' tokens, from mgmtd's user table (polled with routing below).
+    let mgmtd_conn = t3fs_common::mgmtd_conn::MgmtdConn::new(&config.mgmtd_addr).context("mgmtd_addr")?;
+    let users = t3fs_common::users::UserCache::new(mgmtd_conn, config.token.clone());
     let placement =
         Placement { chain_table_id: config.chain_table_id, chunk_size: config.chunk_size, stripe: config.stripe };
     let idem_ttl = Duration::from_millis(config.idempotency_ttl_ms);
@@ -128,7 +131,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }
     let clean_every = Duration::from_millis(config.idempotency_clean_interval_ms);
     tasks.push(idem::spawn_cleaner(db, idem_ttl, clean_every, cancel.clone()));
-    let svc = MetaService::new(store.clone(), config.token.clone()).with_metrics(metrics).into_server();
+    let svc = MetaService::new(store.clone(), config.token.clone())
+        .with_metrics(metrics)
+        .with_users(users.clone())
+        .into_server();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = cancel.clone();
     tasks.push(tokio::spawn(async move {
@@ -166,6 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Duration::from_millis(config.routing_refresh_ms),
         cancel.clone(),
     ));
+    tasks.push(users.spawn_poller(Duration::from_millis(config.routing_refresh_ms), cancel.clone()));
     tasks.push(node.spawn_heartbeat(Some(client), Duration::from_millis(config.heartbeat_interval_ms), cancel.clone()));
     tracing::info!(node_id = config.node_id, %grpc_addr, "meta server started");
     Ok(Server { grpc_addr, metrics_addr, cancel, tasks, store, routing })

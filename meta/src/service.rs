@@ -1,6 +1,6 @@
 //! The `Meta` gRPC service: a thin adapter from wire messages onto [`MetaStore`].
 //!
-//! Each handler checks the cluster token, runs in a tracing span carrying the request id and the
+//! Each handler checks the token (cluster or user, `t3fs_common::users`), runs in a tracing span carrying the request id and the
 //! inode/parent id, calls one namespace function and maps errors with `Error::to_tonic()` (the
 //! stable status code travels in the `t3fs-code` metadata entry).
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use t3fs_common::auth;
 use t3fs_common::proto::{self, meta_server::Meta};
+use t3fs_common::users::{Authenticator, UserCache};
 use t3fs_common::{Error, InodeId, StatusCode};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -18,14 +19,22 @@ use crate::namespace::{Caller, MetaStore, RenameFlags, SetAttr, XattrFlags};
 /// The gRPC service over one namespace.
 pub struct MetaService {
     store: Arc<MetaStore>,
-    token: String,
+    auth: Authenticator,
     metrics: Arc<MetaMetrics>,
 }
 
 impl MetaService {
-    /// `token`: the cluster token requests must carry; empty disables the check.
+    /// `token`: the cluster token; empty disables authentication (unless users are added with
+    /// [`Self::with_users`], whose tokens are accepted too).
     pub fn new(store: Arc<MetaStore>, token: String) -> Self {
-        Self { store, token, metrics: Arc::default() }
+        Self { store, auth: Authenticator::new(&token), metrics: Arc::default() }
+    }
+
+    /// Also accepts the user tokens of `users` (mgmtd's user table); a user's requests act as
+    /// that user whatever uid/gid the header states.
+    pub fn with_users(mut self, users: UserCache) -> Self {
+        self.auth = self.auth.with_users(users);
+        self
     }
 
     /// Counts and times operations in `metrics` (default: handles registered nowhere).
@@ -39,14 +48,12 @@ impl MetaService {
         proto::meta_server::MetaServer::new(self)
     }
 
-    /// Checks the token and returns the caller's identity.
-    fn auth(&self, header: Option<&proto::RequestHeader>) -> Result<Caller, Status> {
-        let (token, caller) = match header {
-            Some(h) => (h.token.as_str(), Caller { uid: h.uid, gid: h.gid, gids: h.gids.clone() }),
-            None => ("", Caller::default()),
-        };
-        auth::check_token(&self.token, token)?;
-        Ok(caller)
+    /// Checks the token and returns the caller's identity: a user token's user, or the identity
+    /// the header states when the cluster token (a FUSE mount or tool acting for a local user).
+    async fn auth(&self, header: Option<&proto::RequestHeader>) -> Result<Caller, Status> {
+        let principal = self.auth.authenticate(header).await.map_err(|e| e.to_tonic())?;
+        let id = principal.identity(header);
+        Ok(Caller { uid: id.uid, gid: id.gid, gids: id.gids })
     }
 
     /// Runs a handler body in `span`, logging failures at debug level, counting and timing it as
@@ -90,7 +97,7 @@ fn inode_rsp(inode: proto::Inode) -> proto::InodeRsp {
 impl Meta for MetaService {
     async fn rename(&self, req: Request<proto::RenameReq>) -> Result<Response<proto::RenameRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let rid = request_id(&r.header);
         let span = tracing::debug_span!(
             "meta.rename",
@@ -113,7 +120,7 @@ impl Meta for MetaService {
 
     async fn link(&self, req: Request<proto::LinkReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span =
             tracing::debug_span!("meta.link", req = request_id(&r.header), inode = r.inode, new_parent = r.new_parent);
         self.traced("link", span, async {
@@ -124,7 +131,7 @@ impl Meta for MetaService {
 
     async fn symlink(&self, req: Request<proto::SymlinkReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.symlink", req = request_id(&r.header), parent = r.parent);
         self.traced("symlink", span, async {
             self.store.symlink(&caller, InodeId(r.parent), &r.name, &r.target).await.map(inode_rsp)
@@ -134,7 +141,7 @@ impl Meta for MetaService {
 
     async fn batch_stat(&self, req: Request<proto::BatchStatReq>) -> Result<Response<proto::BatchStatRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
+        self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.batch_stat", req = request_id(&r.header), count = r.inodes.len());
         self.traced("batch_stat", span, async {
             let found = self.store.batch_stat(&ids(&r.inodes)).await?;
@@ -147,7 +154,7 @@ impl Meta for MetaService {
 
     async fn set_xattr(&self, req: Request<proto::SetXattrReq>) -> Result<Response<proto::Empty>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.set_xattr", req = request_id(&r.header), inode = r.inode);
         let flags = XattrFlags { create_only: r.create_only, replace_only: r.replace_only };
         self.traced("set_xattr", span, async {
@@ -158,7 +165,7 @@ impl Meta for MetaService {
 
     async fn get_xattr(&self, req: Request<proto::XattrReq>) -> Result<Response<proto::XattrRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.get_xattr", req = request_id(&r.header), inode = r.inode);
         self.traced("get_xattr", span, async {
             let value = self.store.get_xattr(&caller, InodeId(r.inode), &r.name).await?;
@@ -169,7 +176,7 @@ impl Meta for MetaService {
 
     async fn list_xattr(&self, req: Request<proto::ListXattrReq>) -> Result<Response<proto::ListXattrRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
+        self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.list_xattr", req = request_id(&r.header), inode = r.inode);
         self.traced("list_xattr", span, async {
             let names = self.store.list_xattr(InodeId(r.inode)).await?;
@@ -180,7 +187,7 @@ impl Meta for MetaService {
 
     async fn remove_xattr(&self, req: Request<proto::XattrReq>) -> Result<Response<proto::Empty>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.remove_xattr", req = request_id(&r.header), inode = r.inode);
         self.traced("remove_xattr", span, async {
             self.store.remove_xattr(&caller, InodeId(r.inode), &r.name).await.map(|()| proto::Empty {})
@@ -190,7 +197,7 @@ impl Meta for MetaService {
 
     async fn lookup(&self, req: Request<proto::LookupReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.lookup", req = request_id(&r.header), parent = r.parent);
         self.traced("lookup", span, async {
             self.store.lookup(&caller, InodeId(r.parent), &r.name).await.map(inode_rsp)
@@ -200,14 +207,14 @@ impl Meta for MetaService {
 
     async fn get_attr(&self, req: Request<proto::GetAttrReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
+        self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.getattr", req = request_id(&r.header), inode = r.inode);
         self.traced("getattr", span, async { self.store.getattr(InodeId(r.inode)).await.map(inode_rsp) }).await
     }
 
     async fn mkdir(&self, req: Request<proto::MkdirReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.mkdir", req = request_id(&r.header), parent = r.parent);
         self.traced("mkdir", span, async {
             self.store.mkdir(&caller, InodeId(r.parent), &r.name, r.mode).await.map(inode_rsp)
@@ -217,7 +224,7 @@ impl Meta for MetaService {
 
     async fn create(&self, req: Request<proto::CreateReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.create", req = request_id(&r.header), parent = r.parent);
         self.traced("create", span, async {
             self.store.create(&caller, InodeId(r.parent), &r.name, r.mode, r.exclusive).await.map(inode_rsp)
@@ -227,7 +234,7 @@ impl Meta for MetaService {
 
     async fn remove(&self, req: Request<proto::RemoveReq>) -> Result<Response<proto::RemoveRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let rid = request_id(&r.header);
         let span = tracing::debug_span!("meta.remove", req = rid, parent = r.parent);
         self.traced("remove", span, async {
@@ -239,7 +246,7 @@ impl Meta for MetaService {
 
     async fn read_dir(&self, req: Request<proto::ReadDirReq>) -> Result<Response<proto::ReadDirRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.readdir", req = request_id(&r.header), inode = r.inode);
         self.traced("readdir", span, async {
             let page = self.store.readdir(&caller, InodeId(r.inode), &r.start_after, r.limit).await?;
@@ -250,7 +257,7 @@ impl Meta for MetaService {
 
     async fn set_attr(&self, req: Request<proto::SetAttrReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        let caller = self.auth(r.header.as_ref())?;
+        let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.setattr", req = request_id(&r.header), inode = r.inode);
         let attrs = SetAttr {
             mode: r.mode,
@@ -268,7 +275,7 @@ impl Meta for MetaService {
 
     async fn close(&self, req: Request<proto::CloseReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
+        self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.close", req = request_id(&r.header), inode = r.inode);
         self.traced("close", span, async {
             self.store.close(InodeId(r.inode), r.length_hint, r.wrote).await.map(inode_rsp)
@@ -278,7 +285,7 @@ impl Meta for MetaService {
 
     async fn stat_fs(&self, req: Request<proto::StatFsReq>) -> Result<Response<proto::StatFsRsp>, Status> {
         let r = req.into_inner();
-        self.auth(r.header.as_ref())?;
+        self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.statfs", req = request_id(&r.header));
         self.traced("statfs", span, async {
             let s = self.store.statfs().await?;

@@ -4,7 +4,7 @@
 //! [`crate::state::ClusterState::plan_check`]). A node that heartbeats again is marked connected by
 //! the heartbeat handler; its targets' public states move on the next check. A failed check (the
 //! KV store refused the write) is logged and tried again on the next tick; nothing was changed in
-//! memory.
+//! memory. Each tick also drops expired client sessions (`crate::accounts_service`).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub fn spawn(
             }
             if let Err(e) = cluster.check(timeout).await {
                 tracing::warn!(error = %e, "check failed; retrying next tick");
+            }
+            if let Err(e) = cluster.expire_sessions().await {
+                tracing::warn!(error = %e, "expiring client sessions failed; retrying next tick");
             }
         }
     })

@@ -59,6 +59,10 @@ pub struct Config {
     /// (standbys judge expiry by their own wall clock), plus scheduling hiccups.
     #[serde(default = "default_lease_margin_ms")]
     pub lease_margin_ms: u64,
+    /// A client session (`ExtendClientSession`, sent by native clients and FUSE mounts every
+    /// `session_extend_ms`) expires this long after its last extension.
+    #[serde(default = "default_client_session_timeout_ms")]
+    pub client_session_timeout_ms: u64,
     /// Prometheus endpoint listen address (`host:port`; port 0 picks a free port): `GET /metrics`
     /// serves the metrics listed in docs/metrics.md. Unset: no endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +85,13 @@ fn default_heartbeat_timeout_ms() -> u64 {
     5000
 }
 
+/// Default of `client_session_timeout_ms`.
+pub const DEFAULT_CLIENT_SESSION_TIMEOUT_MS: u64 = 60_000;
+
+fn default_client_session_timeout_ms() -> u64 {
+    DEFAULT_CLIENT_SESSION_TIMEOUT_MS
+}
+
 fn default_check_interval_ms() -> u64 {
     500
 }
@@ -100,6 +111,7 @@ impl Config {
             lease_length_ms: default_lease_length_ms(),
             extend_lease_interval_ms: default_extend_lease_interval_ms(),
             lease_margin_ms: default_lease_margin_ms(),
+            client_session_timeout_ms: default_client_session_timeout_ms(),
             metrics_listen: None,
         }
     }
@@ -124,6 +136,9 @@ impl Config {
             return Err(Error::invalid("mgmtd config: listen must not be empty"));
         }
         t3fs_common::config::check_advertise("mgmtd config: advertise", self.advertise.as_deref())?;
+        if self.client_session_timeout_ms < 1000 {
+            return Err(Error::invalid("mgmtd config: client_session_timeout_ms must be at least 1000"));
+        }
         if self.extend_lease_interval_ms == 0 {
             return Err(Error::invalid("mgmtd config: extend_lease_interval_ms must be > 0"));
         }

@@ -10,6 +10,9 @@
 //! | `CHIT` + table id (u32 BE) + table version (u32 BE) | `proto::ChainTable`, prost-encoded |
 //! | `SING` + `RoutingInfoVersion` | routing info version, u64 BE |
 //! | `SING` + `MgmtdLease` | the primary lease, `lease::Lease` prost-encoded |
+//! | `USER` + uid (u32 BE) | `proto::UserInfo` (token as SHA-256 only), prost-encoded |
+//! | `SING` + `UserTableVersion` | user table version, u64 BE |
+//! | `CSES` + client id (UTF-8 bytes) | `proto::ClientSession`, prost-encoded |
 //!
 //! This is an on-disk format: never change an encoding, only add prefixes.
 
@@ -25,6 +28,12 @@ pub const CHAIN_TABLE: &[u8; 4] = b"CHIT";
 pub const ROUTING_VERSION: &[u8] = b"SINGRoutingInfoVersion";
 /// The primary mgmtd's lease singleton.
 pub const LEASE: &[u8] = b"SINGMgmtdLease";
+/// User records.
+pub const USER: &[u8; 4] = b"USER";
+/// The user table version singleton.
+pub const USER_TABLE_VERSION: &[u8] = b"SINGUserTableVersion";
+/// Client session records.
+pub const SESSION: &[u8; 4] = b"CSES";
 
 fn with_prefix(prefix: &[u8; 4], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + rest.len());
@@ -50,6 +59,23 @@ pub fn chain_table(id: u32, version: u32) -> Vec<u8> {
     rest[..4].copy_from_slice(&id.to_be_bytes());
     rest[4..].copy_from_slice(&version.to_be_bytes());
     with_prefix(CHAIN_TABLE, &rest)
+}
+
+pub fn user(uid: u32) -> Vec<u8> {
+    with_prefix(USER, &uid.to_be_bytes())
+}
+
+pub fn session(client_id: &str) -> Vec<u8> {
+    with_prefix(SESSION, client_id.as_bytes())
+}
+
+pub fn parse_user(key: &[u8]) -> Option<u32> {
+    suffix::<4>(USER, key).map(u32::from_be_bytes)
+}
+
+pub fn parse_session(key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(SESSION.as_slice())?;
+    String::from_utf8(rest.to_vec()).ok().filter(|s| !s.is_empty())
 }
 
 /// The id part of a key of the given kind, or `None` if the key is not of that kind or has the
@@ -102,6 +128,12 @@ mod tests {
         assert_eq!(ROUTING_VERSION, b"SINGRoutingInfoVersion");
         assert_eq!(LEASE, b"SINGMgmtdLease");
         assert_eq!(encode_version(258), vec![0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(user(1000), b"USER\0\0\x03\xe8");
+        assert_eq!(session("c-1"), b"CSESc-1");
+        assert_eq!(USER_TABLE_VERSION, b"SINGUserTableVersion");
+        assert_eq!(parse_user(&user(7)), Some(7));
+        assert_eq!(parse_session(&session("c-1")).as_deref(), Some("c-1"));
+        assert_eq!(parse_session(b"CSES"), None);
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //!
 //! Not yet (issue 3): admin chain updates (add/remove target, rotate), configs, users and tokens,
 //! client sessions, standbys listed in routing info.
+mod accounts;
+mod accounts_service;
 pub mod chain_update;
 pub mod config;
 pub mod keys;
@@ -155,8 +157,11 @@ pub async fn start_with_db(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Se
     };
     let registry = t3fs_common::metrics::new_registry();
     let metrics = Arc::new(metrics::MgmtdMetrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner())));
-    let cluster =
-        Arc::new(Cluster::new(config.token.clone(), me, db.clone(), config.bootstrap_period()).with_metrics(metrics));
+    let cluster = Arc::new(
+        Cluster::new(config.token.clone(), me, db.clone(), config.bootstrap_period())
+            .with_metrics(metrics)
+            .with_session_timeout(Duration::from_millis(config.client_session_timeout_ms)),
+    );
     let timing = election::Timing {
         length: Duration::from_millis(config.lease_length_ms),
         interval: Duration::from_millis(config.extend_lease_interval_ms),
@@ -212,5 +217,5 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    t3fs_common::config::hostname()
 }

@@ -12,32 +12,38 @@
 //! inside their transaction ([`store::persist_as_primary`]); one that fails that way steps down at
 //! once. Taking over reloads the whole state from the store and starts a bootstrapping period.
 //!
-//! Every handler checks the cluster token first and runs in a tracing span with the request id.
+//! Every handler runs in a tracing span with the request id and checks, after the role, the token
+//! (`t3fs_common::users`): admin operations need the cluster token or an admin user's token,
+//! meta/storage registration and heartbeats the cluster token, everything else any valid token.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use t3fs_common::mgmtd_conn::{not_primary, primary_hint};
 use t3fs_common::proto::{self, NodeInfo, mgmtd_server::Mgmtd};
+use t3fs_common::users::{Directory, Principal};
 use t3fs_common::{Error, StatusCode};
 use t3fs_kv::Db;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::accounts::Accounts;
 use crate::metrics::MgmtdMetrics;
 use crate::state::{ChainEdit, ClusterState, Delta, TablePlan};
 use crate::store;
 
-struct Inner {
-    state: ClusterState,
+pub(crate) struct Inner {
+    pub(crate) state: ClusterState,
+    /// Users and client sessions (`crate::accounts_service`).
+    pub(crate) accounts: Accounts,
     /// `None` once closed.
-    db: Option<Db>,
+    pub(crate) db: Option<Db>,
     /// While `Some`, mgmtd is bootstrapping: it collects heartbeats and changes no chain until
     /// this instant. Cleared by the first check after it (with a routing version bump, so everyone
     /// sees `bootstrapping = false`).
     bootstrap_until: Option<Instant>,
     /// The lease term `state` was loaded under; `None` on a standby (which writes nothing).
-    term: Option<u64>,
+    pub(crate) term: Option<u64>,
 }
 
 /// Whether this mgmtd serves.
@@ -51,21 +57,31 @@ pub enum Role {
 
 /// The cluster state shared by the gRPC service, the checker and the lease task.
 pub struct Cluster {
-    token: String,
+    pub(crate) token: String,
     /// This mgmtd as it appears in routing info.
     me: NodeInfo,
     /// Bootstrapping period after each takeover.
     bootstrap: Duration,
     role: std::sync::Mutex<Role>,
     inner: Mutex<Inner>,
-    metrics: Arc<MgmtdMetrics>,
+    pub(crate) metrics: Arc<MgmtdMetrics>,
+    /// The users of `inner.accounts`, for token checks without the state lock.
+    pub(crate) users: std::sync::RwLock<Arc<Directory>>,
+    /// A client session expires this long after its last extension.
+    pub(crate) session_timeout: Duration,
 }
 
 impl Cluster {
     /// A standby with no state; `crate::election` makes it primary. `bootstrap`: how long after a
     /// takeover no chain may change (see [`crate::Config::bootstrap_period`]).
     pub fn new(token: String, me: NodeInfo, db: Db, bootstrap: Duration) -> Self {
-        let inner = Inner { state: ClusterState::default(), db: Some(db), bootstrap_until: None, term: None };
+        let inner = Inner {
+            state: ClusterState::default(),
+            accounts: Accounts::default(),
+            db: Some(db),
+            bootstrap_until: None,
+            term: None,
+        };
         Self {
             token,
             me,
@@ -73,7 +89,15 @@ impl Cluster {
             role: std::sync::Mutex::new(Role::Standby { primary: None }),
             inner: Mutex::new(inner),
             metrics: Arc::default(),
+            users: std::sync::RwLock::default(),
+            session_timeout: Duration::from_millis(crate::config::DEFAULT_CLIENT_SESSION_TIMEOUT_MS),
         }
+    }
+
+    /// Client sessions expire `timeout` after their last extension (default 60 s).
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
     }
 
     /// Publishes the state and RPC metrics in `metrics` (default: handles registered nowhere).
@@ -158,6 +182,8 @@ impl Cluster {
     fn forget(&self, inner: &mut Inner) {
         inner.term = None;
         inner.state = ClusterState::default();
+        inner.accounts = Accounts::default();
+        self.set_users(&inner.accounts);
         inner.bootstrap_until = None;
         self.publish(inner);
     }
@@ -170,6 +196,7 @@ impl Cluster {
         self.forget(&mut inner);
         let db = inner.db.clone().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
         let loaded = store::load(db.as_ref()).await?;
+        let accounts = crate::accounts::load(db.as_ref()).await?;
         // Every takeover is a new routing version: clients refetch, whatever they cached before.
         let version = loaded.version + 1;
         store::persist_as_primary(db.as_ref(), &[store::version_write(version)], self.me.node_id, term).await?;
@@ -179,6 +206,8 @@ impl Cluster {
         let (nodes, tables) = (loaded.nodes.len(), loaded.tables.len());
         let now = Instant::now();
         inner.state = ClusterState::from_loaded(loaded, version, now);
+        inner.accounts = accounts;
+        self.set_users(&inner.accounts);
         inner.term = Some(term);
         inner.bootstrap_until = Some(now + self.bootstrap);
         self.set_role(Role::Primary { term, valid_until });
@@ -197,13 +226,19 @@ impl Cluster {
 
     /// The state, locked, if it is a primary's (a request admitted just before a step-down must not
     /// see the emptied state of a standby).
-    async fn lock_primary(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>, Error> {
+    pub(crate) async fn lock_primary(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>, Error> {
         let inner = self.inner.lock().await;
         if inner.term.is_some() {
             return Ok(inner);
         }
         drop(inner);
         Err(self.ensure_primary().err().unwrap_or_else(|| not_primary(None)))
+    }
+
+    /// The state, locked, if this mgmtd is primary (background tasks: no error for a standby).
+    pub(crate) async fn inner_if_primary(&self) -> Option<tokio::sync::MutexGuard<'_, Inner>> {
+        let inner = self.inner.lock().await;
+        inner.term.is_some().then_some(inner)
     }
 
     /// The term to release at shutdown (if primary), and stops serving.
@@ -217,6 +252,27 @@ impl Cluster {
             Role::Primary { term, .. } => db.map(|db| (db, term)),
             Role::Standby { .. } => None,
         }
+    }
+
+    /// Writes `sets` and deletes `clears` in one lease-checked transaction; losing the lease steps
+    /// down (as in [`Self::commit`]).
+    pub(crate) async fn write(
+        &self,
+        inner: &mut Inner,
+        sets: &[store::Write],
+        clears: &[Vec<u8>],
+    ) -> Result<(), Error> {
+        let db = inner.db.as_ref().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
+        let term = inner.term.ok_or_else(|| not_primary(None))?;
+        let res = store::write_as_primary(db.as_ref(), sets, clears, self.me.node_id, term).await;
+        if let Err(e) = &res
+            && e.code == StatusCode::NotPrimary
+        {
+            tracing::warn!(term, error = %e, "lost the primary lease while writing; standing by");
+            self.set_role(Role::Standby { primary: primary_hint(e) });
+            self.forget(inner);
+        }
+        res
     }
 
     /// Persists `delta` if it is visible (with a version bump, under the lease), then installs it
@@ -364,10 +420,40 @@ impl Cluster {
         self.inner.lock().await.db = None;
     }
 
-    /// The token check, then the role check: only a primary serves.
-    fn admit(&self, header: &Option<proto::RequestHeader>) -> Result<(), Error> {
-        t3fs_common::auth::check_header(&self.token, header.as_ref())?;
-        self.ensure_primary()
+    /// Installs the token directory of `accounts`.
+    pub(crate) fn set_users(&self, accounts: &Accounts) {
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(accounts.directory());
+    }
+
+    /// The role check (only a primary serves; standbys name the primary whatever the token), then
+    /// the token check: any valid token (the cluster token or a user's).
+    pub(crate) fn admit_any(&self, header: &Option<proto::RequestHeader>) -> Result<Principal, Error> {
+        self.ensure_primary()?;
+        let token = header.as_ref().map(|h| h.token.as_str()).unwrap_or("");
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner()).clone();
+        users.authenticate(&self.token, token)
+    }
+
+    /// [`Self::admit_any`] for admin operations: the cluster token or an admin user.
+    pub(crate) fn admit(&self, header: &Option<proto::RequestHeader>) -> Result<Principal, Error> {
+        let p = self.admit_any(header)?;
+        p.require_admin()?;
+        Ok(p)
+    }
+
+    /// [`Self::admit_any`] for daemon operations (meta/storage registration and heartbeats, the
+    /// user table): the cluster token only.
+    pub(crate) fn admit_cluster(&self, header: &Option<proto::RequestHeader>) -> Result<Principal, Error> {
+        let p = self.admit_any(header)?;
+        p.require_cluster()?;
+        Ok(p)
+    }
+
+    /// Registration and heartbeats: meta and storage nodes need the cluster token; clients and
+    /// FUSE mounts any valid token.
+    fn admit_node(&self, header: &Option<proto::RequestHeader>, node_type: i32) -> Result<Principal, Error> {
+        let client = [proto::NodeType::Client as i32, proto::NodeType::Fuse as i32].contains(&node_type);
+        if client { self.admit_any(header) } else { self.admit_cluster(header) }
     }
 }
 
@@ -386,14 +472,14 @@ fn describe_chain(c: &proto::ChainInfo) -> String {
     format!("chain {} v{}: {}", c.chain_id, c.chain_version, targets.join(", "))
 }
 
-fn request_id(header: &Option<proto::RequestHeader>) -> &str {
+pub(crate) fn request_id(header: &Option<proto::RequestHeader>) -> &str {
     t3fs_common::auth::request_id(header.as_ref())
 }
 
 /// The tonic service: a cheap handle on the shared [`Cluster`].
 #[derive(Clone)]
 pub struct MgmtdService {
-    cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<Cluster>,
 }
 
 impl MgmtdService {
@@ -405,7 +491,7 @@ impl MgmtdService {
 impl MgmtdService {
     /// Runs a handler body in `span`, counting and timing it as `method`, mapping errors onto gRPC
     /// statuses (and logging them there).
-    async fn handle<T>(
+    pub(crate) async fn handle<T>(
         &self,
         method: &'static str,
         span: tracing::Span,
@@ -438,7 +524,7 @@ impl Mgmtd for MgmtdService {
         let req = request.into_inner();
         let span = tracing::info_span!("register_node", req = %request_id(&req.header), node = req.node_id);
         self.handle("register_node", span, async {
-            self.cluster.admit(&req.header)?;
+            self.cluster.admit_node(&req.header, req.node_type)?;
             let routing_version = self.cluster.register(&req).await?;
             tracing::info!(node_type = req.node_type, grpc = %req.grpc_addr, bulk = %req.bulk_addr, "node registered");
             Ok(proto::RegisterNodeRsp { routing_version })
@@ -450,7 +536,7 @@ impl Mgmtd for MgmtdService {
         let req = request.into_inner();
         let span = tracing::debug_span!("heartbeat", req = %request_id(&req.header), node = req.node_id);
         self.handle("heartbeat", span, async {
-            self.cluster.admit(&req.header)?;
+            self.cluster.admit_node(&req.header, req.node_type)?;
             let routing_version = self.cluster.heartbeat(&req).await?;
             Ok(proto::HeartbeatRsp { routing_version })
         })
@@ -464,7 +550,7 @@ impl Mgmtd for MgmtdService {
         let req = request.into_inner();
         let span = tracing::debug_span!("get_routing_info", req = %request_id(&req.header), known = req.known_version);
         self.handle("get_routing_info", span, async {
-            self.cluster.admit(&req.header)?;
+            self.cluster.admit_any(&req.header)?;
             Ok(proto::GetRoutingInfoRsp { info: self.cluster.routing_info(req.known_version).await? })
         })
         .await
@@ -515,6 +601,46 @@ impl Mgmtd for MgmtdService {
             Ok(proto::RotateLastSrvRsp { chain: Some(self.cluster.rotate_lastsrv(req.chain_id).await?) })
         })
         .await
+    }
+
+    async fn add_user(&self, r: Request<proto::AddUserReq>) -> Result<Response<proto::AddUserRsp>, Status> {
+        crate::accounts_service::add_user(self, r.into_inner()).await
+    }
+
+    async fn remove_user(&self, r: Request<proto::RemoveUserReq>) -> Result<Response<proto::RemoveUserRsp>, Status> {
+        crate::accounts_service::remove_user(self, r.into_inner()).await
+    }
+
+    async fn set_user_token(
+        &self,
+        r: Request<proto::SetUserTokenReq>,
+    ) -> Result<Response<proto::SetUserTokenRsp>, Status> {
+        crate::accounts_service::set_user_token(self, r.into_inner()).await
+    }
+
+    async fn list_users(&self, r: Request<proto::ListUsersReq>) -> Result<Response<proto::ListUsersRsp>, Status> {
+        crate::accounts_service::list_users(self, r.into_inner()).await
+    }
+
+    async fn get_user_table(
+        &self,
+        r: Request<proto::GetUserTableReq>,
+    ) -> Result<Response<proto::GetUserTableRsp>, Status> {
+        crate::accounts_service::get_user_table(self, r.into_inner()).await
+    }
+
+    async fn extend_client_session(
+        &self,
+        r: Request<proto::ExtendClientSessionReq>,
+    ) -> Result<Response<proto::ExtendClientSessionRsp>, Status> {
+        crate::accounts_service::extend_client_session(self, r.into_inner()).await
+    }
+
+    async fn list_client_sessions(
+        &self,
+        r: Request<proto::ListClientSessionsReq>,
+    ) -> Result<Response<proto::ListClientSessionsRsp>, Status> {
+        crate::accounts_service::list_client_sessions(self, r.into_inner()).await
     }
 }
 

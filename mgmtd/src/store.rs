@@ -102,9 +102,23 @@ pub async fn persist(db: &dyn KvEngine, writes: &[Write]) -> Result<(), Error> {
 /// Writes `writes` atomically if mgmtd `node_id` still holds the primary lease in `term`
 /// (checked inside the same transaction, so a takeover makes it fail with `NotPrimary`).
 pub async fn persist_as_primary(db: &dyn KvEngine, writes: &[Write], node_id: u32, term: u64) -> Result<(), Error> {
+    write_as_primary(db, writes, &[], node_id, term).await
+}
+
+/// [`persist_as_primary`] that also deletes the keys in `clears`.
+pub async fn write_as_primary(
+    db: &dyn KvEngine,
+    writes: &[Write],
+    clears: &[Vec<u8>],
+    node_id: u32,
+    term: u64,
+) -> Result<(), Error> {
     t3fs_kv::run(db, |txn| {
         for (k, v) in writes {
             txn.set(k, v);
+        }
+        for k in clears {
+            txn.clear(k);
         }
         // Nothing commits unless the check passes.
         Box::pin(async move { crate::lease::check_holder(txn, node_id, term).await })

@@ -196,7 +196,8 @@ impl PyClient {
         retry_timeout_ms: u64,
         routing_refresh_ms: u64,
     ) -> PyResult<Self> {
-        let cfg = ClientConfig { mgmtd_addr: mgmtd, token, retry_timeout_ms, routing_refresh_ms };
+        let cfg =
+            ClientConfig { mgmtd_addr: mgmtd, token, retry_timeout_ms, routing_refresh_ms, ..ClientConfig::default() };
         Ok(PyClient { core: Core::connect(py, cfg, UserInfo::new(uid, gid))? })
     }
 

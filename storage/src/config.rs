@@ -38,7 +38,7 @@ pub struct Config {
     /// many missed heartbeats, so this is not latency critical).
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
-    /// Interval between routing-info polls, in milliseconds. Short, because a stale chain version makes
+    /// Interval between routing-info (and user table) polls, in milliseconds. Short, because a stale chain version makes
     /// writes fail with ChainVersionMismatch until the next refresh.
     #[serde(default = "default_routing_refresh_ms")]
     pub routing_refresh_ms: u64,

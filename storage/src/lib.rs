@@ -127,10 +127,7 @@ fn advertised(addr: SocketAddr) -> String {
 }
 
 fn hostname() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".to_string())
+    t3fs_common::config::hostname()
 }
 
 /// Opens the targets, binds, starts serving, registers with mgmtd and starts the background tasks.
@@ -200,9 +197,12 @@ async fn serve_and_register(
         None => None,
     };
 
+    // Users' tokens, from mgmtd's user table (fetched now and polled with routing below).
+    let users = t3fs_common::users::UserCache::new(mgmtd.clone(), config.token.clone());
     let handler = Arc::new(
         service::StorageService::new(config.token.clone(), stores.clone(), routing.clone(), fence.clone())
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_users(users.clone()),
     );
     tasks.push(tokio::spawn(t3fs_common::bulk::serve(bulk, handler, cancel.clone())));
     let admin = StorageAdminServer::new(admin::AdminService::new(
@@ -242,6 +242,7 @@ async fn serve_and_register(
         Duration::from_millis(config.routing_refresh_ms),
         cancel.clone(),
     ));
+    tasks.push(users.spawn_poller(Duration::from_millis(config.routing_refresh_ms), cancel.clone()));
     tasks.push(heartbeat::spawn_heartbeats(
         mgmtd,
         me,

@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use t3fs_common::auth::check_token;
 use t3fs_common::bulk::{self, BulkClient, BulkHandler};
 use t3fs_common::proto::{self, BulkRequest, BulkResponse, bulk_request};
 use t3fs_common::routing::{RoutingCache, is_readable, is_writable};
+use t3fs_common::users::{Authenticator, UserCache};
 use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
 use tracing::Instrument;
 
@@ -51,7 +51,11 @@ struct Successor {
 
 /// Serves the bulk plane of one storage node.
 pub struct StorageService {
+    /// The cluster token, sent to successors with forwarded updates.
     token: String,
+    /// Admits the cluster token and user tokens (any user may read and write chunks; meta checks
+    /// file permissions).
+    auth: Authenticator,
     targets: Arc<HashMap<TargetId, ChunkStore>>,
     routing: RoutingCache,
     fence: Arc<Fence>,
@@ -66,7 +70,14 @@ impl StorageService {
         routing: RoutingCache,
         fence: Arc<Fence>,
     ) -> Self {
-        Self { token, targets, routing, fence, peers: BulkClient::default(), metrics: Arc::default() }
+        let auth = Authenticator::new(&token);
+        Self { token, auth, targets, routing, fence, peers: BulkClient::default(), metrics: Arc::default() }
+    }
+
+    /// Also admits the user tokens of `users` (mgmtd's user table).
+    pub fn with_users(mut self, users: UserCache) -> Self {
+        self.auth = self.auth.with_users(users);
+        self
     }
 
     /// Counts and times requests in `metrics` (default: handles registered nowhere).
@@ -246,7 +257,7 @@ impl StorageService {
 
 impl BulkHandler for StorageService {
     async fn handle(&self, req: BulkRequest, payload: Bytes) -> (BulkResponse, Bytes) {
-        if let Err(e) = check_token(&self.token, &req.token) {
+        if let Err(e) = self.auth.authenticate_token(&req.token).await {
             return (bulk::error_response(&e), Bytes::new());
         }
         let started = Instant::now();

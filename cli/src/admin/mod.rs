@@ -3,6 +3,7 @@
 //! - Finding the cluster ([`conn`]): `--data-dir DIR` of a `t3fs local up` cluster, `--config FILE`
 //!   (any t3fs TOML with `mgmtd_addr` and `token`) or the `T3FS_CONFIG` variable.
 //! - Cluster and placement ([`cluster`]): nodes, targets, chains, chain tables.
+//! - Users and sessions ([`users`]): user-add/remove/set-token/list, list-sessions.
 //! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica.
 //! - Namespace ([`namespace`], [`transfer`]): ls, stat, mkdir, rm, mv, ln, chmod, chown, du, put, get,
 //!   as root unless `--uid/--gid` say otherwise.
@@ -20,6 +21,7 @@ pub mod fsck;
 pub mod namespace;
 pub mod output;
 pub mod transfer;
+pub mod users;
 
 pub use conn::Ctx;
 
@@ -95,6 +97,42 @@ pub enum AdminCmd {
         #[arg(long)]
         chain: u32,
     },
+    /// Add a user (or with --update change its name, groups and admin flag). Prints its token once.
+    UserAdd {
+        /// The user's uid (meta acts as this uid for every request with its token).
+        #[arg(long)]
+        uid: u32,
+        /// Unique name, [A-Za-z0-9._-].
+        #[arg(long)]
+        name: String,
+        /// Primary group (default: the uid).
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Supplementary groups, comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "GID,..")]
+        groups: Vec<u32>,
+        /// May run admin operations (chain tables, users, nodes).
+        #[arg(long)]
+        admin: bool,
+        /// Use this token (16-256 printable characters) instead of a generated one.
+        #[arg(long, conflicts_with = "update")]
+        token: Option<String>,
+        /// Change an existing user; its token stays.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Remove a user: its token stops working within one routing poll interval.
+    UserRemove { uid: u32 },
+    /// Replace a user's token (generated unless --token). Prints the new token once.
+    UserSetToken {
+        uid: u32,
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Users (uid, name, groups, admin flag; never tokens).
+    UserList,
+    /// Live client sessions (native clients and FUSE mounts) at mgmtd.
+    ListSessions,
     /// Metadata of one chunk on one storage target.
     QueryChunk {
         /// Storage target id.
@@ -179,6 +217,22 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             cluster::update_chain(&ctx, chain, add.unwrap_or(0), remove.unwrap_or(0)).await
         }
         AdminCmd::RotateLastsrv { chain } => cluster::rotate_lastsrv(&ctx, chain).await,
+        AdminCmd::UserAdd { uid, name, gid, groups, admin, token, update } => {
+            let u = users::NewUser {
+                uid,
+                name,
+                gid: gid.unwrap_or(uid),
+                gids: groups,
+                admin,
+                token: token.unwrap_or_default(),
+                update,
+            };
+            users::user_add(&ctx, u).await
+        }
+        AdminCmd::UserRemove { uid } => users::user_remove(&ctx, uid).await,
+        AdminCmd::UserSetToken { uid, token } => users::user_set_token(&ctx, uid, token.unwrap_or_default()).await,
+        AdminCmd::UserList => users::user_list(&ctx).await,
+        AdminCmd::ListSessions => users::list_sessions(&ctx).await,
         AdminCmd::QueryChunk { target, inode, index } => fsck::query_chunk(&ctx, target, inode, index).await,
         AdminCmd::Fsck { path, meta_only } => fsck::fsck(&ctx, &path, !meta_only).await,
         AdminCmd::Ls { long, path } => namespace::ls(&ctx, &path, long).await,

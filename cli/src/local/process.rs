@@ -35,8 +35,11 @@ pub async fn up(dir: &Path, mount: Option<PathBuf>, shape: ShapeArgs) -> anyhow:
         std::fs::create_dir_all(m).with_context(|| format!("creating mount point {}", m.display()))?;
     }
 
+    // Installed before anything starts, so a stop request during start-up (SIGTERM, Ctrl-C) stops
+    // what was started instead of killing the supervisor and orphaning its daemons.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut daemons: Vec<Daemon> = Vec::new();
-    let result = async {
+    let startup = async {
         daemons.push(spawn(&plan, "mgmtd", &["mgmtd"], None)?);
         wait_mgmtd(&plan, &mut daemons).await?;
         for i in 1..=plan.storage.len() {
@@ -50,9 +53,19 @@ pub async fn up(dir: &Path, mount: Option<PathBuf>, shape: ShapeArgs) -> anyhow:
             daemons.push(spawn(&plan, "fuse", &["mount"], Some(m))?);
             wait_mounted(m, &mut daemons).await?;
         }
-        anyhow::Ok(())
+        anyhow::Ok(true)
+    };
+    let result = tokio::select! {
+        r = startup => r,
+        _ = tokio::signal::ctrl_c() => Ok(false),
+        _ = term.recv() => Ok(false),
+    };
+    if let Ok(false) = result {
+        println!("stop requested during start-up; stopping what was started");
+        stop_all(&plan, &mut daemons).await;
+        let _ = std::fs::remove_file(run.join("supervisor.pid"));
+        return Ok(());
     }
-    .await;
     if let Err(e) = result {
         eprintln!(
             "t3fs local up failed: {e:#}; stopping what was started (logs in {})",
@@ -66,7 +79,6 @@ pub async fn up(dir: &Path, mount: Option<PathBuf>, shape: ShapeArgs) -> anyhow:
     print_banner(&plan, mount.as_deref(), std::process::id());
     std::fs::write(run.join("ready"), "")?;
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
