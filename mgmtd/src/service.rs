@@ -13,6 +13,7 @@
 //! once. Taking over reloads the whole state from the store and starts a bootstrapping period.
 //!
 //! Every handler checks the cluster token first and runs in a tracing span with the request id.
+//! Configs per node type (`SetConfig`, `GetConfig`, the heartbeat push) live in `configs.rs`.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,13 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use self::configs::Configs;
 use crate::metrics::MgmtdMetrics;
 use crate::state::{ChainEdit, ClusterState, Delta, TablePlan};
 use crate::store;
+
+#[path = "configs.rs"]
+mod configs;
 
 struct Inner {
     state: ClusterState,
@@ -38,6 +43,8 @@ struct Inner {
     bootstrap_until: Option<Instant>,
     /// The lease term `state` was loaded under; `None` on a standby (which writes nothing).
     term: Option<u64>,
+    /// Configs per node type (`configs.rs`), loaded with `state`.
+    configs: Configs,
 }
 
 /// Whether this mgmtd serves.
@@ -65,7 +72,13 @@ impl Cluster {
     /// A standby with no state; `crate::election` makes it primary. `bootstrap`: how long after a
     /// takeover no chain may change (see [`crate::Config::bootstrap_period`]).
     pub fn new(token: String, me: NodeInfo, db: Db, bootstrap: Duration) -> Self {
-        let inner = Inner { state: ClusterState::default(), db: Some(db), bootstrap_until: None, term: None };
+        let inner = Inner {
+            state: ClusterState::default(),
+            db: Some(db),
+            bootstrap_until: None,
+            term: None,
+            configs: Configs::default(),
+        };
         Self {
             token,
             me,
@@ -103,6 +116,7 @@ impl Cluster {
         let me = std::iter::once(&self.me).filter(|_| inner.term.is_some());
         let others = inner.state.nodes().filter(|n| n.node_id != self.me.node_id);
         self.metrics.census(inner.state.version(), me.chain(others), inner.state.targets(), inner.state.chain_count());
+        self.metrics.config_versions(|ty| inner.configs.version(ty));
     }
 
     /// Ok while this mgmtd is primary and its lease is trusted; else `NotPrimary` naming the
@@ -158,6 +172,7 @@ impl Cluster {
     fn forget(&self, inner: &mut Inner) {
         inner.term = None;
         inner.state = ClusterState::default();
+        inner.configs = Configs::default();
         inner.bootstrap_until = None;
         self.publish(inner);
     }
@@ -169,7 +184,8 @@ impl Cluster {
         let mut inner = self.inner.lock().await;
         self.forget(&mut inner);
         let db = inner.db.clone().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
-        let loaded = store::load(db.as_ref()).await?;
+        let mut loaded = store::load(db.as_ref()).await?;
+        let configs = std::mem::take(&mut loaded.configs);
         // Every takeover is a new routing version: clients refetch, whatever they cached before.
         let version = loaded.version + 1;
         store::persist_as_primary(db.as_ref(), &[store::version_write(version)], self.me.node_id, term).await?;
@@ -179,6 +195,7 @@ impl Cluster {
         let (nodes, tables) = (loaded.nodes.len(), loaded.tables.len());
         let now = Instant::now();
         inner.state = ClusterState::from_loaded(loaded, version, now);
+        inner.configs = Configs::from_loaded(configs);
         inner.term = Some(term);
         inner.bootstrap_until = Some(now + self.bootstrap);
         self.set_role(Role::Primary { term, valid_until });
@@ -223,18 +240,8 @@ impl Cluster {
     /// in memory. Returns the routing version afterwards. Losing the lease steps down.
     async fn commit(&self, inner: &mut Inner, delta: Delta) -> Result<u64, Error> {
         if delta.visible {
-            let db = inner.db.as_ref().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
-            let term = inner.term.ok_or_else(|| not_primary(None))?;
             let version = inner.state.version() + 1;
-            if let Err(e) = store::persist_as_primary(db.as_ref(), &delta.writes(version), self.me.node_id, term).await
-            {
-                if e.code == StatusCode::NotPrimary {
-                    tracing::warn!(term, error = %e, "lost the primary lease while writing; standing by");
-                    self.set_role(Role::Standby { primary: primary_hint(&e) });
-                    self.forget(inner);
-                }
-                return Err(e);
-            }
+            self.persist(inner, &delta.writes(version)).await?;
             inner.state.apply(delta, Some(version));
         } else {
             inner.state.apply(delta, None);
@@ -243,13 +250,30 @@ impl Cluster {
         Ok(inner.state.version())
     }
 
+    /// Writes `writes` in one transaction under the lease. Losing the lease steps down.
+    async fn persist(&self, inner: &mut Inner, writes: &[store::Write]) -> Result<(), Error> {
+        let db = inner.db.as_ref().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
+        let term = inner.term.ok_or_else(|| not_primary(None))?;
+        if let Err(e) = store::persist_as_primary(db.as_ref(), writes, self.me.node_id, term).await {
+            if e.code == StatusCode::NotPrimary {
+                tracing::warn!(term, error = %e, "lost the primary lease while writing; standing by");
+                self.set_role(Role::Standby { primary: primary_hint(&e) });
+                self.forget(inner);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     pub async fn register(&self, req: &proto::RegisterNodeReq) -> Result<u64, Error> {
         let mut inner = self.lock_primary().await?;
         let delta = inner.state.plan_register(req, self.me.node_id, Instant::now(), t3fs_common::now_ms())?;
         self.commit(&mut inner, delta).await
     }
 
-    pub async fn heartbeat(&self, req: &proto::HeartbeatReq) -> Result<u64, Error> {
+    /// The routing version and, when the node's config version is not the stored one, its
+    /// node type's config.
+    pub async fn heartbeat(&self, req: &proto::HeartbeatReq) -> Result<(u64, Option<proto::NodeConfig>), Error> {
         let mut inner = self.lock_primary().await?;
         let delta = inner.state.plan_heartbeat(req, Instant::now(), t3fs_common::now_ms())?;
         let before = inner.state.node(req.node_id).map(|n| n.status);
@@ -257,7 +281,7 @@ impl Cluster {
         if before == Some(proto::NodeStatus::HeartbeatFailed as i32) {
             tracing::info!(node = req.node_id, "node is back");
         }
-        Ok(version)
+        Ok((version, inner.configs.for_node(req.node_type, req.config_version)))
     }
 
     /// Routing info, or `None` when `known_version` is current.
@@ -451,8 +475,11 @@ impl Mgmtd for MgmtdService {
         let span = tracing::debug_span!("heartbeat", req = %request_id(&req.header), node = req.node_id);
         self.handle("heartbeat", span, async {
             self.cluster.admit(&req.header)?;
-            let routing_version = self.cluster.heartbeat(&req).await?;
-            Ok(proto::HeartbeatRsp { routing_version })
+            let (routing_version, config) = self.cluster.heartbeat(&req).await?;
+            if let Some(c) = &config {
+                tracing::debug!(version = c.version, applied = req.config_version, "pushing config");
+            }
+            Ok(proto::HeartbeatRsp { routing_version, config })
         })
         .await
     }
@@ -513,6 +540,28 @@ impl Mgmtd for MgmtdService {
         self.handle("rotate_last_srv", span, async {
             self.cluster.admit(&req.header)?;
             Ok(proto::RotateLastSrvRsp { chain: Some(self.cluster.rotate_lastsrv(req.chain_id).await?) })
+        })
+        .await
+    }
+
+    async fn set_config(&self, request: Request<proto::SetConfigReq>) -> Result<Response<proto::SetConfigRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("set_config", req = %request_id(&req.header), node_type = req.node_type);
+        self.handle("set_config", span, async {
+            self.cluster.admit(&req.header)?;
+            let config = self.cluster.set_config(req.node_type, &req.toml, req.expected_version).await?;
+            tracing::info!(version = config.version, bytes = config.toml.len(), "config set");
+            Ok(proto::SetConfigRsp { config: Some(config) })
+        })
+        .await
+    }
+
+    async fn get_config(&self, request: Request<proto::GetConfigReq>) -> Result<Response<proto::GetConfigRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::debug_span!("get_config", req = %request_id(&req.header), node_type = req.node_type);
+        self.handle("get_config", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::GetConfigRsp { config: Some(self.cluster.get_config(req.node_type).await?) })
         })
         .await
     }
