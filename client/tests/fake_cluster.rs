@@ -140,6 +140,12 @@ impl proto::mgmtd_server::Mgmtd for Mgmtd {
     ) -> Result<Response<proto::RotateLastSrvRsp>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn set_config(&self, _: Request<proto::SetConfigReq>) -> Result<Response<proto::SetConfigRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_config(&self, _: Request<proto::GetConfigReq>) -> Result<Response<proto::GetConfigRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// One file (inode 2) under the root; enough meta for truncate, remove, rename and batch stat.

@@ -7,10 +7,12 @@
 //! - [`routing`]: routing-info lookups and a cache kept fresh by polling mgmtd.
 //! - [`mgmtd_conn`]: a connection that follows the primary among several mgmtd.
 //! - [`bulk`]: the framed-TCP bulk data plane (frame codec and a pooled client).
-//! - [`config`], [`telemetry`], [`names`]: config loading, tracing setup, name validation.
+//! - [`config`], [`telemetry`], [`names`]: config loading, tracing setup (reloadable filter), name validation.
+//! - [`hot_config`]: configs mgmtd pushes with heartbeat replies, applied without a restart.
 pub mod auth;
 pub mod bulk;
 pub mod config;
+pub mod hot_config;
 pub mod ids;
 pub mod layout;
 pub mod metrics;

@@ -115,15 +115,21 @@ pub async fn clean_expired(db: &Db, ttl: Duration) -> Result<usize, Error> {
     }
 }
 
-/// Runs [`clean_expired`] every `interval` until `cancel`.
-pub fn spawn_cleaner(db: Db, ttl: Duration, interval: Duration, cancel: CancellationToken) -> JoinHandle<()> {
+/// Runs [`clean_expired`] every interval until `cancel`. `settings` gives the TTL and the interval
+/// in force (both hot config items), read before every wait and every cleanup.
+pub fn spawn_cleaner(
+    db: Db,
+    settings: impl Fn() -> (Duration, Duration) + Send + 'static,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            let interval = settings().1;
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            match clean_expired(&db, ttl).await {
+            match clean_expired(&db, settings().0).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(n, "removed expired idempotency records"),
                 Err(e) => tracing::warn!(error = %e, "idempotency record cleanup failed"),

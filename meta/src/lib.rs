@@ -9,6 +9,8 @@
 //! directory if missing), registers with mgmtd (node type META, the actual bound address),
 //! heartbeats, and polls routing info (new files get their layout from the chain table in it).
 //! With `metrics_listen` set it also serves Prometheus metrics ([`metrics`]) on `GET /metrics`.
+//! Configs mgmtd pushes with heartbeat replies ([`MetaHot`]) apply without a restart
+//! ([`mgmtd_link`]).
 pub mod alloc;
 pub mod config;
 pub mod idem;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use t3fs_common::hot_config::{HotState, MetaHot};
 use t3fs_common::routing::RoutingCache;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +45,7 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     store: Arc<MetaStore>,
     routing: RoutingCache,
+    hot: Arc<HotState<MetaHot>>,
 }
 
 impl Server {
@@ -58,6 +62,11 @@ impl Server {
     /// The namespace this server serves (for in-process tools and tests).
     pub fn store(&self) -> &Arc<MetaStore> {
         &self.store
+    }
+
+    /// The pushed (hot) config this server has applied, and its version.
+    pub fn hot_config(&self) -> &HotState<MetaHot> {
+        &self.hot
     }
 
     /// The routing cache the server keeps fresh.
@@ -129,8 +138,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         metrics_addr = Some(addr);
         tasks.push(task);
     }
+    let hot = Arc::new(mgmtd_link::hot_state(store.clone()));
     let clean_every = Duration::from_millis(config.idempotency_clean_interval_ms);
-    tasks.push(idem::spawn_cleaner(db, idem_ttl, clean_every, cancel.clone()));
+    let cleaner_hot = hot.clone();
+    let cleaner_store = store.clone();
+    let settings = move || {
+        let interval = cleaner_hot.current().idempotency_clean_interval_ms.map_or(clean_every, Duration::from_millis);
+        (cleaner_store.idempotency_ttl(), interval)
+    };
+    tasks.push(idem::spawn_cleaner(db, settings, cancel.clone()));
     let svc = MetaService::new(store.clone(), config.token.clone())
         .with_metrics(metrics)
         .with_users(users.clone())
@@ -157,7 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Ok(c) => c,
         Err(e) => {
             // Stop what already runs before reporting.
-            Server { grpc_addr, metrics_addr, cancel, tasks, store, routing }.shutdown().await;
+            Server { grpc_addr, metrics_addr, cancel, tasks, store, routing, hot }.shutdown().await;
             return Err(anyhow::Error::new(e).context("meta start"));
         }
     };
@@ -173,9 +189,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         cancel.clone(),
     ));
     tasks.push(users.spawn_poller(Duration::from_millis(config.routing_refresh_ms), cancel.clone()));
-    tasks.push(node.spawn_heartbeat(Some(client), Duration::from_millis(config.heartbeat_interval_ms), cancel.clone()));
+    let interval = Duration::from_millis(config.heartbeat_interval_ms);
+    tasks.push(node.spawn_heartbeat(Some(client), interval, hot.clone(), cancel.clone()));
     tracing::info!(node_id = config.node_id, %grpc_addr, "meta server started");
-    Ok(Server { grpc_addr, metrics_addr, cancel, tasks, store, routing })
+    Ok(Server { grpc_addr, metrics_addr, cancel, tasks, store, routing, hot })
 }
 
 /// `start`, then serve until `shutdown` is cancelled, then stop cleanly.

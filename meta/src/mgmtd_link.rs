@@ -5,10 +5,17 @@
 //! `heartbeat_interval_ms`; on a transport failure it reconnects, and when mgmtd no longer knows
 //! the node (NotFound, e.g. after an mgmtd restart on a fresh store) it registers again.
 //!
+//! Pushed configs ([`MetaHot`], `t3fs_common::hot_config`): every heartbeat reports the version
+//! applied; a reply carrying another version is applied at once (log filter, idempotency TTL; the
+//! heartbeat and cleanup intervals from their next wait) and reported by an immediate heartbeat.
+//! One that fails to parse is logged and not applied.
+//!
 //! `mgmtd_addr` may list several mgmtd (comma-separated); every request goes to the primary
 //! through a [`MgmtdConn`], which follows a takeover.
+use std::sync::Arc;
 use std::time::Duration;
 
+use t3fs_common::hot_config::{HotState, MetaHot};
 use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::{self, NodeType};
 use t3fs_common::routing::MgmtdClient;
@@ -82,13 +89,14 @@ impl NodeIdentity {
         }
     }
 
-    /// Heartbeats the primary mgmtd every `interval` until `cancel` fires. (`_client`, from
-    /// [`Self::register`], is not reused: the loop follows the primary through its own
-    /// [`MgmtdConn`].)
+    /// Heartbeats the primary mgmtd every `interval` (unless `hot` overrides it) until `cancel`
+    /// fires, applying pushed configs to `hot`. (`_client`, from [`Self::register`], is not
+    /// reused: the loop follows the primary through its own [`MgmtdConn`].)
     pub fn spawn_heartbeat(
         self,
         _client: Option<MgmtdClient>,
         interval: Duration,
+        hot: Arc<HotState<MetaHot>>,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
@@ -99,10 +107,19 @@ impl NodeIdentity {
                     return;
                 }
             };
+            let mut applied = false;
             loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
+                // Right after applying a config, report its version at once.
+                let wait = hot.current().heartbeat_interval_ms.map_or(interval, Duration::from_millis);
+                if applied {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                } else {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                 }
                 let sent = mgmtd.call(|mut c| {
                     let req = proto::HeartbeatReq {
@@ -110,11 +127,13 @@ impl NodeIdentity {
                         node_id: self.node_id,
                         node_type: NodeType::Meta as i32,
                         targets: Vec::new(),
+                        config_version: hot.version(),
                     };
                     async move { c.heartbeat(req).await }
                 });
+                applied = false;
                 match sent.await {
-                    Ok(_) => {}
+                    Ok(rsp) => applied = hot.offer(rsp.into_inner().config.as_ref()),
                     Err(e) if e.code == StatusCode::NotFound => {
                         tracing::warn!(error = %e, "mgmtd forgot this node; registering again");
                         if let Err(e) = self.register_once(&mgmtd).await {
@@ -126,6 +145,18 @@ impl NodeIdentity {
             }
         })
     }
+}
+
+/// The hot config state of a meta server: applying a config sets `store`'s idempotency TTL (the
+/// file's value when the item is unset, as `store` was opened with it).
+pub fn hot_state(store: Arc<crate::MetaStore>) -> HotState<MetaHot> {
+    let file_ttl = store.idempotency_ttl();
+    HotState::new(
+        Box::new(|_| Ok(())),
+        Box::new(move |hot: &MetaHot| {
+            store.set_idempotency_ttl(hot.idempotency_ttl_ms.map_or(file_ttl, Duration::from_millis));
+        }),
+    )
 }
 
 fn hostname() -> String {

@@ -18,6 +18,10 @@ struct FakeMgmtd {
     token: String,
     registered: Arc<Mutex<Vec<proto::RegisterNodeReq>>>,
     heartbeats: Arc<AtomicUsize>,
+    /// Pushed with every heartbeat reply whose request reports another version.
+    config: Arc<Mutex<Option<proto::NodeConfig>>>,
+    /// The config version of the latest heartbeat.
+    reported: Arc<Mutex<u64>>,
 }
 
 impl FakeMgmtd {
@@ -53,7 +57,10 @@ impl Mgmtd for FakeMgmtd {
         self.check(&req.get_ref().header)?;
         assert_eq!(req.get_ref().node_type, proto::NodeType::Meta as i32);
         self.heartbeats.fetch_add(1, Ordering::SeqCst);
-        Ok(Response::new(proto::HeartbeatRsp { routing_version: 3 }))
+        let applied = req.get_ref().config_version;
+        *self.reported.lock().unwrap() = applied;
+        let config = self.config.lock().unwrap().clone().filter(|c| c.version != applied);
+        Ok(Response::new(proto::HeartbeatRsp { routing_version: 3, config }))
     }
     async fn get_routing_info(
         &self,
@@ -77,6 +84,12 @@ impl Mgmtd for FakeMgmtd {
         &self,
         _: Request<proto::RotateLastSrvReq>,
     ) -> Result<Response<proto::RotateLastSrvRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+    async fn set_config(&self, _: Request<proto::SetConfigReq>) -> Result<Response<proto::SetConfigRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+    async fn get_config(&self, _: Request<proto::GetConfigReq>) -> Result<Response<proto::GetConfigRsp>, Status> {
         Err(Status::unimplemented("fake mgmtd"))
     }
 }
@@ -372,6 +385,50 @@ async fn metrics_count_ops_and_kv_transactions() {
     let txns = sample(&body, "t3fs_meta_kv_transactions_total").unwrap();
     assert!(txns >= txns_before + 3.0, "every op ran at least one transaction: {txns_before} -> {txns}");
     assert_eq!(sample(&body, "t3fs_meta_kv_conflicts_total"), Some(0.0), "{body}");
+    server.shutdown().await;
+    stop.cancel();
+}
+
+/// Polls `done` until it holds (or fails the test after 10 s).
+async fn wait(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_configs_apply_without_a_restart() {
+    let stop = CancellationToken::new();
+    let fake = FakeMgmtd::default();
+    let mgmtd_addr = spawn_fake(fake.clone(), stop.clone()).await;
+    let mut config = Config::new(mgmtd_addr, KvConfig::Mem);
+    config.heartbeat_interval_ms = 50;
+    config.idempotency_ttl_ms = 60_000;
+    let server = t3fs_meta::start(config).await.unwrap();
+    assert_eq!(server.store().idempotency_ttl(), Duration::from_secs(60));
+    let push = |version: u64, toml: &str| {
+        let c = proto::NodeConfig { node_type: proto::NodeType::Meta as i32, version, toml: toml.into() };
+        *fake.config.lock().unwrap() = Some(c);
+    };
+
+    push(1, "idempotency_ttl_ms = 5000\nidempotency_clean_interval_ms = 100\n");
+    wait("version 1 applied and reported", || *fake.reported.lock().unwrap() == 1).await;
+    assert_eq!(server.hot_config().version(), 1);
+    assert_eq!(server.store().idempotency_ttl(), Duration::from_secs(5));
+
+    // Refused on the node (an item meta does not have): version 1 stays, and is still reported.
+    push(2, "fence_after_ms = 5000\n");
+    let seen = fake.heartbeats.load(Ordering::SeqCst);
+    wait("three more heartbeats", || fake.heartbeats.load(Ordering::SeqCst) >= seen + 3).await;
+    assert_eq!((server.hot_config().version(), *fake.reported.lock().unwrap()), (1, 1));
+    assert_eq!(server.store().idempotency_ttl(), Duration::from_secs(5));
+
+    // Unset items fall back to the file's values.
+    push(3, "");
+    wait("version 3 applied and reported", || *fake.reported.lock().unwrap() == 3).await;
+    assert_eq!(server.store().idempotency_ttl(), Duration::from_secs(60));
     server.shutdown().await;
     stop.cancel();
 }

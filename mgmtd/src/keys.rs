@@ -13,6 +13,7 @@
 //! | `USER` + uid (u32 BE) | `proto::UserInfo` (token as SHA-256 only), prost-encoded |
 //! | `SING` + `UserTableVersion` | user table version, u64 BE |
 //! | `CSES` + client id (UTF-8 bytes) | `proto::ClientSession`, prost-encoded |
+//! | `CONF` + node type (u32 BE, the `proto::NodeType` value) | `proto::NodeConfig`, prost-encoded |
 //!
 //! This is an on-disk format: never change an encoding, only add prefixes.
 
@@ -24,6 +25,8 @@ pub const TARGET: &[u8; 4] = b"TGIF";
 pub const CHAIN: &[u8; 4] = b"CHIF";
 /// Chain table records.
 pub const CHAIN_TABLE: &[u8; 4] = b"CHIT";
+/// Config records (one per node type).
+pub const CONFIG: &[u8; 4] = b"CONF";
 /// The routing info version singleton.
 pub const ROUTING_VERSION: &[u8] = b"SINGRoutingInfoVersion";
 /// The primary mgmtd's lease singleton.
@@ -78,6 +81,10 @@ pub fn parse_session(key: &[u8]) -> Option<String> {
     String::from_utf8(rest.to_vec()).ok().filter(|s| !s.is_empty())
 }
 
+pub fn config(node_type: u32) -> Vec<u8> {
+    with_prefix(CONFIG, &node_type.to_be_bytes())
+}
+
 /// The id part of a key of the given kind, or `None` if the key is not of that kind or has the
 /// wrong length.
 fn suffix<const N: usize>(prefix: &[u8; 4], key: &[u8]) -> Option<[u8; N]> {
@@ -104,6 +111,10 @@ pub fn parse_chain_table(key: &[u8]) -> Option<(u32, u32)> {
     Some((id, version))
 }
 
+pub fn parse_config(key: &[u8]) -> Option<u32> {
+    suffix::<4>(CONFIG, key).map(u32::from_be_bytes)
+}
+
 /// Encodes the routing version value.
 pub fn encode_version(v: u64) -> Vec<u8> {
     v.to_be_bytes().to_vec()
@@ -127,6 +138,7 @@ mod tests {
         assert_eq!(chain_table(1, 2), b"CHIT\0\0\0\x01\0\0\0\x02");
         assert_eq!(ROUTING_VERSION, b"SINGRoutingInfoVersion");
         assert_eq!(LEASE, b"SINGMgmtdLease");
+        assert_eq!(config(3), b"CONF\0\0\0\x03");
         assert_eq!(encode_version(258), vec![0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(user(1000), b"USER\0\0\x03\xe8");
         assert_eq!(session("c-1"), b"CSESc-1");
@@ -142,6 +154,8 @@ mod tests {
         assert_eq!(parse_target(&target(u64::MAX)), Some(u64::MAX));
         assert_eq!(parse_chain(&chain(42)), Some(42));
         assert_eq!(parse_chain_table(&chain_table(3, 9)), Some((3, 9)));
+        assert_eq!(parse_config(&config(2)), Some(2));
+        assert_eq!(parse_config(&node(2)), None);
         assert_eq!(decode_version(&encode_version(77)), Some(77));
         assert_eq!(parse_node(&chain(7)), None);
         assert_eq!(parse_node(b"NODE\0\0\x07"), None);

@@ -21,7 +21,10 @@
 //! After becoming primary, mgmtd bootstraps for `bootstrap_ms`: it collects heartbeats and changes
 //! no chain; routing info says `bootstrapping = true` meanwhile. See docs/mgmtd.md.
 //!
-//! Not yet (issue 3): admin chain updates (add/remove target, rotate), configs, users and tokens,
+//! Configs per node type are stored here and pushed with heartbeat replies (`configs.rs`, a child
+//! of `service`; see docs/mgmtd.md "Configs").
+//!
+//! Not yet (issue 3): admin chain updates (add/remove target, rotate), users and tokens,
 //! client sessions, standbys listed in routing info.
 mod accounts;
 mod accounts_service;
@@ -154,6 +157,7 @@ pub async fn start_with_db(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Se
         bulk_addr: String::new(),
         hostname: hostname(),
         last_heartbeat_ms: t3fs_common::now_ms(),
+        config_version: 0,
     };
     let registry = t3fs_common::metrics::new_registry();
     let metrics = Arc::new(metrics::MgmtdMetrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner())));

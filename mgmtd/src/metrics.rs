@@ -11,7 +11,8 @@
 //! | `t3fs_mgmtd_chain_changes_total` | counter | | chain updates published by the checker (target state machine) |
 //! | `t3fs_mgmtd_is_primary` | gauge | | 1 while this mgmtd holds the primary lease, else 0 |
 //! | `t3fs_mgmtd_lease_term` | gauge | | the lease term held as primary (0 as standby) |
-//! | `t3fs_mgmtd_rpcs_total` | counter | `method`, `code` | RPCs answered, by method (`register_node`, `heartbeat`, `get_routing_info`, `create_chain_table`) and status code (`Ok`, `NotPrimary`, ...) |
+//! | `t3fs_mgmtd_config_version` | gauge | `node_type` | the version of the config stored for `STORAGE` / `META` (0: none set; a standby reports 0) |
+//! | `t3fs_mgmtd_rpcs_total` | counter | `method`, `code` | RPCs answered, by method (`register_node`, `heartbeat`, `get_routing_info`, `create_chain_table`, `set_config`, `get_config`, ...) and status code (`Ok`, `NotPrimary`, ...) |
 //! | `t3fs_mgmtd_rpc_duration_seconds` | histogram | `method` | RPC latency |
 //!
 //! The state gauges are recomputed from the in-memory state after every change (registration,
@@ -41,6 +42,12 @@ pub struct NodeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: &'static str,
+}
+
+/// Labels of `t3fs_mgmtd_config_version`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeTypeLabel {
+    pub node_type: &'static str,
 }
 
 /// Labels of `t3fs_mgmtd_rpcs_total`.
@@ -83,6 +90,7 @@ pub struct MgmtdMetrics {
     pub chain_changes: Counter,
     is_primary: Gauge,
     lease_term: Gauge,
+    config_version: Family<NodeTypeLabel, Gauge>,
     rpcs: Family<MethodCode, Counter>,
     rpc_duration: HistogramFamily<Method>,
 }
@@ -99,6 +107,7 @@ impl Default for MgmtdMetrics {
             chain_changes: Counter::default(),
             is_primary: Gauge::default(),
             lease_term: Gauge::default(),
+            config_version: Family::default(),
             rpcs: Family::default(),
             rpc_duration: Family::new_with_constructor(latency_histogram),
         }
@@ -122,6 +131,7 @@ impl MgmtdMetrics {
         r.register("t3fs_mgmtd_chain_changes", "Chain updates published by the checker", m.chain_changes.clone());
         r.register("t3fs_mgmtd_is_primary", "1 while this mgmtd is the primary", m.is_primary.clone());
         r.register("t3fs_mgmtd_lease_term", "Primary lease term held (0 as standby)", m.lease_term.clone());
+        r.register("t3fs_mgmtd_config_version", "Config version stored, by node type", m.config_version.clone());
         r.register("t3fs_mgmtd_rpcs", "RPCs answered, by method and status code", m.rpcs.clone());
         r.register("t3fs_mgmtd_rpc_duration_seconds", "RPC latency, by method", m.rpc_duration.clone());
         m
@@ -137,6 +147,14 @@ impl MgmtdMetrics {
     pub fn set_role(&self, term: Option<u64>) {
         self.is_primary.set(i64::from(term.is_some()));
         self.lease_term.set(gauge_value(term.unwrap_or(0)));
+    }
+
+    /// The config version stored for each node type that takes one (types missing count as 0).
+    pub fn config_versions(&self, versions: impl Fn(NodeType) -> u64) {
+        for ty in [NodeType::Storage, NodeType::Meta] {
+            let labels = NodeTypeLabel { node_type: short(ty.as_str_name()) };
+            self.config_version.get_or_create(&labels).set(gauge_value(versions(ty)));
+        }
     }
 
     /// Recomputes the state gauges from a snapshot of the state.
@@ -210,6 +228,7 @@ mod tests {
         }];
         m.census(7, nodes.iter(), targets.iter(), 3);
         m.set_role(Some(4));
+        m.config_versions(|t| if t == NodeType::Storage { 5 } else { 0 });
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         for line in [
@@ -223,6 +242,8 @@ mod tests {
             "t3fs_mgmtd_chains 3",
             "t3fs_mgmtd_is_primary 1",
             "t3fs_mgmtd_lease_term 4",
+            "t3fs_mgmtd_config_version{node_type=\"STORAGE\"} 5",
+            "t3fs_mgmtd_config_version{node_type=\"META\"} 0",
         ] {
             assert!(out.contains(line), "{line} missing in\n{out}");
         }

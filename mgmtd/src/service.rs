@@ -15,6 +15,7 @@
 //! Every handler runs in a tracing span with the request id and checks, after the role, the token
 //! (`t3fs_common::users`): admin operations need the cluster token or an admin user's token,
 //! meta/storage registration and heartbeats the cluster token, everything else any valid token.
+//! Configs per node type (`SetConfig`, `GetConfig`, the heartbeat push) live in `configs.rs`.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +28,14 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use self::configs::Configs;
 use crate::accounts::Accounts;
 use crate::metrics::MgmtdMetrics;
 use crate::state::{ChainEdit, ClusterState, Delta, TablePlan};
 use crate::store;
+
+#[path = "configs.rs"]
+mod configs;
 
 pub(crate) struct Inner {
     pub(crate) state: ClusterState,
@@ -44,6 +49,8 @@ pub(crate) struct Inner {
     bootstrap_until: Option<Instant>,
     /// The lease term `state` was loaded under; `None` on a standby (which writes nothing).
     pub(crate) term: Option<u64>,
+    /// Configs per node type (`configs.rs`), loaded with `state`.
+    configs: Configs,
 }
 
 /// Whether this mgmtd serves.
@@ -81,6 +88,7 @@ impl Cluster {
             db: Some(db),
             bootstrap_until: None,
             term: None,
+            configs: Configs::default(),
         };
         Self {
             token,
@@ -127,6 +135,7 @@ impl Cluster {
         let me = std::iter::once(&self.me).filter(|_| inner.term.is_some());
         let others = inner.state.nodes().filter(|n| n.node_id != self.me.node_id);
         self.metrics.census(inner.state.version(), me.chain(others), inner.state.targets(), inner.state.chain_count());
+        self.metrics.config_versions(|ty| inner.configs.version(ty));
     }
 
     /// Ok while this mgmtd is primary and its lease is trusted; else `NotPrimary` naming the
@@ -184,6 +193,7 @@ impl Cluster {
         inner.state = ClusterState::default();
         inner.accounts = Accounts::default();
         self.set_users(&inner.accounts);
+        inner.configs = Configs::default();
         inner.bootstrap_until = None;
         self.publish(inner);
     }
@@ -195,8 +205,9 @@ impl Cluster {
         let mut inner = self.inner.lock().await;
         self.forget(&mut inner);
         let db = inner.db.clone().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
-        let loaded = store::load(db.as_ref()).await?;
+        let mut loaded = store::load(db.as_ref()).await?;
         let accounts = crate::accounts::load(db.as_ref()).await?;
+        let configs = std::mem::take(&mut loaded.configs);
         // Every takeover is a new routing version: clients refetch, whatever they cached before.
         let version = loaded.version + 1;
         store::persist_as_primary(db.as_ref(), &[store::version_write(version)], self.me.node_id, term).await?;
@@ -208,6 +219,7 @@ impl Cluster {
         inner.state = ClusterState::from_loaded(loaded, version, now);
         inner.accounts = accounts;
         self.set_users(&inner.accounts);
+        inner.configs = Configs::from_loaded(configs);
         inner.term = Some(term);
         inner.bootstrap_until = Some(now + self.bootstrap);
         self.set_role(Role::Primary { term, valid_until });
@@ -279,18 +291,8 @@ impl Cluster {
     /// in memory. Returns the routing version afterwards. Losing the lease steps down.
     async fn commit(&self, inner: &mut Inner, delta: Delta) -> Result<u64, Error> {
         if delta.visible {
-            let db = inner.db.as_ref().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
-            let term = inner.term.ok_or_else(|| not_primary(None))?;
             let version = inner.state.version() + 1;
-            if let Err(e) = store::persist_as_primary(db.as_ref(), &delta.writes(version), self.me.node_id, term).await
-            {
-                if e.code == StatusCode::NotPrimary {
-                    tracing::warn!(term, error = %e, "lost the primary lease while writing; standing by");
-                    self.set_role(Role::Standby { primary: primary_hint(&e) });
-                    self.forget(inner);
-                }
-                return Err(e);
-            }
+            self.persist(inner, &delta.writes(version)).await?;
             inner.state.apply(delta, Some(version));
         } else {
             inner.state.apply(delta, None);
@@ -299,13 +301,20 @@ impl Cluster {
         Ok(inner.state.version())
     }
 
+    /// Writes `writes` in one transaction under the lease. Losing the lease steps down.
+    async fn persist(&self, inner: &mut Inner, writes: &[store::Write]) -> Result<(), Error> {
+        self.write(inner, writes, &[]).await
+    }
+
     pub async fn register(&self, req: &proto::RegisterNodeReq) -> Result<u64, Error> {
         let mut inner = self.lock_primary().await?;
         let delta = inner.state.plan_register(req, self.me.node_id, Instant::now(), t3fs_common::now_ms())?;
         self.commit(&mut inner, delta).await
     }
 
-    pub async fn heartbeat(&self, req: &proto::HeartbeatReq) -> Result<u64, Error> {
+    /// The routing version and, when the node's config version is not the stored one, its
+    /// node type's config.
+    pub async fn heartbeat(&self, req: &proto::HeartbeatReq) -> Result<(u64, Option<proto::NodeConfig>), Error> {
         let mut inner = self.lock_primary().await?;
         let delta = inner.state.plan_heartbeat(req, Instant::now(), t3fs_common::now_ms())?;
         let before = inner.state.node(req.node_id).map(|n| n.status);
@@ -313,7 +322,7 @@ impl Cluster {
         if before == Some(proto::NodeStatus::HeartbeatFailed as i32) {
             tracing::info!(node = req.node_id, "node is back");
         }
-        Ok(version)
+        Ok((version, inner.configs.for_node(req.node_type, req.config_version)))
     }
 
     /// Routing info, or `None` when `known_version` is current.
@@ -537,8 +546,11 @@ impl Mgmtd for MgmtdService {
         let span = tracing::debug_span!("heartbeat", req = %request_id(&req.header), node = req.node_id);
         self.handle("heartbeat", span, async {
             self.cluster.admit_node(&req.header, req.node_type)?;
-            let routing_version = self.cluster.heartbeat(&req).await?;
-            Ok(proto::HeartbeatRsp { routing_version })
+            let (routing_version, config) = self.cluster.heartbeat(&req).await?;
+            if let Some(c) = &config {
+                tracing::debug!(version = c.version, applied = req.config_version, "pushing config");
+            }
+            Ok(proto::HeartbeatRsp { routing_version, config })
         })
         .await
     }
@@ -641,6 +653,28 @@ impl Mgmtd for MgmtdService {
         r: Request<proto::ListClientSessionsReq>,
     ) -> Result<Response<proto::ListClientSessionsRsp>, Status> {
         crate::accounts_service::list_client_sessions(self, r.into_inner()).await
+    }
+
+    async fn set_config(&self, request: Request<proto::SetConfigReq>) -> Result<Response<proto::SetConfigRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("set_config", req = %request_id(&req.header), node_type = req.node_type);
+        self.handle("set_config", span, async {
+            self.cluster.admit(&req.header)?;
+            let config = self.cluster.set_config(req.node_type, &req.toml, req.expected_version).await?;
+            tracing::info!(version = config.version, bytes = config.toml.len(), "config set");
+            Ok(proto::SetConfigRsp { config: Some(config) })
+        })
+        .await
+    }
+
+    async fn get_config(&self, request: Request<proto::GetConfigReq>) -> Result<Response<proto::GetConfigRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::debug_span!("get_config", req = %request_id(&req.header), node_type = req.node_type);
+        self.handle("get_config", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::GetConfigRsp { config: Some(self.cluster.get_config(req.node_type).await?) })
+        })
+        .await
     }
 }
 

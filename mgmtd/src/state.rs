@@ -221,6 +221,8 @@ impl ClusterState {
             bulk_addr: req.bulk_addr.clone(),
             hostname: req.hostname.clone(),
             last_heartbeat_ms: now_ms,
+            // A (re)starting node has applied no pushed config yet; its heartbeats report it.
+            config_version: 0,
         };
         // A failed node coming back: its unplaced targets follow it (chained ones wait for the checker).
         let targets = self.targets_of(req.node_id).cloned().collect();
@@ -244,6 +246,7 @@ impl ClusterState {
         }
         let mut node = old.clone();
         node.last_heartbeat_ms = now_ms;
+        node.config_version = req.config_version;
         if node.status == NodeStatus::HeartbeatFailed as i32 {
             node.status = NodeStatus::HeartbeatConnected as i32;
         }

@@ -240,6 +240,7 @@ fn stored_local_states_are_not_trusted_after_restart() {
         targets: stored,
         chains: s.chains.values().cloned().collect(),
         tables: s.tables.values().cloned().collect(),
+        configs: Vec::new(),
     };
     let mut r = ClusterState::from_loaded(loaded, s.version() + 1, now);
     // Nothing heard yet: every target counts as OFFLINE, so 31 cannot be promoted on the

@@ -8,7 +8,7 @@
 //! corrupt store rather than serve a partial cluster.
 use prost::Message;
 use t3fs_common::Error;
-use t3fs_common::proto::{ChainInfo, ChainTable, NodeInfo, TargetInfo};
+use t3fs_common::proto::{ChainInfo, ChainTable, NodeConfig, NodeInfo, TargetInfo};
 use t3fs_kv::{KeyValue, KvEngine, RangeOpts};
 
 use crate::keys;
@@ -22,6 +22,8 @@ pub struct Loaded {
     pub targets: Vec<TargetInfo>,
     pub chains: Vec<ChainInfo>,
     pub tables: Vec<ChainTable>,
+    /// Config per node type (`CONF`; not routing-visible).
+    pub configs: Vec<NodeConfig>,
 }
 
 /// One record to write: key and encoded value.
@@ -31,8 +33,8 @@ pub type Write = (Vec<u8>, Vec<u8>);
 pub async fn load(db: &dyn KvEngine) -> Result<Loaded, Error> {
     let (ranges, version) = t3fs_kv::run(db, |txn| {
         Box::pin(async move {
-            let mut ranges: Vec<Vec<KeyValue>> = Vec::with_capacity(4);
-            for prefix in [keys::NODE, keys::TARGET, keys::CHAIN, keys::CHAIN_TABLE] {
+            let mut ranges: Vec<Vec<KeyValue>> = Vec::with_capacity(5);
+            for prefix in [keys::NODE, keys::TARGET, keys::CHAIN, keys::CHAIN_TABLE, keys::CONFIG] {
                 let end = t3fs_kv::prefix_end(prefix).expect("ascii prefixes have an end");
                 ranges.push(txn.get_range(prefix, &end, RangeOpts::default()).await?);
             }
@@ -41,8 +43,8 @@ pub async fn load(db: &dyn KvEngine) -> Result<Loaded, Error> {
         })
     })
     .await?;
-    let [nodes, targets, chains, tables]: [Vec<KeyValue>; 4] =
-        ranges.try_into().map_err(|_| Error::internal("mgmtd load: expected 4 ranges"))?;
+    let [nodes, targets, chains, tables, configs]: [Vec<KeyValue>; 5] =
+        ranges.try_into().map_err(|_| Error::internal("mgmtd load: expected 5 ranges"))?;
 
     let version = match version {
         None => 0,
@@ -57,7 +59,9 @@ pub async fn load(db: &dyn KvEngine) -> Result<Loaded, Error> {
         |k| keys::parse_chain_table(k).map(|(id, v)| (u64::from(id) << 32) | u64::from(v)),
         |t: &ChainTable| (u64::from(t.table_id) << 32) | u64::from(t.version),
     )?;
-    Ok(Loaded { version, nodes, targets, chains, tables })
+    let configs =
+        decode_all(configs, |k| keys::parse_config(k).map(u64::from), |c: &NodeConfig| c.node_type as u32 as u64)?;
+    Ok(Loaded { version, nodes, targets, chains, tables, configs })
 }
 
 /// Decodes every record of one kind, checking that the id in the key matches the id in the value.
@@ -143,6 +147,10 @@ pub fn table_write(t: &ChainTable) -> Write {
     (keys::chain_table(t.table_id, t.version), t.encode_to_vec())
 }
 
+pub fn config_write(c: &NodeConfig) -> Write {
+    (keys::config(c.node_type as u32), c.encode_to_vec())
+}
+
 pub fn version_write(v: u64) -> Write {
     (keys::ROUTING_VERSION.to_vec(), keys::encode_version(v))
 }
@@ -168,8 +176,15 @@ mod tests {
             targets: vec![ChainTarget { target_id: 7, public_state: PublicTargetState::Serving as i32 }],
         };
         let table = ChainTable { table_id: 1, version: 1, chains: vec![100001], desc: "d".into() };
-        let writes =
-            vec![node_write(&node), target_write(&target), chain_write(&chain), table_write(&table), version_write(9)];
+        let config = NodeConfig { node_type: NodeType::Storage as i32, version: 2, toml: "log = \"debug\"".into() };
+        let writes = vec![
+            node_write(&node),
+            target_write(&target),
+            chain_write(&chain),
+            table_write(&table),
+            config_write(&config),
+            version_write(9),
+        ];
         persist(db.as_ref(), &writes).await.unwrap();
 
         let l = load(db.as_ref()).await.unwrap();
@@ -178,6 +193,7 @@ mod tests {
         assert_eq!(l.targets, vec![target]);
         assert_eq!(l.chains, vec![chain]);
         assert_eq!(l.tables, vec![table]);
+        assert_eq!(l.configs, vec![config]);
     }
 
     #[tokio::test]
@@ -192,6 +208,11 @@ mod tests {
         let db = t3fs_kv::mem::MemKv::new();
         persist(db.as_ref(), &[(keys::target(3), vec![0xff, 0xff, 0xff])]).await.unwrap();
         assert!(load(db.as_ref()).await.is_err());
+
+        let db = t3fs_kv::mem::MemKv::new();
+        let meta = NodeConfig { node_type: NodeType::Meta as i32, ..Default::default() };
+        persist(db.as_ref(), &[(keys::config(NodeType::Storage as u32), meta.encode_to_vec())]).await.unwrap();
+        assert!(load(db.as_ref()).await.unwrap_err().message.contains("does not match"));
 
         let db = t3fs_kv::mem::MemKv::new();
         persist(db.as_ref(), &[(keys::ROUTING_VERSION.to_vec(), vec![1, 2])]).await.unwrap();

@@ -93,8 +93,13 @@ fn storage_nodes(conn: MgmtdConn, hidden: Arc<Mutex<Vec<u64>>>, cancel: Cancella
                         ..Default::default()
                     })
                     .collect();
-                let req =
-                    proto::HeartbeatReq { header: header(), node_id: n, node_type: NodeType::Storage as i32, targets };
+                let req = proto::HeartbeatReq {
+                    header: header(),
+                    node_id: n,
+                    node_type: NodeType::Storage as i32,
+                    targets,
+                    ..Default::default()
+                };
                 if conn
                     .call(|mut c| {
                         let req = req.clone();

@@ -68,6 +68,7 @@ async fn heartbeat_with(
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
     };
     Ok(c.heartbeat(req).await?.into_inner().routing_version)
 }

@@ -6,10 +6,17 @@
 //! interval (or at once when woken, e.g. after a `SyncDone`) with one `LocalTarget` per target: its local
 //! state ([`crate::local_state`]), used bytes, and the chain version it knows. mgmtd derives public target
 //! states and chain membership from these reports. Every successful reply feeds the node's [`Fence`].
+//!
+//! Pushed configs: every heartbeat reports the hot config version applied ([`StorageHot`], see
+//! `t3fs_common::hot_config`); a reply carrying another version is applied at once (log filter,
+//! fence delay; the heartbeat interval from the next wait) and reported by an immediate heartbeat.
+//! One that fails to parse, or would leave the fence delay at or below the heartbeat interval
+//! (hot items combined with the file's values), is logged and not applied.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use t3fs_common::hot_config::{HotState, StorageHot};
 use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::{self, NodeType};
 use t3fs_common::routing::RoutingCache;
@@ -114,9 +121,39 @@ pub struct HeartbeatCtx {
     pub routing: RoutingCache,
     pub states: Arc<TargetStates>,
     pub fence: Arc<Fence>,
+    /// The pushed config applied (see [`hot_state`]).
+    pub hot: Arc<HotState<StorageHot>>,
 }
 
-/// Sends a heartbeat every `interval` (or when `states.heartbeat_now` is notified) until `cancel` fires,
+/// The effective heartbeat interval and fence delay: hot items over the file's values.
+fn effective(hot: &StorageHot, interval: Duration, fence_after: Duration) -> (Duration, Duration) {
+    (
+        hot.heartbeat_interval_ms.map_or(interval, Duration::from_millis),
+        hot.fence_after_ms.map_or(fence_after, Duration::from_millis),
+    )
+}
+
+/// The hot config state of a storage node whose config file says `interval` (heartbeats) and
+/// `fence_after`: a pushed config must keep the effective fence delay above the effective
+/// heartbeat interval; applying one sets `fence`'s delay.
+pub fn hot_state(interval: Duration, fence_after: Duration, fence: Arc<Fence>) -> HotState<StorageHot> {
+    HotState::new(
+        Box::new(move |hot| {
+            let (hb, fence_after) = effective(hot, interval, fence_after);
+            if fence_after <= hb {
+                return Err(Error::invalid(format!(
+                    "fence_after_ms {} must be > heartbeat_interval_ms {} (hot items over the file's values)",
+                    fence_after.as_millis(),
+                    hb.as_millis()
+                )));
+            }
+            Ok(())
+        }),
+        Box::new(move |hot| fence.set_after(effective(hot, interval, fence_after).1)),
+    )
+}
+
+/// Sends a heartbeat every `interval` (a hot item may override it) (or when `states.heartbeat_now` is notified) until `cancel` fires,
 /// to the primary mgmtd (`mgmtd` follows it across takeovers). Failures are logged; only an answer from
 /// the primary feeds the fence.
 pub fn spawn_heartbeats(
@@ -126,7 +163,7 @@ pub fn spawn_heartbeats(
     interval: Duration,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let HeartbeatCtx { stores, disks, routing, states, fence } = ctx;
+    let HeartbeatCtx { stores, disks, routing, states, fence, hot } = ctx;
     tokio::spawn(async move {
         loop {
             let beat = async {
@@ -135,21 +172,33 @@ pub fn spawn_heartbeats(
                     node_id: me.node_id,
                     node_type: NodeType::Storage as i32,
                     targets: local_targets(&stores, &disks, &routing, &states),
+                    config_version: hot.version(),
                 };
                 let sent = mgmtd.call(|mut c| {
                     let req = req.clone();
                     async move { c.heartbeat(req).await }
                 });
                 match sent.await {
-                    Ok(_) => fence.heard_from_mgmtd(),
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    Ok(rsp) => {
+                        fence.heard_from_mgmtd();
+                        hot.offer(rsp.into_inner().config.as_ref())
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        false
+                    }
                 }
             };
             // A slow or unreachable mgmtd must not delay shutdown.
-            tokio::select! {
+            let applied = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = beat => {}
+                applied = beat => applied,
+            };
+            if applied {
+                // Report the new config version at once.
+                continue;
             }
+            let interval = hot.current().heartbeat_interval_ms.map_or(interval, Duration::from_millis);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use t3fs_common::TargetId;
+use t3fs_common::hot_config::{HotState, StorageHot};
 use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::storage_admin_server::StorageAdminServer;
 use t3fs_common::routing::RoutingCache;
@@ -58,6 +59,8 @@ pub struct Server {
     stores: Arc<HashMap<TargetId, ChunkStore>>,
     routing: RoutingCache,
     states: Arc<TargetStates>,
+    fence: Arc<Fence>,
+    hot: Arc<HotState<StorageHot>>,
 }
 
 impl Server {
@@ -88,6 +91,16 @@ impl Server {
     /// The local states this node reports for its targets.
     pub fn target_states(&self) -> &TargetStates {
         &self.states
+    }
+
+    /// The pushed (hot) config this node has applied, and its version.
+    pub fn hot_config(&self) -> &HotState<StorageHot> {
+        &self.hot
+    }
+
+    /// The fencing rule in force (its delay follows pushed configs).
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// The chunk store of a local target.
@@ -175,6 +188,11 @@ async fn serve_and_register(
     let states = Arc::new(TargetStates::new(stores.keys().copied()));
     // Starts counting now; registration below is the first answer from mgmtd.
     let fence = Arc::new(Fence::new(Duration::from_millis(config.fence_after_ms)));
+    let hot = Arc::new(heartbeat::hot_state(
+        Duration::from_millis(config.heartbeat_interval_ms),
+        Duration::from_millis(config.fence_after_ms),
+        fence.clone(),
+    ));
     let grpc = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let bulk =
         TcpListener::bind(&config.bulk_listen).await.with_context(|| format!("binding {}", config.bulk_listen))?;
@@ -252,6 +270,7 @@ async fn serve_and_register(
             routing: routing.clone(),
             states: states.clone(),
             fence: fence.clone(),
+            hot: hot.clone(),
         },
         Duration::from_millis(config.heartbeat_interval_ms),
         cancel.clone(),
@@ -261,7 +280,7 @@ async fn serve_and_register(
             token: config.token.clone(),
             stores: stores.clone(),
             routing: routing.clone(),
-            fence,
+            fence: fence.clone(),
             peers: t3fs_common::bulk::BulkClient::default(),
             metrics,
         },
@@ -278,6 +297,8 @@ async fn serve_and_register(
         stores: stores.clone(),
         routing,
         states,
+        fence,
+        hot,
     })
 }
 

@@ -18,6 +18,7 @@
 //! until mgmtd answers again (3FS exits instead; research/3fs.md §2).
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use t3fs_common::proto::{LocalTargetState, PublicTargetState};
@@ -103,16 +104,31 @@ pub fn fenced(since_ok: Duration, fence_after: Duration) -> bool {
     since_ok >= fence_after
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Tracks the last successful heartbeat reply. Registration counts as one.
 #[derive(Debug)]
 pub struct Fence {
     last_ok: Mutex<Instant>,
-    after: Duration,
+    /// The fencing delay in ms (a hot config item: [`Fence::set_after`]).
+    after_ms: AtomicU64,
 }
 
 impl Fence {
     pub fn new(after: Duration) -> Self {
-        Self { last_ok: Mutex::new(Instant::now()), after }
+        Self { last_ok: Mutex::new(Instant::now()), after_ms: AtomicU64::new(millis(after)) }
+    }
+
+    /// The fencing delay in force.
+    pub fn after(&self) -> Duration {
+        Duration::from_millis(self.after_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the fencing delay (a pushed config); the next check uses it.
+    pub fn set_after(&self, after: Duration) {
+        self.after_ms.store(millis(after), Ordering::Relaxed);
     }
 
     /// mgmtd answered.
@@ -132,7 +148,7 @@ impl Fence {
 
     fn check_at(&self, now: Instant) -> Result<(), Error> {
         let since = now.saturating_duration_since(self.last_ok());
-        if fenced(since, self.after) {
+        if fenced(since, self.after()) {
             return Err(Error::new(
                 StatusCode::TargetNotServing,
                 format!("no heartbeat reply from mgmtd for {} ms: node fenced", since.as_millis()),
@@ -229,5 +245,8 @@ mod tests {
         fence.heard_from_mgmtd();
         assert!(fence.last_ok() > t0);
         fence.check_at(fence.last_ok() + Duration::from_millis(2000)).unwrap();
+        fence.set_after(Duration::from_millis(1000));
+        assert_eq!(fence.after(), Duration::from_millis(1000));
+        assert!(fence.check_at(fence.last_ok() + Duration::from_millis(2000)).is_err(), "the new delay counts");
     }
 }

@@ -4,6 +4,7 @@
 //!   (any t3fs TOML with `mgmtd_addr` and `token`) or the `T3FS_CONFIG` variable.
 //! - Cluster and placement ([`cluster`]): nodes, targets, chains, chain tables.
 //! - Users and sessions ([`users`]): user-add/remove/set-token/list, list-sessions.
+//! - Configs ([`config`]): the hot configs mgmtd pushes to storage and meta nodes.
 //! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica.
 //! - Namespace ([`namespace`], [`transfer`]): ls, stat, mkdir, rm, mv, ln, chmod, chown, du, put, get,
 //!   as root unless `--uid/--gid` say otherwise.
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 pub mod cluster;
+pub mod config;
 pub mod conn;
 pub mod fsck;
 pub mod namespace;
@@ -133,6 +135,24 @@ pub enum AdminCmd {
     UserList,
     /// Live client sessions (native clients and FUSE mounts) at mgmtd.
     ListSessions,
+    /// Store a node type's hot config (a TOML file of its run-time items, `-` for stdin) in mgmtd;
+    /// the nodes apply it with their next heartbeat, without a restart. Bumps the config version.
+    SetConfig {
+        /// Node type the config is for.
+        #[arg(long, value_enum)]
+        node_type: config::ConfigNodeType,
+        /// Refuse unless the stored version is this one (guards against concurrent edits).
+        #[arg(long, value_name = "N")]
+        expected_version: Option<u64>,
+        /// The TOML file (`-`: standard input).
+        file: PathBuf,
+    },
+    /// Print a node type's hot config as stored in mgmtd, with each node's applied version.
+    GetConfig {
+        /// Node type.
+        #[arg(long, value_enum)]
+        node_type: config::ConfigNodeType,
+    },
     /// Metadata of one chunk on one storage target.
     QueryChunk {
         /// Storage target id.
@@ -233,6 +253,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::UserSetToken { uid, token } => users::user_set_token(&ctx, uid, token.unwrap_or_default()).await,
         AdminCmd::UserList => users::user_list(&ctx).await,
         AdminCmd::ListSessions => users::list_sessions(&ctx).await,
+        AdminCmd::SetConfig { node_type, expected_version, file } => {
+            config::set_config(&ctx, node_type, &file, expected_version).await
+        }
+        AdminCmd::GetConfig { node_type } => config::get_config(&ctx, node_type).await,
         AdminCmd::QueryChunk { target, inode, index } => fsck::query_chunk(&ctx, target, inode, index).await,
         AdminCmd::Fsck { path, meta_only } => fsck::fsck(&ctx, &path, !meta_only).await,
         AdminCmd::Ls { long, path } => namespace::ls(&ctx, &path, long).await,

@@ -70,6 +70,16 @@ impl LocalCluster {
         Ok(t3fs_client::Client::connect(self.client_config()).await?)
     }
 
+    /// Storage server `i` (0-based), while it runs.
+    pub fn storage(&self, i: usize) -> Option<&t3fs_storage::Server> {
+        self.storage.get(i).and_then(Option::as_ref)
+    }
+
+    /// The meta server, while it runs.
+    pub fn meta(&self) -> Option<&t3fs_meta::Server> {
+        self.meta.as_ref()
+    }
+
     /// Stops storage server `i` (0-based) only, as a crash would (failure injection for tests).
     /// Returns false if it was not running.
     pub async fn stop_storage(&mut self, i: usize) -> bool {

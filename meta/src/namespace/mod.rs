@@ -118,13 +118,18 @@ pub struct StatFs {
     pub inodes: u64,
 }
 
+fn ttl_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The namespace: inodes and dentries in a KV store.
 pub struct MetaStore {
     db: Db,
     routing: RoutingCache,
     placement: Placement,
     ids: IdAllocator,
-    idem_ttl: Duration,
+    /// How long idempotency records are honoured, in ms (a hot config item).
+    idem_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 impl MetaStore {
@@ -138,15 +143,26 @@ impl MetaStore {
     pub async fn open_with_root(db: Db, routing: RoutingCache, placement: Placement, root: RootAttrs) -> Result<Self> {
         let probe = Layout { chunk_size: placement.chunk_size, stripe: placement.stripe, ..Default::default() };
         t3fs_common::layout::validate(&probe)?;
-        let store = Self { db, routing, placement, ids: IdAllocator::new(), idem_ttl: DEFAULT_IDEM_TTL };
+        let idem_ttl_ms = std::sync::atomic::AtomicU64::new(ttl_ms(DEFAULT_IDEM_TTL));
+        let store = Self { db, routing, placement, ids: IdAllocator::new(), idem_ttl_ms };
         store.ensure_root(root).await?;
         Ok(store)
     }
 
     /// Sets how long idempotency records are honoured (default [`DEFAULT_IDEM_TTL`]).
-    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> Self {
-        self.idem_ttl = ttl;
+    pub fn with_idempotency_ttl(self, ttl: Duration) -> Self {
+        self.set_idempotency_ttl(ttl);
         self
+    }
+
+    /// Changes how long idempotency records are honoured, on a running server (a pushed config).
+    pub fn set_idempotency_ttl(&self, ttl: Duration) {
+        self.idem_ttl_ms.store(ttl_ms(ttl), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long idempotency records are honoured.
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_millis(self.idem_ttl_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The KV handle (tests and tools).

@@ -258,7 +258,7 @@ impl MetaStore {
     ) -> Result<Inode> {
         validate_name(name)?;
         idem::validate_request_id(request_id)?;
-        let (caller, name, rid, ttl) = (caller.clone(), name.to_vec(), request_id.to_string(), self.idem_ttl);
+        let (caller, name, rid, ttl) = (caller.clone(), name.to_vec(), request_id.to_string(), self.idempotency_ttl());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             let (caller, name, rid) = (caller.clone(), name.clone(), rid.clone());
             Box::pin(async move {

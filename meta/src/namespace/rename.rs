@@ -103,7 +103,7 @@ impl MetaStore {
         if flags.exchange && flags.no_replace {
             return Err(Error::invalid("RENAME_EXCHANGE and RENAME_NOREPLACE exclude each other"));
         }
-        let (caller, rid, ttl) = (caller.clone(), request_id.to_string(), self.idem_ttl);
+        let (caller, rid, ttl) = (caller.clone(), request_id.to_string(), self.idempotency_ttl());
         let (sname, dname) = (src_name.to_vec(), dst_name.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             let (caller, rid, sname, dname) = (caller.clone(), rid.clone(), sname.clone(), dname.clone());

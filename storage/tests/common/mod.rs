@@ -27,6 +27,8 @@ pub struct FakeState {
     pub chain: proto::ChainInfo,
     pub version: u64,
     pub heartbeats: Vec<proto::HeartbeatReq>,
+    /// The pushed config: sent with every heartbeat reply whose request reports another version.
+    pub config: Option<proto::NodeConfig>,
 }
 
 #[derive(Clone)]
@@ -100,6 +102,7 @@ impl Mgmtd for FakeMgmtd {
             bulk_addr: r.bulk_addr,
             hostname: r.hostname,
             last_heartbeat_ms: 0,
+            config_version: 0,
         });
         s.version += 1;
         Ok(tonic::Response::new(proto::RegisterNodeRsp { routing_version: s.version }))
@@ -110,8 +113,10 @@ impl Mgmtd for FakeMgmtd {
         req: tonic::Request<proto::HeartbeatReq>,
     ) -> Result<tonic::Response<proto::HeartbeatRsp>, tonic::Status> {
         let mut s = self.0.lock().unwrap();
-        s.heartbeats.push(req.into_inner());
-        Ok(tonic::Response::new(proto::HeartbeatRsp { routing_version: s.version }))
+        let req = req.into_inner();
+        let config = s.config.clone().filter(|c| c.version != req.config_version);
+        s.heartbeats.push(req);
+        Ok(tonic::Response::new(proto::HeartbeatRsp { routing_version: s.version, config }))
     }
 
     async fn get_routing_info(
@@ -140,6 +145,20 @@ impl Mgmtd for FakeMgmtd {
         &self,
         _: tonic::Request<proto::RotateLastSrvReq>,
     ) -> Result<tonic::Response<proto::RotateLastSrvRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
+
+    async fn set_config(
+        &self,
+        _: tonic::Request<proto::SetConfigReq>,
+    ) -> Result<tonic::Response<proto::SetConfigRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd: tests set FakeState::config"))
+    }
+
+    async fn get_config(
+        &self,
+        _: tonic::Request<proto::GetConfigReq>,
+    ) -> Result<tonic::Response<proto::GetConfigRsp>, tonic::Status> {
         Err(tonic::Status::unimplemented("fake mgmtd"))
     }
 }
