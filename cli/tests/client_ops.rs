@@ -50,6 +50,18 @@ impl Env {
         self.client.read(&i, 0, i.length as u32).await.unwrap()
     }
 
+    /// Live chunks of `inode` once meta's GC had time to run (polls up to 10 s).
+    async fn live_chunks_after_gc(&self, inode: u64) -> usize {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let n = self.live_chunks(inode).await;
+            if n == 0 || tokio::time::Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn live_chunks(&self, inode: u64) -> usize {
         let mut n = 0;
         for t in &self.client.routing().info.targets {
@@ -100,7 +112,7 @@ async fn rename_through_the_client() {
     env.file(ROOT, b"repl", b"replacement").await;
     let replaced = c.rename(u, ROOT, b"repl", ROOT, b"victim", NONE).await.unwrap().expect("a replaced inode");
     assert_eq!((replaced.id, replaced.nlink), (victim.id, 0));
-    assert_eq!(env.live_chunks(victim.id).await, 0);
+    assert_eq!(env.live_chunks_after_gc(victim.id).await, 0);
     assert_eq!(env.read_all(ROOT, b"victim").await, b"replacement");
 
     // NOREPLACE and EXCHANGE.
@@ -153,7 +165,7 @@ async fn links_symlinks_and_batch_stat() {
     assert_eq!(env.read_all(InodeId(d.id), b"g").await, vec![1u8; 50_000]);
     let gone = c.remove(u, InodeId(d.id), b"g", false).await.unwrap();
     assert_eq!(gone.nlink, 0);
-    assert_eq!(env.live_chunks(f.id).await, 0);
+    assert_eq!(env.live_chunks_after_gc(f.id).await, 0);
 
     let l = c.symlink(u, ROOT, b"l", b"d/../target").await.unwrap();
     assert_eq!(l.inode_type, InodeType::Symlink as i32);

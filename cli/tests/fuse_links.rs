@@ -124,7 +124,7 @@ async fn rename_files_and_directories() {
         assert_eq!(errno(std::fs::metadata(m.join("new"))), libc::ENOENT);
     })
     .await;
-    assert_eq!(env.chunks_of(old_inode.id).await, vec![], "the replaced file's chunks are freed");
+    assert_eq!(wait_chunks_gone(&env, old_inode.id).await, vec![], "GC frees the replaced file's chunks");
 
     // A directory with contents, then into its own subtree.
     env.fs(|m| {
@@ -255,7 +255,7 @@ async fn hard_and_symbolic_links() {
     assert_eq!(g.nlink, 1);
     assert!(!env.chunks_of(g.id).await.is_empty(), "the file's chunks stay while a link is left");
     env.fs(|m| std::fs::remove_file(m.join("dir/g")).unwrap()).await;
-    assert_eq!(env.chunks_of(g.id).await, vec![], "the last link took the chunks");
+    assert_eq!(wait_chunks_gone(&env, g.id).await, vec![], "GC takes the chunks after the last link");
 
     env.fs(|m| {
         std::fs::write(m.join("target"), b"pointed at").unwrap();

@@ -17,7 +17,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 
 mod support;
-use support::{Env, errno, pattern};
+use support::{Env, errno, pattern, wait_chunks_gone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn size_while_buffered_and_after_close() {
@@ -277,10 +277,11 @@ async fn unlink_deletes_chunks_on_every_replica() {
         assert_eq!(errno(std::fs::metadata(m.join("u.bin"))), libc::ENOENT);
     })
     .await;
+    // Meta's GC removes them after its delay.
+    assert_eq!(wait_chunks_gone(&env, inode.id).await, vec![], "no chunk of the unlinked file is left");
     for i in 0..4 {
         assert_eq!(env.chunk_replicas(&inode, i).await, vec![None; 3], "chunk {i} after unlink");
     }
-    assert_eq!(env.chunks_of(inode.id).await, vec![], "no chunk of the unlinked file is left");
 
     // Unlinked while open and being written: the handle keeps working, the chunks go at its close.
     let f = env
@@ -305,16 +306,12 @@ async fn unlink_deletes_chunks_on_every_replica() {
         })
         .await;
     env.fs(move |_| drop(f)).await;
-    // The kernel sends RELEASE after close(2) returns, so wait for it.
-    let mut left = env.chunks_of(inode.id).await;
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        left = env.chunks_of(inode.id).await;
-    }
-    assert_eq!(left, vec![], "chunks of a file unlinked while open go at its last close");
+    // The kernel sends RELEASE after close(2) returns; the release ends the mount's hold, then GC.
+    assert_eq!(
+        wait_chunks_gone(&env, inode.id).await,
+        vec![],
+        "chunks of a file unlinked while open go after its last close"
+    );
     env.stop().await;
 }
 

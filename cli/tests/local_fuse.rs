@@ -195,6 +195,7 @@ async fn bad_names_are_refused_by_client_and_meta() {
                 name: bytes::Bytes::copy_from_slice(name),
                 mode: 0o644,
                 exclusive: true,
+                session: None,
             })
             .await
             .unwrap_err();

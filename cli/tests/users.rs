@@ -59,6 +59,7 @@ async fn user_tokens_end_to_end() {
         name: name.as_bytes().to_vec().into(),
         mode: 0o644,
         exclusive: true,
+        session: None,
     };
     let st = meta.create(bad("mallory.txt")).await.unwrap_err();
     assert_eq!(Error::from_tonic(&st).code, StatusCode::Unauthenticated);

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use t3fs_common::layout;
 use t3fs_common::proto::{self, InodeType, UpdateType, bulk_request};
-use t3fs_common::routing::{Routing, is_readable, is_writable};
-use t3fs_common::{ChainTableId, ChunkId, Error, InodeId, Result, StatusCode, TargetId};
+use t3fs_common::routing::{Routing, is_readable};
+use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};
 
 use crate::Client;
 
@@ -128,9 +128,7 @@ pub(crate) fn file_layout(inode: &proto::Inode) -> Result<&proto::Layout> {
 
 /// The chain holding chunk `index` of a file with `layout`, in this routing snapshot.
 pub(crate) fn chain_for<'r>(routing: &'r Routing, l: &proto::Layout, index: u32) -> Result<&'r proto::ChainInfo> {
-    let table = routing.table(ChainTableId(l.table_id), l.table_version)?;
-    let chain = layout::chain_of(l, &table.chains, index)?;
-    routing.chain(chain)
+    routing.chunk_chain(l, index)
 }
 
 /// The chain's replicas that may serve reads, in chain order; an error if there is none.
@@ -147,11 +145,7 @@ pub(crate) fn readable_targets(chain: &proto::ChainInfo) -> Result<Vec<TargetId>
 }
 
 pub(crate) fn bulk_addr(routing: &Routing, target: TargetId) -> Result<String> {
-    let node = routing.node_of_target(target)?;
-    if node.bulk_addr.is_empty() {
-        return Err(Error::new(StatusCode::RoutingNotReady, format!("node {} has no bulk address", node.node_id)));
-    }
-    Ok(node.bulk_addr.clone())
+    routing.bulk_addr(target)
 }
 
 impl Client {
@@ -297,17 +291,15 @@ impl Client {
         self.retrying("update chunk", move || async move {
             let routing = self.routing.get();
             let chain = chain_for(&routing, l, index)?;
-            let head = chain.targets.iter().find(|t| is_writable(t.public_state)).ok_or_else(|| {
-                Error::new(StatusCode::TargetNotServing, format!("chain {} has no writable target", chain.chain_id))
-            })?;
-            let addr = bulk_addr(&routing, TargetId(head.target_id))?;
+            let head = routing.write_head(chain)?;
+            let addr = bulk_addr(&routing, head)?;
             let req = proto::BulkRequest {
                 request_id: request_id.clone(),
                 token: self.cfg.token.clone(),
                 op: Some(bulk_request::Op::Update(proto::UpdateChunk {
                     chain_id: chain.chain_id,
                     chain_version: chain.chain_version,
-                    target_id: head.target_id,
+                    target_id: head.0,
                     chunk_id: chunk_bytes.clone(),
                     update_type: ty as i32,
                     offset,

@@ -28,8 +28,8 @@ pub struct RenameFlags {
 
 impl Client {
     /// Renames `src_parent/src_name` to `dst_parent/dst_name` (see [`RenameFlags`]). Returns the inode
-    /// the rename unlinked from the destination, if any; when that was a file's last link its chunks
-    /// are deleted on storage, best effort.
+    /// the rename unlinked from the destination, if any; when that was a file's last link meta
+    /// garbage-collects it.
     pub async fn rename(
         &self,
         user: &UserInfo,
@@ -40,15 +40,11 @@ impl Client {
         flags: RenameFlags,
     ) -> Result<Option<proto::Inode>> {
         let request_id = t3fs_common::new_request_id();
-        let replaced = self.rename_entry(user, &request_id, src_parent, src_name, dst_parent, dst_name, flags).await?;
-        if let Some(inode) = &replaced {
-            self.free_unlinked(inode).await;
-        }
-        Ok(replaced)
+        self.rename_entry(user, &request_id, src_parent, src_name, dst_parent, dst_name, flags).await
     }
 
-    /// [`rename`](Self::rename) of the namespace entries only: the chunks of a replaced file whose
-    /// last link went stay (the caller frees them, see [`Client::free_unlinked`]). Retries reuse
+    /// [`rename`](Self::rename) itself (nothing else happens client-side: meta garbage-collects a
+    /// replaced file whose last link went). Retries reuse
     /// `request_id`, and so may a caller retrying the whole call: meta answers a repeated request id
     /// with the first outcome.
     #[allow(clippy::too_many_arguments)]

@@ -113,7 +113,6 @@ impl Client {
     }
 
     /// Creates a regular file, or returns the existing one unless `exclusive`.
-    #[tracing::instrument(level = "debug", skip_all, fields(parent = parent.0, name = %String::from_utf8_lossy(name)))]
     pub async fn create(
         &self,
         user: &UserInfo,
@@ -122,6 +121,60 @@ impl Client {
         mode: u32,
         exclusive: bool,
     ) -> Result<proto::Inode> {
+        self.create_with(user, parent, name, mode, exclusive, None).await
+    }
+
+    /// [`create`](Self::create) that also opens the file for write: meta records a write session
+    /// (the file is not garbage-collected while it is open, even if unlinked). Returns the session
+    /// id to pass to [`close_session`](Self::close_session).
+    pub async fn create_for_write(
+        &self,
+        user: &UserInfo,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        exclusive: bool,
+    ) -> Result<(proto::Inode, u64)> {
+        let session = self.new_session();
+        let inode = self.create_with(user, parent, name, mode, exclusive, Some(session.clone())).await?;
+        Ok((inode, session.session_id))
+    }
+
+    /// Opens an existing regular file: meta checks read (and with `write` also write) permission.
+    /// With `hold` (or `write`) meta records a session that keeps the file from GC until
+    /// [`close_session`](Self::close_session) with the returned id (0 when none was recorded).
+    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0, write, hold))]
+    pub async fn open(&self, user: &UserInfo, inode: InodeId, write: bool, hold: bool) -> Result<(proto::Inode, u64)> {
+        let session = (write || hold).then(|| self.new_session());
+        let req = proto::OpenReq {
+            header: Some(self.header(user, &t3fs_common::new_request_id())),
+            inode: inode.0,
+            write,
+            session: session.clone(),
+        };
+        let rsp = self
+            .meta_call("open", |mut c| {
+                let r = req.clone();
+                async move { c.open(r).await }
+            })
+            .await?;
+        Ok((inode_of(rsp)?, session.map_or(0, |s| s.session_id)))
+    }
+
+    fn new_session(&self) -> proto::OpenSession {
+        proto::OpenSession { client_id: self.client_id().to_string(), session_id: rand::random::<u64>().max(1) }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(parent = parent.0, name = %String::from_utf8_lossy(name)))]
+    async fn create_with(
+        &self,
+        user: &UserInfo,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        exclusive: bool,
+        session: Option<proto::OpenSession>,
+    ) -> Result<proto::Inode> {
         validate_name(name)?;
         let req = proto::CreateReq {
             header: Some(self.header(user, &t3fs_common::new_request_id())),
@@ -129,6 +182,7 @@ impl Client {
             name: name.to_vec().into(),
             mode: mode & 0o7777,
             exclusive,
+            session,
         };
         inode_of(
             self.meta_call("create", |mut c| {
@@ -140,16 +194,13 @@ impl Client {
     }
 
     /// Removes a directory entry (`is_dir`: rmdir semantics, else unlink). When a file's last link
-    /// goes (the returned inode has `nlink == 0`), its chunks are deleted on storage, best effort.
+    /// goes (the returned inode has `nlink == 0`), meta garbage-collects it (chunks, then inode)
+    /// after its `gc_delay_ms`, once no write session holds it.
     pub async fn remove(&self, user: &UserInfo, parent: InodeId, name: &[u8], is_dir: bool) -> Result<proto::Inode> {
-        let inode = self.remove_entry(user, &t3fs_common::new_request_id(), parent, name, is_dir).await?;
-        self.free_unlinked(&inode).await;
-        Ok(inode)
+        self.remove_entry(user, &t3fs_common::new_request_id(), parent, name, is_dir).await
     }
 
-    /// [`remove`](Self::remove) of the namespace entry only: the chunks of a file whose last link
-    /// went stay (the caller frees them, e.g. at the last close of a file it still has open, or with
-    /// [`free_unlinked`](Self::free_unlinked)). Retries reuse `request_id`, and so does a caller
+    /// [`remove`](Self::remove) with the caller's request id. Retries reuse `request_id`, and so does a caller
     /// retrying the whole call: meta answers a repeated request id with the first outcome.
     #[tracing::instrument(level = "debug", skip_all, fields(req = request_id, parent = parent.0, name = %String::from_utf8_lossy(name)))]
     pub async fn remove_entry(
@@ -174,17 +225,6 @@ impl Client {
             })
             .await?;
         rsp.inode.ok_or_else(|| Error::internal("meta returned no inode"))
-    }
-
-    /// Deletes the chunks of `inode` if it is a file whose last link went (`nlink == 0`), best effort:
-    /// a failure is logged and the chunks are left for GC.
-    pub async fn free_unlinked(&self, inode: &proto::Inode) {
-        if inode.inode_type == InodeType::File as i32
-            && inode.nlink == 0
-            && let Err(e) = self.remove_chunks(inode, 0, inode.length).await
-        {
-            tracing::warn!(inode = inode.id, error = %e, "removing chunks of a deleted file failed; left for GC");
-        }
     }
 
     /// All entries of a directory (pages through `more`), sorted by name as meta returns them.
@@ -285,13 +325,27 @@ impl Client {
 
     /// Tells meta this client is done writing (for now): meta extends the length to `length_hint`
     /// (the highest byte this client wrote + 1) and updates mtime when `wrote`.
-    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0, length_hint, wrote))]
     pub async fn close(&self, user: &UserInfo, inode: InodeId, length_hint: u64, wrote: bool) -> Result<proto::Inode> {
+        self.close_session(user, inode, 0, length_hint, wrote).await
+    }
+
+    /// [`close`](Self::close) that also ends the session `session_id` from
+    /// [`create_for_write`](Self::create_for_write) or [`open`](Self::open) (0: none).
+    #[tracing::instrument(level = "debug", skip_all, fields(inode = inode.0, session_id, length_hint, wrote))]
+    pub async fn close_session(
+        &self,
+        user: &UserInfo,
+        inode: InodeId,
+        session_id: u64,
+        length_hint: u64,
+        wrote: bool,
+    ) -> Result<proto::Inode> {
         let req = proto::CloseReq {
             header: Some(self.header(user, &t3fs_common::new_request_id())),
             inode: inode.0,
             length_hint,
             wrote,
+            session_id,
         };
         inode_of(
             self.meta_call("close", |mut c| {

@@ -89,6 +89,29 @@ impl Routing {
         let pos = chain.targets.iter().position(|t| t.target_id == target.0)?;
         chain.targets[pos + 1..].iter().find(|t| is_writable(t.public_state)).map(|t| TargetId(t.target_id))
     }
+
+    /// The chain that holds chunk `index` of a file with layout `l`.
+    pub fn chunk_chain(&self, l: &proto::Layout, index: u32) -> Result<&proto::ChainInfo, Error> {
+        let table = self.table(ChainTableId(l.table_id), l.table_version)?;
+        let chain = crate::layout::chain_of(l, &table.chains, index)?;
+        self.chain(chain)
+    }
+
+    /// The head of a chain: its first target that takes writes.
+    pub fn write_head(&self, chain: &proto::ChainInfo) -> Result<TargetId, Error> {
+        chain.targets.iter().find(|t| is_writable(t.public_state)).map(|t| TargetId(t.target_id)).ok_or_else(|| {
+            Error::new(StatusCode::TargetNotServing, format!("chain {} has no writable target", chain.chain_id))
+        })
+    }
+
+    /// The bulk-plane address of the node hosting `target`.
+    pub fn bulk_addr(&self, target: TargetId) -> Result<String, Error> {
+        let node = self.node_of_target(target)?;
+        if node.bulk_addr.is_empty() {
+            return Err(Error::new(StatusCode::RoutingNotReady, format!("node {} has no bulk address", node.node_id)));
+        }
+        Ok(node.bulk_addr.clone())
+    }
 }
 
 /// Public states that accept writes.

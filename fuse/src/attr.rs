@@ -51,7 +51,8 @@ pub fn to_file_attr(inode: &proto::Inode, size: u64) -> FileAttr {
         crtime: time_from_ns(inode.ctime_ns),
         kind,
         perm: (inode.mode & 0o7777) as u16,
-        nlink: inode.nlink.max(1),
+        // 0 for a file unlinked while open (meta keeps it until GC); a directory always has >= 1.
+        nlink: if inode.inode_type == InodeType::File as i32 { inode.nlink } else { inode.nlink.max(1) },
         uid: inode.uid,
         gid: inode.gid,
         rdev: 0,

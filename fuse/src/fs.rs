@@ -161,18 +161,16 @@ impl Inner {
     }
 
     /// Writes out buffered data and, if the handle wrote since the last report, tells meta the
-    /// length (Close with the length hint). What flush, fsync and release do.
-    async fn sync_handle(&self, user: &UserInfo, f: &mut OpenFile, always_close: bool) -> t3fs_common::Result<()> {
+    /// length (Close with the length hint). What flush, fsync and release do; `last` (release)
+    /// always closes and ends the handle's write session. An unlinked file still reports its
+    /// length (meta keeps its inode until GC, which removes the chunks that length covers).
+    async fn sync_handle(&self, user: &UserInfo, f: &mut OpenFile, last: bool) -> t3fs_common::Result<()> {
         self.flush_buf(f).await?;
-        if self.handles.is_unlinked(f.inode.id) {
-            // Meta has no inode to report to; the chunks go at the last release.
-            f.dirty = false;
-            return Ok(());
-        }
-        if f.dirty || always_close {
+        if f.dirty || (last && (f.writable || f.session != 0)) {
             let ino = f.inode.id;
             let hint = self.handles.local_len(ino);
-            let inode = self.client.close(user, InodeId(ino), hint, f.dirty).await?;
+            let session = if last { std::mem::take(&mut f.session) } else { 0 };
+            let inode = self.client.close_session(user, InodeId(ino), session, hint, f.dirty).await?;
             self.handles.seen(ino, inode.length);
             f.dirty = false;
         }
@@ -208,12 +206,19 @@ impl Inner {
         flags: i32,
     ) -> t3fs_common::Result<(proto::Inode, u64)> {
         let exclusive = flags & libc::O_EXCL != 0;
-        let mut inode = self.client.create(user, InodeId(parent), name, mode, exclusive).await?;
+        let writable = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
+        let (mut inode, session) = if writable {
+            self.client.create_for_write(user, InodeId(parent), name, mode, exclusive).await?
+        } else {
+            (self.client.create(user, InodeId(parent), name, mode, exclusive).await?, 0)
+        };
         if flags & libc::O_TRUNC != 0 && inode.length > 0 {
             inode = self.client.truncate(user, InodeId(inode.id), 0).await?;
         }
-        let writable = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
         let fh = self.handles.open_file(inode.clone(), writable);
+        if let Some(f) = self.handles.file(fh) {
+            f.lock().await.session = session;
+        }
         Ok((inode, fh))
     }
 
@@ -433,9 +438,23 @@ impl Filesystem for T3Fs {
             match fs.client.getattr(&user, InodeId(ino.0)).await {
                 Ok(i) if i.inode_type == InodeType::Directory as i32 => reply.error(Errno::from_i32(libc::EISDIR)),
                 Ok(i) if !may_access(&i, &user, open_mask(flags)) => reply.error(Errno::from_i32(libc::EACCES)),
-                Ok(i) => {
-                    let fh = fs.handles.open_file(i, flags.acc_mode() != OpenAccMode::O_RDONLY);
+                Ok(i) if flags.acc_mode() == OpenAccMode::O_RDONLY => {
+                    let fh = fs.handles.open_file(i, false);
                     reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+                Ok(_) => {
+                    // Open for write: meta checks write permission and records a write session, so
+                    // the file is not garbage-collected while this handle is open.
+                    match fs.client.open(&user, InodeId(ino.0), true, false).await {
+                        Ok((i, session)) => {
+                            let fh = fs.handles.open_file(i, true);
+                            if let Some(f) = fs.handles.file(fh) {
+                                f.lock().await.session = session;
+                            }
+                            reply.opened(FileHandle(fh), FopenFlags::empty());
+                        }
+                        Err(e) => reply.error(fail("open", &e)),
+                    }
                 }
                 Err(e) => reply.error(fail("open", &e)),
             }
@@ -543,13 +562,12 @@ impl Filesystem for T3Fs {
             let Some(f) = fs.handles.file(fh.0) else { return reply.ok() };
             let res = {
                 let mut g = f.lock().await;
-                let writable = g.writable;
-                fs.sync_handle(&user, &mut g, writable).await
+                fs.sync_handle(&user, &mut g, true).await
             };
-            if let Some(len) = fs.handles.release_file(fh.0) {
-                let inode = f.lock().await.inode.clone();
-                if let Err(e) = fs.client.remove_chunks(&inode, 0, len).await {
-                    tracing::warn!(error = %e, "removing chunks of a file unlinked while open failed; left for GC");
+            if let Some(hold) = fs.handles.release_file(fh.0) {
+                // The last handle of a file unlinked while open here: meta's GC may take it now.
+                if let Err(e) = fs.client.close_session(&UserInfo::root(), InodeId(ino.0), hold, 0, false).await {
+                    tracing::warn!(error = %e, "ending the hold of an unlinked file failed; meta prunes it with the client session");
                 }
             }
             match res {

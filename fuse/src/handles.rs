@@ -92,6 +92,8 @@ pub struct OpenFile {
     pub writable: bool,
     /// Written since the last Close sent to meta.
     pub dirty: bool,
+    /// The write session meta recorded for this handle (0: none); ended by the final Close.
+    pub session: u64,
 }
 
 /// A shared open-file handle; its mutex serialises the ops on one handle.
@@ -110,9 +112,10 @@ struct InodeLen {
     open: u32,
     meta_len: u64,
     local_len: u64,
-    /// Unlinked while open here: meta no longer has the inode, and its chunks (which meta's length
-    /// did not cover, or which were written after the unlink) go when the last handle is released.
+    /// Unlinked while open here: meta queued it for GC; `hold` keeps GC off until the last release.
     unlinked: bool,
+    /// The session meta recorded to hold the unlinked file for this mount's handles (0: none).
+    hold: u64,
 }
 
 /// File and directory handle tables of one mount.
@@ -149,7 +152,8 @@ impl Handles {
             st.open += 1;
             st.meta_len = inode.length;
         }
-        let file = OpenFile { inode, buf: WriteBuffer::new(chunk_size, MAX_BUFFER), writable, dirty: false };
+        let file =
+            OpenFile { inode, buf: WriteBuffer::new(chunk_size, MAX_BUFFER), writable, dirty: false, session: 0 };
         lock(&self.files).insert(fh, (ino, Arc::new(tokio::sync::Mutex::new(file))));
         fh
     }
@@ -168,8 +172,8 @@ impl Handles {
         lock(&self.files).values().map(|(_, f)| f.clone()).collect()
     }
 
-    /// Forgets a file handle; the inode's local length goes with its last handle. Returns the length
-    /// whose chunks the caller must delete when this was the last handle of an unlinked inode.
+    /// Forgets a file handle; the inode's local length goes with its last handle. Returns the hold
+    /// session the caller must end at meta when this was the last handle of an unlinked inode.
     pub fn release_file(&self, fh: u64) -> Option<u64> {
         let (ino, _) = lock(&self.files).remove(&fh)?;
         let mut lens = lock(&self.lens);
@@ -179,13 +183,13 @@ impl Handles {
             return None;
         }
         let st = lens.remove(&ino)?;
-        st.unlinked.then_some(st.meta_len.max(st.local_len))
+        (st.unlinked && st.hold != 0).then_some(st.hold)
     }
 
     /// Records that the last link of `ino` went (meta removed it, by unlink or by a rename over it),
-    /// when it had `meta_len` bytes as meta knew it. Returns whether it is open here: then its last
-    /// release deletes its chunks (and until then its handles keep reading and writing them);
-    /// otherwise the caller deletes them now.
+    /// when it had `meta_len` bytes as meta knew it. Returns whether it is open here: then the caller
+    /// asks meta to hold it ([`Self::set_hold`]) until the last release, so its handles keep reading
+    /// and writing its chunks; otherwise meta's GC takes it after its delay.
     pub fn unlinked(&self, ino: u64, meta_len: u64) -> bool {
         match lock(&self.lens).get_mut(&ino) {
             Some(st) => {
@@ -197,7 +201,14 @@ impl Handles {
         }
     }
 
-    /// Whether `ino` was unlinked while open here (so meta no longer knows it).
+    /// Records the hold session of an unlinked inode that is open here.
+    pub fn set_hold(&self, ino: u64, session: u64) {
+        if let Some(st) = lock(&self.lens).get_mut(&ino) {
+            st.hold = session;
+        }
+    }
+
+    /// Whether `ino` was unlinked while open here (its name is gone; meta queued it for GC).
     pub fn is_unlinked(&self, ino: u64) -> bool {
         lock(&self.lens).get(&ino).is_some_and(|st| st.unlinked)
     }
@@ -357,17 +368,18 @@ mod tests {
         let b = h.open_file(file_inode(9, 10), true);
         h.note_write(9, 5000);
         assert!(h.unlinked(9, 10) && h.is_unlinked(9));
+        h.set_hold(9, 77);
         assert_eq!(h.release_file(a), None, "still open through b");
         h.note_write(9, 7000);
-        assert_eq!(h.release_file(b), Some(7000), "last close deletes up to the highest byte written");
+        assert_eq!(h.release_file(b), Some(77), "the last close ends the hold");
         assert!(!h.is_unlinked(9));
         // Open again (a new file that reuses nothing): a plain release.
         let c = h.open_file(file_inode(9, 10), true);
         assert_eq!(h.release_file(c), None);
-        // Meta knew a longer length (another client wrote it) than this mount saw: that counts too.
+        // Unlinked without a hold (meta refused it): nothing to end.
         let d = h.open_file(file_inode(9, 10), false);
         assert!(h.unlinked(9, 9000));
-        assert_eq!(h.release_file(d), Some(9000));
+        assert_eq!(h.release_file(d), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::{Errno, Generation, INodeNo, RenameFlags, ReplyData, ReplyEmpty, ReplyEntry, Request};
+use t3fs_client::UserInfo;
 use t3fs_common::InodeId;
 use t3fs_common::proto::{self, InodeType};
 
@@ -28,13 +29,20 @@ pub fn rename_flags(flags: RenameFlags) -> Option<t3fs_client::RenameFlags> {
 
 impl Inner {
     /// After meta removed a name of `inode` (unlink, rmdir, or a rename over it): when that was a
-    /// file's last link, its chunks go now, or, if this mount has it open, at its last release.
+    /// file's last link and this mount has it open, asks meta to hold it (a session, as a writer
+    /// has) until the last release, so meta's GC leaves its chunks to the open handles. Otherwise
+    /// GC removes it after its delay.
     pub(crate) async fn after_unlink(&self, inode: &proto::Inode) {
         if inode.inode_type != InodeType::File as i32 || inode.nlink != 0 {
             return;
         }
-        if !self.handles.unlinked(inode.id, inode.length) {
-            self.client.free_unlinked(inode).await;
+        if self.handles.unlinked(inode.id, inode.length) {
+            match self.client.open(&UserInfo::root(), InodeId(inode.id), false, true).await {
+                Ok((_, session)) => self.handles.set_hold(inode.id, session),
+                Err(e) => {
+                    tracing::warn!(inode = inode.id, error = %e, "holding a file unlinked while open failed; GC may take it after its delay");
+                }
+            }
         }
     }
 }

@@ -65,6 +65,16 @@ pub struct Config {
     /// creates per-user directories.
     #[serde(default = "default_root_mode")]
     pub root_mode: u32,
+    /// A file whose last link went is garbage-collected (its chunks removed on storage, then its
+    /// inode) this long after the unlink, in milliseconds, once no write session holds it.
+    #[serde(default = "default_gc_delay_ms")]
+    pub gc_delay_ms: u64,
+    /// How often the GC worker looks for due files, in milliseconds.
+    #[serde(default = "default_gc_interval_ms")]
+    pub gc_interval_ms: u64,
+    /// How often write sessions of clients whose mgmtd session expired are pruned, in milliseconds.
+    #[serde(default = "default_session_prune_interval_ms")]
+    pub session_prune_interval_ms: u64,
     /// Prometheus endpoint listen address (`host:port`; port 0 picks a free port): `GET /metrics`
     /// serves the metrics listed in docs/metrics.md. Unset: no endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +111,15 @@ fn default_idempotency_ttl_ms() -> u64 {
 fn default_idempotency_clean_interval_ms() -> u64 {
     60 * 1000
 }
+fn default_gc_delay_ms() -> u64 {
+    60 * 1000
+}
+fn default_gc_interval_ms() -> u64 {
+    1000
+}
+fn default_session_prune_interval_ms() -> u64 {
+    30 * 1000
+}
 
 impl Config {
     /// A config with every default, talking to `mgmtd_addr` and storing metadata in `kv`.
@@ -122,6 +141,9 @@ impl Config {
             root_uid: 0,
             root_gid: 0,
             root_mode: default_root_mode(),
+            gc_delay_ms: default_gc_delay_ms(),
+            gc_interval_ms: default_gc_interval_ms(),
+            session_prune_interval_ms: default_session_prune_interval_ms(),
             metrics_listen: None,
         }
     }
@@ -147,6 +169,9 @@ impl Config {
             return Err(Error::invalid(
                 "heartbeat_interval_ms, routing_refresh_ms and idempotency_clean_interval_ms must be > 0",
             ));
+        }
+        if self.gc_interval_ms == 0 || self.session_prune_interval_ms == 0 {
+            return Err(Error::invalid("gc_interval_ms and session_prune_interval_ms must be > 0"));
         }
         if self.root_mode > 0o7777 {
             return Err(Error::invalid(format!("root_mode {:o} has bits beyond 0o7777", self.root_mode)));

@@ -7,6 +7,8 @@
 //! | `SING` + `inode-alloc` | u64 LE: the next unallocated inode id | ids are handed out in batches of [`ID_BATCH`] |
 //! | `XATR` + inode id (u64, 8 B LE) + raw xattr name | raw value bytes | one inode's xattrs = one contiguous range |
 //! | `IDEM` + request id (UTF-8 bytes) | prost [`crate::idem::IdemRecord`] | result of a remove/rename, expires after a TTL |
+//! | `GCQU` + unlink time (ns, u64 BE) + inode id (u64 LE) | empty | a file whose last link went, waiting for GC (its `INOD` stays, nlink 0) |
+//! | `INOS` + inode id (u64 LE) + session id (u64 BE) | prost `proto::WriteSession` | the file is open for write by that client session |
 //!
 //! Values are prost messages: fields are only ever added under new tags, so old servers skip fields
 //! they do not know and new servers read old values with defaults (the encoding is versioned by its
@@ -22,6 +24,8 @@ pub const INODE_PREFIX: &[u8; 4] = b"INOD";
 pub const DENTRY_PREFIX: &[u8; 4] = b"DENT";
 pub const XATTR_PREFIX: &[u8; 4] = b"XATR";
 pub const IDEM_PREFIX: &[u8; 4] = b"IDEM";
+pub const GC_PREFIX: &[u8; 4] = b"GCQU";
+pub const SESSION_PREFIX: &[u8; 4] = b"INOS";
 /// The inode id allocation counter.
 pub const INODE_ALLOC_KEY: &[u8] = b"SINGinode-alloc";
 /// The first id the allocator hands out; ids below are reserved for system inodes (root = 1).
@@ -109,6 +113,65 @@ pub fn idem_range() -> (Vec<u8>, Vec<u8>) {
     (IDEM_PREFIX.to_vec(), t3fs_kv::prefix_end(IDEM_PREFIX).expect("ASCII prefix has an end"))
 }
 
+/// `GCQU` + unlink time (8 B BE, so the queue is in unlink order) + inode id (8 B LE).
+pub fn gc_key(unlinked_ns: u64, id: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(20);
+    k.extend_from_slice(GC_PREFIX);
+    k.extend_from_slice(&unlinked_ns.to_be_bytes());
+    k.extend_from_slice(&id.0.to_le_bytes());
+    k
+}
+
+/// The unlink time and inode of a GC queue key.
+pub fn gc_key_parts(key: &[u8]) -> Option<(u64, InodeId)> {
+    let rest = key.strip_prefix(GC_PREFIX.as_slice())?;
+    let (t, id) = (rest.get(..8)?, rest.get(8..)?);
+    let id: [u8; 8] = id.try_into().ok()?;
+    Some((u64::from_be_bytes(t.try_into().ok()?), InodeId(u64::from_le_bytes(id))))
+}
+
+/// `GCQU` keys of files unlinked before `before_ns`: `[GCQU, GCQU + before_ns)`.
+pub fn gc_due_range(before_ns: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut end = GC_PREFIX.to_vec();
+    end.extend_from_slice(&before_ns.to_be_bytes());
+    (GC_PREFIX.to_vec(), end)
+}
+
+/// `INOS` + inode id (8 B LE): the prefix of every write session of `id`.
+pub fn session_prefix(id: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(20);
+    k.extend_from_slice(SESSION_PREFIX);
+    k.extend_from_slice(&id.0.to_le_bytes());
+    k
+}
+
+/// `INOS` + inode id (8 B LE) + session id (8 B BE).
+pub fn session_key(id: InodeId, session: u64) -> Vec<u8> {
+    let mut k = session_prefix(id);
+    k.extend_from_slice(&session.to_be_bytes());
+    k
+}
+
+/// The range of the write sessions of `id`.
+pub fn session_range(id: InodeId) -> (Vec<u8>, Vec<u8>) {
+    let p = session_prefix(id);
+    let end = t3fs_kv::prefix_end(&p).expect("a prefix with a non-0xff byte has an end");
+    (p, end)
+}
+
+/// The range of every write session.
+pub fn all_sessions_range() -> (Vec<u8>, Vec<u8>) {
+    (SESSION_PREFIX.to_vec(), t3fs_kv::prefix_end(SESSION_PREFIX).expect("ASCII prefix has an end"))
+}
+
+/// The inode and session id of a session key.
+pub fn session_key_parts(key: &[u8]) -> Option<(InodeId, u64)> {
+    let rest = key.strip_prefix(SESSION_PREFIX.as_slice())?;
+    let id: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+    let s: [u8; 8] = rest.get(8..)?.try_into().ok()?;
+    Some((InodeId(u64::from_le_bytes(id)), u64::from_be_bytes(s)))
+}
+
 pub fn encode_inode(inode: &Inode) -> Vec<u8> {
     inode.encode_to_vec()
 }
@@ -135,6 +198,22 @@ pub fn decode_counter(value: &[u8]) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gc_and_session_keys() {
+        assert_eq!(gc_key(0x0102, InodeId(5)), b"GCQU\0\0\0\0\0\0\x01\x02\x05\0\0\0\0\0\0\0");
+        assert_eq!(gc_key_parts(&gc_key(77, InodeId(9))), Some((77, InodeId(9))));
+        assert_eq!(gc_key_parts(b"GCQU\0\0"), None);
+        let (b, e) = gc_due_range(100);
+        assert!(gc_key(99, InodeId(u64::MAX)) < e && gc_key(99, InodeId(1)) >= b);
+        assert!(gc_key(100, InodeId(1)) >= e, "unlinked at the bound: not due yet");
+        assert_eq!(session_key(InodeId(5), 0x0102), b"INOS\x05\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\x02");
+        assert_eq!(session_key_parts(&session_key(InodeId(7), 3)), Some((InodeId(7), 3)));
+        let (b, e) = session_range(InodeId(7));
+        let k = session_key(InodeId(7), u64::MAX);
+        assert!(k >= b && k < e);
+        assert!(session_key(InodeId(8), 0) >= e);
+    }
 
     #[test]
     fn golden_encodings() {

@@ -13,6 +13,7 @@
 //! ([`mgmtd_link`]).
 pub mod alloc;
 pub mod config;
+pub mod gc;
 pub mod idem;
 pub mod keys;
 pub mod metrics;
@@ -116,7 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let routing = RoutingCache::new();
     // Users' tokens, from mgmtd's user table (polled with routing below).
     let mgmtd_conn = t3fs_common::mgmtd_conn::MgmtdConn::new(&config.mgmtd_addr).context("mgmtd_addr")?;
-    let users = t3fs_common::users::UserCache::new(mgmtd_conn, config.token.clone());
+    let users = t3fs_common::users::UserCache::new(mgmtd_conn.clone(), config.token.clone());
     let placement =
         Placement { chain_table_id: config.chain_table_id, chunk_size: config.chunk_size, stripe: config.stripe };
     let idem_ttl = Duration::from_millis(config.idempotency_ttl_ms);
@@ -189,6 +190,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         cancel.clone(),
     ));
     tasks.push(users.spawn_poller(Duration::from_millis(config.routing_refresh_ms), cancel.clone()));
+    let gc = gc::Gc {
+        store: store.clone(),
+        routing: routing.clone(),
+        bulk: t3fs_common::bulk::BulkClient::default(),
+        token: config.token.clone(),
+        delay: Duration::from_millis(config.gc_delay_ms),
+    };
+    tasks.push(gc::spawn(gc, Duration::from_millis(config.gc_interval_ms), cancel.clone()));
+    tasks.push(gc::spawn_session_pruner(
+        store.clone(),
+        mgmtd_conn,
+        config.token.clone(),
+        Duration::from_millis(config.session_prune_interval_ms),
+        cancel.clone(),
+    ));
     let interval = Duration::from_millis(config.heartbeat_interval_ms);
     tasks.push(node.spawn_heartbeat(Some(client), interval, hot.clone(), cancel.clone()));
     tracing::info!(node_id = config.node_id, %grpc_addr, "meta server started");

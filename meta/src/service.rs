@@ -227,7 +227,11 @@ impl Meta for MetaService {
         let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.create", req = request_id(&r.header), parent = r.parent);
         self.traced("create", span, async {
-            self.store.create(&caller, InodeId(r.parent), &r.name, r.mode, r.exclusive).await.map(inode_rsp)
+            let inode = self.store.create(&caller, InodeId(r.parent), &r.name, r.mode, r.exclusive).await?;
+            if let Some(s) = r.session.clone() {
+                self.store.add_session(&caller, InodeId(inode.id), s).await?;
+            }
+            Ok(inode_rsp(inode))
         })
         .await
     }
@@ -276,9 +280,22 @@ impl Meta for MetaService {
     async fn close(&self, req: Request<proto::CloseReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
         self.auth(r.header.as_ref()).await?;
-        let span = tracing::debug_span!("meta.close", req = request_id(&r.header), inode = r.inode);
+        let span =
+            tracing::debug_span!("meta.close", req = request_id(&r.header), inode = r.inode, session = r.session_id);
         self.traced("close", span, async {
-            self.store.close(InodeId(r.inode), r.length_hint, r.wrote).await.map(inode_rsp)
+            let inode = self.store.close(InodeId(r.inode), r.length_hint, r.wrote).await?;
+            self.store.end_session(InodeId(r.inode), r.session_id).await?;
+            Ok(inode_rsp(inode))
+        })
+        .await
+    }
+
+    async fn open(&self, req: Request<proto::OpenReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref()).await?;
+        let span = tracing::debug_span!("meta.open", req = request_id(&r.header), inode = r.inode, write = r.write);
+        self.traced("open", span, async {
+            self.store.open_file(&caller, InodeId(r.inode), r.write, r.session.clone()).await.map(inode_rsp)
         })
         .await
     }

@@ -154,7 +154,14 @@ async fn meta_serves_the_namespace_over_grpc() {
         .unwrap();
     assert_eq!((d.uid, d.gid, d.nlink), (1000, 1000, 2));
     let f = c
-        .create(proto::CreateReq { header: h(), parent: d.id, name: "f".into(), mode: 0o644, exclusive: true })
+        .create(proto::CreateReq {
+            header: h(),
+            parent: d.id,
+            name: "f".into(),
+            mode: 0o644,
+            exclusive: true,
+            session: None,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -162,8 +169,14 @@ async fn meta_serves_the_namespace_over_grpc() {
         .unwrap();
     let layout = f.layout.unwrap();
     assert_eq!((layout.table_id, layout.table_version, layout.stripe, layout.chunk_size), (1, 1, 2, 1 << 20));
-    let again =
-        c.create(proto::CreateReq { header: h(), parent: d.id, name: "f".into(), mode: 0o644, exclusive: true });
+    let again = c.create(proto::CreateReq {
+        header: h(),
+        parent: d.id,
+        name: "f".into(),
+        mode: 0o644,
+        exclusive: true,
+        session: None,
+    });
     assert_eq!(code(again.await), StatusCode::AlreadyExists);
 
     let page = c
@@ -178,7 +191,10 @@ async fn meta_serves_the_namespace_over_grpc() {
 
     let set = proto::SetAttrReq { header: h(), inode: f.id, mode: Some(0o600), ..Default::default() };
     assert_eq!(c.set_attr(set).await.unwrap().into_inner().inode.unwrap().mode, 0o600);
-    let closed = c.close(proto::CloseReq { header: h(), inode: f.id, length_hint: 5000, wrote: true }).await.unwrap();
+    let closed = c
+        .close(proto::CloseReq { header: h(), inode: f.id, length_hint: 5000, wrote: true, session_id: 0 })
+        .await
+        .unwrap();
     assert_eq!(closed.into_inner().inode.unwrap().length, 5000);
     let got = c.get_attr(proto::GetAttrReq { header: h(), inode: f.id }).await.unwrap().into_inner().inode.unwrap();
     assert_eq!((got.length, got.mode), (5000, 0o600));
@@ -258,7 +274,14 @@ async fn embedded_store_survives_a_restart_in_process() {
 
     let server = t3fs_meta::start(config.clone()).await.unwrap();
     let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
-    let f = c.create(proto::CreateReq { header: h(), parent: 1, name: "f".into(), mode: 0o644, exclusive: true });
+    let f = c.create(proto::CreateReq {
+        header: h(),
+        parent: 1,
+        name: "f".into(),
+        mode: 0o644,
+        exclusive: true,
+        session: None,
+    });
     let f = f.await.unwrap().into_inner().inode.unwrap();
     // Shut down while the client still holds its connection open.
     tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await.expect("shutdown is prompt");
@@ -267,7 +290,14 @@ async fn embedded_store_survives_a_restart_in_process() {
     let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
     let looked = c.lookup(proto::LookupReq { header: h(), parent: 1, name: "f".into() }).await.unwrap();
     assert_eq!(looked.into_inner().inode.unwrap(), f);
-    let g = c.create(proto::CreateReq { header: h(), parent: 1, name: "g".into(), mode: 0o644, exclusive: true });
+    let g = c.create(proto::CreateReq {
+        header: h(),
+        parent: 1,
+        name: "g".into(),
+        mode: 0o644,
+        exclusive: true,
+        session: None,
+    });
     assert!(g.await.unwrap().into_inner().inode.unwrap().id > f.id, "ids are never reused after a restart");
     drop(c);
     server.shutdown().await;
@@ -287,6 +317,7 @@ async fn rename_link_symlink_batch_stat_and_xattrs_over_grpc() {
         name: name.to_string().into(),
         mode: 0o644,
         exclusive: true,
+        session: None,
     };
     let a = c.create(create("a")).await.unwrap().into_inner().inode.unwrap();
     let b = c.create(create("b")).await.unwrap().into_inner().inode.unwrap();
@@ -317,8 +348,10 @@ async fn rename_link_symlink_batch_stat_and_xattrs_over_grpc() {
     assert_eq!(code(c.symlink(too_long).await), StatusCode::NameTooLong);
 
     let stat = c.batch_stat(proto::BatchStatReq { header: h(), inodes: vec![a.id, b.id, 1] }).await.unwrap();
-    let found: Vec<bool> = stat.into_inner().entries.iter().map(|e| e.found).collect();
-    assert_eq!(found, vec![true, false, true]);
+    let entries = stat.into_inner().entries;
+    // b lost its last link in the rename: it waits for GC with nlink 0 (still found by id).
+    let found: Vec<(bool, u32)> = entries.iter().map(|e| (e.found, e.inode.as_ref().map_or(9, |i| i.nlink))).collect();
+    assert_eq!(found, vec![(true, 2), (true, 0), (true, 2)]);
 
     let set = proto::SetXattrReq {
         header: h(),

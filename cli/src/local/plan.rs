@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+/// How long a local cluster's meta waits before garbage-collecting an unlinked file.
+pub const LOCAL_GC_DELAY_MS: u64 = 1000;
+
 /// The persistent identity of a local cluster (`DIR/cluster.toml`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +195,9 @@ impl Plan {
         meta.chain_table_id = super::CHAIN_TABLE_ID;
         meta.chunk_size = cluster.shape.chunk_size;
         meta.metrics_listen = Some("127.0.0.1:0".into());
+        // A dev cluster frees the space of deleted files quickly (production default: 60 s).
+        meta.gc_delay_ms = LOCAL_GC_DELAY_MS;
+        meta.gc_interval_ms = 200;
         let storage = (0..cluster.shape.storage_servers)
             .map(|i| {
                 let node_id = FIRST_STORAGE_NODE_ID + i;

@@ -138,7 +138,8 @@ pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
 /// Waits (up to 5 s) until no live chunk of `inode` is left on any target; returns what is left.
 pub async fn wait_chunks_gone(env: &Env, inode: u64) -> Vec<proto::ChunkMeta> {
     let mut left = env.chunks_of(inode).await;
-    for _ in 0..100 {
+    // Meta's GC removes them `LOCAL_GC_DELAY_MS` after the unlink (or the last close).
+    for _ in 0..200 {
         if left.is_empty() {
             break;
         }

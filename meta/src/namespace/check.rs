@@ -1,7 +1,8 @@
 //! Test helper: a full consistency check of the namespace from the raw KV contents.
 //!
 //! Checks: every dentry names an existing inode of the recorded type; every inode except the root
-//! has a dentry (no orphans); a directory has exactly one dentry, in the directory its `parent`
+//! has a dentry (no orphans) unless it is a file with nlink 0 waiting in the GC queue (and every
+//! queue entry is such a file); write sessions belong to existing inodes; a directory has exactly one dentry, in the directory its `parent`
 //! names, and its parent chain reaches the root (no loops, nothing detached); a directory's nlink
 //! is 2 + its subdirectories, a file's or symlink's nlink its number of dentries; xattrs belong to
 //! existing inodes.
@@ -52,11 +53,28 @@ pub(super) async fn check_invariants(db: &Db) {
             *subdirs.entry(parent).or_default() += 1;
         }
     }
+    // Files whose last link went wait in the GC queue; every queue entry names such a file.
+    let mut queued = std::collections::HashSet::new();
+    for kv in scan(db, keys::GC_PREFIX).await {
+        let (_, id) = keys::gc_key_parts(&kv.key).expect("well-formed GC queue key");
+        let inode = inodes.get(&id.0).unwrap_or_else(|| panic!("GC queue entry of missing inode {id}"));
+        assert_eq!(inode.nlink, 0, "GC queue entry of linked inode {id}");
+        queued.insert(id.0);
+    }
+    for kv in scan(db, keys::SESSION_PREFIX).await {
+        let (id, _) = keys::session_key_parts(&kv.key).expect("well-formed write session key");
+        assert!(inodes.contains_key(&id.0), "write session of missing inode {id}");
+    }
     for (id, inode) in &inodes {
         let parents = links.get(id).cloned().unwrap_or_default();
         if *id == InodeId::ROOT.0 {
             assert!(parents.is_empty(), "the root has a dentry");
             assert_eq!(inode.nlink, 2 + subdirs.get(id).copied().unwrap_or(0), "root nlink");
+            continue;
+        }
+        if inode.nlink == 0 && inode.inode_type == t3fs_common::proto::InodeType::File as i32 {
+            assert!(parents.is_empty(), "unlinked file {id} still has a dentry");
+            assert!(queued.contains(id), "unlinked file {id} is not in the GC queue");
             continue;
         }
         assert!(!parents.is_empty(), "orphan inode {id}");

@@ -22,9 +22,12 @@ mod check;
 mod model_tests;
 mod mutate;
 pub mod perm;
+pub use gc_queue::Finish;
+mod gc_queue;
 #[cfg(test)]
 mod proptest_model;
 mod rename;
+mod sessions;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -311,8 +314,11 @@ impl MetaStore {
             })
             .await?;
             for kv in &page {
-                out.inodes += 1;
                 let inode = keys::decode_inode(keys::inode_id_of(&kv.key), &kv.value)?;
+                // Unlinked files waiting for GC still hold space but are no longer in the namespace.
+                if inode.nlink > 0 || is_dir(&inode) {
+                    out.inodes += 1;
+                }
                 if inode.inode_type == InodeType::File as i32 {
                     out.used_bytes = out.used_bytes.saturating_add(inode.length);
                 }
@@ -386,6 +392,13 @@ pub(crate) async fn get_entry_inode(
 
 pub(crate) fn put_inode(txn: &mut dyn Transaction, inode: &Inode) {
     txn.set(&keys::inode_key(InodeId(inode.id)), &keys::encode_inode(inode));
+}
+
+/// A file lost its last link: its inode stays (nlink 0, still readable through open handles) and
+/// goes into the GC queue, which removes its chunks and then the inode (`crate::gc`).
+pub(crate) fn retire_file(txn: &mut dyn Transaction, inode: &Inode, now: i64) {
+    put_inode(txn, inode);
+    txn.set(&keys::gc_key(u64::try_from(now).unwrap_or(0), InodeId(inode.id)), b"");
 }
 
 /// Deletes an inode and everything keyed by it (xattrs).

@@ -15,7 +15,7 @@ use t3fs_kv::{KvError, RangeOpts, Transaction};
 use super::perm::{self, S_ISGID, S_ISUID};
 use super::{
     Caller, MetaStore, delete_inode, get_dentry, get_dir, get_entry_inode, is_dir, must_inode, put_dentry, put_inode,
-    show,
+    retire_file, show,
 };
 use crate::{idem, keys};
 
@@ -231,6 +231,10 @@ impl MetaStore {
                 if is_dir(&target) {
                     return Err(perm::not_permitted(format!("hard link to directory {inode}")).into());
                 }
+                if target.nlink == 0 {
+                    // Unlinked, waiting for GC: it cannot come back.
+                    return Err(Error::not_found(format!("inode {inode} was unlinked")).into());
+                }
                 let now = now_ns();
                 target.nlink = target.nlink.checked_add(1).ok_or_else(|| Error::invalid("too many links"))?;
                 target.ctime_ns = now;
@@ -246,8 +250,8 @@ impl MetaStore {
 
     /// Removes `name` from `parent`. `is_dir`: rmdir (must be an empty directory, else NotDirectory /
     /// DirectoryNotEmpty); otherwise unlink (must not be a directory, else IsDirectory). Returns the
-    /// removed inode with its new `nlink`; at 0 the inode (and its xattrs) is gone and its chunks are
-    /// the caller's to free. A non-empty `request_id` makes a retry return the first result.
+    /// removed inode with its new `nlink`; at 0 a file goes to the GC queue (its chunks and inode
+    /// are removed after `gc_delay_ms`, once no write session holds it), anything else is gone. A non-empty `request_id` makes a retry return the first result.
     pub async fn remove(
         &self,
         caller: &Caller,
@@ -299,7 +303,9 @@ impl MetaStore {
                     (false, false) => {
                         inode.nlink = inode.nlink.saturating_sub(1);
                         inode.ctime_ns = now;
-                        if inode.nlink == 0 {
+                        if inode.nlink == 0 && inode.inode_type == InodeType::File as i32 {
+                            retire_file(txn, &inode, now);
+                        } else if inode.nlink == 0 {
                             delete_inode(txn, id);
                         } else {
                             put_inode(txn, &inode);

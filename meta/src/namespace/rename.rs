@@ -13,7 +13,7 @@
 //! parent (its `..` changes); type rules (NotDirectory / IsDirectory / DirectoryNotEmpty).
 use prost::Message;
 use t3fs_common::names::validate_name;
-use t3fs_common::proto::{DirEntry, Inode, RenameRsp};
+use t3fs_common::proto::{DirEntry, Inode, InodeType, RenameRsp};
 use t3fs_common::{Error, InodeId, Result, StatusCode, now_ns};
 use t3fs_kv::{KvError, Transaction};
 
@@ -232,7 +232,10 @@ async fn rename_txn(
             (false, false) => {
                 d.nlink = d.nlink.saturating_sub(1);
                 d.ctime_ns = now;
-                if d.nlink == 0 {
+                if d.nlink == 0 && d.inode_type == InodeType::File as i32 {
+                    super::retire_file(txn, &d, now);
+                    replaced = Some(d);
+                } else if d.nlink == 0 {
                     delete_inode(txn, InodeId(d.id));
                     replaced = Some(d);
                 } else {

@@ -143,8 +143,10 @@ async fn rmdir_requires_an_empty_directory() {
 
     let removed = s.remove(&user(), InodeId(d.id), b"f", false, "").await.unwrap();
     assert_eq!((removed.id, removed.nlink), (f.id, 0));
-    assert_eq!(removed.layout, f.layout, "the caller needs the layout to free chunks");
-    assert_eq!(s.getattr(InodeId(f.id)).await.unwrap_err().code, StatusCode::NotFound);
+    assert_eq!(removed.layout, f.layout);
+    // The file waits for GC: readable by id (open handles), gone from the namespace.
+    assert_eq!(s.getattr(InodeId(f.id)).await.unwrap().nlink, 0);
+    assert_eq!(s.gc_due(u64::MAX, 10).await.unwrap().iter().map(|e| e.1).collect::<Vec<_>>(), [InodeId(f.id)]);
 
     let removed = s.remove(&user(), ROOT, b"d", true, "").await.unwrap();
     assert_eq!(removed.id, d.id);

@@ -237,8 +237,10 @@ mod tests {
         assert_eq!(s.set_xattr(&u, ghost, b"user.a", b"", none).await.unwrap_err().code, StatusCode::NotFound);
         assert_eq!(s.list_xattr(InodeId(0)).await.unwrap_err().code, StatusCode::NotFound);
 
-        // Unlinking the last link deletes the xattrs with the inode.
+        // Unlinking the last link queues the file; collecting it deletes the xattrs with the inode.
         s.remove(&Caller::default(), root, b"f", false, "").await.unwrap();
+        let (t, id) = s.gc_due(u64::MAX, 1).await.unwrap()[0];
+        assert_eq!(s.gc_finish(t, id).await.unwrap(), crate::namespace::Finish::Collected);
         let (b, e) = keys::xattr_range(f);
         let left = t3fs_kv::run(&**s.db(), move |txn| {
             let (b, e) = (b.clone(), e.clone());

@@ -1,0 +1,77 @@
+//! Meta's GC of unlinked files on a real in-process cluster (mgmtd, meta, three storage servers;
+//! the local cluster's GC delay is `LOCAL_GC_DELAY_MS`): the chunks of an unlinked file disappear
+//! from every replica after the delay and then the inode goes; a file another client still has
+//! open for write is kept (and keeps taking writes) until that client closes it.
+use std::time::Duration;
+
+use t3fs_cli::local::inproc::LocalCluster;
+use t3fs_cli::local::plan::LOCAL_GC_DELAY_MS;
+use t3fs_client::{Client, UserInfo};
+use t3fs_common::{ChunkId, InodeId, StatusCode, TargetId};
+
+const CHUNK: usize = 1 << 20;
+
+/// Live chunk replicas of `inode` over every target.
+async fn replicas(c: &Client, inode: u64) -> usize {
+    let mut n = 0;
+    for t in &c.routing().info.targets {
+        for m in c.list_chunks(TargetId(t.target_id)).await.unwrap() {
+            if !m.removed && ChunkId::from_bytes(&m.chunk_id).unwrap().inode == InodeId(inode) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+async fn wait_replicas(c: &Client, inode: u64, want: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = replicas(c, inode).await;
+        if n == want || tokio::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlinked_files_are_collected_unless_open_for_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    let a = cluster.client().await.unwrap();
+    let b = cluster.client().await.unwrap();
+    let root = UserInfo::root();
+    let data = vec![5u8; 2 * CHUNK + 100];
+
+    // A closed file: unlinked, its 3 chunks x 3 replicas go after the delay, then the inode.
+    let f = a.create(&root, InodeId::ROOT, b"plain", 0o644, true).await.unwrap();
+    a.write(&f, 0, &data).await.unwrap();
+    a.close(&root, InodeId(f.id), data.len() as u64, true).await.unwrap();
+    assert_eq!(replicas(&a, f.id).await, 9);
+    let gone = b.remove(&root, InodeId::ROOT, b"plain", false).await.unwrap();
+    assert_eq!(gone.nlink, 0);
+    assert_eq!(wait_replicas(&a, f.id, 0).await, 0, "chunks of an unlinked file are collected");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.getattr(&root, InodeId(f.id)).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the inode outlived its chunks");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.getattr(&root, InodeId(f.id)).await.unwrap_err().code, StatusCode::NotFound);
+
+    // Open for write by A, unlinked by B: kept while A writes, collected after A closes.
+    let (w, session) = a.create_for_write(&root, InodeId::ROOT, b"written", 0o644, true).await.unwrap();
+    assert_ne!(session, 0);
+    a.write(&w, 0, &data[..CHUNK]).await.unwrap();
+    b.remove(&root, InodeId::ROOT, b"written", false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3 * LOCAL_GC_DELAY_MS)).await;
+    a.write(&w, CHUNK as u64, &data[CHUNK..]).await.unwrap();
+    assert_eq!(replicas(&a, w.id).await, 9, "a file open for write is not collected");
+    let closed = a.close_session(&root, InodeId(w.id), session, data.len() as u64, true).await.unwrap();
+    assert_eq!((closed.nlink, closed.length), (0, data.len() as u64));
+    assert_eq!(wait_replicas(&a, w.id, 0).await, 0, "collected once closed");
+
+    a.shutdown().await;
+    b.shutdown().await;
+    cluster.shutdown().await;
+}

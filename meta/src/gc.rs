@@ -1,0 +1,230 @@
+//! Garbage collection of unlinked files, and pruning of write sessions whose client died.
+//!
+//! Unlinking a file's last link (remove, or a rename over it) puts it in the GC queue
+//! (`namespace::gc_queue`); its inode stays, with nlink 0. Every meta server runs a [`spawn`]ed
+//! worker that, every `gc_interval_ms`, takes the files unlinked more than `gc_delay_ms` ago,
+//! oldest first, and for each:
+//! 1. skips it (moving it to the back of the queue) while a write session holds it;
+//! 2. removes its chunks on storage: a REMOVE update to the head of each chunk's chain, for every
+//!    chunk its length covers (a missing chunk is fine), 16 at a time, retried a few times;
+//! 3. deletes the inode, its xattrs and the queue entry in one transaction, unless a write session
+//!    appeared meanwhile.
+//!
+//! Any failure leaves the entry queued for the next pass, so GC is idempotent and survives meta
+//! restarts; several meta servers may work the same queue (the final step runs once). Chunks
+//! written past the length meta knows (a writer that crashed before reporting its length) are not
+//! found this way; exact lengths from storage come with lazy length (issue 5).
+//!
+//! Session pruning, every `session_prune_interval_ms`: write sessions whose client no longer has a
+//! client session at mgmtd (`ListClientSessions`), and that are older than one prune interval (so
+//! a client that just started is not pruned before mgmtd lists it), are deleted. Without an answer
+//! from mgmtd nothing is pruned.
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use t3fs_common::bulk::BulkClient;
+use t3fs_common::mgmtd_conn::MgmtdConn;
+use t3fs_common::proto::{self, InodeType, UpdateType, bulk_request};
+use t3fs_common::routing::RoutingCache;
+use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, now_ns};
+use tokio_util::sync::CancellationToken;
+
+use crate::namespace::{Finish, MetaStore};
+
+/// Most chunk removals in flight per file.
+const CHUNKS_IN_FLIGHT: usize = 16;
+/// Tries per chunk removal within one pass.
+const TRIES: u32 = 5;
+/// Files looked at per pass.
+const BATCH: usize = 256;
+
+/// What the GC worker needs.
+#[derive(Clone)]
+pub struct Gc {
+    pub store: Arc<MetaStore>,
+    pub routing: RoutingCache,
+    pub bulk: BulkClient,
+    /// The cluster token, for storage and mgmtd.
+    pub token: String,
+    pub delay: Duration,
+}
+
+/// Counts of one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub collected: usize,
+    pub held: usize,
+    pub failed: usize,
+    pub chunks_removed: u64,
+}
+
+impl Gc {
+    /// One pass over the due part of the queue.
+    pub async fn run_once(&self) -> Result<Pass> {
+        let now = u64::try_from(now_ns()).unwrap_or(0);
+        let before = now.saturating_sub(u64::try_from(self.delay.as_nanos()).unwrap_or(u64::MAX));
+        let mut pass = Pass::default();
+        for (unlinked, id) in self.store.gc_due(before, BATCH).await? {
+            if !self.store.sessions_of(id).await?.is_empty() {
+                self.store.gc_requeue(unlinked, id, now).await?;
+                pass.held += 1;
+                continue;
+            }
+            if let Some(inode) = self.store.gc_inode(id).await? {
+                match self.remove_chunks(&inode).await {
+                    Ok(n) => pass.chunks_removed += n,
+                    Err(e) => {
+                        tracing::warn!(inode = id.0, error = %e, "GC: removing chunks failed; retrying next pass");
+                        pass.failed += 1;
+                        continue;
+                    }
+                }
+            }
+            match self.store.gc_finish(unlinked, id).await? {
+                Finish::Collected => {
+                    tracing::debug!(inode = id.0, "GC: collected");
+                    pass.collected += 1;
+                }
+                Finish::Held => {
+                    self.store.gc_requeue(unlinked, id, now).await?;
+                    pass.held += 1;
+                }
+                Finish::Gone => {}
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Removes every chunk the file's length covers; returns how many removals were sent.
+    async fn remove_chunks(&self, inode: &proto::Inode) -> Result<u64> {
+        if inode.inode_type != InodeType::File as i32 || inode.length == 0 {
+            return Ok(0);
+        }
+        let Some(layout) = inode.layout.as_ref() else { return Ok(0) };
+        if layout.chunk_size == 0 {
+            return Err(Error::internal(format!("inode {} has chunk size 0", inode.id)));
+        }
+        let count = inode.length.div_ceil(u64::from(layout.chunk_size));
+        let count =
+            u32::try_from(count).map_err(|_| Error::internal(format!("inode {}: too many chunks", inode.id)))?;
+        let id = InodeId(inode.id);
+        let mut runs = futures::stream::iter(0..count)
+            .map(|index| self.remove_chunk(layout, id, index))
+            .buffer_unordered(CHUNKS_IN_FLIGHT);
+        while let Some(r) = runs.next().await {
+            r?;
+        }
+        Ok(u64::from(count))
+    }
+
+    /// One REMOVE to the head of the chunk's chain, retried on retryable errors.
+    async fn remove_chunk(&self, layout: &proto::Layout, inode: InodeId, index: u32) -> Result<()> {
+        let chunk = ChunkId::new(inode, index);
+        let request_id = t3fs_common::new_request_id();
+        let mut backoff = Duration::from_millis(20);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let res = async {
+                let routing = self.routing.get();
+                let chain = routing.chunk_chain(layout, index)?;
+                let head = routing.write_head(chain)?;
+                let addr = routing.bulk_addr(head)?;
+                let req = proto::BulkRequest {
+                    request_id: request_id.clone(),
+                    token: self.token.clone(),
+                    op: Some(bulk_request::Op::Update(proto::UpdateChunk {
+                        chain_id: chain.chain_id,
+                        chain_version: chain.chain_version,
+                        target_id: head.0,
+                        chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
+                        update_type: UpdateType::Remove as i32,
+                        offset: 0,
+                        chunk_size: layout.chunk_size,
+                        payload_crc32c: 0,
+                        update_version: 0,
+                        sync: false,
+                    })),
+                };
+                self.bulk.call(&addr, &req, &[]).await.map(|_| ())
+            }
+            .await;
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) if e.code == StatusCode::ChunkNotFound => return Ok(()),
+                Err(e) if e.is_retryable() && tries < TRIES => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => return Err(Error::new(e.code, format!("removing chunk {chunk}: {}", e.message))),
+            }
+        }
+    }
+}
+
+/// Runs GC passes every `interval` until `cancel` fires.
+pub fn spawn(gc: Gc, interval: Duration, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match gc.run_once().await {
+                Ok(p) if p != Pass::default() => tracing::info!(?p, "GC pass"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "GC pass failed; retrying"),
+            }
+        }
+    })
+}
+
+/// The client ids mgmtd lists as alive.
+pub async fn live_clients(conn: &MgmtdConn, token: &str) -> Result<HashSet<String>> {
+    let rsp = conn
+        .call(|mut c| {
+            let header = proto::RequestHeader {
+                request_id: t3fs_common::new_request_id(),
+                token: token.to_string(),
+                ..Default::default()
+            };
+            async move { c.list_client_sessions(proto::ListClientSessionsReq { header: Some(header) }).await }
+        })
+        .await?
+        .into_inner();
+    Ok(rsp.sessions.into_iter().map(|s| s.client_id).collect())
+}
+
+/// Prunes write sessions of dead clients every `interval` until `cancel` fires.
+pub fn spawn_session_pruner(
+    store: Arc<MetaStore>,
+    conn: MgmtdConn,
+    token: String,
+    interval: Duration,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let live = match live_clients(&conn, &token).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(error = %e, "session pruning: mgmtd did not answer; nothing pruned");
+                    continue;
+                }
+            };
+            let older_than = now_ns().saturating_sub(i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX));
+            match store.prune_sessions(&live, older_than).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "write sessions of dead clients pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning write sessions failed"),
+            }
+        }
+    })
+}
