@@ -140,6 +140,31 @@ impl proto::mgmtd_server::Mgmtd for Mgmtd {
     ) -> Result<Response<proto::RotateLastSrvRsp>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    // Node operations, preferred order, head rotation.
+    async fn disable_node(&self, _: Request<proto::DisableNodeReq>) -> Result<Response<proto::DisableNodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn enable_node(&self, _: Request<proto::EnableNodeReq>) -> Result<Response<proto::EnableNodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn unregister_node(
+        &self,
+        _: Request<proto::UnregisterNodeReq>,
+    ) -> Result<Response<proto::UnregisterNodeRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn set_preferred_order(
+        &self,
+        _: Request<proto::SetPreferredOrderReq>,
+    ) -> Result<Response<proto::SetPreferredOrderRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn rotate_chain_head(
+        &self,
+        _: Request<proto::RotateChainHeadReq>,
+    ) -> Result<Response<proto::RotateChainHeadRsp>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// One file (inode 2) under the root; enough meta for truncate, remove, rename and batch stat.
@@ -318,6 +343,7 @@ async fn cluster() -> Cluster {
                 chain_id: id,
                 chain_version: 1,
                 targets: ts.iter().map(|&t| serving(t)).collect(),
+                ..Default::default()
             })
             .collect(),
         targets: vec![target(101, 11, 1), target(102, 11, 2), target(201, 12, 1), target(202, 12, 2)],

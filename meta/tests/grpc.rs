@@ -79,6 +79,31 @@ impl Mgmtd for FakeMgmtd {
     ) -> Result<Response<proto::RotateLastSrvRsp>, Status> {
         Err(Status::unimplemented("fake mgmtd"))
     }
+    // Node operations, preferred order, head rotation.
+    async fn disable_node(&self, _: Request<proto::DisableNodeReq>) -> Result<Response<proto::DisableNodeRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+    async fn enable_node(&self, _: Request<proto::EnableNodeReq>) -> Result<Response<proto::EnableNodeRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+    async fn unregister_node(
+        &self,
+        _: Request<proto::UnregisterNodeReq>,
+    ) -> Result<Response<proto::UnregisterNodeRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+    async fn set_preferred_order(
+        &self,
+        _: Request<proto::SetPreferredOrderReq>,
+    ) -> Result<Response<proto::SetPreferredOrderRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
+    async fn rotate_chain_head(
+        &self,
+        _: Request<proto::RotateChainHeadReq>,
+    ) -> Result<Response<proto::RotateChainHeadRsp>, Status> {
+        Err(Status::unimplemented("fake mgmtd"))
+    }
 }
 
 async fn spawn_fake(fake: FakeMgmtd, cancel: CancellationToken) -> String {

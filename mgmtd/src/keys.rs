@@ -10,6 +10,7 @@
 //! | `CHIT` + table id (u32 BE) + table version (u32 BE) | `proto::ChainTable`, prost-encoded |
 //! | `SING` + `RoutingInfoVersion` | routing info version, u64 BE |
 //! | `SING` + `MgmtdLease` | the primary lease, `lease::Lease` prost-encoded |
+//! | `MGMT` + node id (u32 BE) | one mgmtd (primary or standby) announcing itself: `proto::NodeInfo` (type MGMTD, gRPC address, hostname, `last_heartbeat_ms` = its last announcement, Unix ms), prost-encoded |
 //!
 //! This is an on-disk format: never change an encoding, only add prefixes.
 
@@ -21,6 +22,8 @@ pub const TARGET: &[u8; 4] = b"TGIF";
 pub const CHAIN: &[u8; 4] = b"CHIF";
 /// Chain table records.
 pub const CHAIN_TABLE: &[u8; 4] = b"CHIT";
+/// mgmtd self-announcements (standbys included).
+pub const MGMTD: &[u8; 4] = b"MGMT";
 /// The routing info version singleton.
 pub const ROUTING_VERSION: &[u8] = b"SINGRoutingInfoVersion";
 /// The primary mgmtd's lease singleton.
@@ -35,6 +38,10 @@ fn with_prefix(prefix: &[u8; 4], rest: &[u8]) -> Vec<u8> {
 
 pub fn node(id: u32) -> Vec<u8> {
     with_prefix(NODE, &id.to_be_bytes())
+}
+
+pub fn mgmtd(id: u32) -> Vec<u8> {
+    with_prefix(MGMTD, &id.to_be_bytes())
 }
 
 pub fn target(id: u64) -> Vec<u8> {
@@ -61,6 +68,10 @@ fn suffix<const N: usize>(prefix: &[u8; 4], key: &[u8]) -> Option<[u8; N]> {
 
 pub fn parse_node(key: &[u8]) -> Option<u32> {
     suffix::<4>(NODE, key).map(u32::from_be_bytes)
+}
+
+pub fn parse_mgmtd(key: &[u8]) -> Option<u32> {
+    suffix::<4>(MGMTD, key).map(u32::from_be_bytes)
 }
 
 pub fn parse_target(key: &[u8]) -> Option<u64> {
@@ -101,6 +112,7 @@ mod tests {
         assert_eq!(chain_table(1, 2), b"CHIT\0\0\0\x01\0\0\0\x02");
         assert_eq!(ROUTING_VERSION, b"SINGRoutingInfoVersion");
         assert_eq!(LEASE, b"SINGMgmtdLease");
+        assert_eq!(mgmtd(2), b"MGMT\0\0\0\x02");
         assert_eq!(encode_version(258), vec![0, 0, 0, 0, 0, 0, 1, 2]);
     }
 
@@ -109,6 +121,8 @@ mod tests {
         assert_eq!(parse_node(&node(7)), Some(7));
         assert_eq!(parse_target(&target(u64::MAX)), Some(u64::MAX));
         assert_eq!(parse_chain(&chain(42)), Some(42));
+        assert_eq!(parse_mgmtd(&mgmtd(9)), Some(9));
+        assert_eq!(parse_mgmtd(&node(9)), None);
         assert_eq!(parse_chain_table(&chain_table(3, 9)), Some((3, 9)));
         assert_eq!(decode_version(&encode_version(77)), Some(77));
         assert_eq!(parse_node(&chain(7)), None);

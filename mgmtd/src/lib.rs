@@ -21,8 +21,10 @@
 //! After becoming primary, mgmtd bootstraps for `bootstrap_ms`: it collects heartbeats and changes
 //! no chain; routing info says `bootstrapping = true` meanwhile. See docs/mgmtd.md.
 //!
-//! Not yet (issue 3): admin chain updates (add/remove target, rotate), configs, users and tokens,
-//! client sessions, standbys listed in routing info.
+//! Admin operations: chains (`chain_admin`, `layout_admin`), nodes (`node_admin`); every mgmtd
+//! announces itself (`peers`) so the primary lists its standbys in routing info.
+//!
+//! Not yet (issue 3): configs, users and tokens, client sessions.
 pub mod chain_update;
 pub mod config;
 pub mod keys;
@@ -31,6 +33,7 @@ pub mod metrics;
 
 mod checker;
 mod election;
+mod peers;
 mod placement;
 mod service;
 mod state;
@@ -155,8 +158,11 @@ pub async fn start_with_db(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Se
     };
     let registry = t3fs_common::metrics::new_registry();
     let metrics = Arc::new(metrics::MgmtdMetrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner())));
-    let cluster =
-        Arc::new(Cluster::new(config.token.clone(), me, db.clone(), config.bootstrap_period()).with_metrics(metrics));
+    let cluster = Arc::new(
+        Cluster::new(config.token.clone(), me, db.clone(), config.bootstrap_period())
+            .with_metrics(metrics)
+            .with_heartbeat_timeout(Duration::from_millis(config.heartbeat_timeout_ms)),
+    );
     let timing = election::Timing {
         length: Duration::from_millis(config.lease_length_ms),
         interval: Duration::from_millis(config.extend_lease_interval_ms),

@@ -24,6 +24,10 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+/// Node operations, preferred order, head rotation, table versions, other mgmtd.
+#[path = "cluster_admin.rs"]
+mod cluster_admin;
+
 use crate::metrics::MgmtdMetrics;
 use crate::state::{ChainEdit, ClusterState, Delta, TablePlan};
 use crate::store;
@@ -38,6 +42,8 @@ struct Inner {
     bootstrap_until: Option<Instant>,
     /// The lease term `state` was loaded under; `None` on a standby (which writes nothing).
     term: Option<u64>,
+    /// The other mgmtd as published in routing info (`crate::peers`); empty on a standby.
+    peers: Vec<NodeInfo>,
 }
 
 /// Whether this mgmtd serves.
@@ -56,6 +62,8 @@ pub struct Cluster {
     me: NodeInfo,
     /// Bootstrapping period after each takeover.
     bootstrap: Duration,
+    /// A node silent for longer is failed (the checker's timeout; `EnableNode` uses it too).
+    heartbeat_timeout: Duration,
     role: std::sync::Mutex<Role>,
     inner: Mutex<Inner>,
     metrics: Arc<MgmtdMetrics>,
@@ -65,11 +73,18 @@ impl Cluster {
     /// A standby with no state; `crate::election` makes it primary. `bootstrap`: how long after a
     /// takeover no chain may change (see [`crate::Config::bootstrap_period`]).
     pub fn new(token: String, me: NodeInfo, db: Db, bootstrap: Duration) -> Self {
-        let inner = Inner { state: ClusterState::default(), db: Some(db), bootstrap_until: None, term: None };
+        let inner = Inner {
+            state: ClusterState::default(),
+            db: Some(db),
+            bootstrap_until: None,
+            term: None,
+            peers: Vec::new(),
+        };
         Self {
             token,
             me,
             bootstrap,
+            heartbeat_timeout: Duration::from_secs(30),
             role: std::sync::Mutex::new(Role::Standby { primary: None }),
             inner: Mutex::new(inner),
             metrics: Arc::default(),
@@ -79,6 +94,12 @@ impl Cluster {
     /// Publishes the state and RPC metrics in `metrics` (default: handles registered nowhere).
     pub fn with_metrics(mut self, metrics: Arc<MgmtdMetrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Sets the heartbeat timeout `EnableNode` judges liveness by (default 30 s).
+    pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
         self
     }
 
@@ -159,6 +180,7 @@ impl Cluster {
         inner.term = None;
         inner.state = ClusterState::default();
         inner.bootstrap_until = None;
+        inner.peers.clear();
         self.publish(inner);
     }
 
@@ -226,7 +248,9 @@ impl Cluster {
             let db = inner.db.as_ref().ok_or_else(|| Error::unavailable("mgmtd is shutting down"))?;
             let term = inner.term.ok_or_else(|| not_primary(None))?;
             let version = inner.state.version() + 1;
-            if let Err(e) = store::persist_as_primary(db.as_ref(), &delta.writes(version), self.me.node_id, term).await
+            let (writes, deletes) = (delta.writes(version), delta.delete_keys());
+            if let Err(e) =
+                store::persist_changes_as_primary(db.as_ref(), &writes, &deletes, self.me.node_id, term).await
             {
                 if e.code == StatusCode::NotPrimary {
                     tracing::warn!(term, error = %e, "lost the primary lease while writing; standing by");
@@ -268,7 +292,7 @@ impl Cluster {
         }
         let mut me = self.me.clone();
         me.last_heartbeat_ms = t3fs_common::now_ms();
-        Ok(Some(inner.state.routing_info(&me, inner.bootstrap_until.is_some())))
+        Ok(Some(inner.state.routing_info(&me, &inner.peers, inner.bootstrap_until.is_some())))
     }
 
     pub async fn create_chain_table(
@@ -478,7 +502,13 @@ impl Mgmtd for MgmtdService {
         let span = tracing::info_span!("create_chain_table", req = %request_id(&req.header), table = req.table_id);
         self.handle("create_chain_table", span, async {
             self.cluster.admit(&req.header)?;
-            let table = self.cluster.create_chain_table(req.table_id, req.replicas, &req.desc).await?;
+            let table = if req.new_version {
+                self.cluster.new_table_version(req.table_id, &req.chains, &req.desc).await?
+            } else if !req.chains.is_empty() {
+                return Err(Error::invalid("chains are given only for a new table version (new_version)"));
+            } else {
+                self.cluster.create_chain_table(req.table_id, req.replicas, &req.desc).await?
+            };
             Ok(proto::CreateChainTableRsp { table: Some(table) })
         })
         .await
@@ -513,6 +543,72 @@ impl Mgmtd for MgmtdService {
         self.handle("rotate_last_srv", span, async {
             self.cluster.admit(&req.header)?;
             Ok(proto::RotateLastSrvRsp { chain: Some(self.cluster.rotate_lastsrv(req.chain_id).await?) })
+        })
+        .await
+    }
+
+    async fn disable_node(
+        &self,
+        request: Request<proto::DisableNodeReq>,
+    ) -> Result<Response<proto::DisableNodeRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("disable_node", req = %request_id(&req.header), node = req.node_id);
+        self.handle("disable_node", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::DisableNodeRsp { node: Some(self.cluster.disable_node(req.node_id).await?) })
+        })
+        .await
+    }
+
+    async fn enable_node(
+        &self,
+        request: Request<proto::EnableNodeReq>,
+    ) -> Result<Response<proto::EnableNodeRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("enable_node", req = %request_id(&req.header), node = req.node_id);
+        self.handle("enable_node", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::EnableNodeRsp { node: Some(self.cluster.enable_node(req.node_id).await?) })
+        })
+        .await
+    }
+
+    async fn unregister_node(
+        &self,
+        request: Request<proto::UnregisterNodeReq>,
+    ) -> Result<Response<proto::UnregisterNodeRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("unregister_node", req = %request_id(&req.header), node = req.node_id);
+        self.handle("unregister_node", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::UnregisterNodeRsp { routing_version: self.cluster.unregister_node(req.node_id).await? })
+        })
+        .await
+    }
+
+    async fn set_preferred_order(
+        &self,
+        request: Request<proto::SetPreferredOrderReq>,
+    ) -> Result<Response<proto::SetPreferredOrderRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("set_preferred_order", req = %request_id(&req.header), chain = req.chain_id);
+        self.handle("set_preferred_order", span, async {
+            self.cluster.admit(&req.header)?;
+            let chain = self.cluster.set_preferred_order(req.chain_id, &req.target_ids).await?;
+            Ok(proto::SetPreferredOrderRsp { chain: Some(chain) })
+        })
+        .await
+    }
+
+    async fn rotate_chain_head(
+        &self,
+        request: Request<proto::RotateChainHeadReq>,
+    ) -> Result<Response<proto::RotateChainHeadRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("rotate_chain_head", req = %request_id(&req.header), chain = req.chain_id);
+        self.handle("rotate_chain_head", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::RotateChainHeadRsp { chain: Some(self.cluster.rotate_head(req.chain_id).await?) })
         })
         .await
     }

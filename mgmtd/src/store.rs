@@ -102,9 +102,23 @@ pub async fn persist(db: &dyn KvEngine, writes: &[Write]) -> Result<(), Error> {
 /// Writes `writes` atomically if mgmtd `node_id` still holds the primary lease in `term`
 /// (checked inside the same transaction, so a takeover makes it fail with `NotPrimary`).
 pub async fn persist_as_primary(db: &dyn KvEngine, writes: &[Write], node_id: u32, term: u64) -> Result<(), Error> {
+    persist_changes_as_primary(db, writes, &[], node_id, term).await
+}
+
+/// [`persist_as_primary`] that also deletes `deletes` in the same transaction.
+pub async fn persist_changes_as_primary(
+    db: &dyn KvEngine,
+    writes: &[Write],
+    deletes: &[Vec<u8>],
+    node_id: u32,
+    term: u64,
+) -> Result<(), Error> {
     t3fs_kv::run(db, |txn| {
         for (k, v) in writes {
             txn.set(k, v);
+        }
+        for k in deletes {
+            txn.clear(k);
         }
         // Nothing commits unless the check passes.
         Box::pin(async move { crate::lease::check_holder(txn, node_id, term).await })
@@ -152,6 +166,7 @@ mod tests {
             chain_id: 100001,
             chain_version: 1,
             targets: vec![ChainTarget { target_id: 7, public_state: PublicTargetState::Serving as i32 }],
+            preferred_order: vec![7],
         };
         let table = ChainTable { table_id: 1, version: 1, chains: vec![100001], desc: "d".into() };
         let writes =

@@ -38,7 +38,7 @@ impl FakeMgmtd {
             .map(|t| proto::ChainTarget { target_id: t, public_state: PublicTargetState::Serving as i32 })
             .to_vec();
         Self(Arc::new(Mutex::new(FakeState {
-            chain: proto::ChainInfo { chain_id: 1, chain_version: 1, targets },
+            chain: proto::ChainInfo { chain_id: 1, chain_version: 1, targets, ..Default::default() },
             version: 1,
             ..Default::default()
         })))
@@ -140,6 +140,37 @@ impl Mgmtd for FakeMgmtd {
         &self,
         _: tonic::Request<proto::RotateLastSrvReq>,
     ) -> Result<tonic::Response<proto::RotateLastSrvRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
+    // Node operations, preferred order, head rotation.
+    async fn disable_node(
+        &self,
+        _: tonic::Request<proto::DisableNodeReq>,
+    ) -> Result<tonic::Response<proto::DisableNodeRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
+    async fn enable_node(
+        &self,
+        _: tonic::Request<proto::EnableNodeReq>,
+    ) -> Result<tonic::Response<proto::EnableNodeRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
+    async fn unregister_node(
+        &self,
+        _: tonic::Request<proto::UnregisterNodeReq>,
+    ) -> Result<tonic::Response<proto::UnregisterNodeRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
+    async fn set_preferred_order(
+        &self,
+        _: tonic::Request<proto::SetPreferredOrderReq>,
+    ) -> Result<tonic::Response<proto::SetPreferredOrderRsp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("fake mgmtd"))
+    }
+    async fn rotate_chain_head(
+        &self,
+        _: tonic::Request<proto::RotateChainHeadReq>,
+    ) -> Result<tonic::Response<proto::RotateChainHeadRsp>, tonic::Status> {
         Err(tonic::Status::unimplemented("fake mgmtd"))
     }
 }
