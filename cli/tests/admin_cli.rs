@@ -159,6 +159,43 @@ async fn chain_admin(env: &Env) {
     }
 }
 
+/// rotate-head, set-preferred-order, a new table version, and node operation refusals (the
+/// state changes themselves are covered by mgmtd's tests).
+async fn node_and_layout_ops(env: &Env) {
+    let before = chain_of(env, 100_002).await;
+    let ids: Vec<u64> =
+        before["targets"].as_array().unwrap().iter().map(|t| t["target_id"].as_u64().unwrap()).collect();
+    let v = env.json(&["rotate-head", "100002"]).await;
+    let after: Vec<u64> = v["targets"].as_array().unwrap().iter().map(|t| t["target_id"].as_u64().unwrap()).collect();
+    assert_eq!(after, vec![ids[1], ids[2], ids[0]], "{v}");
+    assert_eq!(v["chain_version"].as_u64(), Some(before["chain_version"].as_u64().unwrap() + 1), "{v}");
+    let order = format!("{},{},{}", ids[0], ids[1], ids[2]);
+    let v = env.json(&["set-preferred-order", "100002", &order]).await;
+    assert_eq!(v["preferred_order"], serde_json::json!(ids), "{v}");
+    let s = env.ok(&["list-chains"]).await;
+    assert!(s.contains("PREFERRED") && s.contains(&order), "{s}");
+    let e = env.fails(&["set-preferred-order", "100002", &ids[0].to_string()]).await;
+    assert!(e.contains("missing"), "{e}");
+    assert_eq!(env.run(&["set-preferred-order", "100002"]).await.status.code(), Some(2), "targets or --clear");
+    let v = env.json(&["set-preferred-order", "100002", "--clear"]).await;
+    assert_eq!(v["preferred_order"], serde_json::json!([]), "{v}");
+
+    let v = env.json(&["create-chain-table", "--table-id", "1", "--new-version", "--chains", "100002,100001"]).await;
+    assert_eq!((v["version"].as_u64(), v["chains"].clone()), (Some(2), serde_json::json!([100002, 100001])), "{v}");
+    let e = env.fails(&["create-chain-table", "--table-id", "1", "--new-version", "--chains", "100009"]).await;
+    assert!(e.contains("100009"), "{e}");
+
+    let nodes = env.json(&["list-nodes"]).await;
+    let storage =
+        nodes["nodes"].as_array().unwrap().iter().find(|n| n["type"] == "STORAGE").unwrap()["node_id"].clone();
+    let e = env.fails(&["unregister-node", &storage.to_string()]).await;
+    assert!(e.contains("heartbeat-connected"), "{e}");
+    let e = env.fails(&["disable-node", "999999"]).await;
+    assert!(e.contains("not registered"), "{e}");
+    let e = env.fails(&["enable-node", "999999"]).await;
+    assert!(e.contains("not registered"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_commands_against_a_cluster() {
     let tmp = tempfile::tempdir().unwrap();
@@ -211,6 +248,7 @@ async fn admin_commands_against_a_cluster() {
     assert!(e.contains("storage nodes"), "{e}");
 
     chain_admin(&env).await;
+    node_and_layout_ops(&env).await;
 
     // --- Namespace.
     let v = env.json(&["mkdir", "-p", "/a/b/c"]).await;

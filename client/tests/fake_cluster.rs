@@ -324,6 +324,7 @@ async fn cluster() -> Cluster {
                 chain_id: id,
                 chain_version: 1,
                 targets: ts.iter().map(|&t| serving(t)).collect(),
+                ..Default::default()
             })
             .collect(),
         targets: vec![target(101, 11, 1), target(102, 11, 2), target(201, 12, 1), target(202, 12, 2)],

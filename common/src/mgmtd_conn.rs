@@ -13,7 +13,9 @@
 //! One [`MgmtdConn::call`] tries at most `addresses + 2` times without sleeping; when no mgmtd is
 //! primary (a takeover is under way) it fails with the last error, which is retryable, and the
 //! caller's own retry loop tries again later. `mgmtd_addr` in every config is a comma-separated
-//! list of addresses ([`parse_addrs`]).
+//! list of addresses ([`parse_addrs`]). The list grows with the mgmtd that routing info lists
+//! ([`MgmtdConn::learn`], called by `RoutingCache::refresh_via`), so a client configured with one
+//! address still finds the standbys when that one goes down; addresses are never dropped.
 use std::sync::{Arc, Mutex};
 
 use crate::routing::{MgmtdClient, connect_mgmtd};
@@ -54,6 +56,8 @@ pub fn parse_addrs(list: &str) -> Vec<String> {
 }
 
 struct State {
+    /// The configured addresses, then the learned ones.
+    addrs: Vec<String>,
     /// Where requests go now: a configured address or a primary some mgmtd named.
     target: String,
     /// Index of the configured address tried last (the next one follows it).
@@ -64,7 +68,6 @@ struct State {
 /// A connection to whichever mgmtd is primary. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct MgmtdConn {
-    addrs: Arc<[String]>,
     state: Arc<Mutex<State>>,
 }
 
@@ -74,12 +77,26 @@ impl MgmtdConn {
     pub fn new(list: &str) -> Result<Self, Error> {
         let addrs = parse_addrs(list);
         let first = addrs.first().cloned().ok_or_else(|| Error::invalid("mgmtd_addr lists no address"))?;
-        Ok(Self { addrs: addrs.into(), state: Arc::new(Mutex::new(State { target: first, idx: 0, client: None })) })
+        Ok(Self { state: Arc::new(Mutex::new(State { addrs, target: first, idx: 0, client: None })) })
     }
 
-    /// The configured addresses.
-    pub fn addrs(&self) -> &[String] {
-        &self.addrs
+    /// The addresses tried in turn: the configured ones, then the learned ones.
+    pub fn addrs(&self) -> Vec<String> {
+        self.lock().addrs.clone()
+    }
+
+    /// Adds mgmtd addresses (from routing info) to the list; returns how many were new.
+    pub fn learn<'a>(&self, addrs: impl IntoIterator<Item = &'a str>) -> usize {
+        let mut s = self.lock();
+        let mut added = 0;
+        for a in addrs.into_iter().map(str::trim).filter(|a| !a.is_empty()) {
+            if !s.addrs.iter().any(|o| o == a) {
+                tracing::debug!(addr = a, "learned a mgmtd address");
+                s.addrs.push(a.to_string());
+                added += 1;
+            }
+        }
+        added
     }
 
     /// The address requests go to now.
@@ -127,7 +144,7 @@ impl MgmtdConn {
                 s.client = None;
                 s.target = primary;
             }
-            _ => Self::next(&self.addrs, &mut s),
+            _ => Self::next(&mut s),
         }
         tracing::debug!(from = %target, to = %s.target, error = %e, "following the primary mgmtd");
         true
@@ -137,14 +154,14 @@ impl MgmtdConn {
     fn advance(&self, target: &str) {
         let mut s = self.lock();
         if s.target == target {
-            Self::next(&self.addrs, &mut s);
+            Self::next(&mut s);
         }
     }
 
-    fn next(addrs: &[String], s: &mut State) {
+    fn next(s: &mut State) {
         s.client = None;
-        s.idx = (s.idx + 1) % addrs.len();
-        s.target = addrs[s.idx].clone();
+        s.idx = (s.idx + 1) % s.addrs.len();
+        s.target = s.addrs[s.idx].clone();
     }
 
     /// Runs `f` against the primary mgmtd: on `NotPrimary` / `Unavailable` / `Timeout` it moves
@@ -155,7 +172,7 @@ impl MgmtdConn {
         F: FnMut(MgmtdClient) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let tries = self.addrs.len() + 2;
+        let tries = self.lock().addrs.len() + 2;
         let mut last = Error::unavailable("no mgmtd tried");
         for _ in 0..tries {
             let (target, client) = match self.client().await {
@@ -209,6 +226,18 @@ mod tests {
         assert!(parse_addrs(" , ").is_empty());
         assert!(MgmtdConn::new("").is_err());
         assert_eq!(MgmtdConn::new("x:1,y:2").unwrap().addrs(), ["x:1", "y:2"]);
+    }
+
+    #[test]
+    fn learned_addresses_join_the_rotation() {
+        let c = MgmtdConn::new("a:1").unwrap();
+        assert_eq!(c.learn(["a:1", " b:2", "", "b:2", "c:3"]), 2);
+        assert_eq!(c.addrs(), ["a:1", "b:2", "c:3"]);
+        assert_eq!(c.learn(["c:3"]), 0);
+        assert!(c.report("a:1", &Error::unavailable("down")));
+        assert_eq!(c.current(), "b:2");
+        assert!(c.report("b:2", &not_primary(None)));
+        assert_eq!(c.current(), "c:3");
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl RoutingCache {
     }
 
     /// Fetches routing info once from the primary mgmtd through `conn` (following a takeover);
-    /// returns whether it changed.
+    /// returns whether it changed. `conn` learns every mgmtd address the info lists.
     pub async fn refresh_via(&self, conn: &MgmtdConn, token: &str) -> Result<bool, Error> {
         let known = self.get().version();
         let rsp = conn
@@ -187,6 +187,11 @@ impl RoutingCache {
             })
             .await?
             .into_inner();
+        if let Some(info) = &rsp.info {
+            // Every mgmtd routing info lists (the primary and its standbys) joins the rotation.
+            let mgmtd = info.nodes.iter().filter(|n| n.node_type == proto::NodeType::Mgmtd as i32);
+            conn.learn(mgmtd.map(|n| n.grpc_addr.as_str()));
+        }
         Ok(self.install(rsp))
     }
 

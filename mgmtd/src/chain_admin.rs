@@ -35,16 +35,25 @@ impl ChainEdit {
     }
 }
 
-fn bumped(chain: &ChainInfo, targets: Vec<ChainTarget>) -> ChainInfo {
-    ChainInfo { chain_id: chain.chain_id, chain_version: chain.chain_version.saturating_add(1), targets }
+/// `chain` with `targets` and the next chain version; a preferred order keeps only targets still
+/// in the chain.
+pub(super) fn bumped(chain: &ChainInfo, targets: Vec<ChainTarget>) -> ChainInfo {
+    let preferred_order =
+        chain.preferred_order.iter().copied().filter(|id| targets.iter().any(|t| t.target_id == *id)).collect();
+    ChainInfo {
+        chain_id: chain.chain_id,
+        chain_version: chain.chain_version.saturating_add(1),
+        targets,
+        preferred_order,
+    }
 }
 
 impl ClusterState {
-    fn chain_or_not_found(&self, chain_id: u32) -> Result<&ChainInfo, Error> {
+    pub(super) fn chain_or_not_found(&self, chain_id: u32) -> Result<&ChainInfo, Error> {
         self.chains.get(&chain_id).ok_or_else(|| Error::not_found(format!("chain {chain_id} does not exist")))
     }
 
-    fn target_or_not_found(&self, target_id: u64) -> Result<&TargetInfo, Error> {
+    pub(super) fn target_or_not_found(&self, target_id: u64) -> Result<&TargetInfo, Error> {
         self.targets.get(&target_id).ok_or_else(|| Error::not_found(format!("target {target_id} does not exist")))
     }
 
@@ -329,7 +338,12 @@ mod tests {
         let mut one = ClusterState::default();
         one.chains.insert(
             5,
-            ChainInfo { chain_id: 5, chain_version: 1, targets: vec![ChainTarget { target_id: 1, public_state: L }] },
+            ChainInfo {
+                chain_id: 5,
+                chain_version: 1,
+                targets: vec![ChainTarget { target_id: 1, public_state: L }],
+                ..Default::default()
+            },
         );
         assert!(one.plan_rotate_lastsrv(5).is_err());
     }

@@ -31,7 +31,9 @@
 //! | 7 | any new LASTSRV | — | a SERVING exists | OFFLINE |
 //!
 //! Then the chain is reordered SERVING…, LASTSRV…, SYNCING…, WAITING…, OFFLINE…, stable within a
-//! group (the previous relative order is kept), so a failed target moves to the tail side. If any
+//! group (the previous relative order is kept), so a failed target moves to the tail side; when
+//! every target is SERVING and the chain has an admin-set preferred order, that order ([`prefer`]).
+//! If any
 //! state or the order changed, the chain version is bumped by one; otherwise nothing is returned.
 //!
 //! Choices where 3fs.md leaves room, all made in the safe direction:
@@ -58,13 +60,28 @@ use t3fs_common::proto::{ChainInfo, ChainTarget, LocalTargetState, PublicTargetS
 /// The chain to publish after applying the state machine, or `None` when nothing changes.
 /// `local` gives each target's current local state.
 pub fn next_chain(chain: &ChainInfo, local: impl Fn(u64) -> LocalTargetState) -> Option<ChainInfo> {
-    let targets = next_targets(&chain.targets, local);
+    let mut targets = next_targets(&chain.targets, local);
+    prefer(&mut targets, &chain.preferred_order);
     if targets == chain.targets {
         return None;
     }
     // 4 billion changes of one chain is beyond any lifetime; saturate rather than wrap, since a
     // wrapped version would look older to storage.
-    Some(ChainInfo { chain_id: chain.chain_id, chain_version: chain.chain_version.saturating_add(1), targets })
+    Some(ChainInfo {
+        chain_id: chain.chain_id,
+        chain_version: chain.chain_version.saturating_add(1),
+        targets,
+        preferred_order: chain.preferred_order.clone(),
+    })
+}
+
+/// While every target is SERVING, puts them in the admin-set `preferred` order (stable; targets it
+/// does not list go last). Otherwise, or with no preferred order, leaves the order alone.
+pub fn prefer(targets: &mut [ChainTarget], preferred: &[u64]) {
+    if preferred.is_empty() || !targets.iter().all(|t| public_of(t.public_state) == PublicTargetState::Serving) {
+        return;
+    }
+    targets.sort_by_key(|t| preferred.iter().position(|&p| p == t.target_id).unwrap_or(usize::MAX));
 }
 
 /// A public state as the state machine sees it (UNSPECIFIED and unknown values are OFFLINE).

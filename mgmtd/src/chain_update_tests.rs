@@ -18,7 +18,7 @@ fn ct(target_id: u64, s: P) -> ChainTarget {
 }
 
 fn chain(targets: Vec<ChainTarget>) -> ChainInfo {
-    ChainInfo { chain_id: 100_001, chain_version: 7, targets }
+    ChainInfo { chain_id: 100_001, chain_version: 7, targets, ..Default::default() }
 }
 
 fn state_of(c: &ChainInfo, id: u64) -> P {
@@ -197,6 +197,7 @@ fn unknown_states_count_as_offline() {
             ChainTarget { target_id: 2, public_state: 0 },
             ChainTarget { target_id: 3, public_state: 77 },
         ],
+        ..Default::default()
     };
     let c = next_chain(&c, |id| if id == 3 { L::Unspecified } else { ON }).unwrap();
     assert_eq!(c.targets, vec![ct(1, P::Serving), ct(2, P::Syncing), ct(3, P::Offline)]);
@@ -296,6 +297,7 @@ fn random_single_steps_keep_invariants() {
             chain_id: 9,
             chain_version: rng.random_range(1..1000),
             targets: (1..=n).map(|id| ct(id, PUBLIC[rng.random_range(0..PUBLIC.len())])).collect(),
+            ..Default::default()
         };
         let locals: HashMap<u64, L> = (1..=n).map(|id| (id, LOCAL[rng.random_range(0..LOCAL.len())])).collect();
         let got = next_chain(&old, |id| locals[&id]);
@@ -342,4 +344,30 @@ fn random_walks_never_lose_the_data() {
             );
         }
     }
+}
+
+#[test]
+fn preferred_order_applies_only_while_every_target_serves() {
+    let mut c = chain(vec![ct(1, P::Serving), ct(2, P::Serving), ct(3, P::Serving)]);
+    c.preferred_order = vec![3, 1, 2];
+    let all_up = |_: u64| UP;
+    let n = next_chain(&c, all_up).expect("reordered");
+    assert_eq!(n.targets.iter().map(|t| t.target_id).collect::<Vec<_>>(), vec![3, 1, 2]);
+    assert_eq!((n.chain_version, n.preferred_order.clone()), (c.chain_version + 1, vec![3, 1, 2]));
+    assert!(next_chain(&n, all_up).is_none(), "a fixed point");
+    // Target 3 fails: the state order rules (3 goes to the tail), not the preference.
+    let n = next_chain(&n, |id| if id == 3 { OFF } else { UP }).expect("3 failed");
+    assert_eq!(n.targets, vec![ct(1, P::Serving), ct(2, P::Serving), ct(3, P::Offline)]);
+    // It comes back: syncs behind the others, then leads again once everyone serves.
+    let n = next_chain(&n, |id| if id == 3 { ON } else { UP }).expect("3 syncs");
+    assert_eq!(n.targets[2], ct(3, P::Syncing));
+    let n = next_chain(&n, all_up).expect("3 serves");
+    assert_eq!(n.targets, vec![ct(3, P::Serving), ct(1, P::Serving), ct(2, P::Serving)]);
+    // Targets the preference does not list go last; listed ids not in the chain are ignored.
+    let mut t = vec![ct(4, P::Serving), ct(2, P::Serving), ct(1, P::Serving)];
+    prefer(&mut t, &[9, 1, 2]);
+    assert_eq!(t.iter().map(|t| t.target_id).collect::<Vec<_>>(), vec![1, 2, 4]);
+    let mut none = t.clone();
+    prefer(&mut none, &[]);
+    assert_eq!(none, t);
 }

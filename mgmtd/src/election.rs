@@ -8,6 +8,9 @@
 //! - KV error: nothing changes; a primary stops serving when its trusted window ends, and then
 //!   steps down (so it reloads if it ever takes the lease again).
 //!
+//! Each round also announces this mgmtd in the store and, on the primary, republishes the other
+//! mgmtd from their announcements ([`crate::peers`]); a failure there is logged, not fatal.
+//!
 //! The window starts when the call starts (before the transaction reads the wall clock), so the
 //! primary's trust always ends `lease_margin_ms` before the stored `lease_end_ms`; see
 //! [`crate::lease`] for the clock assumption.
@@ -20,6 +23,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::lease::{self, Candidate, Outcome};
+use crate::peers;
 use crate::service::Cluster;
 
 /// The lease settings (from [`crate::Config`]).
@@ -34,6 +38,11 @@ pub struct Timing {
 /// back) are for the caller to log.
 pub async fn step(cluster: &Cluster, db: &Db, timing: Timing) -> Result<(), Error> {
     let me = Candidate { node_id: cluster.me().node_id, grpc_addr: cluster.me().grpc_addr.clone() };
+    let now_ms = t3fs_common::now_ms();
+    let records = peers::announce(db.as_ref(), cluster.me(), now_ms)
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "could not announce this mgmtd; retrying next round"))
+        .ok();
     let held = cluster.held_term().await;
     let started = Instant::now();
     let valid_until = started + timing.length.saturating_sub(timing.margin);
@@ -53,6 +62,11 @@ pub async fn step(cluster: &Cluster, db: &Db, timing: Timing) -> Result<(), Erro
             let live = l.live(t3fs_common::now_ms());
             cluster.follow(live.then_some(l.grpc_addr)).await;
         }
+    }
+    if let Some(records) = records
+        && let Err(e) = cluster.update_peers(&records, now_ms, timing.length.as_millis() as u64).await
+    {
+        tracing::warn!(error = %e, "could not publish the other mgmtd");
     }
     Ok(())
 }

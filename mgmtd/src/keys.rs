@@ -14,6 +14,7 @@
 //! | `SING` + `UserTableVersion` | user table version, u64 BE |
 //! | `CSES` + client id (UTF-8 bytes) | `proto::ClientSession`, prost-encoded |
 //! | `CONF` + node type (u32 BE, the `proto::NodeType` value) | `proto::NodeConfig`, prost-encoded |
+//! | `MGMT` + node id (u32 BE) | one mgmtd (primary or standby) announcing itself: `proto::NodeInfo` (type MGMTD, gRPC address, hostname, `last_heartbeat_ms` = its last announcement, Unix ms), prost-encoded |
 //!
 //! This is an on-disk format: never change an encoding, only add prefixes.
 
@@ -27,6 +28,8 @@ pub const CHAIN: &[u8; 4] = b"CHIF";
 pub const CHAIN_TABLE: &[u8; 4] = b"CHIT";
 /// Config records (one per node type).
 pub const CONFIG: &[u8; 4] = b"CONF";
+/// mgmtd self-announcements (standbys included).
+pub const MGMTD: &[u8; 4] = b"MGMT";
 /// The routing info version singleton.
 pub const ROUTING_VERSION: &[u8] = b"SINGRoutingInfoVersion";
 /// The primary mgmtd's lease singleton.
@@ -47,6 +50,10 @@ fn with_prefix(prefix: &[u8; 4], rest: &[u8]) -> Vec<u8> {
 
 pub fn node(id: u32) -> Vec<u8> {
     with_prefix(NODE, &id.to_be_bytes())
+}
+
+pub fn mgmtd(id: u32) -> Vec<u8> {
+    with_prefix(MGMTD, &id.to_be_bytes())
 }
 
 pub fn target(id: u64) -> Vec<u8> {
@@ -96,6 +103,10 @@ pub fn parse_node(key: &[u8]) -> Option<u32> {
     suffix::<4>(NODE, key).map(u32::from_be_bytes)
 }
 
+pub fn parse_mgmtd(key: &[u8]) -> Option<u32> {
+    suffix::<4>(MGMTD, key).map(u32::from_be_bytes)
+}
+
 pub fn parse_target(key: &[u8]) -> Option<u64> {
     suffix::<8>(TARGET, key).map(u64::from_be_bytes)
 }
@@ -139,6 +150,7 @@ mod tests {
         assert_eq!(ROUTING_VERSION, b"SINGRoutingInfoVersion");
         assert_eq!(LEASE, b"SINGMgmtdLease");
         assert_eq!(config(3), b"CONF\0\0\0\x03");
+        assert_eq!(mgmtd(2), b"MGMT\0\0\0\x02");
         assert_eq!(encode_version(258), vec![0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(user(1000), b"USER\0\0\x03\xe8");
         assert_eq!(session("c-1"), b"CSESc-1");
@@ -153,6 +165,8 @@ mod tests {
         assert_eq!(parse_node(&node(7)), Some(7));
         assert_eq!(parse_target(&target(u64::MAX)), Some(u64::MAX));
         assert_eq!(parse_chain(&chain(42)), Some(42));
+        assert_eq!(parse_mgmtd(&mgmtd(9)), Some(9));
+        assert_eq!(parse_mgmtd(&node(9)), None);
         assert_eq!(parse_chain_table(&chain_table(3, 9)), Some((3, 9)));
         assert_eq!(parse_config(&config(2)), Some(2));
         assert_eq!(parse_config(&node(2)), None);

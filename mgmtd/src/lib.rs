@@ -22,10 +22,10 @@
 //! no chain; routing info says `bootstrapping = true` meanwhile. See docs/mgmtd.md.
 //!
 //! Configs per node type are stored here and pushed with heartbeat replies (`configs.rs`, a child
-//! of `service`; see docs/mgmtd.md "Configs").
-//!
-//! Not yet (issue 3): admin chain updates (add/remove target, rotate), users and tokens,
-//! client sessions, standbys listed in routing info.
+//! of `service`; see docs/mgmtd.md "Configs"). Users, tokens and client sessions: `accounts`,
+//! `accounts_service`. Admin operations: chains (`chain_admin`, `layout_admin`), nodes
+//! (`node_admin`); every mgmtd announces itself (`peers`) so the primary lists its standbys in
+//! routing info.
 mod accounts;
 mod accounts_service;
 pub mod chain_update;
@@ -36,6 +36,7 @@ pub mod metrics;
 
 mod checker;
 mod election;
+mod peers;
 mod placement;
 mod service;
 mod state;
@@ -164,7 +165,8 @@ pub async fn start_with_db(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Se
     let cluster = Arc::new(
         Cluster::new(config.token.clone(), me, db.clone(), config.bootstrap_period())
             .with_metrics(metrics)
-            .with_session_timeout(Duration::from_millis(config.client_session_timeout_ms)),
+            .with_session_timeout(Duration::from_millis(config.client_session_timeout_ms))
+            .with_heartbeat_timeout(Duration::from_millis(config.heartbeat_timeout_ms)),
     );
     let timing = election::Timing {
         length: Duration::from_millis(config.lease_length_ms),

@@ -28,6 +28,10 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+/// Node operations, preferred order, head rotation, table versions, other mgmtd.
+#[path = "cluster_admin.rs"]
+mod cluster_admin;
+
 use self::configs::Configs;
 use crate::accounts::Accounts;
 use crate::metrics::MgmtdMetrics;
@@ -51,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) term: Option<u64>,
     /// Configs per node type (`configs.rs`), loaded with `state`.
     configs: Configs,
+    /// The other mgmtd as published in routing info (`crate::peers`); empty on a standby.
+    peers: Vec<NodeInfo>,
 }
 
 /// Whether this mgmtd serves.
@@ -69,6 +75,8 @@ pub struct Cluster {
     me: NodeInfo,
     /// Bootstrapping period after each takeover.
     bootstrap: Duration,
+    /// A node silent for longer is failed (the checker's timeout; `EnableNode` uses it too).
+    heartbeat_timeout: Duration,
     role: std::sync::Mutex<Role>,
     inner: Mutex<Inner>,
     pub(crate) metrics: Arc<MgmtdMetrics>,
@@ -89,11 +97,13 @@ impl Cluster {
             bootstrap_until: None,
             term: None,
             configs: Configs::default(),
+            peers: Vec::new(),
         };
         Self {
             token,
             me,
             bootstrap,
+            heartbeat_timeout: Duration::from_secs(30),
             role: std::sync::Mutex::new(Role::Standby { primary: None }),
             inner: Mutex::new(inner),
             metrics: Arc::default(),
@@ -111,6 +121,12 @@ impl Cluster {
     /// Publishes the state and RPC metrics in `metrics` (default: handles registered nowhere).
     pub fn with_metrics(mut self, metrics: Arc<MgmtdMetrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Sets the heartbeat timeout `EnableNode` judges liveness by (default 30 s).
+    pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
         self
     }
 
@@ -195,6 +211,7 @@ impl Cluster {
         self.set_users(&inner.accounts);
         inner.configs = Configs::default();
         inner.bootstrap_until = None;
+        inner.peers.clear();
         self.publish(inner);
     }
 
@@ -292,7 +309,7 @@ impl Cluster {
     async fn commit(&self, inner: &mut Inner, delta: Delta) -> Result<u64, Error> {
         if delta.visible {
             let version = inner.state.version() + 1;
-            self.persist(inner, &delta.writes(version)).await?;
+            self.write(inner, &delta.writes(version), &delta.delete_keys()).await?;
             inner.state.apply(delta, Some(version));
         } else {
             inner.state.apply(delta, None);
@@ -333,7 +350,7 @@ impl Cluster {
         }
         let mut me = self.me.clone();
         me.last_heartbeat_ms = t3fs_common::now_ms();
-        Ok(Some(inner.state.routing_info(&me, inner.bootstrap_until.is_some())))
+        Ok(Some(inner.state.routing_info(&me, &inner.peers, inner.bootstrap_until.is_some())))
     }
 
     pub async fn create_chain_table(
@@ -576,7 +593,13 @@ impl Mgmtd for MgmtdService {
         let span = tracing::info_span!("create_chain_table", req = %request_id(&req.header), table = req.table_id);
         self.handle("create_chain_table", span, async {
             self.cluster.admit(&req.header)?;
-            let table = self.cluster.create_chain_table(req.table_id, req.replicas, &req.desc).await?;
+            let table = if req.new_version {
+                self.cluster.new_table_version(req.table_id, &req.chains, &req.desc).await?
+            } else if !req.chains.is_empty() {
+                return Err(Error::invalid("chains are given only for a new table version (new_version)"));
+            } else {
+                self.cluster.create_chain_table(req.table_id, req.replicas, &req.desc).await?
+            };
             Ok(proto::CreateChainTableRsp { table: Some(table) })
         })
         .await
@@ -673,6 +696,72 @@ impl Mgmtd for MgmtdService {
         self.handle("get_config", span, async {
             self.cluster.admit(&req.header)?;
             Ok(proto::GetConfigRsp { config: Some(self.cluster.get_config(req.node_type).await?) })
+        })
+        .await
+    }
+
+    async fn disable_node(
+        &self,
+        request: Request<proto::DisableNodeReq>,
+    ) -> Result<Response<proto::DisableNodeRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("disable_node", req = %request_id(&req.header), node = req.node_id);
+        self.handle("disable_node", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::DisableNodeRsp { node: Some(self.cluster.disable_node(req.node_id).await?) })
+        })
+        .await
+    }
+
+    async fn enable_node(
+        &self,
+        request: Request<proto::EnableNodeReq>,
+    ) -> Result<Response<proto::EnableNodeRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("enable_node", req = %request_id(&req.header), node = req.node_id);
+        self.handle("enable_node", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::EnableNodeRsp { node: Some(self.cluster.enable_node(req.node_id).await?) })
+        })
+        .await
+    }
+
+    async fn unregister_node(
+        &self,
+        request: Request<proto::UnregisterNodeReq>,
+    ) -> Result<Response<proto::UnregisterNodeRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("unregister_node", req = %request_id(&req.header), node = req.node_id);
+        self.handle("unregister_node", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::UnregisterNodeRsp { routing_version: self.cluster.unregister_node(req.node_id).await? })
+        })
+        .await
+    }
+
+    async fn set_preferred_order(
+        &self,
+        request: Request<proto::SetPreferredOrderReq>,
+    ) -> Result<Response<proto::SetPreferredOrderRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("set_preferred_order", req = %request_id(&req.header), chain = req.chain_id);
+        self.handle("set_preferred_order", span, async {
+            self.cluster.admit(&req.header)?;
+            let chain = self.cluster.set_preferred_order(req.chain_id, &req.target_ids).await?;
+            Ok(proto::SetPreferredOrderRsp { chain: Some(chain) })
+        })
+        .await
+    }
+
+    async fn rotate_chain_head(
+        &self,
+        request: Request<proto::RotateChainHeadReq>,
+    ) -> Result<Response<proto::RotateChainHeadRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("rotate_chain_head", req = %request_id(&req.header), chain = req.chain_id);
+        self.handle("rotate_chain_head", span, async {
+            self.cluster.admit(&req.header)?;
+            Ok(proto::RotateChainHeadRsp { chain: Some(self.cluster.rotate_head(req.chain_id).await?) })
         })
         .await
     }

@@ -66,6 +66,12 @@ pub struct Delta {
     pub reported: Vec<u32>,
     /// Something routing-visible changed: persist the records and bump the version.
     pub visible: bool,
+    /// Node records to delete, with their liveness bookkeeping (`UnregisterNode`).
+    pub removed_nodes: Vec<u32>,
+    /// Target records to delete.
+    pub removed_targets: Vec<u64>,
+    /// Other keys to delete that the in-memory state does not hold (a stale mgmtd's record).
+    pub deletes: Vec<Vec<u8>>,
 }
 
 impl Delta {
@@ -79,9 +85,19 @@ impl Delta {
         w.push(store::version_write(version));
         w
     }
+
+    /// The keys this delta deletes.
+    pub fn delete_keys(&self) -> Vec<Vec<u8>> {
+        let mut d: Vec<Vec<u8>> = self.removed_nodes.iter().map(|&id| crate::keys::node(id)).collect();
+        d.extend(self.removed_targets.iter().map(|&id| crate::keys::target(id)));
+        d.extend(self.deletes.iter().cloned());
+        d
+    }
 }
 
 /// The result of planning `CreateChainTable`.
+// Built once per request and consumed at once: boxing the delta would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum TablePlan {
     /// The table already exists with the requested replica count: return it unchanged.
@@ -137,12 +153,21 @@ impl ClusterState {
         self.tables.extend(delta.tables.into_iter().map(|t| ((t.table_id, t.version), t)));
         self.seen.extend(delta.seen);
         self.reported.extend(delta.reported);
+        for id in delta.removed_nodes {
+            self.nodes.remove(&id);
+            self.seen.remove(&id);
+            self.reported.remove(&id);
+        }
+        for id in delta.removed_targets {
+            self.targets.remove(&id);
+        }
     }
 
-    /// The full routing info, with `mgmtd` (this process) first.
-    pub fn routing_info(&self, mgmtd: &NodeInfo, bootstrapping: bool) -> RoutingInfo {
-        let mut nodes = Vec::with_capacity(self.nodes.len() + 1);
+    /// The full routing info, with `mgmtd` (this process) first, then the other mgmtd (`peers`).
+    pub fn routing_info(&self, mgmtd: &NodeInfo, peers: &[NodeInfo], bootstrapping: bool) -> RoutingInfo {
+        let mut nodes = Vec::with_capacity(self.nodes.len() + 1 + peers.len());
         nodes.push(mgmtd.clone());
+        nodes.extend(peers.iter().filter(|n| n.node_id != mgmtd.node_id).cloned());
         nodes.extend(self.nodes.values().filter(|n| n.node_id != mgmtd.node_id).cloned());
         RoutingInfo {
             version: self.version,
@@ -213,10 +238,13 @@ impl ClusterState {
                 format!("node {} is already registered as {:?}", req.node_id, NodeType::try_from(old.node_type)),
             ));
         }
+        // A disabled node stays disabled across restarts (only EnableNode brings it back).
+        let disabled = self.nodes.get(&req.node_id).is_some_and(|n| n.status == NodeStatus::Disabled as i32);
+        let status = if disabled { NodeStatus::Disabled } else { NodeStatus::HeartbeatConnected };
         let node = NodeInfo {
             node_id: req.node_id,
             node_type: req.node_type,
-            status: NodeStatus::HeartbeatConnected as i32,
+            status: status as i32,
             grpc_addr: req.grpc_addr.clone(),
             bulk_addr: req.bulk_addr.clone(),
             hostname: req.hostname.clone(),
@@ -275,6 +303,8 @@ impl ClusterState {
                 t.local_state = lt.local_state;
                 t.used_bytes = lt.used_bytes;
                 t.disk_index = lt.disk_index;
+                t.free_bytes = lt.free_bytes;
+                t.capacity_bytes = lt.capacity_bytes;
                 if targets.insert(lt.target_id, t).is_some() {
                     return Err(Error::invalid(format!("target {} reported twice", lt.target_id)));
                 }
@@ -448,7 +478,12 @@ impl ClusterState {
             ChainTable { table_id, version: 1, chains: Vec::with_capacity(placed.len()), desc: desc.to_string() };
         for (i, members) in placed.into_iter().enumerate() {
             let chain_id = base + i as u32 + 1;
-            let mut chain = ChainInfo { chain_id, chain_version: 1, targets: Vec::with_capacity(members.len()) };
+            let mut chain = ChainInfo {
+                chain_id,
+                chain_version: 1,
+                targets: Vec::with_capacity(members.len()),
+                preferred_order: Vec::new(),
+            };
             for &target_id in &members {
                 chain.targets.push(ChainTarget { target_id, public_state: PublicTargetState::Serving as i32 });
             }
@@ -473,6 +508,14 @@ impl ClusterState {
 #[path = "chain_admin.rs"]
 mod chain_admin;
 pub use chain_admin::ChainEdit;
+
+/// Admin node operations (disable, enable, unregister).
+#[path = "node_admin.rs"]
+mod node_admin;
+
+/// Preferred chain order, head rotation, chain-table versions.
+#[path = "layout_admin.rs"]
+mod layout_admin;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -289,7 +289,7 @@ fn table_ids_are_validated() {
 fn routing_info_lists_mgmtd_first() {
     let s = cluster(Instant::now());
     let me = NodeInfo { node_id: 1, status: NodeStatus::PrimaryMgmtd as i32, ..Default::default() };
-    let info = s.routing_info(&me, true);
+    let info = s.routing_info(&me, &[], true);
     assert!(info.bootstrapping);
     assert_eq!(info.version, s.version());
     assert_eq!(info.nodes.iter().map(|n| n.node_id).collect::<Vec<_>>(), vec![1, 10, 20, 30]);

@@ -174,6 +174,7 @@ mod tests {
             chain_id: 100001,
             chain_version: 1,
             targets: vec![ChainTarget { target_id: 7, public_state: PublicTargetState::Serving as i32 }],
+            preferred_order: vec![7],
         };
         let table = ChainTable { table_id: 1, version: 1, chains: vec![100001], desc: "d".into() };
         let config = NodeConfig { node_type: NodeType::Storage as i32, version: 2, toml: "log = \"debug\"".into() };

@@ -200,7 +200,7 @@ async fn a_standby_takes_over_and_everyone_follows() {
         assert!(Instant::now() < deadline, "targets never appeared");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let req = proto::CreateChainTableReq { header: header(), table_id: 1, replicas: 3, desc: String::new() };
+    let req = proto::CreateChainTableReq { header: header(), table_id: 1, replicas: 3, ..Default::default() };
     conn.call(|mut c| {
         let req = req.clone();
         async move { c.create_chain_table(req).await }

@@ -82,7 +82,13 @@ async fn routing(c: &mut MgmtdClient, known: u64) -> Option<proto::RoutingInfo> 
 }
 
 async fn create_table(c: &mut MgmtdClient, id: u32, replicas: u32) -> Result<proto::ChainTable, tonic::Status> {
-    let req = proto::CreateChainTableReq { header: header(""), table_id: id, replicas, desc: "test".into() };
+    let req = proto::CreateChainTableReq {
+        header: header(""),
+        table_id: id,
+        replicas,
+        desc: "test".into(),
+        ..Default::default()
+    };
     Ok(c.create_chain_table(req).await?.into_inner().table.expect("reply carries the table"))
 }
 
@@ -550,7 +556,7 @@ async fn requests_without_the_cluster_token_are_refused() {
         assert_eq!(code(c.register_node(req).await.unwrap_err()), StatusCode::Unauthenticated);
         let req = proto::HeartbeatReq { header: token.clone(), node_id: 5, ..Default::default() };
         assert_eq!(code(c.heartbeat(req).await.unwrap_err()), StatusCode::Unauthenticated);
-        let req = proto::CreateChainTableReq { header: token.clone(), table_id: 1, replicas: 1, desc: String::new() };
+        let req = proto::CreateChainTableReq { header: token.clone(), table_id: 1, replicas: 1, ..Default::default() };
         assert_eq!(code(c.create_chain_table(req).await.unwrap_err()), StatusCode::Unauthenticated);
         let req = proto::UpdateChainReq { header: token.clone(), chain_id: 1, add_target: 1, remove_target: 0 };
         assert_eq!(code(c.update_chain(req).await.unwrap_err()), StatusCode::Unauthenticated);

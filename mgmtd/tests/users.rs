@@ -68,7 +68,7 @@ async fn who_may_do_what() {
     assert_eq!(code(add_user(&mut c, &alice, 7, "mallory", true).await), StatusCode::PermissionDenied);
     assert_eq!(code(list_users(&mut c, &alice).await), StatusCode::PermissionDenied);
     assert_eq!(code(user_table(&mut c, &alice, 0).await), StatusCode::PermissionDenied);
-    let table = proto::CreateChainTableReq { header: header(&alice), table_id: 1, replicas: 1, desc: String::new() };
+    let table = proto::CreateChainTableReq { header: header(&alice), table_id: 1, replicas: 1, ..Default::default() };
     assert_eq!(code(c.create_chain_table(table).await), StatusCode::PermissionDenied);
     // Storage and meta nodes register with the cluster token only; clients with any valid token.
     let reg = |token: &str, id, ty: NodeType| proto::RegisterNodeReq {

@@ -361,6 +361,11 @@ impl ChunkStore {
         self.inner.target
     }
 
+    /// The directory holding the chunk files (on the target's disk).
+    pub fn chunks_dir(&self) -> &Path {
+        &self.inner.chunks_dir
+    }
+
     /// Sum of the lengths of all live chunks.
     pub fn used_bytes(&self) -> u64 {
         self.inner.used_bytes.load(Ordering::Relaxed)

@@ -4,7 +4,8 @@
 //! configured deadline passes: mgmtd may come up after storage). Every request goes to the primary mgmtd
 //! through a [`MgmtdConn`] over the configured address list, which follows a takeover. Then a task sends a heartbeat every
 //! interval (or at once when woken, e.g. after a `SyncDone`) with one `LocalTarget` per target: its local
-//! state ([`crate::local_state`]), used bytes, and the chain version it knows. mgmtd derives public target
+//! state ([`crate::local_state`]), used bytes, free and total bytes of its file system ([`disk_space`]),
+//! and the chain version it knows. mgmtd derives public target
 //! states and chain membership from these reports. Every successful reply feeds the node's [`Fence`].
 //!
 //! Pushed configs: every heartbeat reports the hot config version applied ([`StorageHot`], see
@@ -13,6 +14,7 @@
 //! One that fails to parse, or would leave the fence delay at or below the heartbeat interval
 //! (hot items combined with the file's values), is logged and not applied.
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +90,25 @@ pub async fn register(mgmtd: &MgmtdConn, me: &NodeIdentity, timeout: Duration) -
     }
 }
 
+/// Free (available to unprivileged users) and total bytes of the file system holding `path`
+/// (`statvfs`), or `None` when it cannot be read.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is NUL-terminated and `st` is writable memory of the right type, which
+    // statvfs fills in when it returns 0 (only then is it read).
+    if unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 or u64).
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, avail, blocks) = (st.f_frsize as u64, st.f_bavail as u64, st.f_blocks as u64);
+    Some((avail.saturating_mul(frsize), blocks.saturating_mul(frsize)))
+}
+
 /// The per-target part of a heartbeat.
 pub fn local_targets(
     stores: &HashMap<TargetId, ChunkStore>,
@@ -100,12 +121,15 @@ pub fn local_targets(
         .iter()
         .map(|(id, store)| {
             let (local_state, chain_version) = states.observe(*id, &r);
+            let space = disk_space(store.chunks_dir());
             proto::LocalTarget {
                 target_id: id.0,
                 local_state: local_state as i32,
                 used_bytes: store.used_bytes(),
                 chain_version,
                 disk_index: disks.get(id).copied(),
+                free_bytes: space.map(|(free, _)| free),
+                capacity_bytes: space.map(|(_, total)| total),
             }
         })
         .collect();
@@ -206,4 +230,18 @@ pub fn spawn_heartbeats(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_space_of_a_real_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, total) = disk_space(dir.path()).expect("statvfs of a temp dir");
+        assert!(total > 0 && free <= total, "free {free} total {total}");
+        assert_eq!(disk_space(&dir.path().join("missing")), None);
+        assert_eq!(disk_space(Path::new("nul\0byte")), None);
+    }
 }

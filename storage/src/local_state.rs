@@ -200,6 +200,7 @@ mod tests {
                     chain_id: 7,
                     chain_version,
                     targets: vec![proto::ChainTarget { target_id: 1, public_state: state as i32 }],
+                    ..Default::default()
                 }],
                 targets: vec![proto::TargetInfo {
                     target_id: 1,

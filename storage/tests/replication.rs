@@ -84,7 +84,7 @@ async fn writes_replicate_head_to_tail() {
         .into_inner();
     assert_eq!(list.chunks, vec![meta.clone()]);
 
-    // Heartbeats report every target as up to date, with its used bytes and chain version.
+    // Heartbeats report every target as up to date, with its used bytes, chain version and disk space.
     tokio::time::sleep(Duration::from_millis(300)).await;
     {
         let s = c.mgmtd.0.lock().unwrap();
@@ -95,6 +95,8 @@ async fn writes_replicate_head_to_tail() {
             assert_eq!(t.target_id, u64::from(node) * 100 + 1);
             assert_eq!(t.local_state, proto::LocalTargetState::Uptodate as i32);
             assert_eq!((t.used_bytes, t.chain_version), (100_006, 1));
+            let (free, capacity) = (t.free_bytes.expect("free bytes"), t.capacity_bytes.expect("capacity"));
+            assert!(capacity > 0 && free <= capacity, "free {free} capacity {capacity}");
         }
     }
 

@@ -64,13 +64,16 @@ pub async fn list_targets(ctx: &Ctx) -> anyhow::Result<()> {
                     "public_state": public_state(t.public_state),
                     "local_state": local_state(t.local_state),
                     "used_bytes": t.used_bytes,
+                    "free_bytes": t.free_bytes,
+                    "capacity_bytes": t.capacity_bytes,
                 })
             })
             .collect();
         print_json(&json!({ "routing_version": info.version, "targets": targets }));
         return Ok(());
     }
-    let mut t = Table::new(&["TARGET", "NODE", "CHAIN", "PUBLIC", "LOCAL", "USED BYTES"]);
+    let mut t = Table::new(&["TARGET", "NODE", "CHAIN", "PUBLIC", "LOCAL", "USED BYTES", "FREE BYTES", "CAPACITY"]);
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     for x in &info.targets {
         t.row(vec![
             x.target_id.to_string(),
@@ -79,6 +82,8 @@ pub async fn list_targets(ctx: &Ctx) -> anyhow::Result<()> {
             public_state(x.public_state),
             local_state(x.local_state),
             x.used_bytes.to_string(),
+            opt(x.free_bytes),
+            opt(x.capacity_bytes),
         ]);
     }
     print!("{}", t.render());
@@ -91,19 +96,26 @@ fn chain_json(c: &proto::ChainInfo) -> Value {
         .iter()
         .map(|t| json!({ "target_id": t.target_id, "public_state": public_state(t.public_state) }))
         .collect();
-    json!({ "chain_id": c.chain_id, "chain_version": c.chain_version, "targets": targets })
+    json!({
+        "chain_id": c.chain_id,
+        "chain_version": c.chain_version,
+        "targets": targets,
+        "preferred_order": c.preferred_order,
+    })
 }
 
-const CHAIN_HEADER: [&str; 3] = ["CHAIN", "VERSION", "TARGETS (head -> tail)"];
+const CHAIN_HEADER: [&str; 4] = ["CHAIN", "VERSION", "TARGETS (head -> tail)", "PREFERRED"];
 
 fn chain_row(c: &proto::ChainInfo) -> Vec<String> {
     let targets: Vec<String> =
         c.targets.iter().map(|t| format!("{}({})", t.target_id, public_state(t.public_state))).collect();
-    vec![c.chain_id.to_string(), c.chain_version.to_string(), targets.join(" -> ")]
+    let preferred: Vec<String> = c.preferred_order.iter().map(|t| t.to_string()).collect();
+    let preferred = if preferred.is_empty() { "-".to_string() } else { preferred.join(",") };
+    vec![c.chain_id.to_string(), c.chain_version.to_string(), targets.join(" -> "), preferred]
 }
 
 /// Prints one chain (a command's result).
-fn print_chain(ctx: &Ctx, c: &proto::ChainInfo) {
+pub(super) fn print_chain(ctx: &Ctx, c: &proto::ChainInfo) {
     if ctx.json {
         print_json(&chain_json(c));
     } else {
@@ -163,16 +175,16 @@ pub async fn rotate_lastsrv(ctx: &Ctx, chain_id: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn table_json(t: &proto::ChainTable) -> Value {
+pub(super) fn table_json(t: &proto::ChainTable) -> Value {
     json!({ "table_id": t.table_id, "version": t.version, "chains": t.chains, "desc": t.desc })
 }
 
-fn table_row(t: &proto::ChainTable) -> Vec<String> {
+pub(super) fn table_row(t: &proto::ChainTable) -> Vec<String> {
     let chains: Vec<String> = t.chains.iter().map(|c| c.to_string()).collect();
     vec![t.table_id.to_string(), t.version.to_string(), t.chains.len().to_string(), chains.join(","), t.desc.clone()]
 }
 
-const TABLE_HEADER: [&str; 5] = ["TABLE", "VERSION", "#CHAINS", "CHAINS", "DESC"];
+pub(super) const TABLE_HEADER: [&str; 5] = ["TABLE", "VERSION", "#CHAINS", "CHAINS", "DESC"];
 
 /// `t3fs admin list-chain-tables`.
 pub async fn list_chain_tables(ctx: &Ctx) -> anyhow::Result<()> {
@@ -205,6 +217,7 @@ pub async fn create_chain_table(ctx: &Ctx, table_id: u32, replicas: u32, desc: &
             table_id,
             replicas,
             desc: desc.to_string(),
+            ..Default::default()
         })
         .await
         .map_err(|s| t3fs_common::Error::from_tonic(&s))

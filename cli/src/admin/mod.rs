@@ -2,7 +2,8 @@
 //!
 //! - Finding the cluster ([`conn`]): `--data-dir DIR` of a `t3fs local up` cluster, `--config FILE`
 //!   (any t3fs TOML with `mgmtd_addr` and `token`) or the `T3FS_CONFIG` variable.
-//! - Cluster and placement ([`cluster`]): nodes, targets, chains, chain tables.
+//! - Cluster and placement ([`cluster`]): nodes, targets, chains, chain tables; node and layout
+//!   operations ([`cluster_ops`]): disable/enable/unregister a node, preferred order, head rotation.
 //! - Users and sessions ([`users`]): user-add/remove/set-token/list, list-sessions.
 //! - Configs ([`config`]): the hot configs mgmtd pushes to storage and meta nodes.
 //! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica.
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 pub mod cluster;
+pub mod cluster_ops;
 pub mod config;
 pub mod conn;
 pub mod fsck;
@@ -66,17 +68,57 @@ pub enum AdminCmd {
     ListChains,
     /// Chain tables (id, version, chains, description).
     ListChainTables,
-    /// Create a chain table over every registered storage target.
+    /// Create a chain table over every free storage target; or, with --new-version --chains, the next
+    /// version of an existing table listing exactly those chains.
     CreateChainTable {
-        /// Id of the new table (> 0).
+        /// Id of the table (> 0).
         #[arg(long)]
         table_id: u32,
-        /// Replicas per chain (targets on distinct nodes).
-        #[arg(long)]
-        replicas: u32,
-        /// Free-form description.
+        /// Replicas per chain (targets on distinct nodes); required for a new table.
+        #[arg(long, required_unless_present = "new_version")]
+        replicas: Option<u32>,
+        /// Free-form description (for a new version: empty keeps the previous one).
         #[arg(long, default_value = "")]
         desc: String,
+        /// Create version latest+1 of an existing table instead of a new table.
+        #[arg(long, requires = "chains", conflicts_with = "replicas")]
+        new_version: bool,
+        /// Comma-separated chain ids of the new version, in order (with --new-version).
+        #[arg(long, value_name = "C1,C2,..", requires = "new_version")]
+        chains: Option<String>,
+    },
+    /// Take a node out of service: its targets count as offline (chains move on without them) until
+    /// enable-node. Its heartbeats are still accepted.
+    DisableNode {
+        /// Node id.
+        node_id: u32,
+    },
+    /// Put a disabled node back in service (its targets resync, then serve).
+    EnableNode {
+        /// Node id.
+        node_id: u32,
+    },
+    /// Forget a node that is failed or disabled and owns no target in any chain (or a stale mgmtd).
+    UnregisterNode {
+        /// Node id.
+        node_id: u32,
+    },
+    /// Set the order a chain's targets take while all of them serve (the first is the head).
+    #[command(group = clap::ArgGroup::new("order").required(true).args(["targets", "clear"]))]
+    SetPreferredOrder {
+        /// Chain id.
+        chain: u32,
+        /// Every target of the chain, comma-separated, head first.
+        #[arg(value_name = "T1,T2,..")]
+        targets: Option<String>,
+        /// Remove the chain's preferred order.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Move a chain's head behind its other SERVING targets (the next one leads). Bumps the chain version.
+    RotateHead {
+        /// Chain id.
+        chain: u32,
     },
     /// Add a free target to a chain (it syncs, then serves) or remove one (refused if no SERVING target
     /// would remain). Bumps the chain version.
@@ -230,9 +272,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::ListTargets => cluster::list_targets(&ctx).await,
         AdminCmd::ListChains => cluster::list_chains(&ctx).await,
         AdminCmd::ListChainTables => cluster::list_chain_tables(&ctx).await,
-        AdminCmd::CreateChainTable { table_id, replicas, desc } => {
-            cluster::create_chain_table(&ctx, table_id, replicas, &desc).await
+        AdminCmd::CreateChainTable { table_id, replicas, desc, new_version, chains } => match chains {
+            Some(chains) if new_version => cluster_ops::create_table_version(&ctx, table_id, &chains, &desc).await,
+            _ => cluster::create_chain_table(&ctx, table_id, replicas.unwrap_or(0), &desc).await,
+        },
+        AdminCmd::DisableNode { node_id } => {
+            cluster_ops::switch_node(&ctx, node_id, cluster_ops::NodeSwitch::Disable).await
         }
+        AdminCmd::EnableNode { node_id } => {
+            cluster_ops::switch_node(&ctx, node_id, cluster_ops::NodeSwitch::Enable).await
+        }
+        AdminCmd::UnregisterNode { node_id } => cluster_ops::unregister_node(&ctx, node_id).await,
+        AdminCmd::SetPreferredOrder { chain, targets, clear: _ } => {
+            cluster_ops::set_preferred_order(&ctx, chain, targets.as_deref()).await
+        }
+        AdminCmd::RotateHead { chain } => cluster_ops::rotate_head(&ctx, chain).await,
         AdminCmd::UpdateChain { chain, add, remove } => {
             cluster::update_chain(&ctx, chain, add.unwrap_or(0), remove.unwrap_or(0)).await
         }

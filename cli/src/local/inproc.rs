@@ -151,6 +151,7 @@ pub async fn ensure_chain_table(mgmtd_addr: &str, token: &str, shape: Shape) -> 
             table_id: CHAIN_TABLE_ID,
             replicas: shape.replicas,
             desc: "local cluster".into(),
+            ..Default::default()
         })
         .await
         .map_err(|s| t3fs_common::Error::from_tonic(&s))?

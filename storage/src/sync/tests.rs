@@ -83,6 +83,7 @@ fn routing(chain_version: u32, states: &[(u64, PublicTargetState)]) -> Routing {
                 .iter()
                 .map(|(t, s)| proto::ChainTarget { target_id: *t, public_state: *s as i32 })
                 .collect(),
+            ..Default::default()
         }],
         targets: states
             .iter()

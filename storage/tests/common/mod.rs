@@ -40,7 +40,7 @@ impl FakeMgmtd {
             .map(|t| proto::ChainTarget { target_id: t, public_state: PublicTargetState::Serving as i32 })
             .to_vec();
         Self(Arc::new(Mutex::new(FakeState {
-            chain: proto::ChainInfo { chain_id: 1, chain_version: 1, targets },
+            chain: proto::ChainInfo { chain_id: 1, chain_version: 1, targets, ..Default::default() },
             version: 1,
             ..Default::default()
         })))
