@@ -259,6 +259,34 @@ async fn admin_commands_against_a_cluster() {
     let e = env.fails(&["mkdir", "/a"]).await;
     assert!(e.contains("/a"), "{e}");
 
+    // set-layout: a directory's default layout, shown by stat, copied by mkdir, taken by new files.
+    env.ok(&["mkdir", "/lay"]).await;
+    let s = env.ok(&["set-layout", "/lay", "--chain-table", "1", "--chunk-size", "64K", "--stripe", "1"]).await;
+    assert!(s.contains("chunk size 65536, stripe 1"), "{s}");
+    let s = env.ok(&["stat", "/lay"]).await;
+    assert!(s.contains("default layout: chain table 1, chunk size 65536, stripe 1"), "{s}");
+    assert!(env.ok(&["stat", "/a"]).await.contains("default layout: none set"));
+    let v = env.json(&["mkdir", "-p", "/lay/x/../y/z"]).await;
+    assert_eq!(v["inode"]["default_layout"]["chunk_size"], 65536, "{v}");
+    assert_eq!(env.json(&["stat", "/lay/y"]).await["type"], "dir");
+    std::fs::write(env.local("small.bin"), pattern(100_000, 3)).unwrap();
+    env.ok(&["put", env.local("small.bin").to_str().unwrap(), "/lay/y/f"]).await;
+    let v = env.json(&["stat", "/lay/y/f"]).await;
+    assert_eq!((v["layout"]["chunk_size"].as_u64(), v["layout"]["stripe"].as_u64()), (Some(65536), Some(1)), "{v}");
+    let e = env.fails(&["mkdir", "-p", "/lay/y/f/deeper"]).await;
+    assert!(e.contains("not a directory"), "{e}");
+    let e = env.fails(&["set-layout", "/lay", "--chain-table", "9", "--chunk-size", "1M", "--stripe", "1"]).await;
+    assert!(e.contains("chain table 9"), "{e}");
+    let e = env.fails(&["set-layout", "/lay", "--chain-table", "1", "--chunk-size", "3000", "--stripe", "1"]).await;
+    assert!(e.contains("power of two"), "{e}");
+    let e = env.fails(&["set-layout", "/lay/y/f", "--chain-table", "1", "--chunk-size", "1M", "--stripe", "1"]).await;
+    assert!(e.contains("not a directory"), "{e}");
+    let e = env
+        .fails(&["--uid", "1000", "set-layout", "/lay", "--chain-table", "1", "--chunk-size", "1M", "--stripe", "1"])
+        .await;
+    assert!(e.contains("not permitted"), "{e}");
+    env.ok(&["rm", "-r", "/lay"]).await;
+
     // put/get: a 9.5 MiB file (10 chunks of 1 MiB, three 4 MiB pieces).
     let content = pattern(9 * (1 << 20) + (1 << 19), 7);
     std::fs::write(env.local("in.bin"), &content).unwrap();

@@ -5,7 +5,8 @@
 //!   their target states all come from it; nothing else is configured.
 //! - Metadata ([`meta`]): namespace RPCs to any meta node (meta is stateless, so every node serves
 //!   every request). On transport failure the client fails over to another meta node. Rename, links
-//!   and batch stat are in [`links`], extended attributes in [`xattr`].
+//!   and batch stat are in [`links`], extended attributes in [`xattr`], directory layouts, mkdirs and
+//!   real paths in [`dirs`].
 //! - Data ([`data`]): a file's byte range is split by chunk; reads go to any SERVING replica of the
 //!   chunk's chain, writes to the chain head (which replicates down the chain before it acks). Chunk
 //!   data rides the bulk plane, never gRPC.
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub mod batch;
 pub mod config;
 pub mod data;
+pub mod dirs;
 pub mod links;
 pub mod meta;
 pub mod session;
@@ -39,6 +41,7 @@ pub use batch::{
 };
 pub use config::{ClientConfig, UserInfo};
 pub use data::{ChunkOp, ChunkPiece};
+pub use dirs::DirLayout;
 pub use links::RenameFlags;
 pub use meta::SetAttr;
 pub use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};

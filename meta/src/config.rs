@@ -40,6 +40,10 @@ pub struct Config {
     /// Chain table new files are placed on (its newest version).
     #[serde(default = "default_chain_table_id")]
     pub chain_table_id: u32,
+    /// Inode id counter shards set up when a store first uses sharded allocation (1 ..= 1024,
+    /// default 32 as 3FS); a store keeps the count it was set up with (see docs/meta.md).
+    #[serde(default = "default_inode_alloc_shards")]
+    pub inode_alloc_shards: u32,
     /// How often the server heartbeats to mgmtd, in milliseconds.
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
@@ -96,6 +100,9 @@ fn default_stripe() -> u32 {
 fn default_chain_table_id() -> u32 {
     1
 }
+fn default_inode_alloc_shards() -> u32 {
+    crate::alloc::DEFAULT_SHARDS
+}
 fn default_heartbeat_interval_ms() -> u64 {
     1000
 }
@@ -134,6 +141,7 @@ impl Config {
             chunk_size: default_chunk_size(),
             stripe: default_stripe(),
             chain_table_id: default_chain_table_id(),
+            inode_alloc_shards: default_inode_alloc_shards(),
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             routing_refresh_ms: default_routing_refresh_ms(),
             idempotency_ttl_ms: default_idempotency_ttl_ms(),
@@ -153,6 +161,11 @@ impl Config {
         crate::RootAttrs { uid: self.root_uid, gid: self.root_gid, mode: self.root_mode }
     }
 
+    /// Options applied when the store is fresh (root directory, id counter shards).
+    pub fn open_options(&self) -> crate::OpenOptions {
+        crate::OpenOptions { root: self.root_attrs(), id_shards: self.inode_alloc_shards }
+    }
+
     /// Checks values the server cannot run with.
     pub fn validate(&self) -> Result<()> {
         let cs = self.chunk_size;
@@ -163,6 +176,13 @@ impl Config {
         }
         if self.stripe == 0 {
             return Err(Error::invalid("stripe must be > 0"));
+        }
+        if !(1..=crate::alloc::MAX_SHARDS).contains(&self.inode_alloc_shards) {
+            return Err(Error::invalid(format!(
+                "inode_alloc_shards {} must be in 1..={}",
+                self.inode_alloc_shards,
+                crate::alloc::MAX_SHARDS
+            )));
         }
         t3fs_common::config::check_advertise("advertise", self.advertise.as_deref())?;
         if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 || self.idempotency_clean_interval_ms == 0 {
@@ -217,6 +237,11 @@ mod tests {
         c.stripe = 0;
         assert!(c.validate().is_err());
         c.stripe = 1;
+        c.inode_alloc_shards = 0;
+        assert!(c.validate().is_err());
+        c.inode_alloc_shards = 1025;
+        assert!(c.validate().is_err());
+        c.inode_alloc_shards = 1;
         c.heartbeat_interval_ms = 0;
         assert!(c.validate().is_err());
         c.heartbeat_interval_ms = 1;

@@ -4,7 +4,9 @@
 //! |---|---|---|
 //! | `INOD` + inode id (u64, 8 B little-endian) | prost `proto::Inode` | LE spreads sequential ids over shards (as 3FS) |
 //! | `DENT` + parent id (u64, 8 B LE) + raw name bytes | prost `proto::DirEntry` | one directory = one contiguous key range; readdir is a range scan in byte order of names |
-//! | `SING` + `inode-alloc` | u64 LE: the next unallocated inode id | ids are handed out in batches of [`ID_BATCH`] |
+//! | `SING` + `inode-alloc` | u64 LE: the next unallocated inode id | the old single counter: `u64::MAX` once migrated ([`crate::alloc`]) |
+//! | `SING` + `inode-alloc-meta` | shards (u32 LE) + base batch (u64 LE) | fixed parameters of the sharded id counters |
+//! | `SING` + `inode-alloc-shard` + shard (u32 LE) | u64 LE: batches this shard has handed out | ids are handed out in batches of [`ID_BATCH`] |
 //! | `XATR` + inode id (u64, 8 B LE) + raw xattr name | raw value bytes | one inode's xattrs = one contiguous range |
 //! | `IDEM` + request id (UTF-8 bytes) | prost [`crate::idem::IdemRecord`] | result of a remove/rename, expires after a TTL |
 //! | `GCQU` + unlink time (ns, u64 BE) + inode id (u64 LE) | empty | a file whose last link went, waiting for GC (its `INOD` stays, nlink 0) |
@@ -28,6 +30,10 @@ pub const GC_PREFIX: &[u8; 4] = b"GCQU";
 pub const SESSION_PREFIX: &[u8; 4] = b"INOS";
 /// The inode id allocation counter.
 pub const INODE_ALLOC_KEY: &[u8] = b"SINGinode-alloc";
+/// The sharded allocation's fixed parameters ([`crate::alloc::AllocMeta`]).
+pub const INODE_ALLOC_META_KEY: &[u8] = b"SINGinode-alloc-meta";
+/// Prefix of the shard counters (`+ shard`, u32 LE).
+pub const INODE_ALLOC_SHARD_PREFIX: &[u8] = b"SINGinode-alloc-shard";
 /// The first id the allocator hands out; ids below are reserved for system inodes (root = 1).
 pub const FIRST_ALLOC_ID: u64 = 0x1000;
 /// Ids taken from the counter per KV transaction (3FS: 4096, so creates rarely touch the counter).
@@ -172,6 +178,33 @@ pub fn session_key_parts(key: &[u8]) -> Option<(InodeId, u64)> {
     Some((InodeId(u64::from_le_bytes(id)), u64::from_be_bytes(s)))
 }
 
+/// `SINGinode-alloc-shard` + shard (4 B LE).
+pub fn shard_counter_key(shard: u32) -> Vec<u8> {
+    let mut k = INODE_ALLOC_SHARD_PREFIX.to_vec();
+    k.extend_from_slice(&shard.to_le_bytes());
+    k
+}
+
+/// shards (u32 LE) + base batch (u64 LE).
+pub fn encode_alloc_meta(meta: &crate::alloc::AllocMeta) -> Vec<u8> {
+    let mut v = meta.shards.to_le_bytes().to_vec();
+    v.extend_from_slice(&meta.base.to_le_bytes());
+    v
+}
+
+pub fn decode_alloc_meta(value: &[u8]) -> Result<crate::alloc::AllocMeta, Error> {
+    let bad = || Error::internal(format!("corrupt inode-alloc-meta: {} bytes", value.len()));
+    if value.len() != 12 {
+        return Err(bad());
+    }
+    let shards = u32::from_le_bytes(value[..4].try_into().map_err(|_| bad())?);
+    let base = u64::from_le_bytes(value[4..].try_into().map_err(|_| bad())?);
+    if shards == 0 {
+        return Err(Error::internal("corrupt inode-alloc-meta: 0 shards"));
+    }
+    Ok(crate::alloc::AllocMeta { shards, base })
+}
+
 pub fn encode_inode(inode: &Inode) -> Vec<u8> {
     inode.encode_to_vec()
 }
@@ -230,6 +263,13 @@ mod tests {
         assert_eq!(inode_id_of(b"INOD"), InodeId(0));
         assert_eq!(decode_counter(&0x1000u64.to_le_bytes()).unwrap(), 0x1000);
         assert!(decode_counter(b"short").is_err());
+        assert_eq!(shard_counter_key(0x0102), b"SINGinode-alloc-shard\x02\x01\0\0".to_vec());
+        assert_eq!(INODE_ALLOC_META_KEY, b"SINGinode-alloc-meta");
+        let meta = crate::alloc::AllocMeta { shards: 32, base: 0x0102 };
+        assert_eq!(encode_alloc_meta(&meta), b"\x20\0\0\0\x02\x01\0\0\0\0\0\0".to_vec());
+        assert_eq!(decode_alloc_meta(&encode_alloc_meta(&meta)).unwrap(), meta);
+        assert!(decode_alloc_meta(b"short").is_err());
+        assert!(decode_alloc_meta(&[0; 12]).is_err());
     }
 
     #[test]

@@ -32,7 +32,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use namespace::{Caller, MetaStore, Placement, ReadDir, RenameFlags, RootAttrs, SetAttr, StatFs, XattrFlags};
+pub use namespace::{
+    Caller, MetaStore, OpenOptions, Placement, ReadDir, RenameFlags, RootAttrs, SetAttr, StatFs, XattrFlags,
+};
 pub use service::MetaService;
 
 /// How long `shutdown` waits for a task before aborting it.
@@ -122,7 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Placement { chain_table_id: config.chain_table_id, chunk_size: config.chunk_size, stripe: config.stripe };
     let idem_ttl = Duration::from_millis(config.idempotency_ttl_ms);
     let store = Arc::new(
-        MetaStore::open_with_root(db.clone(), routing.clone(), placement, config.root_attrs())
+        MetaStore::open_with_options(db.clone(), routing.clone(), placement, config.open_options())
             .await
             .context("opening the namespace")?
             .with_idempotency_ttl(idem_ttl),

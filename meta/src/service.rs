@@ -310,4 +310,36 @@ impl Meta for MetaService {
         })
         .await
     }
+
+    async fn set_layout(&self, req: Request<proto::SetLayoutReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref()).await?;
+        let span = tracing::debug_span!("meta.set_layout", req = request_id(&r.header), inode = r.inode);
+        self.traced("set_layout", span, async {
+            let layout = r.layout.as_ref().ok_or_else(|| Error::invalid("set_layout without a layout"))?;
+            self.store.set_layout(&caller, InodeId(r.inode), layout).await.map(inode_rsp)
+        })
+        .await
+    }
+
+    async fn mkdirs(&self, req: Request<proto::MkdirsReq>) -> Result<Response<proto::InodeRsp>, Status> {
+        let r = req.into_inner();
+        let caller = self.auth(r.header.as_ref()).await?;
+        let span = tracing::debug_span!("meta.mkdirs", req = request_id(&r.header), parent = r.parent);
+        self.traced("mkdirs", span, async {
+            self.store.mkdirs(&caller, InodeId(r.parent), &r.path, r.mode).await.map(inode_rsp)
+        })
+        .await
+    }
+
+    async fn real_path(&self, req: Request<proto::RealPathReq>) -> Result<Response<proto::RealPathRsp>, Status> {
+        let r = req.into_inner();
+        self.auth(r.header.as_ref()).await?;
+        let span = tracing::debug_span!("meta.real_path", req = request_id(&r.header), inode = r.inode);
+        self.traced("real_path", span, async {
+            let path = self.store.real_path(InodeId(r.inode), &r.name).await?;
+            Ok(proto::RealPathRsp { path: path.into() })
+        })
+        .await
+    }
 }

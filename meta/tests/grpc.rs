@@ -298,7 +298,10 @@ async fn embedded_store_survives_a_restart_in_process() {
         exclusive: true,
         session: None,
     });
-    assert!(g.await.unwrap().into_inner().inode.unwrap().id > f.id, "ids are never reused after a restart");
+    // Ids are never reused after a restart: g comes from a fresh batch (a random shard's, so its id
+    // may be lower than f's, but never in f's batch).
+    let g = g.await.unwrap().into_inner().inode.unwrap();
+    assert_ne!(g.id / t3fs_meta::keys::ID_BATCH, f.id / t3fs_meta::keys::ID_BATCH, "{} vs {}", g.id, f.id);
     drop(c);
     server.shutdown().await;
     stop.cancel();
@@ -462,6 +465,53 @@ async fn pushed_configs_apply_without_a_restart() {
     push(3, "");
     wait("version 3 applied and reported", || *fake.reported.lock().unwrap() == 3).await;
     assert_eq!(server.store().idempotency_ttl(), Duration::from_secs(60));
+    server.shutdown().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_layout_mkdirs_and_real_path_over_grpc() {
+    let stop = CancellationToken::new();
+    let mgmtd_addr = spawn_fake(FakeMgmtd::default(), stop.clone()).await;
+    let server = t3fs_meta::start(Config::new(mgmtd_addr, KvConfig::Mem)).await.unwrap();
+    let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
+    let h = || header("");
+    let mkdirs = |path: &str| proto::MkdirsReq { header: h(), parent: 1, path: path.to_string().into(), mode: 0o750 };
+    let z = c.mkdirs(mkdirs("x/y/z")).await.unwrap().into_inner().inode.unwrap();
+    assert_eq!((z.mode, z.uid), (0o750, 1000));
+    assert_eq!(c.mkdirs(mkdirs("x/y/z")).await.unwrap().into_inner().inode.unwrap().id, z.id);
+    assert_eq!(code(c.mkdirs(mkdirs("x/../y")).await), StatusCode::InvalidArgument);
+
+    let layout = proto::Layout { table_id: 1, chunk_size: 1 << 16, stripe: 2, ..Default::default() };
+    let set = |inode, layout| proto::SetLayoutReq { header: h(), inode, layout };
+    let y = z.parent;
+    let got = c.set_layout(set(y, Some(layout))).await.unwrap().into_inner().inode.unwrap();
+    assert_eq!(got.layout, Some(layout));
+    assert_eq!(code(c.set_layout(set(y, None)).await), StatusCode::InvalidArgument);
+    let too_wide = proto::Layout { stripe: 3, ..got.layout.unwrap() };
+    assert_eq!(code(c.set_layout(set(y, Some(too_wide))).await), StatusCode::InvalidArgument);
+    let f = c
+        .create(proto::CreateReq {
+            header: h(),
+            parent: y,
+            name: "f".into(),
+            mode: 0o644,
+            exclusive: true,
+            session: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .inode
+        .unwrap();
+    assert_eq!(f.layout.map(|l| (l.chunk_size, l.stripe)), Some((1 << 16, 2)));
+
+    let path = |inode, name: &str| proto::RealPathReq { header: h(), inode, name: name.to_string().into() };
+    let p = c.real_path(path(z.id, "")).await.unwrap().into_inner().path;
+    assert_eq!(&p[..], b"/x/y/z");
+    assert_eq!(&c.real_path(path(y, "f")).await.unwrap().into_inner().path[..], b"/x/y/f");
+    assert_eq!(code(c.real_path(path(f.id, "")).await), StatusCode::NotDirectory);
+    drop(c);
     server.shutdown().await;
     stop.cancel();
 }

@@ -7,8 +7,8 @@
 //! - Users and sessions ([`users`]): user-add/remove/set-token/list, list-sessions.
 //! - Configs ([`config`]): the hot configs mgmtd pushes to storage and meta nodes.
 //! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica.
-//! - Namespace ([`namespace`], [`transfer`]): ls, stat, mkdir, rm, mv, ln, chmod, chown, du, put, get,
-//!   as root unless `--uid/--gid` say otherwise.
+//! - Namespace ([`namespace`], [`transfer`], [`layout`]): ls, stat, mkdir, rm, mv, ln, chmod, chown,
+//!   du, put, get, set-layout, as root unless `--uid/--gid` say otherwise.
 //!
 //! Output: human tables by default, one JSON document on stdout with `--json`. Exit codes: 0 success,
 //! 1 the operation failed (one line `t3fs: <error>` on stderr, printed by `main`), 2 usage errors
@@ -22,6 +22,7 @@ pub mod cluster_ops;
 pub mod config;
 pub mod conn;
 pub mod fsck;
+pub mod layout;
 pub mod namespace;
 pub mod output;
 pub mod transfer;
@@ -260,6 +261,20 @@ pub enum AdminCmd {
     Chmod { mode: String, path: String },
     /// Set owner (UID) or owner and group (UID:GID).
     Chown { owner: String, path: String },
+    /// Set a directory's default layout: files created in it (and subdirectories made later) use it.
+    SetLayout {
+        /// A directory.
+        path: String,
+        /// Chain table new files are placed on (its newest version).
+        #[arg(long, value_name = "N")]
+        chain_table: u32,
+        /// Chunk size: bytes, or with K/M (power of two, 4K ..= 64M).
+        #[arg(long, value_name = "SIZE")]
+        chunk_size: String,
+        /// Chains each new file is striped over (at most the table's chain count).
+        #[arg(long, value_name = "K")]
+        stripe: u32,
+    },
     /// Total length of the files under PATH (recursive; hard-linked files once), with file and directory counts.
     Du { path: String },
 }
@@ -324,5 +339,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::Chmod { mode, path } => namespace::chmod(&ctx, &mode, &path).await,
         AdminCmd::Chown { owner, path } => namespace::chown(&ctx, &owner, &path).await,
         AdminCmd::Du { path } => namespace::du(&ctx, &path).await,
+        AdminCmd::SetLayout { path, chain_table, chunk_size, stripe } => {
+            layout::set_layout(&ctx, &path, chain_table, &chunk_size, stripe).await
+        }
     }
 }

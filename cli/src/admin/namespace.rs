@@ -4,7 +4,7 @@
 //! caller's identity (root unless `--uid/--gid`). Every error names the path it is about.
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use t3fs_client::{Client, InodeId, RenameFlags, SetAttr, StatusCode};
+use t3fs_client::{Client, InodeId, RenameFlags, SetAttr};
 use t3fs_common::proto::{self, InodeType};
 
 use super::Ctx;
@@ -24,6 +24,25 @@ pub fn split_path(path: &str) -> anyhow::Result<(String, String)> {
     }
     let parent = if pos == 0 { "/".to_string() } else { trimmed[..pos].to_string() };
     Ok((parent, name.to_string()))
+}
+
+/// An absolute path with `.`, `..` and empty components folded away, relative to the root
+/// (`/a/./b/../c` -> `a/c`; `..` at the root stays at the root).
+pub fn normalize(path: &str) -> anyhow::Result<String> {
+    if !path.starts_with('/') {
+        bail!("{path}: not an absolute t3fs path");
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            name => out.push(name),
+        }
+    }
+    Ok(out.join("/"))
 }
 
 /// Parses an octal mode (`644`, `0755`, `1777`); at most 0o7777.
@@ -154,7 +173,15 @@ pub async fn stat(ctx: &Ctx, path: &str) -> anyhow::Result<()> {
         println!(" inode: {}   type: {}   links: {}", i.id, inode_kind(i.inode_type), i.nlink);
         println!("  mode: {:04o} ({})   uid: {}   gid: {}", i.mode, mode_string(i.inode_type, i.mode), i.uid, i.gid);
         println!("  size: {}", i.length);
-        if let Some(l) = &i.layout {
+        if i.inode_type == InodeType::Directory as i32 {
+            match &i.layout {
+                Some(l) => println!(
+                    "default layout: chain table {}, chunk size {}, stripe {}",
+                    l.table_id, l.chunk_size, l.stripe
+                ),
+                None => println!("default layout: none set (the meta config's)"),
+            }
+        } else if let Some(l) = &i.layout {
             println!(
                 "layout: table {} v{}, chunk size {}, stripe {}, base {}, seed {}",
                 l.table_id, l.table_version, l.chunk_size, l.stripe, l.base_index, l.seed
@@ -186,32 +213,9 @@ pub async fn mkdir(ctx: &Ctx, path: &str, parents: bool, mode: &str) -> anyhow::
     let (parent, name) = split_path(path)?;
     let c = ctx.client().await?;
     let made = if parents {
-        let mut cur = c.getattr(&ctx.user, InodeId::ROOT).await.context("/")?;
-        let mut so_far = String::new();
-        for comp in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
-            so_far = format!("{so_far}/{comp}");
-            if comp == ".." {
-                cur = resolve(ctx, &c, &so_far).await?;
-                continue;
-            }
-            cur = match c.lookup(&ctx.user, InodeId(cur.id), comp.as_bytes()).await {
-                Ok(i) if i.inode_type == InodeType::Directory as i32 => i,
-                Ok(_) => bail!("{so_far}: exists and is not a directory"),
-                Err(e) if e.code == StatusCode::NotFound => {
-                    match c.mkdir(&ctx.user, InodeId(cur.id), comp.as_bytes(), mode).await {
-                        Ok(i) => i,
-                        // Created concurrently by someone else: use theirs.
-                        Err(e) if e.code == StatusCode::AlreadyExists => c
-                            .lookup(&ctx.user, InodeId(cur.id), comp.as_bytes())
-                            .await
-                            .with_context(|| so_far.clone())?,
-                        Err(e) => return Err(e).with_context(|| so_far.clone()),
-                    }
-                }
-                Err(e) => return Err(e).with_context(|| so_far.clone()),
-            };
-        }
-        cur
+        // One meta transaction creates every missing component (`..` is resolved here, lexically).
+        let rel = normalize(path).with_context(|| path.to_string())?;
+        c.mkdirs(&ctx.user, InodeId::ROOT, &rel, mode).await.with_context(|| path.to_string())?
     } else {
         let p = resolve(ctx, &c, &parent).await?;
         c.mkdir(&ctx.user, InodeId(p.id), name.as_bytes(), mode).await.with_context(|| path.to_string())?
@@ -364,6 +368,10 @@ mod tests {
         assert!(split_path("/").is_err());
         assert!(split_path("a/b").is_err());
         assert!(split_path("/a/..").is_err());
+        assert_eq!(normalize("/a/./b/../c/").unwrap(), "a/c");
+        assert_eq!(normalize("/../a").unwrap(), "a");
+        assert_eq!(normalize("/").unwrap(), "");
+        assert!(normalize("a").is_err());
     }
 
     #[test]

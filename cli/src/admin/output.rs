@@ -132,7 +132,9 @@ pub fn inode_json(i: &proto::Inode) -> Value {
         "ctime_ns": i.ctime_ns,
         "parent": i.parent,
     });
-    if let Some(l) = &i.layout {
+    if let Some(l) = i.layout.as_ref().filter(|_| i.inode_type == InodeType::Directory as i32) {
+        v["default_layout"] = json!({ "table_id": l.table_id, "chunk_size": l.chunk_size, "stripe": l.stripe });
+    } else if let Some(l) = &i.layout {
         v["layout"] = json!({
             "table_id": l.table_id,
             "table_version": l.table_version,

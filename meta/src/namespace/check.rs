@@ -5,7 +5,8 @@
 //! queue entry is such a file); write sessions belong to existing inodes; a directory has exactly one dentry, in the directory its `parent`
 //! names, and its parent chain reaches the root (no loops, nothing detached); a directory's nlink
 //! is 2 + its subdirectories, a file's or symlink's nlink its number of dentries; xattrs belong to
-//! existing inodes.
+//! existing inodes; a directory's stored `name`, when set, is the name of its dentry; a directory's
+//! default layout is a valid one.
 use std::collections::HashMap;
 
 use t3fs_kv::RangeOpts;
@@ -39,6 +40,7 @@ pub(super) async fn check_invariants(db: &Db) {
     assert!(is_dir(root));
     // dentries per target, subdirectories per directory
     let mut links: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut dentry_names: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
     for kv in scan(db, keys::DENTRY_PREFIX).await {
         let parent = id_at(&kv.key, 4);
@@ -51,6 +53,7 @@ pub(super) async fn check_invariants(db: &Db) {
         links.entry(entry.inode).or_default().push(parent);
         if is_dir(target) {
             *subdirs.entry(parent).or_default() += 1;
+            dentry_names.insert(entry.inode, entry.name.to_vec());
         }
     }
     // Files whose last link went wait in the GC queue; every queue entry names such a file.
@@ -81,6 +84,12 @@ pub(super) async fn check_invariants(db: &Db) {
         if is_dir(inode) {
             assert_eq!(parents, vec![inode.parent], "directory {id}: one dentry, in its parent");
             assert_eq!(inode.nlink, 2 + subdirs.get(id).copied().unwrap_or(0), "nlink of directory {id}");
+            if !inode.name.is_empty() {
+                assert_eq!(Some(&inode.name.to_vec()), dentry_names.get(id), "stored name of directory {id}");
+            }
+            if let Some(l) = &inode.layout {
+                t3fs_common::layout::validate(l).unwrap_or_else(|e| panic!("layout of directory {id}: {e}"));
+            }
             let mut cur = inode.parent;
             let mut steps = 0;
             while cur != InodeId::ROOT.0 {

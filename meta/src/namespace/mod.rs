@@ -16,11 +16,16 @@
 //!
 //! POSIX permissions are enforced for the [`Caller`] ([`perm`] has the rules); docs/meta.md lists
 //! the order of checks per op.
+//!
+//! New files take their layout from their directory ([`layout`]: per-directory default layouts,
+//! round-robin base index); `paths` has mkdirs (mkdir -p in one transaction) and real paths.
 #[cfg(test)]
 mod check;
+pub mod layout;
 #[cfg(test)]
 mod model_tests;
 mod mutate;
+mod paths;
 pub mod perm;
 pub use gc_queue::Finish;
 mod gc_queue;
@@ -44,7 +49,7 @@ use std::time::Duration;
 use t3fs_common::names::validate_name;
 use t3fs_common::proto::{DirEntry, Inode, InodeType, Layout};
 use t3fs_common::routing::RoutingCache;
-use t3fs_common::{ChainTableId, Error, InodeId, Result, StatusCode, now_ns};
+use t3fs_common::{Error, InodeId, Result, StatusCode, now_ns};
 use t3fs_kv::{Db, KvError, RangeOpts, Transaction};
 
 use crate::alloc::IdAllocator;
@@ -125,6 +130,21 @@ fn ttl_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Options of [`MetaStore::open_with_options`] that only apply to a fresh store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Owner and mode of a missing root directory.
+    pub root: RootAttrs,
+    /// Inode id counter shards for a store without sharded allocation yet ([`crate::alloc`]).
+    pub id_shards: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { root: RootAttrs::default(), id_shards: crate::alloc::DEFAULT_SHARDS }
+    }
+}
+
 /// The namespace: inodes and dentries in a KV store.
 pub struct MetaStore {
     db: Db,
@@ -144,11 +164,24 @@ impl MetaStore {
 
     /// [`MetaStore::open`] with the owner and mode a missing root directory is created with.
     pub async fn open_with_root(db: Db, routing: RoutingCache, placement: Placement, root: RootAttrs) -> Result<Self> {
+        Self::open_with_options(db, routing, placement, OpenOptions { root, ..Default::default() }).await
+    }
+
+    /// [`MetaStore::open`] with every option: creates a missing root and sets up (or migrates) the
+    /// inode id counters.
+    pub async fn open_with_options(
+        db: Db,
+        routing: RoutingCache,
+        placement: Placement,
+        opts: OpenOptions,
+    ) -> Result<Self> {
         let probe = Layout { chunk_size: placement.chunk_size, stripe: placement.stripe, ..Default::default() };
         t3fs_common::layout::validate(&probe)?;
         let idem_ttl_ms = std::sync::atomic::AtomicU64::new(ttl_ms(DEFAULT_IDEM_TTL));
-        let store = Self { db, routing, placement, ids: IdAllocator::new(), idem_ttl_ms };
-        store.ensure_root(root).await?;
+        let ids = IdAllocator::new(opts.id_shards);
+        let store = Self { db, routing, placement, ids, idem_ttl_ms };
+        store.ensure_root(opts.root).await?;
+        store.ids.init(&*store.db).await?;
         Ok(store)
     }
 
@@ -203,27 +236,6 @@ impl MetaStore {
             tracing::info!("created the root directory");
         }
         Ok(())
-    }
-
-    /// A layout for a new file from the current routing info.
-    fn new_layout(&self) -> Result<Layout> {
-        let routing = self.routing.get();
-        let table = routing.table(ChainTableId(self.placement.chain_table_id), 0)?;
-        let n = table.chains.len() as u32;
-        if n == 0 {
-            return Err(Error::new(
-                StatusCode::RoutingNotReady,
-                format!("chain table {} has no chains", self.placement.chain_table_id),
-            ));
-        }
-        Ok(Layout {
-            table_id: table.table_id,
-            table_version: table.version,
-            chunk_size: self.placement.chunk_size,
-            stripe: self.placement.stripe.min(n),
-            base_index: rand::random_range(0..n),
-            seed: rand::random::<u64>(),
-        })
     }
 
     /// The inode `name` in directory `parent` names (needs search permission on `parent`).

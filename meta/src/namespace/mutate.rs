@@ -55,6 +55,27 @@ pub(super) fn touch_dir(txn: &mut dyn Transaction, dir: &mut Inode, now: i64) {
     put_inode(txn, dir);
 }
 
+/// A new directory `name` (inode `id`) in `parent`: owned by the caller; a set-group-id parent
+/// passes its group and the bit itself on; the parent's default layout is copied; the round-robin
+/// counter starts unset (random start at the first create).
+pub(super) fn new_dir_inode(caller: &Caller, parent: &Inode, id: InodeId, name: &[u8], mode: u32, now: i64) -> Inode {
+    Inode {
+        id: id.0,
+        inode_type: InodeType::Directory as i32,
+        mode: (mode & MODE_MASK) | (parent.mode & S_ISGID),
+        uid: caller.uid,
+        gid: new_gid(caller, parent),
+        nlink: 2,
+        atime_ns: now,
+        mtime_ns: now,
+        ctime_ns: now,
+        parent: parent.id,
+        layout: parent.layout,
+        name: name.to_vec().into(),
+        ..Default::default()
+    }
+}
+
 /// The group a new inode in `dir` gets: the directory's if it is set-group-id, else the caller's.
 fn new_gid(caller: &Caller, dir: &Inode) -> u32 {
     if dir.mode & S_ISGID != 0 { dir.gid } else { caller.gid }
@@ -97,21 +118,7 @@ impl MetaStore {
             Box::pin(async move {
                 let mut dir = prepare_new_entry(txn, &caller, parent, &name).await?;
                 let now = now_ns();
-                // A set-group-id directory passes its group and the bit itself on to subdirectories.
-                let mode = (mode & MODE_MASK) | (dir.mode & S_ISGID);
-                let inode = Inode {
-                    id: id.0,
-                    inode_type: InodeType::Directory as i32,
-                    mode,
-                    uid: caller.uid,
-                    gid: new_gid(&caller, &dir),
-                    nlink: 2,
-                    atime_ns: now,
-                    mtime_ns: now,
-                    ctime_ns: now,
-                    parent: parent.0,
-                    ..Default::default()
-                };
+                let inode = new_dir_inode(&caller, &dir, id, &name, mode, now);
                 dir.nlink = dir.nlink.checked_add(1).ok_or_else(|| Error::invalid("too many subdirectories"))?;
                 put_inode(txn, &inode);
                 put_dentry(txn, parent, &DirEntry { name: name.into(), inode: id.0, inode_type: inode.inode_type });
@@ -135,12 +142,12 @@ impl MetaStore {
         exclusive: bool,
     ) -> Result<Inode> {
         validate_name(name)?;
-        // Computed up front (it needs no KV), but only an error if a file is actually created.
-        let layout = self.new_layout();
+        // The layout comes from the directory (round-robin counter) and this routing snapshot.
+        let (routing, placement) = (self.routing.get(), self.placement.clone());
         let id = self.ids.alloc(&*self.db).await?;
         let (caller, name) = (caller.clone(), name.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let (caller, name, layout) = (caller.clone(), name.clone(), layout.clone());
+            let (caller, name, routing, placement) = (caller.clone(), name.clone(), routing.clone(), placement.clone());
             Box::pin(async move {
                 let mut dir = get_dir(txn, parent, false).await?;
                 perm::check(&caller, &dir, perm::X)?;
@@ -159,6 +166,7 @@ impl MetaStore {
                     return Ok(inode);
                 }
                 perm::check_modify_dir(&caller, &dir)?;
+                let layout = super::layout::next_file_layout(&routing, &placement, &mut dir)?;
                 let now = now_ns();
                 let inode = Inode {
                     id: id.0,
@@ -171,7 +179,7 @@ impl MetaStore {
                     atime_ns: now,
                     mtime_ns: now,
                     ctime_ns: now,
-                    layout: Some(layout?),
+                    layout: Some(layout),
                     ..Default::default()
                 };
                 put_inode(txn, &inode);

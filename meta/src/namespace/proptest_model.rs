@@ -71,6 +71,21 @@ impl Model {
     fn get(&self, dir: u64, name: &[u8]) -> Option<u64> {
         self.entries.get(&(dir, name.to_vec())).copied()
     }
+    /// The absolute path of directory `id`.
+    fn path(&self, mut id: u64) -> Vec<u8> {
+        let mut names = Vec::new();
+        while id != ROOT {
+            let parent = self.node(id).parent;
+            let ((_, name), _) =
+                self.entries.iter().find(|((p, _), v)| *p == parent && **v == id).expect("a directory has a name");
+            names.push(name.clone());
+            id = parent;
+        }
+        if names.is_empty() {
+            return b"/".to_vec();
+        }
+        names.iter().rev().flat_map(|n| std::iter::once(b'/').chain(n.iter().copied())).collect()
+    }
     fn children(&self, dir: u64) -> Vec<(Vec<u8>, u64)> {
         self.entries.iter().filter(|((p, _), _)| *p == dir).map(|((_, n), id)| (n.clone(), *id)).collect()
     }
@@ -310,6 +325,7 @@ async fn compare(s: &MetaStore, m: &Model, ctx: &str) {
         let page = s.readdir(&root, InodeId(dir), b"", MAX_READDIR_LIMIT).await.expect(ctx);
         let got: Vec<(Vec<u8>, u64)> = page.entries.iter().map(|e| (e.name.to_vec(), e.inode)).collect();
         assert_eq!(got, m.children(dir), "{ctx}: listing of {dir}");
+        assert_eq!(s.real_path(InodeId(dir), b"").await.expect(ctx), m.path(dir), "{ctx}: real path of {dir}");
     }
     let ids: Vec<InodeId> = m.nodes.keys().map(|id| InodeId(*id)).collect();
     let got = s.batch_stat(&ids).await.expect(ctx);

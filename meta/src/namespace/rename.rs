@@ -184,6 +184,13 @@ async fn rename_txn(
         let mut d = dst.take().expect("exchange checked the destination exists");
         put_dentry(txn, sp, &DirEntry { name: sname.to_vec().into(), inode: d.id, inode_type: d.inode_type });
         put_dentry(txn, dp, &DirEntry { name: dname.to_vec().into(), inode: src.id, inode_type: src.inode_type });
+        // Directories keep their own name (real paths).
+        if is_dir(&src) {
+            src.name = dname.to_vec().into();
+        }
+        if is_dir(&d) {
+            d.name = sname.to_vec().into();
+        }
         if sp != dp {
             if is_dir(&src) {
                 src.parent = dp.0;
@@ -246,6 +253,9 @@ async fn rename_txn(
     }
     txn.clear(&keys::dentry_key(sp, sname));
     put_dentry(txn, dp, &DirEntry { name: dname.to_vec().into(), inode: src.id, inode_type: src.inode_type });
+    if is_dir(&src) {
+        src.name = dname.to_vec().into();
+    }
     if is_dir(&src) && sp != dp {
         src.parent = dp.0;
         add_links(&mut parents.src, -1);

@@ -278,24 +278,28 @@ async fn two_servers_on_one_store_never_share_ids() {
 async fn layout_comes_from_the_newest_chain_table() {
     let routing = routing_with(vec![table(1, 1, vec![7]), table(1, 2, vec![10, 11, 12]), table(2, 1, vec![99])]);
     let s = MetaStore::open(MemKv::new(), routing, placement()).await.unwrap();
-    let mut bases = HashSet::new();
+    let (mut bases, mut seeds) = (HashSet::new(), HashSet::new());
     for i in 0..16 {
         let f = s.create(&user(), ROOT, format!("f{i}").as_bytes(), 0o644, true).await.unwrap();
         let l = f.layout.expect("files have a layout");
         assert_eq!((l.table_id, l.table_version, l.chunk_size, l.stripe), (1, 2, 1 << 20, 3));
         assert!(l.base_index < 3);
         bases.insert(l.base_index);
+        seeds.insert(l.seed);
         t3fs_common::layout::validate(&l).unwrap();
         let chain = t3fs_common::layout::chain_of(&l, &[10, 11, 12], 5).unwrap();
         assert!((10..=12).contains(&chain.0));
     }
-    assert!(bases.len() > 1, "base indexes should vary: {bases:?}");
+    // Round robin in one directory advances by the stripe: with stripe = chains every file starts
+    // on the same chain (each covers all of them); the shuffle seeds differ.
+    assert_eq!(bases.len(), 1, "{bases:?}");
+    assert_eq!(seeds.len(), 16);
     // A small stripe is kept as configured.
     let routing = routing_with(vec![table(1, 1, (1..=40).collect())]);
     let small = Placement { stripe: 4, ..placement() };
     let s = MetaStore::open(MemKv::new(), routing, small).await.unwrap();
     assert_eq!(s.create(&user(), ROOT, b"f", 0o644, true).await.unwrap().layout.unwrap().stripe, 4);
-    // Directories carry no layout.
+    // Directories carry no layout unless set (layout.rs tests the inheritance).
     assert!(s.mkdir(&user(), ROOT, b"d", 0o755).await.unwrap().layout.is_none());
 }
 

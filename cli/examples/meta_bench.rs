@@ -1,0 +1,161 @@
+//! Metadata operation rates of an in-process local cluster (meta on the embedded KV store) through
+//! the native client, beside the same workload on a local directory (std::fs) in the same run.
+//!
+//! `cargo run --release -p t3fs --example meta_bench -- [FILES] [TASKS] [DIR]`
+//!
+//! Two scenarios: one task doing everything in one directory, then TASKS concurrent tasks each in
+//! its own directory (FILES split between them). Per scenario: create (exclusive, empty files),
+//! stat (lookup by name), readdir (entries/s over every directory), unlink. Prints one table of
+//! operations per second. Figures compare versions on one machine; they are not absolute claims
+//! (every daemon shares this process and the loopback network with the client).
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use t3fs_cli::local::inproc::LocalCluster;
+use t3fs_client::{Client, InodeId, UserInfo};
+
+/// Operations per second of the four phases: create, stat, readdir (entries), unlink.
+type Rates = [f64; 4];
+
+fn name(i: usize) -> String {
+    format!("file-{i:07}")
+}
+
+fn rate(n: usize, t: Instant) -> f64 {
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Runs `f(task)` for every task concurrently and waits for all.
+async fn all<F, Fut>(tasks: usize, f: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(f(t))).collect();
+    for h in handles {
+        h.await.expect("bench task");
+    }
+}
+
+async fn t3fs(client: &Arc<Client>, top: &str, files: usize, tasks: usize) -> Rates {
+    let user = UserInfo::default();
+    let per = files / tasks;
+    let mut dirs = Vec::new();
+    for t in 0..tasks {
+        dirs.push(InodeId(
+            client.mkdirs(&user, InodeId::ROOT, &format!("{top}/d{t}"), 0o755).await.expect("mkdirs").id,
+        ));
+    }
+    let dirs = Arc::new(dirs);
+    let run = |op: u8| {
+        let (client, dirs, user) = (client.clone(), dirs.clone(), user.clone());
+        move |t: usize| {
+            let (client, dirs, user) = (client.clone(), dirs.clone(), user.clone());
+            async move {
+                let dir = dirs[t];
+                for i in 0..per {
+                    let n = name(i);
+                    match op {
+                        0 => drop(client.create(&user, dir, n.as_bytes(), 0o644, true).await.expect("create")),
+                        1 => drop(client.lookup(&user, dir, n.as_bytes()).await.expect("stat")),
+                        _ => drop(client.remove(&user, dir, n.as_bytes(), false).await.expect("unlink")),
+                    }
+                }
+            }
+        }
+    };
+    let t = Instant::now();
+    all(tasks, run(0)).await;
+    let create = rate(per * tasks, t);
+    let t = Instant::now();
+    all(tasks, run(1)).await;
+    let stat = rate(per * tasks, t);
+    let t = Instant::now();
+    let mut entries = 0;
+    for d in dirs.iter() {
+        entries += client.readdir(&user, *d).await.expect("readdir").len();
+    }
+    assert_eq!(entries, per * tasks);
+    let readdir = rate(entries, t);
+    let t = Instant::now();
+    all(tasks, run(2)).await;
+    let unlink = rate(per * tasks, t);
+    [create, stat, readdir, unlink]
+}
+
+async fn local(root: &Path, files: usize, tasks: usize) -> Rates {
+    let per = files / tasks;
+    let dirs: Arc<Vec<PathBuf>> = Arc::new((0..tasks).map(|t| root.join(format!("d{t}"))).collect());
+    for d in dirs.iter() {
+        std::fs::create_dir_all(d).expect("local mkdir");
+    }
+    let run = |op: u8| {
+        let dirs = dirs.clone();
+        move |t: usize| {
+            let dirs = dirs.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    for i in 0..per {
+                        let p = dirs[t].join(name(i));
+                        match op {
+                            0 => drop(std::fs::File::create_new(&p).expect("local create")),
+                            1 => drop(std::fs::metadata(&p).expect("local stat")),
+                            _ => std::fs::remove_file(&p).expect("local unlink"),
+                        }
+                    }
+                })
+                .await
+                .expect("blocking task")
+            }
+        }
+    };
+    let t = Instant::now();
+    all(tasks, run(0)).await;
+    let create = rate(per * tasks, t);
+    let t = Instant::now();
+    all(tasks, run(1)).await;
+    let stat = rate(per * tasks, t);
+    let t = Instant::now();
+    let mut entries = 0;
+    for d in dirs.iter() {
+        for e in std::fs::read_dir(d).expect("local readdir") {
+            e.expect("local entry");
+            entries += 1;
+        }
+    }
+    assert_eq!(entries, per * tasks);
+    let readdir = rate(entries, t);
+    let t = Instant::now();
+    all(tasks, run(2)).await;
+    let unlink = rate(per * tasks, t);
+    [create, stat, readdir, unlink]
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let files: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4000);
+    let tasks: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8).max(1);
+    let tmp = tempfile::tempdir_in(args.get(3).map(String::as_str).unwrap_or("/var/tmp")).expect("tempdir");
+    let cluster = LocalCluster::start(&tmp.path().join("cluster")).await.expect("start the local cluster");
+    let client = cluster.client().await.expect("client");
+    let mut rows = Vec::new();
+    for (label, n) in [("1 task, 1 dir", 1), ("tasks, 1 dir each", tasks)] {
+        let t = t3fs(&client, &format!("bench-{n}"), files, n).await;
+        let dir = tmp.path().join(format!("local-{n}"));
+        let l = local(&dir, files, n).await;
+        let label = if n == 1 { label.to_string() } else { format!("{n} {label}") };
+        rows.push((label, t, l));
+    }
+    println!("meta_bench: {files} files per scenario (embedded KV store, in-process cluster, native client)");
+    println!("{:<22} {:<8} {:>14} {:>14} {:>8}", "scenario", "op", "t3fs ops/s", "local ops/s", "ratio");
+    for (label, t, l) in &rows {
+        for (i, op) in ["create", "stat", "readdir", "unlink"].iter().enumerate() {
+            println!("{label:<22} {op:<8} {:>14.0} {:>14.0} {:>8.3}", t[i], l[i], t[i] / l[i]);
+        }
+    }
+    println!("(readdir: entries per second)");
+    client.shutdown().await;
+    cluster.shutdown().await;
+}
