@@ -246,6 +246,20 @@ async fn admin_commands_against_a_cluster() {
     assert!(e.contains("already exists"), "{e}");
     let e = env.fails(&["create-chain-table", "--table-id", "2", "--replicas", "2"]).await;
     assert!(e.contains("storage nodes"), "{e}");
+    // Explicit placement: every target is taken by table 1, so it is refused (and changes nothing).
+    let t = v["chains"][0].as_u64().unwrap();
+    let chain = env.json(&["list-chains"]).await["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["chain_id"].as_u64() == Some(t))
+        .cloned()
+        .unwrap();
+    let first = chain["targets"][0]["target_id"].as_u64().unwrap().to_string();
+    let e = env.fails(&["create-chain-table", "--table-id", "2", "--replicas", "1", "--chain", &first]).await;
+    assert!(e.contains("already in chain"), "{e}");
+    let e = env.fails(&["create-chain-table", "--table-id", "2", "--replicas", "1", "--chain", "1,x"]).await;
+    assert!(e.contains("\"x\""), "{e}");
 
     chain_admin(&env).await;
     node_and_layout_ops(&env).await;

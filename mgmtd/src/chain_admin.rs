@@ -186,7 +186,7 @@ mod tests {
         for n in [10, 20, 30] {
             join(&mut s, n);
         }
-        let TablePlan::New(d, _) = s.plan_create_table(1, 3, "", true).unwrap() else { panic!("new table") };
+        let TablePlan::New(d, _) = s.plan_create_table(1, 3, "", true, &[]).unwrap() else { panic!("new table") };
         apply(&mut s, d);
         join(&mut s, 40);
         s

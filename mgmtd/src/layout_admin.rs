@@ -150,7 +150,7 @@ mod tests {
             apply(&mut s, d);
             heartbeat(&mut s, n, &[u64::from(n) + 1, u64::from(n) + 2], now);
         }
-        let TablePlan::New(d, _) = s.plan_create_table(1, 3, "first", true).unwrap() else { panic!("new table") };
+        let TablePlan::New(d, _) = s.plan_create_table(1, 3, "first", true, &[]).unwrap() else { panic!("new table") };
         apply(&mut s, d);
         s
     }
@@ -273,7 +273,7 @@ mod tests {
         let (_, table) = s.plan_new_table_version(1, &[100_001], "shrunk").unwrap();
         assert_eq!((table.version, table.desc.as_str()), (3, "shrunk"));
         // A plain CreateChainTable retry still answers with the latest version.
-        let TablePlan::Existing(t) = s.plan_create_table(1, 3, "", true).unwrap() else { panic!("exists") };
+        let TablePlan::Existing(t) = s.plan_create_table(1, 3, "", true, &[]).unwrap() else { panic!("exists") };
         assert_eq!(t.version, 2);
 
         let code = |r: Result<(Delta, ChainTable), Error>| r.unwrap_err().code;

@@ -131,7 +131,7 @@ mod tests {
             register(&mut s, n, now);
             heartbeat(&mut s, n, now);
         }
-        let TablePlan::New(d, _) = s.plan_create_table(1, 3, "", true).unwrap() else { panic!("new table") };
+        let TablePlan::New(d, _) = s.plan_create_table(1, 3, "", true, &[]).unwrap() else { panic!("new table") };
         apply(&mut s, d);
         register(&mut s, 40, now);
         heartbeat(&mut s, 40, now);

@@ -427,12 +427,16 @@ impl ClusterState {
     /// still at version 1 since nobody has seen the chain yet, so a target that is down is
     /// published OFFLINE (or LASTSRV) from the start; while bootstrapping the checker does it once
     /// bootstrapping ends.
+    ///
+    /// `explicit`: the chains (targets head first) to create instead of placing every free target
+    /// automatically; see [`Self::check_explicit`].
     pub fn plan_create_table(
         &self,
         table_id: u32,
         replicas: u32,
         desc: &str,
         settle: bool,
+        explicit: &[Vec<u64>],
     ) -> Result<TablePlan, Error> {
         if table_id == 0 {
             return Err(Error::invalid("chain table id 0 is reserved"));
@@ -456,14 +460,19 @@ impl ClusterState {
                 format!("chain table {table_id} already exists with a different replica count"),
             ));
         }
-        let free: Vec<placement::FreeTarget> = self
-            .targets
-            .values()
-            .filter(|t| t.chain_id == 0)
-            .filter(|t| self.nodes.get(&t.node_id).is_some_and(|n| n.node_type == NodeType::Storage as i32))
-            .map(|t| placement::FreeTarget { node: t.node_id, disk: t.disk_index, target: t.target_id })
-            .collect();
-        let placed = placement::build_chains(&free, replicas as usize)?;
+        let placed = if explicit.is_empty() {
+            let free: Vec<placement::FreeTarget> = self
+                .targets
+                .values()
+                .filter(|t| t.chain_id == 0)
+                .filter(|t| self.nodes.get(&t.node_id).is_some_and(|n| n.node_type == NodeType::Storage as i32))
+                .map(|t| placement::FreeTarget { node: t.node_id, disk: t.disk_index, target: t.target_id })
+                .collect();
+            placement::build_chains(&free, replicas as usize)?
+        } else {
+            self.check_explicit(explicit, replicas)?;
+            explicit.to_vec()
+        };
         if placed.len() >= CHAIN_ID_STRIDE as usize {
             return Err(Error::invalid(format!("a chain table holds at most {} chains", CHAIN_ID_STRIDE - 1)));
         }
@@ -501,6 +510,47 @@ impl ClusterState {
         }
         delta.tables.push(table.clone());
         Ok(TablePlan::New(delta, table))
+    }
+}
+
+impl ClusterState {
+    /// Checks an explicit placement: every chain has `replicas` targets on distinct storage nodes,
+    /// every target exists, is in no chain and appears once.
+    pub fn check_explicit(&self, chains: &[Vec<u64>], replicas: u32) -> Result<(), Error> {
+        let mut seen = HashSet::new();
+        for (i, members) in chains.iter().enumerate() {
+            if members.len() != replicas as usize {
+                return Err(Error::invalid(format!(
+                    "chain {} of the placement has {} targets, not {replicas}",
+                    i + 1,
+                    members.len()
+                )));
+            }
+            let mut nodes = HashSet::new();
+            for &id in members {
+                let t = self.targets.get(&id).ok_or_else(|| Error::not_found(format!("no target {id}")))?;
+                if t.chain_id != 0 {
+                    return Err(Error::new(
+                        t3fs_common::StatusCode::AlreadyExists,
+                        format!("target {id} is already in chain {}", t.chain_id),
+                    ));
+                }
+                if self.nodes.get(&t.node_id).is_none_or(|n| n.node_type != NodeType::Storage as i32) {
+                    return Err(Error::invalid(format!("target {id} is not on a storage node")));
+                }
+                if !seen.insert(id) {
+                    return Err(Error::invalid(format!("target {id} appears twice in the placement")));
+                }
+                if !nodes.insert(t.node_id) {
+                    return Err(Error::invalid(format!(
+                        "chain {} of the placement has two targets on node {}",
+                        i + 1,
+                        t.node_id
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

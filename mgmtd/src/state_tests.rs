@@ -1,4 +1,5 @@
 //! Tests of the cluster model: heartbeats, placement, and the state machine as the checker runs it.
+use t3fs_common::StatusCode;
 use t3fs_common::proto::LocalTarget;
 
 use super::*;
@@ -117,7 +118,9 @@ fn assert_mirrored(s: &ClusterState) {
 
 fn with_table(now: Instant) -> ClusterState {
     let mut s = cluster(now);
-    let TablePlan::New(d, table) = s.plan_create_table(1, 3, "t", true).unwrap() else { panic!("expected new table") };
+    let TablePlan::New(d, table) = s.plan_create_table(1, 3, "t", true, &[]).unwrap() else {
+        panic!("expected new table")
+    };
     assert_eq!(table.chains, vec![100_001, 100_002]);
     let v = s.version() + 1;
     s.apply(d, Some(v));
@@ -138,9 +141,9 @@ fn chain_table_placement_and_state_machine() {
     assert_eq!(chain_of(&s, 100_002), (1, vec![(22, Serving), (32, Serving), (12, Serving)]));
     assert_mirrored(&s);
     // Idempotent retry; different replica count refused; no free targets left for another table.
-    assert!(matches!(s.plan_create_table(1, 3, "t", true).unwrap(), TablePlan::Existing(_)));
-    assert!(s.plan_create_table(1, 2, "t", true).is_err());
-    assert!(s.plan_create_table(2, 1, "t", true).is_err());
+    assert!(matches!(s.plan_create_table(1, 3, "t", true, &[]).unwrap(), TablePlan::Existing(_)));
+    assert!(s.plan_create_table(1, 2, "t", true, &[]).is_err());
+    assert!(s.plan_create_table(2, 1, "t", true, &[]).is_err());
     // Everyone heartbeats: a check changes nothing.
     assert!(!check(&mut s, now));
 
@@ -263,10 +266,10 @@ fn new_chains_settle_unless_bootstrapping() {
     let mut s = cluster(now);
     // Node 30's targets are locally OFFLINE (e.g. a failed disk).
     heartbeat_with(&mut s, 30, &[(31, OFFLINE_L), (32, OFFLINE_L)], now);
-    let TablePlan::New(d, _) = s.plan_create_table(1, 3, "t", false).unwrap() else { panic!() };
+    let TablePlan::New(d, _) = s.plan_create_table(1, 3, "t", false, &[]).unwrap() else { panic!() };
     assert!(d.chains.iter().flat_map(|c| &c.targets).all(|t| t.public_state == Serving as i32));
     assert!(d.targets.iter().all(|t| t.public_state == Serving as i32));
-    let TablePlan::New(d, _) = s.plan_create_table(1, 3, "t", true).unwrap() else { panic!() };
+    let TablePlan::New(d, _) = s.plan_create_table(1, 3, "t", true, &[]).unwrap() else { panic!() };
     assert!(d.chains.iter().all(|c| c.chain_version == 1));
     let v = s.version() + 1;
     s.apply(d, Some(v));
@@ -278,11 +281,11 @@ fn new_chains_settle_unless_bootstrapping() {
 #[test]
 fn table_ids_are_validated() {
     let s = cluster(Instant::now());
-    assert!(s.plan_create_table(0, 3, "", true).is_err());
-    assert!(s.plan_create_table(1, 0, "", true).is_err());
-    assert!(s.plan_create_table(1, 4, "", true).is_err());
-    assert!(s.plan_create_table(u32::MAX, 3, "", true).is_err());
-    assert!(s.plan_create_table(1, 3, &"x".repeat(MAX_DESC_LEN + 1), true).is_err());
+    assert!(s.plan_create_table(0, 3, "", true, &[]).is_err());
+    assert!(s.plan_create_table(1, 0, "", true, &[]).is_err());
+    assert!(s.plan_create_table(1, 4, "", true, &[]).is_err());
+    assert!(s.plan_create_table(u32::MAX, 3, "", true, &[]).is_err());
+    assert!(s.plan_create_table(1, 3, &"x".repeat(MAX_DESC_LEN + 1), true, &[]).is_err());
 }
 
 #[test]
@@ -294,4 +297,34 @@ fn routing_info_lists_mgmtd_first() {
     assert_eq!(info.version, s.version());
     assert_eq!(info.nodes.iter().map(|n| n.node_id).collect::<Vec<_>>(), vec![1, 10, 20, 30]);
     assert_eq!(info.targets.len(), 6);
+}
+
+#[test]
+fn explicit_placement_builds_the_given_chains_and_refuses_bad_ones() {
+    let now = Instant::now();
+    let s = cluster(now);
+    let code = |r: Result<TablePlan, Error>| r.err().map(|e| e.code);
+    // Refusals: wrong length, unknown target, a target twice, two targets of one node in a chain.
+    assert_eq!(code(s.plan_create_table(1, 3, "", true, &[vec![11, 21]])), Some(StatusCode::InvalidArgument));
+    assert_eq!(code(s.plan_create_table(1, 2, "", true, &[vec![11, 99]])), Some(StatusCode::NotFound));
+    assert_eq!(
+        code(s.plan_create_table(1, 2, "", true, &[vec![11, 21], vec![11, 31]])),
+        Some(StatusCode::InvalidArgument)
+    );
+    assert_eq!(code(s.plan_create_table(1, 2, "", true, &[vec![11, 12]])), Some(StatusCode::InvalidArgument));
+    // Two chains in the given order, heads first; the other targets stay free.
+    let explicit = [vec![31, 11], vec![22, 32]];
+    let TablePlan::New(d, table) = s.plan_create_table(1, 2, "x", true, &explicit).unwrap() else {
+        panic!("new table")
+    };
+    assert_eq!(table.chains, vec![100_001, 100_002]);
+    let mut s = s;
+    let v = s.version() + 1;
+    s.apply(d, Some(v));
+    assert_eq!(chain_of(&s, 100_001), (1, vec![(31, Serving), (11, Serving)]));
+    assert_eq!(chain_of(&s, 100_002), (1, vec![(22, Serving), (32, Serving)]));
+    assert_eq!((s.targets[&12].chain_id, s.targets[&21].chain_id), (0, 0));
+    assert_mirrored(&s);
+    // A target already placed is refused for another table.
+    assert_eq!(code(s.plan_create_table(2, 2, "", true, &[vec![12, 31]])), Some(StatusCode::AlreadyExists));
 }

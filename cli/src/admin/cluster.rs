@@ -203,7 +203,15 @@ pub async fn list_chain_tables(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// `t3fs admin create-chain-table --table-id N --replicas R [--desc S]`.
-pub async fn create_chain_table(ctx: &Ctx, table_id: u32, replicas: u32, desc: &str) -> anyhow::Result<()> {
+///
+/// `explicit`: chains to create as given (targets head first) instead of automatic placement.
+pub async fn create_chain_table(
+    ctx: &Ctx,
+    table_id: u32,
+    replicas: u32,
+    desc: &str,
+    explicit: &[Vec<u64>],
+) -> anyhow::Result<()> {
     if table_id == 0 {
         bail!("invalid chain table spec: --table-id must be at least 1");
     }
@@ -217,6 +225,7 @@ pub async fn create_chain_table(ctx: &Ctx, table_id: u32, replicas: u32, desc: &
             table_id,
             replicas,
             desc: desc.to_string(),
+            explicit_chains: explicit.iter().map(|t| proto::TargetList { targets: t.clone() }).collect(),
             ..Default::default()
         })
         .await

@@ -85,10 +85,22 @@ impl Ctx {
     }
 
     /// A gRPC client of mgmtd.
+    ///
+    /// `mgmtd_addr` may list several mgmtd (comma-separated): a routing probe finds the primary,
+    /// following standbys' `NotPrimary` answers, and the client talks to it.
     pub async fn mgmtd(&self) -> anyhow::Result<t3fs_common::routing::MgmtdClient> {
-        t3fs_common::routing::connect_mgmtd(&self.mgmtd_addr)
+        let conn = t3fs_common::mgmtd_conn::MgmtdConn::new(&self.mgmtd_addr)?;
+        if conn.addrs().len() > 1 {
+            let header = self.header();
+            conn.call(|mut c| {
+                let req = proto::GetRoutingInfoReq { header: Some(header.clone()), known_version: 0 };
+                async move { c.get_routing_info(req).await }
+            })
             .await
-            .with_context(|| format!("connecting to mgmtd {}", self.mgmtd_addr))
+            .with_context(|| format!("finding the primary mgmtd among {}", self.mgmtd_addr))?;
+        }
+        let (_, client) = conn.client().await.with_context(|| format!("connecting to mgmtd {}", self.mgmtd_addr))?;
+        Ok(client)
     }
 
     /// The full routing info, straight from mgmtd.

@@ -87,6 +87,10 @@ pub enum AdminCmd {
         /// Comma-separated chain ids of the new version, in order (with --new-version).
         #[arg(long, value_name = "C1,C2,..", requires = "new_version")]
         chains: Option<String>,
+        /// Place chains explicitly instead of automatically: one --chain per chain, its free
+        /// targets head first (each on a different node, --replicas of them). Repeat for every chain.
+        #[arg(long = "chain", value_name = "T1,T2,..", conflicts_with = "new_version")]
+        explicit: Vec<String>,
     },
     /// Take a node out of service: its targets count as offline (chains move on without them) until
     /// enable-node. Its heartbeats are still accepted.
@@ -287,9 +291,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::ListTargets => cluster::list_targets(&ctx).await,
         AdminCmd::ListChains => cluster::list_chains(&ctx).await,
         AdminCmd::ListChainTables => cluster::list_chain_tables(&ctx).await,
-        AdminCmd::CreateChainTable { table_id, replicas, desc, new_version, chains } => match chains {
+        AdminCmd::CreateChainTable { table_id, replicas, desc, new_version, chains, explicit } => match chains {
             Some(chains) if new_version => cluster_ops::create_table_version(&ctx, table_id, &chains, &desc).await,
-            _ => cluster::create_chain_table(&ctx, table_id, replicas.unwrap_or(0), &desc).await,
+            _ => {
+                let explicit = explicit
+                    .iter()
+                    .map(|c| cluster_ops::parse_id_list::<u64>(c, "target"))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                cluster::create_chain_table(&ctx, table_id, replicas.unwrap_or(0), &desc, &explicit).await
+            }
         },
         AdminCmd::DisableNode { node_id } => {
             cluster_ops::switch_node(&ctx, node_id, cluster_ops::NodeSwitch::Disable).await
