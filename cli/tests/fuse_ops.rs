@@ -481,3 +481,38 @@ async fn fsync_on_a_directory() {
     assert!(after - before >= 3.0, "fsyncdir ops {before} -> {after}");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statfs_reports_the_space_storage_reports() {
+    let Some(env) = Env::start().await else { return };
+    // Storage reports its disks with heartbeats; meta sees them with its next routing refresh.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (blocks, free) = loop {
+        let (blocks, free) = env
+            .fs(|m| {
+                let st = nix_statvfs(m);
+                (st.0, st.1)
+            })
+            .await;
+        if blocks > 0 || tokio::time::Instant::now() > deadline {
+            break (blocks, free);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(blocks > 0, "capacity comes from the storage targets");
+    assert!(free > 0 && free <= blocks, "free {free} of {blocks} blocks");
+    env.stop().await;
+}
+
+/// (f_blocks, f_bfree) of the file system at `path`.
+fn nix_statvfs(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` points to writable memory of the right type.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    assert_eq!(rc, 0, "statvfs: {}", std::io::Error::last_os_error());
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    (st.f_blocks as u64, st.f_bfree as u64)
+}

@@ -622,7 +622,9 @@ impl Filesystem for T3Fs {
             match fs.client.statfs(&user).await {
                 Ok(s) => {
                     let blocks = s.capacity_bytes / STATFS_BSIZE;
-                    let free = s.capacity_bytes.saturating_sub(s.used_bytes) / STATFS_BSIZE;
+                    // Free space as storage reports it (replicas and chunk overheads included);
+                    // capacity less the file lengths only while it does not.
+                    let free = s.free_bytes.unwrap_or(s.capacity_bytes.saturating_sub(s.used_bytes)) / STATFS_BSIZE;
                     let files = u64::from(u32::MAX).max(s.inodes);
                     reply.statfs(
                         blocks,

@@ -306,7 +306,12 @@ impl Meta for MetaService {
         let span = tracing::debug_span!("meta.statfs", req = request_id(&r.header));
         self.traced("statfs", span, async {
             let s = self.store.statfs().await?;
-            Ok(proto::StatFsRsp { capacity_bytes: s.capacity_bytes, used_bytes: s.used_bytes, inodes: s.inodes })
+            Ok(proto::StatFsRsp {
+                capacity_bytes: s.capacity_bytes,
+                used_bytes: s.used_bytes,
+                inodes: s.inodes,
+                free_bytes: s.free_bytes,
+            })
         })
         .await
     }

@@ -118,8 +118,11 @@ pub struct ReadDir {
 /// File system totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatFs {
-    /// Unknown yet (storage does not report capacity in routing info): 0.
+    /// Logical capacity: over every chain, the smallest capacity among its targets (each chain
+    /// keeps one logical copy), as storage reports it in heartbeats; 0 while nothing is reported.
     pub capacity_bytes: u64,
+    /// Logical free space, the same way from the targets' free bytes (`None` while unreported).
+    pub free_bytes: Option<u64>,
     /// Sum of file lengths (logical bytes, before replication).
     pub used_bytes: u64,
     /// Number of inodes (counted by a paged scan: exact when the namespace is quiet).
@@ -311,10 +314,12 @@ impl MetaStore {
         .await?)
     }
 
-    /// Totals by a paged scan of the inodes (each page its own snapshot transaction).
+    /// Totals by a paged scan of the inodes (each page its own snapshot transaction); capacity
+    /// and free space from routing info ([`space_of`]).
     pub async fn statfs(&self) -> Result<StatFs> {
         let (mut begin, end) = keys::inode_range();
-        let mut out = StatFs::default();
+        let (capacity_bytes, free_bytes) = space_of(&self.routing.get());
+        let mut out = StatFs { capacity_bytes, free_bytes, ..Default::default() };
         loop {
             let (b, e) = (begin.clone(), end.clone());
             let page = t3fs_kv::run(&*self.db, move |txn| {
@@ -341,6 +346,31 @@ impl MetaStore {
             }
         }
     }
+}
+
+/// Logical (capacity, free) bytes of the cluster: summed over chains, each chain counting the
+/// smallest value among its targets that report one (a chain stores one copy of its data on every
+/// target, so the fullest replica limits it). Free is `None` when no target reports it.
+pub fn space_of(routing: &t3fs_common::routing::Routing) -> (u64, Option<u64>) {
+    let (mut capacity, mut free, mut any_free) = (0u64, 0u64, false);
+    for chain in &routing.info.chains {
+        let targets = chain.targets.iter().filter_map(|t| routing.target(t3fs_common::TargetId(t.target_id)).ok());
+        let (mut cap, mut fr): (Option<u64>, Option<u64>) = (None, None);
+        for t in targets {
+            if let Some(c) = t.capacity_bytes {
+                cap = Some(cap.map_or(c, |x| x.min(c)));
+            }
+            if let Some(f) = t.free_bytes {
+                fr = Some(fr.map_or(f, |x| x.min(f)));
+            }
+        }
+        capacity = capacity.saturating_add(cap.unwrap_or(0));
+        if let Some(f) = fr {
+            free = free.saturating_add(f);
+            any_free = true;
+        }
+    }
+    (capacity, any_free.then_some(free))
 }
 
 /// Whether an inode is a directory.

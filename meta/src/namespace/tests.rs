@@ -353,7 +353,10 @@ async fn setattr_and_close() {
     assert_eq!(s.close(id, 5, true).await.unwrap().length, 10_000);
     let before = s.getattr(id).await.unwrap();
     assert_eq!(s.close(id, 1 << 30, false).await.unwrap(), before);
-    assert_eq!(s.statfs().await.unwrap(), StatFs { capacity_bytes: 0, used_bytes: 10_000, inodes: 2 });
+    assert_eq!(
+        s.statfs().await.unwrap(),
+        StatFs { capacity_bytes: 0, free_bytes: None, used_bytes: 10_000, inodes: 2 }
+    );
 
     // Length changes apply to files only; unknown inodes are NotFound.
     let d = s.mkdir(&user(), ROOT, b"d", 0o755).await.unwrap();
@@ -376,4 +379,34 @@ async fn statfs_pages_over_many_inodes() {
     assert_eq!(s.statfs().await.unwrap().inodes, n as u64 + 1);
     assert_eq!(s.readdir(&user(), ROOT, b"", 0).await.unwrap().entries.len(), DEFAULT_READDIR_LIMIT as usize);
     assert_eq!(s.readdir(&user(), ROOT, b"", 100_000).await.unwrap().entries.len(), n);
+}
+
+#[test]
+fn space_counts_the_fullest_replica_of_every_chain() {
+    use t3fs_common::proto::{ChainInfo, ChainTarget, TargetInfo};
+    let target = |id: u64, cap: Option<u64>, free: Option<u64>| TargetInfo {
+        target_id: id,
+        capacity_bytes: cap,
+        free_bytes: free,
+        ..Default::default()
+    };
+    let chain = |id: u32, targets: &[u64]| ChainInfo {
+        chain_id: id,
+        targets: targets.iter().map(|&t| ChainTarget { target_id: t, ..Default::default() }).collect(),
+        ..Default::default()
+    };
+    let info = RoutingInfo {
+        targets: vec![
+            target(1, Some(100), Some(50)),
+            target(2, Some(80), Some(60)),
+            target(3, Some(90), None),
+            target(4, Some(10), Some(5)),
+            target(5, None, None),
+        ],
+        chains: vec![chain(1, &[1, 2, 3]), chain(2, &[4, 5])],
+        ..Default::default()
+    };
+    let r = t3fs_common::routing::Routing::new(info);
+    assert_eq!(space_of(&r), (80 + 10, Some(50 + 5)));
+    assert_eq!(space_of(&t3fs_common::routing::Routing::default()), (0, None));
 }
