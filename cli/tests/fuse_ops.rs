@@ -514,5 +514,5 @@ fn nix_statvfs(path: &std::path::Path) -> (u64, u64) {
     assert_eq!(rc, 0, "statvfs: {}", std::io::Error::last_os_error());
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    (st.f_blocks as u64, st.f_bfree as u64)
+    (st.f_blocks, st.f_bfree)
 }
