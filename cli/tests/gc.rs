@@ -75,3 +75,34 @@ async fn unlinked_files_are_collected_unless_open_for_write() {
     b.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exact_lengths_come_from_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    let c = cluster.client().await.unwrap();
+    let root = UserInfo::root();
+    let data = vec![9u8; 2 * CHUNK + 333];
+
+    // Close with no hint at all: meta asks storage where the data ends.
+    let f = c.create(&root, InodeId::ROOT, b"lazy", 0o644, true).await.unwrap();
+    c.write(&f, 0, &data).await.unwrap();
+    let closed = c.close(&root, InodeId(f.id), 0, true).await.unwrap();
+    assert_eq!(closed.length, data.len() as u64, "the exact length, not the hint");
+    // A truncate, then a close with a hint larger than the data: the exact end wins again.
+    let t = c.truncate(&root, InodeId(f.id), 100).await.unwrap();
+    assert_eq!((t.length, t.truncate_version), (100, 1));
+    let closed = c.close(&root, InodeId(f.id), data.len() as u64, true).await.unwrap();
+    assert_eq!(closed.length, 100, "a stale hint does not undo the truncate");
+
+    // A writer that never reported its length (it crashed): GC still finds every chunk.
+    let g = c.create(&root, InodeId::ROOT, b"crashed", 0o644, true).await.unwrap();
+    c.write(&g, 0, &data).await.unwrap();
+    assert_eq!(c.getattr(&root, InodeId(g.id)).await.unwrap().length, 0);
+    assert_eq!(replicas(&c, g.id).await, 9);
+    c.remove(&root, InodeId::ROOT, b"crashed", false).await.unwrap();
+    assert_eq!(wait_replicas(&c, g.id, 0).await, 0, "chunks past the length meta knew are collected too");
+
+    c.shutdown().await;
+    cluster.shutdown().await;
+}

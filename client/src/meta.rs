@@ -346,6 +346,8 @@ impl Client {
             length_hint,
             wrote,
             session_id,
+            // Not tracked: meta takes the exact length from storage (or this hint as is).
+            truncate_version: 0,
         };
         inode_of(
             self.meta_call("close", |mut c| {

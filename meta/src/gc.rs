@@ -12,8 +12,8 @@
 //!
 //! Any failure leaves the entry queued for the next pass, so GC is idempotent and survives meta
 //! restarts; several meta servers may work the same queue (the final step runs once). Chunks
-//! written past the length meta knows (a writer that crashed before reporting its length) are not
-//! found this way; exact lengths from storage come with lazy length (issue 5).
+//! written past the length meta knows (a writer that crashed before reporting its length) are
+//! found by asking storage where the file's data ends (`crate::length`) first.
 //!
 //! Session pruning, every `session_prune_interval_ms`: write sessions whose client no longer has a
 //! client session at mgmtd (`ListClientSessions`), and that are older than one prune interval (so
@@ -50,6 +50,8 @@ pub struct Gc {
     /// The cluster token, for storage and mgmtd.
     pub token: String,
     pub delay: Duration,
+    /// Finds chunks past the length meta has (a writer that died before its close reported it).
+    pub probe: Option<Arc<crate::length::LengthProbe>>,
 }
 
 /// Counts of one pass.
@@ -98,9 +100,17 @@ impl Gc {
         Ok(pass)
     }
 
-    /// Removes every chunk the file's length covers; returns how many removals were sent.
+    /// Removes every chunk up to the file's end (its length, or further where storage has data
+    /// past it); returns how many removals were sent.
     async fn remove_chunks(&self, inode: &proto::Inode) -> Result<u64> {
-        if inode.inode_type != InodeType::File as i32 || inode.length == 0 {
+        if inode.inode_type != InodeType::File as i32 {
+            return Ok(0);
+        }
+        let mut inode = inode.clone();
+        if let Some(probe) = &self.probe {
+            inode.length = inode.length.max(probe.exact_length(&inode).await?);
+        }
+        if inode.length == 0 {
             return Ok(0);
         }
         let Some(layout) = inode.layout.as_ref() else { return Ok(0) };

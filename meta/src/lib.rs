@@ -16,6 +16,7 @@ pub mod config;
 pub mod gc;
 pub mod idem;
 pub mod keys;
+pub mod length;
 pub mod metrics;
 pub mod mgmtd_link;
 pub mod namespace;
@@ -150,9 +151,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         (cleaner_store.idempotency_ttl(), interval)
     };
     tasks.push(idem::spawn_cleaner(db, settings, cancel.clone()));
+    let probe = Arc::new(length::LengthProbe::new(routing.clone(), config.token.clone()));
     let svc = MetaService::new(store.clone(), config.token.clone())
         .with_metrics(metrics)
         .with_users(users.clone())
+        .with_length_probe(probe.clone())
         .into_server();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = cancel.clone();
@@ -198,6 +201,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         bulk: t3fs_common::bulk::BulkClient::default(),
         token: config.token.clone(),
         delay: Duration::from_millis(config.gc_delay_ms),
+        probe: Some(probe),
     };
     tasks.push(gc::spawn(gc, Duration::from_millis(config.gc_interval_ms), cancel.clone()));
     tasks.push(gc::spawn_session_pruner(

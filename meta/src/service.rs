@@ -13,21 +13,30 @@ use t3fs_common::{Error, InodeId, StatusCode};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::length::LengthProbe;
 use crate::metrics::MetaMetrics;
-use crate::namespace::{Caller, MetaStore, RenameFlags, SetAttr, XattrFlags};
+use crate::namespace::{Caller, CloseLength, MetaStore, RenameFlags, SetAttr, XattrFlags};
 
 /// The gRPC service over one namespace.
 pub struct MetaService {
     store: Arc<MetaStore>,
     auth: Authenticator,
     metrics: Arc<MetaMetrics>,
+    /// Exact file lengths from storage at close; `None`: lengths come from the hints only.
+    probe: Option<Arc<LengthProbe>>,
 }
 
 impl MetaService {
     /// `token`: the cluster token; empty disables authentication (unless users are added with
     /// [`Self::with_users`], whose tokens are accepted too).
     pub fn new(store: Arc<MetaStore>, token: String) -> Self {
-        Self { store, auth: Authenticator::new(&token), metrics: Arc::default() }
+        Self { store, auth: Authenticator::new(&token), metrics: Arc::default(), probe: None }
+    }
+
+    /// Computes exact lengths at close with `probe` (lazy length, `crate::length`).
+    pub fn with_length_probe(mut self, probe: Arc<LengthProbe>) -> Self {
+        self.probe = Some(probe);
+        self
     }
 
     /// Also accepts the user tokens of `users` (mgmtd's user table); a user's requests act as
@@ -283,7 +292,19 @@ impl Meta for MetaService {
         let span =
             tracing::debug_span!("meta.close", req = request_id(&r.header), inode = r.inode, session = r.session_id);
         self.traced("close", span, async {
-            let inode = self.store.close(InodeId(r.inode), r.length_hint, r.wrote).await?;
+            let id = InodeId(r.inode);
+            let mut len = CloseLength { hint: r.length_hint, hint_truncate_version: r.truncate_version, exact: None };
+            if r.wrote
+                && let Some(probe) = &self.probe
+                && let Ok(current) = self.store.getattr(id).await
+                && current.inode_type == proto::InodeType::File as i32
+            {
+                match probe.exact_length(&current).await {
+                    Ok(end) => len.exact = Some((end, current.truncate_version)),
+                    Err(e) => tracing::debug!(error = %e, "exact length unknown; using the hint"),
+                }
+            }
+            let inode = self.store.close_with(id, r.wrote, len).await?;
             self.store.end_session(InodeId(r.inode), r.session_id).await?;
             Ok(inode_rsp(inode))
         })

@@ -192,7 +192,14 @@ async fn meta_serves_the_namespace_over_grpc() {
     let set = proto::SetAttrReq { header: h(), inode: f.id, mode: Some(0o600), ..Default::default() };
     assert_eq!(c.set_attr(set).await.unwrap().into_inner().inode.unwrap().mode, 0o600);
     let closed = c
-        .close(proto::CloseReq { header: h(), inode: f.id, length_hint: 5000, wrote: true, session_id: 0 })
+        .close(proto::CloseReq {
+            header: h(),
+            inode: f.id,
+            length_hint: 5000,
+            wrote: true,
+            session_id: 0,
+            truncate_version: 0,
+        })
         .await
         .unwrap();
     assert_eq!(closed.into_inner().inode.unwrap().length, 5000);

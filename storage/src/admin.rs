@@ -72,6 +72,27 @@ impl StorageAdmin for AdminService {
     #[tracing::instrument(skip_all, fields(
         req = %request_id(req.get_ref().header.as_ref()),
         target_id = req.get_ref().target_id,
+        inode = req.get_ref().inode,
+    ))]
+    async fn query_last_chunk(
+        &self,
+        req: tonic::Request<proto::QueryLastChunkReq>,
+    ) -> Result<tonic::Response<proto::QueryLastChunkRsp>, tonic::Status> {
+        let r = req.into_inner();
+        let store = self.check(r.header.as_ref(), r.target_id)?;
+        let inode = t3fs_common::InodeId(r.inode);
+        let last = tokio::task::spawn_blocking(move || store.last_chunk(inode))
+            .await
+            .map_err(|e| Error::internal(format!("query task failed: {e}")))??;
+        Ok(tonic::Response::new(proto::QueryLastChunkRsp {
+            found: last.is_some(),
+            meta: last.map(|(chunk, meta)| meta.to_proto(chunk)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        req = %request_id(req.get_ref().header.as_ref()),
+        target_id = req.get_ref().target_id,
     ))]
     async fn list_chunks(
         &self,

@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use t3fs_common::proto;
-use t3fs_common::{ChunkId, Error, StatusCode, TargetId};
+use t3fs_common::{ChunkId, Error, InodeId, StatusCode, TargetId};
 
 /// Largest chunk a target stores.
 pub const MAX_CHUNK_SIZE: u32 = t3fs_common::layout::MAX_CHUNK_SIZE;
@@ -434,6 +434,24 @@ impl ChunkStore {
     /// Metadata of every live chunk, in chunk id order.
     pub fn list(&self) -> Result<Vec<(ChunkId, ChunkMeta)>, Error> {
         Ok(self.records()?.into_iter().filter(|(_, r)| !r.removed).map(|(c, r)| (c, r.meta)).collect())
+    }
+
+    /// The live chunk of `inode` with the highest index (track 0), if any: what meta asks to learn a
+    /// file's exact length. One reverse prefix scan; tombstones are skipped.
+    pub fn last_chunk(&self, inode: InodeId) -> Result<Option<(ChunkId, ChunkMeta)>, Error> {
+        let prefix = ChunkId::new(inode, 0).to_bytes();
+        // Tenant bytes, inode and track 0: every index of the file's data.
+        let prefix = prefix[..12].to_vec();
+        self.with_db(|db| {
+            for kv in db.metas.prefix(&prefix).rev() {
+                let (k, v) = kv.into_inner().map_err(kv_err)?;
+                let r = Record::decode_head(&v)?;
+                if !r.removed {
+                    return Ok(Some((ChunkId::from_bytes(&k)?, r.meta)));
+                }
+            }
+            Ok(None)
+        })
     }
 
     /// Every record, live chunks and tombstones, in chunk id order (resync diffs).

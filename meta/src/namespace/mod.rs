@@ -55,7 +55,7 @@ use t3fs_kv::{Db, KvError, RangeOpts, Transaction};
 use crate::alloc::IdAllocator;
 use crate::keys;
 
-pub use mutate::{SYMLINK_MAX, SetAttr};
+pub use mutate::{CloseLength, SYMLINK_MAX, SetAttr};
 pub use rename::RenameFlags;
 pub use xattr::{XATTR_NAME_MAX, XATTR_TOTAL_MAX, XATTR_VALUE_MAX, XattrFlags};
 

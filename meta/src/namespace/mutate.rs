@@ -346,6 +346,9 @@ impl MetaStore {
                 let now = now_ns();
                 if let Some(length) = attrs.length {
                     check_file(&inode)?;
+                    // Every truncate (even to the current length: chunks past it were cut) makes
+                    // older length hints stale.
+                    inode.truncate_version = inode.truncate_version.wrapping_add(1);
                     if length != inode.length {
                         inode.length = length;
                         inode.mtime_ns = now;
@@ -383,19 +386,35 @@ impl MetaStore {
     }
 
     /// A client closes a file. If it wrote, the length grows to at least `length_hint` (the end
-    /// of its highest write) and mtime becomes now; otherwise nothing changes. (Exact lengths from
-    /// storage are still to come.)
+    /// of its highest write) and mtime becomes now; otherwise nothing changes. See [`Self::close_with`].
     pub async fn close(&self, id: InodeId, length_hint: u64, wrote: bool) -> Result<Inode> {
+        self.close_with(id, wrote, CloseLength { hint: length_hint, ..Default::default() }).await
+    }
+
+    /// [`Self::close`] with lazy length: when `len.exact` (the end of the file's data as storage
+    /// has it, probed at truncate version `tv`) is known and no truncate happened since the probe,
+    /// the length grows to it; otherwise to the hint, unless the hint's truncate version is older
+    /// than the file's (a truncate made it stale; 0 = the client does not track it).
+    pub async fn close_with(&self, id: InodeId, wrote: bool, len: CloseLength) -> Result<Inode> {
         if !wrote {
             return self.getattr(id).await;
         }
-        check_length(length_hint)?;
+        check_length(len.hint)?;
+        if let Some((exact, _)) = len.exact {
+            check_length(exact)?;
+        }
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             Box::pin(async move {
                 let mut inode = must_inode(txn, id, false).await?;
                 check_file(&inode)?;
                 let now = now_ns();
-                inode.length = inode.length.max(length_hint);
+                let tv = inode.truncate_version;
+                let grow = match len.exact {
+                    Some((exact, probed_at)) if probed_at == tv => exact,
+                    _ if len.hint_truncate_version == 0 || len.hint_truncate_version == tv => len.hint,
+                    _ => 0,
+                };
+                inode.length = inode.length.max(grow);
                 inode.mtime_ns = now;
                 inode.ctime_ns = now;
                 put_inode(txn, &inode);
@@ -404,6 +423,17 @@ impl MetaStore {
         })
         .await?)
     }
+}
+
+/// What a Close knows about a file's length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseLength {
+    /// The end of the client's highest write.
+    pub hint: u64,
+    /// The truncate version the client saw (0: unknown, the hint is taken as is).
+    pub hint_truncate_version: u64,
+    /// The end of the file's data on storage, and the truncate version when it was probed.
+    pub exact: Option<(u64, u64)>,
 }
 
 /// DirectoryNotEmpty unless directory `id` has no entries (a conflicting range read, so a create

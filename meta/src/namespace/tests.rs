@@ -410,3 +410,30 @@ fn space_counts_the_fullest_replica_of_every_chain() {
     assert_eq!(space_of(&r), (80 + 10, Some(50 + 5)));
     assert_eq!(space_of(&t3fs_common::routing::Routing::default()), (0, None));
 }
+
+#[tokio::test]
+async fn close_takes_exact_lengths_and_ignores_hints_older_than_a_truncate() {
+    let s = store().await;
+    let u = user();
+    let f = s.create(&u, ROOT, b"lazy", 0o644, true).await.unwrap();
+    let id = InodeId(f.id);
+    let len = |hint, tv, exact| CloseLength { hint, hint_truncate_version: tv, exact };
+    // Storage knows more than the hint: the exact end wins.
+    assert_eq!(s.close_with(id, true, len(10, 0, Some((5000, 0)))).await.unwrap().length, 5000);
+    // Never shrinks at close (a truncate-extended file has no data at its end).
+    assert_eq!(s.close_with(id, true, len(0, 0, Some((100, 0)))).await.unwrap().length, 5000);
+    // A truncate bumps the truncate version, every time.
+    let t = s.setattr(&u, id, SetAttr { length: Some(300), ..Default::default() }).await.unwrap();
+    assert_eq!((t.length, t.truncate_version), (300, 1));
+    let t = s.setattr(&u, id, SetAttr { length: Some(300), ..Default::default() }).await.unwrap();
+    assert_eq!(t.truncate_version, 2);
+    // A hint from before the truncate is stale; a probe from before it too.
+    assert_eq!(s.close_with(id, true, len(5000, 1, None)).await.unwrap().length, 300);
+    assert_eq!(s.close_with(id, true, len(0, 0, Some((5000, 1)))).await.unwrap().length, 300);
+    // Current ones count; an untracked hint (0) is taken as is.
+    assert_eq!(s.close_with(id, true, len(400, 2, None)).await.unwrap().length, 400);
+    assert_eq!(s.close_with(id, true, len(0, 0, Some((450, 2)))).await.unwrap().length, 450);
+    assert_eq!(s.close_with(id, true, len(500, 0, None)).await.unwrap().length, 500);
+    // Without `wrote` nothing changes.
+    assert_eq!(s.close_with(id, false, len(9000, 0, Some((9000, 2)))).await.unwrap().length, 500);
+}

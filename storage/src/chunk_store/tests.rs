@@ -614,3 +614,22 @@ async fn format_1_records_still_read_whole() {
     assert_eq!(read_range(&s, id(0), 0, 5).await.unwrap(), [b"new", &data[3..5]].concat());
     assert_eq!(s.query(id(0)).unwrap().unwrap().crc32c, crc32c::crc32c(&[b"new", &data[3..]].concat()));
 }
+
+#[tokio::test]
+async fn last_chunk_skips_tombstones_and_other_files() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let inode = id(0).inode;
+    assert_eq!(s.last_chunk(inode).unwrap(), None);
+    apply(&s, id(0), 1, w(0, b"abc")).await.unwrap();
+    apply(&s, id(5), 1, w(0, b"fifth")).await.unwrap();
+    apply(&s, id(7), 1, w(0, b"seventh")).await.unwrap();
+    // Another file with higher ids does not count.
+    let other = ChunkId::new(InodeId(inode.0 + 1), 99);
+    apply(&s, other, 1, w(0, b"x")).await.unwrap();
+    let (c, m) = s.last_chunk(inode).unwrap().unwrap();
+    assert_eq!((c, m.length), (id(7), 7));
+    apply(&s, id(7), 2, Update::Remove).await.unwrap();
+    let (c, m) = s.last_chunk(inode).unwrap().unwrap();
+    assert_eq!((c, m.length), (id(5), 5), "a removed chunk is not the last one");
+}

@@ -1,0 +1,100 @@
+//! Lazy length: a file's exact length from storage.
+//!
+//! Clients write chunks straight to storage and tell meta only a length hint (the end of their
+//! highest write) at close/fsync. Meta then asks storage for the truth: for every chain the file's
+//! chunks may live on (its stripe), one SERVING target's last live chunk of the file
+//! (`QueryLastChunk` on the storage node's admin service); the file ends where the highest such
+//! chunk ends. Chain replication acknowledges a write only once every replica applied it, so any
+//! SERVING target has every acknowledged chunk.
+//!
+//! A probe that cannot finish (no SERVING target, a node unreachable, `PROBE_TIMEOUT`) fails as a
+//! whole; callers fall back to the hint (close) or to the length meta has (GC).
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use t3fs_common::proto::{self, InodeType, storage_admin_client::StorageAdminClient};
+use t3fs_common::routing::{RoutingCache, is_readable};
+use t3fs_common::{ChainId, ChunkId, Error, Result, StatusCode, TargetId};
+use tonic::transport::Channel;
+
+/// How long one probe (all chains together) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks storage where files end. Cheap to share; connections to storage nodes are cached.
+pub struct LengthProbe {
+    routing: RoutingCache,
+    token: String,
+    clients: Mutex<HashMap<String, StorageAdminClient<Channel>>>,
+}
+
+impl LengthProbe {
+    /// `token`: the cluster token (storage's admin service takes only it).
+    pub fn new(routing: RoutingCache, token: String) -> Self {
+        Self { routing, token, clients: Mutex::new(HashMap::new()) }
+    }
+
+    async fn client(&self, addr: &str) -> Result<StorageAdminClient<Channel>> {
+        if let Some(c) = self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = t3fs_common::routing::connect_channel(addr).await?;
+        let c = StorageAdminClient::new(channel);
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The end of the file's data on storage: max over its chains of (last chunk index x chunk
+    /// size + that chunk's length); 0 when no chunk exists.
+    pub async fn exact_length(&self, inode: &proto::Inode) -> Result<u64> {
+        tokio::time::timeout(PROBE_TIMEOUT, self.probe(inode))
+            .await
+            .map_err(|_| Error::new(StatusCode::Timeout, format!("length probe of inode {} timed out", inode.id)))?
+    }
+
+    async fn probe(&self, inode: &proto::Inode) -> Result<u64> {
+        if inode.inode_type != InodeType::File as i32 {
+            return Err(Error::invalid(format!("inode {} is not a file", inode.id)));
+        }
+        let layout =
+            inode.layout.as_ref().ok_or_else(|| Error::internal(format!("file {} has no layout", inode.id)))?;
+        let routing = self.routing.get();
+        // The chains of the stripe, each once, with a SERVING target and its node's address.
+        let mut asks: Vec<(TargetId, String)> = Vec::new();
+        let mut seen: HashSet<ChainId> = HashSet::new();
+        for i in 0..layout.stripe.max(1) {
+            let chain = routing.chunk_chain(layout, i)?;
+            if !seen.insert(ChainId(chain.chain_id)) {
+                continue;
+            }
+            let target = chain.targets.iter().find(|t| is_readable(t.public_state)).ok_or_else(|| {
+                Error::new(StatusCode::TargetNotServing, format!("chain {} has no serving target", chain.chain_id))
+            })?;
+            let node = routing.node_of_target(TargetId(target.target_id))?;
+            asks.push((TargetId(target.target_id), node.grpc_addr.clone()));
+        }
+        let queries = asks.into_iter().map(|(target, addr)| async move {
+            let mut c = self.client(&addr).await?;
+            let req = proto::QueryLastChunkReq {
+                header: Some(proto::RequestHeader {
+                    request_id: t3fs_common::new_request_id(),
+                    token: self.token.clone(),
+                    ..Default::default()
+                }),
+                target_id: target.0,
+                inode: inode.id,
+            };
+            let rsp = c.query_last_chunk(req).await.map_err(|s| Error::from_tonic(&s))?.into_inner();
+            Ok::<_, Error>(rsp.meta.filter(|_| rsp.found))
+        });
+        let mut end = 0u64;
+        for found in futures::future::join_all(queries).await {
+            if let Some(meta) = found? {
+                let chunk = ChunkId::from_bytes(&meta.chunk_id)?;
+                let this = u64::from(chunk.index) * u64::from(layout.chunk_size) + u64::from(meta.length);
+                end = end.max(this);
+            }
+        }
+        Ok(end)
+    }
+}
