@@ -32,7 +32,7 @@ struct File {
 }
 
 /// Writes `sizes.len()` files. Every third file gets a hole: only its first half is written and
-/// its length is set past the written data.
+/// the file is then extended past the written data.
 async fn write_files(client: &Client, sizes: &[usize], seed: u64) -> Vec<File> {
     let user = UserInfo::default();
     let mut files = Vec::new();
@@ -46,7 +46,12 @@ async fn write_files(client: &Client, sizes: &[usize], seed: u64) -> Vec<File> {
         if written > 0 {
             client.write(&inode, 0, &data[..written]).await.unwrap();
         }
-        let inode = client.close(&user, InodeId(inode.id), size as u64, true).await.unwrap();
+        let mut inode = client.close(&user, InodeId(inode.id), size as u64, true).await.unwrap();
+        if written < size {
+            // Meta takes the length from storage (where the data ends); the hole at the end
+            // comes from extending the file, as ftruncate would.
+            inode = client.truncate(&user, InodeId(inode.id), size as u64).await.unwrap();
+        }
         assert_eq!(inode.length, size as u64);
         files.push(File { inode: Arc::new(inode), data });
     }
