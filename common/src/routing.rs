@@ -114,6 +114,18 @@ impl Routing {
     }
 }
 
+/// The fencing rule (research/3fs.md §2), shared by storage and documented with mgmtd: a storage
+/// node that has not had a heartbeat answer from the primary mgmtd for this long stops serving
+/// reads and writes. It is its configured delay, but never more than half of mgmtd's heartbeat
+/// timeout (`mgmtd_timeout`, learnt from heartbeat replies; `None` before the first one), so the node
+/// fences itself well before mgmtd declares it failed and lets other replicas move on without it.
+pub fn fence_delay(configured: Duration, mgmtd_timeout: Option<Duration>) -> Duration {
+    match mgmtd_timeout {
+        Some(t) if !t.is_zero() => configured.min(t / 2),
+        _ => configured,
+    }
+}
+
 /// Public states that accept writes.
 pub fn is_writable(state: i32) -> bool {
     state == PublicTargetState::Serving as i32 || state == PublicTargetState::Syncing as i32

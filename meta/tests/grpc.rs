@@ -60,7 +60,7 @@ impl Mgmtd for FakeMgmtd {
         let applied = req.get_ref().config_version;
         *self.reported.lock().unwrap() = applied;
         let config = self.config.lock().unwrap().clone().filter(|c| c.version != applied);
-        Ok(Response::new(proto::HeartbeatRsp { routing_version: 3, config }))
+        Ok(Response::new(proto::HeartbeatRsp { routing_version: 3, config, heartbeat_timeout_ms: 0 }))
     }
     async fn get_routing_info(
         &self,

@@ -69,7 +69,8 @@ impl Mgmtd for MgmtdService {
             if let Some(c) = &config {
                 tracing::debug!(version = c.version, applied = req.config_version, "pushing config");
             }
-            Ok(proto::HeartbeatRsp { routing_version, config })
+            let heartbeat_timeout_ms = u64::try_from(self.cluster.heartbeat_timeout.as_millis()).unwrap_or(u64::MAX);
+            Ok(proto::HeartbeatRsp { routing_version, config, heartbeat_timeout_ms })
         })
         .await
     }

@@ -205,7 +205,9 @@ pub fn spawn_heartbeats(
                 match sent.await {
                     Ok(rsp) => {
                         fence.heard_from_mgmtd();
-                        hot.offer(rsp.into_inner().config.as_ref())
+                        let rsp = rsp.into_inner();
+                        fence.set_mgmtd_timeout(rsp.heartbeat_timeout_ms);
+                        hot.offer(rsp.config.as_ref())
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "heartbeat failed");

@@ -112,18 +112,32 @@ fn millis(d: Duration) -> u64 {
 #[derive(Debug)]
 pub struct Fence {
     last_ok: Mutex<Instant>,
-    /// The fencing delay in ms (a hot config item: [`Fence::set_after`]).
+    /// The configured fencing delay in ms (a hot config item: [`Fence::set_after`]).
     after_ms: AtomicU64,
+    /// mgmtd's heartbeat timeout in ms from its last heartbeat reply (0: not known yet).
+    mgmtd_timeout_ms: AtomicU64,
 }
 
 impl Fence {
     pub fn new(after: Duration) -> Self {
-        Self { last_ok: Mutex::new(Instant::now()), after_ms: AtomicU64::new(millis(after)) }
+        Self {
+            last_ok: Mutex::new(Instant::now()),
+            after_ms: AtomicU64::new(millis(after)),
+            mgmtd_timeout_ms: AtomicU64::new(0),
+        }
     }
 
-    /// The fencing delay in force.
+    /// The fencing delay in force: the configured one, capped at half of mgmtd's heartbeat timeout
+    /// ([`t3fs_common::routing::fence_delay`]).
     pub fn after(&self) -> Duration {
-        Duration::from_millis(self.after_ms.load(Ordering::Relaxed))
+        let configured = Duration::from_millis(self.after_ms.load(Ordering::Relaxed));
+        let timeout = self.mgmtd_timeout_ms.load(Ordering::Relaxed);
+        t3fs_common::routing::fence_delay(configured, (timeout > 0).then(|| Duration::from_millis(timeout)))
+    }
+
+    /// mgmtd told its heartbeat timeout (every heartbeat reply; 0 from an older mgmtd: unknown).
+    pub fn set_mgmtd_timeout(&self, timeout_ms: u64) {
+        self.mgmtd_timeout_ms.store(timeout_ms, Ordering::Relaxed);
     }
 
     /// Changes the fencing delay (a pushed config); the next check uses it.
@@ -232,6 +246,21 @@ mod tests {
         assert!(!fenced(Duration::from_millis(2499), after));
         assert!(fenced(Duration::from_millis(2500), after));
         assert!(fenced(Duration::from_secs(60), after));
+    }
+
+    #[test]
+    fn fence_delay_is_capped_at_half_of_mgmtds_timeout() {
+        let fence = Fence::new(Duration::from_millis(2500));
+        assert_eq!(fence.after(), Duration::from_millis(2500), "mgmtd's timeout not known yet");
+        fence.set_mgmtd_timeout(3000);
+        assert_eq!(fence.after(), Duration::from_millis(1500), "half of mgmtd's 3 s");
+        fence.set_mgmtd_timeout(60_000);
+        assert_eq!(fence.after(), Duration::from_millis(2500), "the configured delay when shorter");
+        fence.set_mgmtd_timeout(0);
+        assert_eq!(fence.after(), Duration::from_millis(2500));
+        let t0 = fence.last_ok();
+        fence.set_mgmtd_timeout(1000);
+        assert!(fence.check_at(t0 + Duration::from_millis(600)).is_err(), "fenced after 500 ms");
     }
 
     #[test]

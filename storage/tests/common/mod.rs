@@ -116,7 +116,7 @@ impl Mgmtd for FakeMgmtd {
         let req = req.into_inner();
         let config = s.config.clone().filter(|c| c.version != req.config_version);
         s.heartbeats.push(req);
-        Ok(tonic::Response::new(proto::HeartbeatRsp { routing_version: s.version, config }))
+        Ok(tonic::Response::new(proto::HeartbeatRsp { routing_version: s.version, config, heartbeat_timeout_ms: 0 }))
     }
 
     async fn get_routing_info(
