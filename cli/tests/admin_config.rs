@@ -73,7 +73,11 @@ async fn set_config_reaches_running_nodes() {
     assert!(ok(&data, &["get-config", "--node-type", "storage"]).await.starts_with("# no storage config set"));
 
     let file = tmp.path().join("storage.toml");
-    let fence = file_fence + Duration::from_millis(1500);
+    // Shorter than the file's value: a longer one would be capped at half of mgmtd's heartbeat
+    // timeout (the fencing rule), which the file's default already is. Still above the heartbeat
+    // interval, as storage requires.
+    let fence = file_fence - Duration::from_millis(900);
+    assert!(fence.as_millis() as u64 > cluster.plan.storage[0].heartbeat_interval_ms);
     std::fs::write(&file, format!("# pushed\nfence_after_ms = {}\nlog = \"info\"\n", fence.as_millis())).unwrap();
     let f = file.to_str().unwrap();
     let v = json(&data, &["set-config", "--node-type", "storage", "--expected-version", "0", f]).await;

@@ -10,6 +10,8 @@
 //! - Data ([`data`]): a file's byte range is split by chunk; reads go to any SERVING replica of the
 //!   chunk's chain, writes to the chain head (which replicates down the chain before it acks). Chunk
 //!   data rides the bulk plane, never gRPC.
+//! - Files ([`file`]): `Client::open_path` gives a [`File`] (read_at, write_at with buffering and
+//!   periodic length hints, set_len, sync, close) that holds a write session while open.
 //! - Batch reads ([`batch`]): many reads in flight into pooled buffers, completions in any order
 //!   (the role of 3FS's USRBIO), for data loaders.
 //!
@@ -31,6 +33,7 @@ pub mod batch;
 pub mod config;
 pub mod data;
 pub mod dirs;
+pub mod file;
 pub mod links;
 pub mod meta;
 pub mod session;
@@ -42,6 +45,7 @@ pub use batch::{
 pub use config::{ClientConfig, UserInfo};
 pub use data::{ChunkOp, ChunkPiece};
 pub use dirs::DirLayout;
+pub use file::{File, OpenOptions};
 pub use links::RenameFlags;
 pub use meta::SetAttr;
 pub use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};
