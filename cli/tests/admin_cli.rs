@@ -387,6 +387,14 @@ async fn admin_commands_against_a_cluster() {
     let tid = found.expect("some target holds chunk 0");
     let s = env.ok(&["query-chunk", "--target", &tid, "--inode", &file_inode.to_string(), "--index", "0"]).await;
     assert!(s.contains("VERSION") && s.contains("1048576"), "{s}");
+    let v = env.json(&["dump-chunkmeta", "--target", &tid, "--inode", &file_inode.to_string()]).await;
+    let chunks = v["chunks"].as_array().unwrap();
+    assert!(!chunks.is_empty() && chunks.iter().all(|c| c["inode"] == file_inode), "{v}");
+    assert!(chunks.iter().any(|c| c["index"] == 0 && c["length"] == 1 << 20), "{v}");
+    let s = env.ok(&["dump-chunkmeta", "--target", &tid]).await;
+    assert!(s.contains("CHAIN VER") && s.contains(" chunks"), "{s}");
+    let e = env.fails(&["dump-chunkmeta", "--target", "424242"]).await;
+    assert!(e.contains("424242"), "{e}");
 
     let s = env.ok(&["fsck", "/"]).await;
     // file.bin (also /a/hard.bin, checked once) and /d/renamed.bin.

@@ -54,6 +54,50 @@ pub async fn query_chunk(ctx: &Ctx, target: u64, inode: u64, index: u32) -> anyh
     Ok(())
 }
 
+/// `t3fs admin dump-chunkmeta --target T [--inode I]`: every live chunk's metadata on one target
+/// (optionally only one file's), in chunk id order.
+pub async fn dump_chunkmeta(ctx: &Ctx, target: u64, inode: Option<u64>) -> anyhow::Result<()> {
+    let c = ctx.client().await?;
+    let all = c.list_chunks(TargetId(target)).await.with_context(|| format!("target {target}"))?;
+    let mut rows = Vec::new();
+    for m in &all {
+        let chunk = ChunkId::from_bytes(&m.chunk_id)?;
+        if inode.is_none_or(|i| chunk.inode == InodeId(i)) {
+            rows.push((chunk, m));
+        }
+    }
+    if ctx.json {
+        let chunks: Vec<_> = rows
+            .iter()
+            .map(|(chunk, m)| {
+                let mut v = chunk_meta_json(m);
+                v["chunk"] = json!(chunk.to_string());
+                v["inode"] = json!(chunk.inode.0);
+                v["index"] = json!(chunk.index);
+                v
+            })
+            .collect();
+        print_json(&json!({ "target_id": target, "chunks": chunks }));
+    } else {
+        let mut t = Table::new(&["CHUNK", "INODE", "INDEX", "VERSION", "LENGTH", "CRC32C", "CHAIN VER"]);
+        for (chunk, m) in &rows {
+            t.row(vec![
+                chunk.to_string(),
+                chunk.inode.0.to_string(),
+                chunk.index.to_string(),
+                m.version.to_string(),
+                m.length.to_string(),
+                format!("{:08x}", m.crc32c),
+                m.chain_version.to_string(),
+            ]);
+        }
+        print!("{}", t.render());
+        println!("{} chunks", rows.len());
+    }
+    c.shutdown().await;
+    Ok(())
+}
+
 /// What one replica said about one chunk.
 enum Replica {
     Missing,

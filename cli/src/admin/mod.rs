@@ -212,6 +212,15 @@ pub enum AdminCmd {
         #[arg(long)]
         index: u32,
     },
+    /// Metadata of every live chunk on one storage target (optionally of one file only).
+    DumpChunkmeta {
+        /// Storage target id.
+        #[arg(long)]
+        target: u64,
+        /// Only this file's chunks.
+        #[arg(long)]
+        inode: Option<u64>,
+    },
     /// Check every chunk of a file (or every file under a directory) on every replica of its chain:
     /// metadata must agree and every replica's data must match its CRC32C. Exits 1 if any chunk is bad.
     Fsck {
@@ -337,6 +346,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCmd::GetConfig { node_type } => config::get_config(&ctx, node_type).await,
         AdminCmd::QueryChunk { target, inode, index } => fsck::query_chunk(&ctx, target, inode, index).await,
+        AdminCmd::DumpChunkmeta { target, inode } => fsck::dump_chunkmeta(&ctx, target, inode).await,
         AdminCmd::Fsck { path, meta_only } => fsck::fsck(&ctx, &path, !meta_only).await,
         AdminCmd::Ls { long, path } => namespace::ls(&ctx, &path, long).await,
         AdminCmd::Stat { path } => namespace::stat(&ctx, &path).await,
