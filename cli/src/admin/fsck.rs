@@ -231,13 +231,24 @@ pub async fn fsck(ctx: &Ctx, path: &str, data: bool) -> anyhow::Result<()> {
     }
     let chunks = jobs.len();
     let bulk = BulkClient::default();
-    let (c_ref, bulk_ref) = (&c, &bulk);
+    let bar = super::transfer::count_bar(
+        chunks as u64,
+        &format!("fsck {path}"),
+        "chunks",
+        super::transfer::show_progress(ctx),
+    );
+    let (c_ref, bulk_ref, bar_ref) = (&c, &bulk, &bar);
     let mut problems: Vec<Problem> = futures::stream::iter(jobs)
-        .map(|(p, f, i)| async move { check_chunk(ctx, c_ref, bulk_ref, p, f, i, data).await })
+        .map(|(p, f, i)| async move {
+            let r = check_chunk(ctx, c_ref, bulk_ref, p, f, i, data).await;
+            bar_ref.inc(1);
+            r
+        })
         .buffer_unordered(PARALLEL_CHUNKS)
         .filter_map(|p| async move { p })
         .collect()
         .await;
+    bar.finish_and_clear();
     problems.sort_by(|a, b| (&a.path, a.index).cmp(&(&b.path, b.index)));
     if ctx.json {
         let bad: Vec<Value> = problems

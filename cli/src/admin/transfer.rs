@@ -49,8 +49,20 @@ fn progress_bar(total: u64, label: &str, visible: bool) -> ProgressBar {
     ProgressBar::new(total).with_style(style).with_message(label.to_string())
 }
 
+/// A count progress bar (`what`: e.g. "chunks") on stderr; hidden unless `visible`.
+pub(super) fn count_bar(total: u64, label: &str, what: &str, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let template = format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}}");
+    let style = ProgressStyle::with_template(&template)
+        .expect("the template is a valid constant with a plain word")
+        .progress_chars("=> ");
+    ProgressBar::new(total).with_style(style).with_message(label.to_string())
+}
+
 /// Whether to draw a progress bar: a person is watching stderr and the output is not JSON.
-fn show_progress(ctx: &Ctx) -> bool {
+pub(super) fn show_progress(ctx: &Ctx) -> bool {
     !ctx.json && std::io::stderr().is_terminal()
 }
 
@@ -135,6 +147,10 @@ mod tests {
     fn progress_bar_is_hidden_unless_visible() {
         let hidden = progress_bar(100, "put /a", false);
         assert!(hidden.is_hidden());
+        assert!(count_bar(10, "fsck /", "chunks", false).is_hidden());
+        let counted = count_bar(10, "fsck /", "chunks", true);
+        counted.inc(3);
+        assert_eq!((counted.position(), counted.length()), (3, Some(10)));
         let shown = progress_bar(100, "put /a", true);
         assert_eq!(shown.length(), Some(100));
         assert_eq!(shown.message(), "put /a");
