@@ -10,4 +10,5 @@
 //! daemon crate's typed config and call its `run`. See `main.rs`.
 pub mod admin;
 pub mod local;
+pub mod mount_helper;
 pub mod umount;

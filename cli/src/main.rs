@@ -153,6 +153,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Called as mount(8)'s helper (`mount.t3fs`, a link to this binary): its own argument syntax.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.first().is_some_and(|a| t3fs_cli::mount_helper::called_as_helper(a)) {
+        let res = t3fs_cli::mount_helper::parse(&argv[1..]).and_then(|h| t3fs_cli::mount_helper::run(&h));
+        return match res {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mount.t3fs: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let level = match cli.cmd {
         Cmd::Local { .. } | Cmd::Umount { .. } => "warn",
