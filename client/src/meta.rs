@@ -316,7 +316,7 @@ impl Client {
     }
 
     /// Applies [`truncate_plan`]`(old_len, new_len)` to the file's chunks, 16 at a time. Meta is not
-    /// told; e.g. a FUSE mount deletes the chunks of a file unlinked while it had it open, at last close.
+    /// told (truncate does that; chunks of unlinked files are meta's GC's to remove).
     pub async fn remove_chunks(&self, inode: &proto::Inode, new_len: u64, old_len: u64) -> Result<()> {
         let layout = crate::data::file_layout(inode)?;
         let plan = truncate_plan(old_len, new_len, layout.chunk_size)?;

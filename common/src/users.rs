@@ -140,9 +140,9 @@ pub struct Directory {
 
 impl Directory {
     /// The directory of `users` (records whose hash is not 32 bytes are skipped: they match nothing).
-    pub fn new(version: u64, users: &[proto::UserInfo]) -> Self {
+    pub fn new<'a>(version: u64, users: impl IntoIterator<Item = &'a proto::UserInfo>) -> Self {
         let by_hash = users
-            .iter()
+            .into_iter()
             .filter_map(|u| {
                 let hash: TokenHash = u.token_sha256.as_ref().try_into().ok()?;
                 Some((hash, Identity { uid: u.uid, gid: u.gid, gids: u.gids.clone(), admin: u.admin }))

@@ -58,8 +58,7 @@ impl Accounts {
 
     /// The directory token checks use.
     pub fn directory(&self) -> users::Directory {
-        let all: Vec<UserInfo> = self.users.values().cloned().collect();
-        users::Directory::new(self.version, &all)
+        users::Directory::new(self.version, self.users.values())
     }
 
     fn check_token_free(&self, token: &str, cluster_token: &str, except_uid: Option<u32>) -> Result<(), Error> {

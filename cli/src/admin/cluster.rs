@@ -114,6 +114,17 @@ fn chain_row(c: &proto::ChainInfo) -> Vec<String> {
     vec![c.chain_id.to_string(), c.chain_version.to_string(), targets.join(" -> "), preferred]
 }
 
+/// Prints one chain table (a command's result).
+pub(super) fn print_table(ctx: &Ctx, table: &proto::ChainTable) {
+    if ctx.json {
+        print_json(&table_json(table));
+    } else {
+        let mut t = Table::new(&TABLE_HEADER);
+        t.row(table_row(table));
+        print!("{}", t.render());
+    }
+}
+
 /// Prints one chain (a command's result).
 pub(super) fn print_chain(ctx: &Ctx, c: &proto::ChainInfo) {
     if ctx.json {
@@ -232,12 +243,6 @@ pub async fn create_chain_table(
         .map_err(|s| t3fs_common::Error::from_tonic(&s))
         .context("create chain table")?;
     let table = rsp.into_inner().table.context("mgmtd returned no chain table")?;
-    if ctx.json {
-        print_json(&table_json(&table));
-    } else {
-        let mut t = Table::new(&TABLE_HEADER);
-        t.row(table_row(&table));
-        print!("{}", t.render());
-    }
+    print_table(ctx, &table);
     Ok(())
 }

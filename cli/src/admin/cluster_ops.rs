@@ -6,7 +6,7 @@ use serde_json::json;
 use t3fs_common::proto;
 
 use super::Ctx;
-use super::cluster::{TABLE_HEADER, print_chain, table_json, table_row};
+use super::cluster::{print_chain, print_table};
 use super::output::{Table, node_status, node_type, print_json};
 
 fn print_node(ctx: &Ctx, n: &proto::NodeInfo) {
@@ -149,13 +149,7 @@ pub async fn create_table_version(ctx: &Ctx, table_id: u32, chains: &str, desc: 
         .into_inner()
         .table
         .context("mgmtd returned no chain table")?;
-    if ctx.json {
-        print_json(&table_json(&table));
-    } else {
-        let mut t = Table::new(&TABLE_HEADER);
-        t.row(table_row(&table));
-        print!("{}", t.render());
-    }
+    print_table(ctx, &table);
     Ok(())
 }
 
