@@ -56,18 +56,17 @@ pub fn spawn(
     every: Duration,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = extend(&conn, &token, &client_id) => if let Err(e) = r {
+    t3fs_common::periodic::spawn_every(
+        t3fs_common::periodic::First::Now,
+        move || every,
+        cancel,
+        move || {
+            let (conn, token, client_id) = (conn.clone(), token.clone(), client_id.clone());
+            async move {
+                if let Err(e) = extend(&conn, &token, &client_id).await {
                     tracing::debug!(error = %e, client_id = %client_id, "extending the client session failed");
-                },
+                }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-    })
+        },
+    )
 }

@@ -18,6 +18,7 @@ pub mod layout;
 pub mod metrics;
 pub mod mgmtd_conn;
 pub mod names;
+pub mod periodic;
 pub mod routing;
 pub mod status;
 pub mod telemetry;

@@ -216,29 +216,27 @@ impl RoutingCache {
         interval: Duration,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            let conn = match MgmtdConn::new(&mgmtd_addr) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "routing poller: bad mgmtd address list; not polling");
-                    return;
-                }
-            };
-            loop {
-                let refresh = cache.refresh_via(&conn, &token);
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = refresh => if let Err(e) = r {
-                        tracing::debug!(error = %e, "routing refresh failed");
-                    },
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
+        let conn = match MgmtdConn::new(&mgmtd_addr) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "routing poller: bad mgmtd address list; not polling");
+                return tokio::spawn(async {});
             }
-        })
+        };
+        let cache = self.clone();
+        crate::periodic::spawn_every(
+            crate::periodic::First::Now,
+            move || interval,
+            cancel,
+            move || {
+                let (cache, conn, token) = (cache.clone(), conn.clone(), token.clone());
+                async move {
+                    if let Err(e) = cache.refresh_via(&conn, &token).await {
+                        tracing::debug!(error = %e, "routing refresh failed");
+                    }
+                }
+            },
+        )
     }
 
     /// Waits until `pred` holds on the current snapshot (polled every 50 ms), or `timeout` passes.

@@ -282,20 +282,19 @@ impl UserCache {
     /// Polls mgmtd every `interval` until `cancel` fires (errors are logged and retried).
     pub fn spawn_poller(&self, interval: Duration, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    r = cache.refresh() => if let Err(e) = r {
+        crate::periodic::spawn_every(
+            crate::periodic::First::Now,
+            move || interval,
+            cancel,
+            move || {
+                let cache = cache.clone();
+                async move {
+                    if let Err(e) = cache.refresh().await {
                         tracing::debug!(error = %e, "user table refresh failed");
-                    },
+                    }
                 }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-            }
-        })
+            },
+        )
     }
 }
 

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use t3fs_common::bulk::BulkClient;
 use t3fs_common::mgmtd_conn::MgmtdConn;
+use t3fs_common::periodic::{First, spawn_every};
 use t3fs_common::proto::{self, InodeType, UpdateType, bulk_request};
 use t3fs_common::routing::RoutingCache;
 use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, now_ns};
@@ -177,19 +178,22 @@ impl Gc {
 
 /// Runs GC passes every `interval` until `cancel` fires.
 pub fn spawn(gc: Gc, interval: Duration, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+    let gc = Arc::new(gc);
+    spawn_every(
+        First::AfterInterval,
+        move || interval,
+        cancel,
+        move || {
+            let gc = gc.clone();
+            async move {
+                match gc.run_once().await {
+                    Ok(p) if p != Pass::default() => tracing::info!(?p, "GC pass"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "GC pass failed; retrying"),
+                }
             }
-            match gc.run_once().await {
-                Ok(p) if p != Pass::default() => tracing::info!(?p, "GC pass"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "GC pass failed; retrying"),
-            }
-        }
-    })
+        },
+    )
 }
 
 /// The client ids mgmtd lists as alive.
@@ -216,25 +220,27 @@ pub fn spawn_session_pruner(
     interval: Duration,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-            }
-            let live = match live_clients(&conn, &token).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(error = %e, "session pruning: mgmtd did not answer; nothing pruned");
-                    continue;
+    spawn_every(
+        First::AfterInterval,
+        move || interval,
+        cancel,
+        move || {
+            let (store, conn, token) = (store.clone(), conn.clone(), token.clone());
+            async move {
+                let live = match live_clients(&conn, &token).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "session pruning: mgmtd did not answer; nothing pruned");
+                        return;
+                    }
+                };
+                let older_than = now_ns().saturating_sub(i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX));
+                match store.prune_sessions(&live, older_than).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "write sessions of dead clients pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning write sessions failed"),
                 }
-            };
-            let older_than = now_ns().saturating_sub(i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX));
-            match store.prune_sessions(&live, older_than).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "write sessions of dead clients pruned"),
-                Err(e) => tracing::warn!(error = %e, "pruning write sessions failed"),
             }
-        }
-    })
+        },
+    )
 }

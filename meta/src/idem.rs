@@ -9,9 +9,11 @@
 //!
 //! Records older than the TTL are ignored (and overwritten) and deleted by [`spawn_cleaner`]. Only
 //! successes are recorded: a failed op changed nothing, so re-running it is correct.
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use t3fs_common::periodic::{First, spawn_every};
 use t3fs_common::{Error, now_ns};
 use t3fs_kv::{Db, KvError, RangeOpts, Transaction};
 use tokio::task::JoinHandle;
@@ -119,23 +121,26 @@ pub async fn clean_expired(db: &Db, ttl: Duration) -> Result<usize, Error> {
 /// in force (both hot config items), read before every wait and every cleanup.
 pub fn spawn_cleaner(
     db: Db,
-    settings: impl Fn() -> (Duration, Duration) + Send + 'static,
+    settings: impl Fn() -> (Duration, Duration) + Send + Sync + 'static,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let interval = settings().1;
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+    let settings = Arc::new(settings);
+    let ttl = settings.clone();
+    spawn_every(
+        First::AfterInterval,
+        move || settings().1,
+        cancel,
+        move || {
+            let (db, ttl) = (db.clone(), ttl().0);
+            async move {
+                match clean_expired(&db, ttl).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(n, "removed expired idempotency records"),
+                    Err(e) => tracing::warn!(error = %e, "idempotency record cleanup failed"),
+                }
             }
-            match clean_expired(&db, settings().0).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(n, "removed expired idempotency records"),
-                Err(e) => tracing::warn!(error = %e, "idempotency record cleanup failed"),
-            }
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]
