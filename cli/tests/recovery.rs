@@ -110,6 +110,35 @@ async fn storage_failure_writes_continue_and_returning_replica_is_resynced() {
     assert_replicas_identical(&client, &ia, &a).await;
     assert_replicas_identical(&client, &ib, &b).await;
 
+    // `t3fs admin list-syncs` shows the finished syncs into the returning targets, every chunk done.
+    let data = tmp.path().join("data");
+    let cf = format!("mgmtd_addr = \"{}\"\ntoken = \"{}\"\n", cluster.mgmtd_addr(), cluster.plan.cluster.token);
+    std::fs::write(data.join("cluster.toml"), &cf).unwrap();
+    let list_syncs = |json: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_t3fs"));
+        cmd.args(["admin", "--data-dir", data.to_str().unwrap(), "list-syncs"]).env_remove("T3FS_CONFIG");
+        if json {
+            cmd.arg("--json");
+        }
+        async move {
+            let out = cmd.output().await.unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "list-syncs failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+            stdout
+        }
+    };
+    let table = list_syncs(false).await;
+    assert!(table.contains("PHASE") && table.contains("ETA") && table.contains("DONE"), "{table}");
+    let v: serde_json::Value = serde_json::from_str(&list_syncs(true).await).unwrap();
+    let syncs = v["syncs"].as_array().unwrap();
+    for t in &dead {
+        let done: Vec<_> = syncs.iter().filter(|s| s["to_target"] == *t && s["phase"] == "DONE").collect();
+        assert!(!done.is_empty(), "no finished sync into target {t}: {v}");
+        assert!(done.iter().all(|s| s["chunks_done"] == s["chunks_total"]), "{v}");
+    }
+    // The returning server missed writes: at least one sync transferred chunks and their bytes.
+    assert!(syncs.iter().any(|s| s["chunks_done"].as_u64().unwrap() > 0 && s["bytes_done"].as_u64().unwrap() > 0));
+
     assert!(client.read(&ia, 0, a.len() as u32).await.unwrap() == a);
     drop(client);
     cluster.shutdown().await;

@@ -1,6 +1,6 @@
 //! The `StorageAdmin` gRPC service: chunk metadata queries for tools, tests, meta's file-length queries
 //! and resync (listings with tombstones, and `SyncDone`, which a SYNCING target's predecessor sends when
-//! every chunk has been transferred). Data never rides gRPC; this only returns chunk metadata.
+//! every chunk has been transferred; `ListSyncs`, the progress of the syncs this node sends). Data never rides gRPC; this only returns chunk metadata.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
 
 use crate::chunk_store::ChunkStore;
 use crate::local_state::TargetStates;
+use crate::sync::progress::SyncBoard;
 
 pub struct AdminService {
     token: String,
@@ -19,6 +20,7 @@ pub struct AdminService {
     routing: RoutingCache,
     states: Arc<TargetStates>,
     mgmtd: MgmtdConn,
+    syncs: Arc<SyncBoard>,
 }
 
 impl AdminService {
@@ -28,8 +30,9 @@ impl AdminService {
         routing: RoutingCache,
         states: Arc<TargetStates>,
         mgmtd: MgmtdConn,
+        syncs: Arc<SyncBoard>,
     ) -> Self {
-        Self { token, targets, routing, states, mgmtd }
+        Self { token, targets, routing, states, mgmtd, syncs }
     }
 
     /// Fetches routing from mgmtd now (the poller may lag behind the caller).
@@ -146,5 +149,14 @@ impl StorageAdmin for AdminService {
         self.states.set_synced(target, r.chain_version);
         tracing::info!("resync done: target is up to date");
         Ok(tonic::Response::new(proto::SyncDoneRsp {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(req = %request_id(req.get_ref().header.as_ref())))]
+    async fn list_syncs(
+        &self,
+        req: tonic::Request<proto::ListSyncsReq>,
+    ) -> Result<tonic::Response<proto::ListSyncsRsp>, tonic::Status> {
+        check_header(&self.token, req.get_ref().header.as_ref())?;
+        Ok(tonic::Response::new(proto::ListSyncsRsp { syncs: self.syncs.list() }))
     }
 }

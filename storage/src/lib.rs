@@ -223,12 +223,14 @@ async fn serve_and_register(
             .with_users(users.clone()),
     );
     tasks.push(tokio::spawn(t3fs_common::bulk::serve(bulk, handler, cancel.clone())));
+    let sync_board = Arc::new(sync::progress::SyncBoard::default());
     let admin = StorageAdminServer::new(admin::AdminService::new(
         config.token.clone(),
         stores.clone(),
         routing.clone(),
         states.clone(),
         mgmtd.clone(),
+        sync_board.clone(),
     ));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let shutdown = cancel.clone().cancelled_owned();
@@ -283,6 +285,7 @@ async fn serve_and_register(
             fence: fence.clone(),
             peers: t3fs_common::bulk::BulkClient::default(),
             metrics,
+            board: sync_board,
         },
         cancel.clone(),
     ));

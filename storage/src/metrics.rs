@@ -16,6 +16,7 @@
 //! | `t3fs_storage_resync_bytes_total` | counter | | chunk bytes resync sent |
 //! | `t3fs_storage_syncs_completed_total` | counter | | resyncs that finished (SyncDone sent) |
 //! | `t3fs_storage_syncs_failed_total` | counter | | resyncs that failed (retried later) |
+//! | `t3fs_storage_resync_remaining_chunks` | gauge | | chunks the running resyncs still have to transfer (`t3fs admin list-syncs` shows each sync) |
 //! | `t3fs_storage_fenced` | gauge | | 1 while the node is fenced (no mgmtd heartbeat answer for `fence_after_ms`), else 0; computed at scrape |
 //! | `t3fs_storage_used_bytes` | gauge | `target` | bytes in the target's live chunks; computed at scrape |
 //!
@@ -76,6 +77,7 @@ pub struct StorageMetrics {
     pub resync_bytes: Counter,
     pub syncs_completed: Counter,
     pub syncs_failed: Counter,
+    pub resync_remaining_chunks: Gauge,
 }
 
 impl Default for StorageMetrics {
@@ -95,6 +97,7 @@ impl Default for StorageMetrics {
             resync_bytes: Counter::default(),
             syncs_completed: Counter::default(),
             syncs_failed: Counter::default(),
+            resync_remaining_chunks: Gauge::default(),
         }
     }
 }
@@ -127,6 +130,11 @@ impl StorageMetrics {
         r.register("t3fs_storage_resync_bytes", "Chunk bytes sent by resync", m.resync_bytes.clone());
         r.register("t3fs_storage_syncs_completed", "Resyncs completed", m.syncs_completed.clone());
         r.register("t3fs_storage_syncs_failed", "Resyncs failed", m.syncs_failed.clone());
+        r.register(
+            "t3fs_storage_resync_remaining_chunks",
+            "Chunks running resyncs still have to transfer",
+            m.resync_remaining_chunks.clone(),
+        );
         r.register_collector(Box::new(StateCollector { stores, fence }));
         m
     }

@@ -11,6 +11,10 @@
 //!    concurrent writes), reads T's current state and sends it as a sync update;
 //! 4. sends `SyncDone(S, chain, chain version)`; S then reports UPTODATE and mgmtd makes it SERVING.
 //!
+//! Transfers run [`TRANSFER_PARALLEL`] chunks at a time: each still happens under T's lock of its own
+//! chunk, so the per-chunk ordering argument below is unchanged. Progress (chunks to fix, done, bytes,
+//! ETA) is kept on a [`progress::SyncBoard`], listed by the admin service (`t3fs admin list-syncs`).
+//!
 //! If the chain version changes, T stops being SERVING or S stops being SYNCING, the sync aborts and a
 //! later round starts over for the new chain version. Failed syncs are retried after [`RETRY_AFTER`].
 //!
@@ -40,6 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use t3fs_common::bulk::BulkClient;
 use t3fs_common::proto::storage_admin_client::StorageAdminClient;
 use t3fs_common::proto::{self, BulkRequest, PublicTargetState, bulk_request};
@@ -57,9 +62,13 @@ use crate::metrics::StorageMetrics;
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a failed sync waits before it is tried again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Chunks one sync transfers concurrently.
+pub const TRANSFER_PARALLEL: usize = 8;
+
+pub mod progress;
 
 /// One sync to run: `from` (local, SERVING) -> `to` (its SYNCING successor) at `chain_version`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SyncJob {
     pub chain: ChainId,
     pub chain_version: u32,
@@ -140,6 +149,7 @@ pub struct SyncCtx {
     pub fence: Arc<Fence>,
     pub peers: BulkClient,
     pub metrics: Arc<StorageMetrics>,
+    pub board: Arc<progress::SyncBoard>,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +157,26 @@ struct Stats {
     sent: usize,
     removed: usize,
     forgotten: usize,
+    bytes: u64,
+}
+
+impl Stats {
+    fn count(&mut self, sent: &Sent) {
+        match (sent.ty, sent.version) {
+            (proto::UpdateType::Remove, 0) => self.forgotten += 1,
+            (proto::UpdateType::Remove, _) => self.removed += 1,
+            _ => {
+                self.sent += 1;
+                self.bytes += sent.bytes;
+            }
+        }
+    }
+}
+
+/// What one chunk transfer sent.
+struct Sent {
+    ty: proto::UpdateType,
+    version: u64,
     bytes: u64,
 }
 
@@ -203,7 +233,11 @@ pub fn spawn_sync_worker(ctx: SyncCtx, cancel: CancellationToken) -> tokio::task
                     to = job.to.0,
                 );
                 let task = async move {
-                    match run_sync(&ctx, job).await {
+                    ctx.board.start(job);
+                    let res = run_sync(&ctx, job).await;
+                    ctx.board.finish(job, res.as_ref().err().map(|e| e.to_string()));
+                    ctx.metrics.resync_remaining_chunks.set(ctx.board.remaining_chunks() as i64);
+                    match res {
                         Ok(()) => {
                             ctx.metrics.syncs_completed.inc();
                             true
@@ -263,12 +297,25 @@ async fn run_sync(ctx: &SyncCtx, job: SyncJob) -> Result<(), Error> {
     };
     let actions = diff(&local, &remote);
     tracing::info!(local = local.len(), remote = remote.len(), to_fix = actions.len(), "resync diffed");
+    ctx.board.planned(job, actions.len() as u64);
+    ctx.metrics.resync_remaining_chunks.set(ctx.board.remaining_chunks() as i64);
     let mut stats = Stats::default();
-    for action in actions {
-        still_current(ctx, &job)?;
-        let (Action::Send(chunk) | Action::Forget(chunk)) = action;
-        send_chunk(ctx, &store, &job, &bulk_addr, chunk, &mut stats).await?;
+    let (store, bulk_addr) = (&store, bulk_addr.as_str());
+    let mut transfers = futures::stream::iter(actions)
+        .map(|action| {
+            let (Action::Send(chunk) | Action::Forget(chunk)) = action;
+            send_chunk(ctx, store, &job, bulk_addr, chunk)
+        })
+        .buffer_unordered(TRANSFER_PARALLEL);
+    // The first failure ends the sync; dropping the stream cancels the other transfers (each is
+    // retried as a whole by the next attempt, which diffs again).
+    while let Some(sent) = transfers.next().await {
+        let sent = sent?;
+        stats.count(&sent);
+        ctx.board.chunk_done(job, sent.bytes);
+        ctx.metrics.resync_remaining_chunks.set(ctx.board.remaining_chunks() as i64);
     }
+    drop(transfers);
     let ms = started.elapsed().as_millis() as u64;
     still_current(ctx, &job)?;
     let req = proto::SyncDoneReq {
@@ -297,8 +344,7 @@ async fn send_chunk(
     job: &SyncJob,
     bulk_addr: &str,
     chunk: ChunkId,
-    stats: &mut Stats,
-) -> Result<(), Error> {
+) -> Result<Sent, Error> {
     let guard = store.lock(chunk).await;
     still_current(ctx, job)?;
     let (ty, version, data) = match store.snapshot(&guard).await? {
@@ -331,15 +377,7 @@ async fn send_chunk(
     }
     ctx.metrics.resync_chunks.inc();
     ctx.metrics.resync_bytes.inc_by(data.len() as u64);
-    match (ty, version) {
-        (proto::UpdateType::Remove, 0) => stats.forgotten += 1,
-        (proto::UpdateType::Remove, _) => stats.removed += 1,
-        _ => {
-            stats.sent += 1;
-            stats.bytes += data.len() as u64;
-        }
-    }
-    Ok(())
+    Ok(Sent { ty, version, bytes: data.len() as u64 })
 }
 
 #[cfg(test)]

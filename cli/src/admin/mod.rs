@@ -5,6 +5,7 @@
 //! - Cluster and placement ([`cluster`]): nodes, targets, chains, chain tables; node and layout
 //!   operations ([`cluster_ops`]): disable/enable/unregister a node, preferred order, head rotation.
 //! - Users and sessions ([`users`]): user-add/remove/set-token/list, list-sessions.
+//! - Resync progress ([`syncs`]): list-syncs.
 //! - Configs ([`config`]): the hot configs mgmtd pushes to storage and meta nodes.
 //! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica.
 //! - Namespace ([`namespace`], [`transfer`], [`layout`]): ls, stat, mkdir, rm, mv, ln, chmod, chown,
@@ -25,6 +26,7 @@ pub mod fsck;
 pub mod layout;
 pub mod namespace;
 pub mod output;
+pub mod syncs;
 pub mod transfer;
 pub mod users;
 
@@ -146,6 +148,9 @@ pub enum AdminCmd {
         #[arg(long)]
         chain: u32,
     },
+    /// Resync progress on every storage node: running syncs (chunks done/total, bytes, ETA) and those
+    /// finished in the last 10 minutes.
+    ListSyncs,
     /// Add a user (or with --update change its name, groups and admin flag). Prints its token once.
     UserAdd {
         /// The user's uid (meta acts as this uid for every request with its token).
@@ -325,6 +330,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             cluster::update_chain(&ctx, chain, add.unwrap_or(0), remove.unwrap_or(0)).await
         }
         AdminCmd::RotateLastsrv { chain } => cluster::rotate_lastsrv(&ctx, chain).await,
+        AdminCmd::ListSyncs => syncs::list_syncs(&ctx).await,
         AdminCmd::UserAdd { uid, name, gid, groups, admin, token, update } => {
             let u = users::NewUser {
                 uid,
