@@ -217,6 +217,10 @@ struct Inner {
     target: TargetId,
     dir: PathBuf,
     engine: Arc<Engine>,
+    /// Slots named by records that the engine could not mark at open (no such group, or already named
+    /// by another record): never freed through those records, so a repair of a damaged chunk cannot free
+    /// a slot another chunk owns.
+    invalid_slots: Vec<Slot>,
     /// `None` once closed: the fjall database is dropped (releasing its directory lock) even if handles
     /// to this store are still alive in connection tasks.
     db: RwLock<Option<Db>>,
@@ -298,6 +302,7 @@ impl ChunkStore {
                 target,
                 dir: path.to_path_buf(),
                 engine,
+                invalid_slots: invalid.clone(),
                 db: RwLock::new(Some(db)),
                 locks: Mutex::default(),
                 updates: tokio::sync::RwLock::new(()),

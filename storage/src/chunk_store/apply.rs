@@ -158,7 +158,9 @@ impl ChunkStore {
     /// Frees the slots of records that a committed batch no longer references.
     fn free_slots<'a>(&self, recs: impl IntoIterator<Item = Option<&'a Record>>) {
         for slot in recs.into_iter().flatten().filter_map(|r| r.slot.and_then(Slot::decode)) {
-            self.inner.engine.free(slot);
+            if !self.inner.invalid_slots.contains(&slot) {
+                self.inner.engine.free(slot);
+            }
         }
     }
 

@@ -307,10 +307,18 @@ async fn open_reports_damaged_slots() {
     let mut rec = s.record(id(1)).unwrap().unwrap();
     rec.slot = Some(Slot { class: 18, group: 77, index: 0 }.encode());
     s.with_db(|db| db.metas.insert(id(1).to_bytes(), rec.encode()).map_err(kv_err)).unwrap();
+    // A record naming the slot of another chunk.
+    let mut rec = s.record(id(0)).unwrap().unwrap();
+    rec.meta.version = 9;
+    s.with_db(|db| db.metas.insert(id(3).to_bytes(), rec.encode()).map_err(kv_err)).unwrap();
     s.close();
     let (s, report) = ChunkStore::open(TargetId(7), d.path()).unwrap();
-    assert_eq!(report.damaged, vec![id(1)]);
-    assert_eq!(report.live_chunks, 3);
+    assert_eq!(report.damaged, vec![id(0), id(1), id(3)]);
+    assert_eq!(report.live_chunks, 4);
+    // Repairing the chunk that shares a slot does not free the slot the other one still uses.
+    apply(&s, id(3), 10, w(0, b"mine")).await.unwrap();
+    apply(&s, id(3), 11, w(0, b"MINE")).await.unwrap();
+    assert_eq!(content(&s, id(3)).await, b"MINE");
     assert_eq!(content(&s, id(0)).await, b"fine");
     assert_eq!(content(&s, id(2)).await, b"", "an empty chunk has no slot and is fine");
     let e = s.read(id(1), 0, 4).await.unwrap_err();
