@@ -20,13 +20,10 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
-/// The chunk's committed content, `None` if it does not exist.
+/// The chunk's committed content (verified), `None` if it does not exist.
 async fn content(s: &ChunkStore, c: ChunkId) -> Option<Vec<u8>> {
-    match s.read(c, 0, MAX_CHUNK_SIZE).await {
-        Ok((d, _)) => Some(d.to_vec()),
-        Err(e) if e.code == StatusCode::ChunkNotFound => None,
-        Err(e) => panic!("reading {c}: {e:?}"),
-    }
+    let g = s.lock(c).await;
+    s.snapshot(&g).await.unwrap_or_else(|e| panic!("reading {c}: {e:?}")).and_then(|(_, d)| d.map(|d| d.to_vec()))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -41,12 +38,14 @@ enum Op {
     SyncSameVersion,
     /// Committing a prepared version (only the free follows the commit).
     CommitPending,
+    /// Preparing a pending version over an older pending one (same version: replaced).
+    Prepare,
 }
 
 #[tokio::test]
 async fn a_crash_at_any_failpoint_leaves_the_old_or_the_new_version() {
     let old = pattern(100_000, 1);
-    for op in [Op::Write, Op::GrowReplace, Op::Remove, Op::SyncSameVersion, Op::CommitPending] {
+    for op in [Op::Write, Op::GrowReplace, Op::Remove, Op::SyncSameVersion, Op::CommitPending, Op::Prepare] {
         for fp in POINTS {
             let d = tempfile::tempdir().unwrap();
             let (s, _) = open(d.path());
@@ -58,7 +57,7 @@ async fn a_crash_at_any_failpoint_leaves_the_old_or_the_new_version() {
             drop(g1);
             let mut new = old.clone();
             let g = s.lock(id(0)).await;
-            if matches!(op, Op::CommitPending) {
+            if matches!(op, Op::CommitPending | Op::Prepare) {
                 s.prepare(&g, 2, 1, w(10, b"pending")).await.unwrap();
             }
             s.set_failpoint(Some(fp));
@@ -68,6 +67,7 @@ async fn a_crash_at_any_failpoint_leaves_the_old_or_the_new_version() {
                 Op::Remove => s.apply(&g, 2, 1, Update::Remove).await,
                 Op::SyncSameVersion => s.apply_sync(&g, 1, 1, replace(b"other")).await,
                 Op::CommitPending => s.commit(&g, 2).await,
+                Op::Prepare => s.prepare(&g, 2, 1, w(10, b"replaced")).await,
             };
             let new = match op {
                 Op::Write => {
@@ -81,6 +81,8 @@ async fn a_crash_at_any_failpoint_leaves_the_old_or_the_new_version() {
                     new[10..17].copy_from_slice(b"pending");
                     Some(new)
                 }
+                // The committed version stays; the pending one is checked below.
+                Op::Prepare => Some(old.clone()),
             };
             // Removals and commits write no data: only the last failpoint is on their path.
             let reached = !matches!(op, Op::Remove | Op::CommitPending) || fp == Failpoint::MetaCommitted;
@@ -101,7 +103,14 @@ async fn a_crash_at_any_failpoint_leaves_the_old_or_the_new_version() {
             // A prepared version whose commit crashed is still pending after the reopen.
             let g = s.lock(id(0)).await;
             let pending = s.pending_version(&g).unwrap();
-            assert_eq!(pending.is_some(), matches!(op, Op::CommitPending) && !committed, "{op:?} at {fp:?}");
+            let want_pending = matches!(op, Op::CommitPending) && !committed || matches!(op, Op::Prepare);
+            assert_eq!(pending.is_some(), want_pending, "{op:?} at {fp:?}");
+            if matches!(op, Op::Prepare) {
+                // The old pending content before the commit point, the new one after it.
+                let (d, _) = s.read_with(id(0), 10, 8, true).await.unwrap();
+                let want: &[u8] = if committed { b"replaced" } else { b"pending\0" };
+                assert_eq!(&d[..7], &want[..7], "{op:?} at {fp:?}");
+            }
             // The store goes on working.
             s.apply(&g, 5, 1, w(0, b"after")).await.unwrap();
             drop(g);
