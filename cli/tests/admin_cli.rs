@@ -88,13 +88,13 @@ fn pattern(n: usize, seed: u32) -> Vec<u8> {
     (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8).collect()
 }
 
-/// Every file under `dir` whose name starts with `prefix`.
-fn find_files(dir: &Path, prefix: &str, out: &mut Vec<PathBuf>) {
+/// Every chunk engine data file under `dir` (`<target>/engine/<class>/<group>`).
+fn find_group_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
-            find_files(&p, prefix, out);
-        } else if p.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+            find_group_files(&p, out);
+        } else if p.parent().and_then(|c| c.parent()).is_some_and(|e| e.ends_with("engine")) {
             out.push(p);
         }
     }
@@ -302,7 +302,11 @@ async fn admin_commands_against_a_cluster() {
     env.ok(&["rm", "-r", "/lay"]).await;
 
     // put/get: a 9.5 MiB file (10 chunks of 1 MiB, three 4 MiB pieces).
-    let content = pattern(9 * (1 << 20) + (1 << 19), 7);
+    let mut content = pattern(9 * (1 << 20) + (1 << 19), 7);
+    // The pattern repeats every MiB: number the chunks so each one's bytes are unique (see the fsck part).
+    for (i, c) in content.chunks_mut(1 << 20).enumerate() {
+        c[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    }
     std::fs::write(env.local("in.bin"), &content).unwrap();
     let input = env.local("in.bin");
     let s = env.ok(&["put", input.to_str().unwrap(), "/a/b/file.bin"]).await;
@@ -402,13 +406,32 @@ async fn admin_commands_against_a_cluster() {
     let v = env.json(&["fsck", "/a/b/file.bin"]).await;
     assert_eq!((v["files"].as_u64(), v["chunks"].as_u64(), v["bad"].as_u64()), (Some(1), Some(10), Some(0)), "{v}");
 
-    // Damage one replica: delete chunk 3's data file on one storage target.
+    // Damage one replica: flip a byte of chunk 3's data in one storage target's chunk engine files (its
+    // 1 MiB slots start at multiples of 1 MiB).
     let chunk = ChunkId::new(InodeId(file_inode), 3);
-    let prefix: String = chunk.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let chunk3 = &content[3 << 20..4 << 20];
     let mut files = Vec::new();
-    find_files(&env.data, &prefix, &mut files);
-    assert_eq!(files.len(), 3, "one data file per replica: {files:?}");
-    std::fs::remove_file(&files[0]).unwrap();
+    find_group_files(&env.data, &mut files);
+    let mut copies = Vec::new();
+    for f in &files {
+        let data = std::fs::read(f).unwrap();
+        for (i, slot) in data.chunks(1 << 20).enumerate() {
+            if slot == chunk3 {
+                copies.push((f.clone(), i << 20));
+            }
+        }
+    }
+    // Freed slots of earlier versions with the same bytes may be among them: damage every copy on one
+    // target (the directory above `engine/`).
+    let target_of = |f: &Path| f.ancestors().nth(3).unwrap().to_path_buf();
+    let mut targets_with_copy: Vec<PathBuf> = copies.iter().map(|(f, _)| target_of(f)).collect();
+    targets_with_copy.dedup();
+    assert_eq!(targets_with_copy.len(), 3, "a copy on every replica: {copies:?}");
+    for (f, at) in copies.iter().filter(|(f, _)| target_of(f) == targets_with_copy[0]) {
+        let mut data = std::fs::read(f).unwrap();
+        data[at + 12345] ^= 0x10;
+        std::fs::write(f, &data).unwrap();
+    }
 
     let out = env.run(&["fsck", "/a"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

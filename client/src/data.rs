@@ -216,6 +216,7 @@ impl Client {
                 chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
                 offset: p.offset,
                 length: p.len,
+                relaxed: false,
             })),
         };
         let (rsp, data) = self.bulk.call(&addr, &req, &[]).await?;

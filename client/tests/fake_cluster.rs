@@ -31,6 +31,9 @@ struct Storage {
     corrupt: Mutex<HashSet<u64>>,
     /// Updates to answer with NotHead before accepting.
     not_head: AtomicU32,
+    /// Reads to answer with ChunkNotCommitted (a write in flight on the chain) before serving.
+    not_committed: AtomicU32,
+    reads: AtomicU32,
     updates: AtomicU32,
     /// chain id -> targets, head first.
     chains: HashMap<u32, Vec<u64>>,
@@ -44,6 +47,11 @@ impl BulkHandler for Node {
         let err = |c: StatusCode| (bulk::error_response(&Error::new(c, "injected")), Bytes::new());
         match req.op {
             Some(bulk_request::Op::Read(r)) => {
+                s.reads.fetch_add(1, Ordering::SeqCst);
+                if s.not_committed.load(Ordering::SeqCst) > 0 && !r.relaxed {
+                    s.not_committed.fetch_sub(1, Ordering::SeqCst);
+                    return err(StatusCode::ChunkNotCommitted);
+                }
                 if s.down.lock().unwrap().contains(&r.target_id) {
                     return err(StatusCode::Unavailable);
                 }
@@ -441,6 +449,20 @@ async fn reads_fail_over_to_another_replica() {
     // Every replica corrupt: a checksum error, not bad data.
     c.storage.corrupt.lock().unwrap().extend([101, 102]);
     assert_eq!(c.client.read(&inode, 0, 10).await.unwrap_err().code, StatusCode::ChecksumMismatch);
+}
+
+#[tokio::test]
+async fn reads_of_uncommitted_chunks_are_retried() {
+    let c = cluster().await;
+    let inode = c.inode(100);
+    c.client.write(&inode, 0, b"committed soon").await.unwrap();
+    // More "not committed" answers than replicas: the client tries every replica, backs off and retries
+    // until the write in flight has committed.
+    c.storage.not_committed.store(5, Ordering::SeqCst);
+    let before = c.storage.reads.load(Ordering::SeqCst);
+    assert_eq!(c.client.read(&inode, 0, 14).await.unwrap(), b"committed soon");
+    assert_eq!(c.storage.not_committed.load(Ordering::SeqCst), 0);
+    assert_eq!(c.storage.reads.load(Ordering::SeqCst) - before, 6);
 }
 
 #[tokio::test]

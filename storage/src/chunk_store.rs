@@ -1,58 +1,52 @@
-//! The chunk store of one target: chunk data in plain files, chunk metadata in a fjall keyspace.
+//! The chunk store of one target: chunk data in the size-class chunk engine ([`crate::engine`]), chunk
+//! metadata in a fjall keyspace, and two-phase (pending / committed) versions for CRAQ.
 //!
-//! Layout of a target directory:
-//! - `chunks/<fan-out>/<32 hex chunk id>.<16 hex version>[.<8 hex file generation>]`: the full content of
-//!   one chunk version (`fan-out` = low byte of the CRC32C of the chunk id, two hex digits, so directories
-//!   stay small; the generation suffix only for a forced same-version replacement, see below);
-//! - `meta/`: a fjall database with keyspace `chunks`: chunk id (16 bytes) -> its record (`chunk_store/record.rs`).
+//! Layout of a target directory (format 2, see [`migrate`]):
+//! - `FORMAT`: `t3fs-target <n>`; a directory with an unknown format is refused;
+//! - `engine/<class>/<group>`: the data files of the chunk engine (slots of one size class);
+//! - `meta/`: a fjall database with keyspaces `chunks` (chunk id (16 bytes) -> its *committed* record,
+//!   `chunk_store/record.rs`, naming the engine slot of its content) and `pending` (chunk id -> the record
+//!   of at most one *pending* version: an update applied here but not yet committed down the chain).
 //!
-//! **Copy-on-write, crash-safe updates.** An update builds the chunk's complete new content (old content
-//! with the write applied, gaps zero-filled; or cut/extended; or nothing for a removal), writes it to a
-//! *new* file named after the new version, fsyncs the file and its directory, and only then commits the
-//! metadata record (fjall `persist(SyncAll)`), which is the atomic switch. The old version's file is
-//! deleted after the commit. Because a version's file is never rewritten in place, a crash at any point
-//! leaves the chunk at its old or its new version; files not referenced by a record are orphans of such
-//! crashes and [`ChunkStore::open`] deletes them. (Rename-over-the-old-file would not be crash-safe here:
-//! between the rename and the metadata commit the file would already be new while the record is old.)
+//! **Copy-on-write, crash-safe updates** (`chunk_store/apply.rs`). An update builds the chunk's complete
+//! new content (old content with the write applied, gaps zero-filled; or cut/extended; or nothing for a
+//! removal), writes it into a *fresh* slot (`pwrite` + `fdatasync`) and only then commits the record that
+//! names the slot (one fjall batch, `persist(SyncAll)`), which is the atomic switch. The slot of the
+//! version it replaces is freed after that commit, and only once no reader pins it. Slot allocation is
+//! derived from the records at open, so after a crash at any point every chunk reads as its old or its
+//! new version and a slot written by an uncommitted update, or not yet freed, is free again.
 //!
-//! **Integrity.** Every record holds the CRC32C of the whole chunk and (format 3, `record.rs`) the CRC32C
-//! of every [`CRC_BLOCK_SIZE`] block of it. A read of part of a chunk reads only the blocks it touches
-//! (one `pread` at the block-aligned offset) and verifies each of them; a read of the whole chunk, a
-//! partial update (which reads the old content), a resync snapshot and [`ChunkStore::scrub`] read the
-//! whole file and verify every block CRC and the whole-chunk CRC (one CRC pass). Any mismatch fails with
-//! `ChecksumMismatch`, so damaged bytes are detected, never served; bytes a read does not touch are not
-//! checked by it. Chunks whose record predates block CRCs (formats 1 and 2) are read and verified whole,
-//! as before; their next update writes a format 3 record. `open` checks that every live chunk's file
-//! exists with the recorded length, and so does every read (`fstat`).
+//! **Two phases** (research/3fs.md §4, service.rs): [`ChunkStore::prepare`] stores an update as the
+//! chunk's pending version (its own slot; the committed version stays readable), [`ChunkStore::commit`]
+//! promotes it (one batch: committed record := pending record, pending removed). [`ChunkStore::apply`]
+//! does both at once (the tail, tests), [`ChunkStore::apply_sync`] too (sync updates; they also drop any
+//! pending version). Normal reads return the committed version and fail with `ChunkNotCommitted` while a
+//! pending version exists; relaxed reads return the pending one.
+//!
+//! **Integrity.** Every record holds the CRC32C of the whole chunk and the CRC32C of every
+//! [`CRC_BLOCK_SIZE`] block of it. A read of part of a chunk reads only the blocks it touches and verifies
+//! each of them; a read of the whole chunk, a partial update (which reads the old content), a resync
+//! snapshot and [`ChunkStore::scrub`] read the whole slot and verify every block CRC and the whole-chunk
+//! CRC (one CRC pass). Any mismatch fails with `ChecksumMismatch`, so damaged bytes are never served.
 //!
 //! **Versions.** Each record carries the update version that produced it. Removals leave a *tombstone*
 //! record so versions of a chunk id stay monotonic across remove/re-create, which is what lets chain
 //! successors recognise a replayed update as a duplicate (`version <= local version`). Tombstones are
-//! never purged yet (left for the chunk engine issue).
-//!
-//! **Replacements.** [`Update::Replace`] sets the whole content at exactly the update's version; through
-//! [`ChunkStore::apply`] it applies only if its version is newer than the local one, over a missing chunk
-//! or a tombstone too. **Sync updates** ([`ChunkStore::apply_sync`]: REPLACE or REMOVE from the SERVING
+//! never purged yet. **Sync updates** ([`ChunkStore::apply_sync`]: REPLACE or REMOVE from the SERVING
 //! predecessor of a SYNCING target, see `crate::sync`) set exactly the given version and content even if
-//! the local version is higher, or equal with other content (a no-op only if the state is already equal);
-//! [`ChunkStore::forget`] drops a record altogether (the predecessor has none). A lower version gets a new
-//! file name anyway; a *same*-version replacement must not overwrite the file the committed record
-//! references, so the record carries a file generation (`Record::file_gen`, file name suffix `.<gen>`) and
-//! the replacement writes generation + 1, commits, then deletes the old file — after a crash the chunk is
-//! in its old or its new state, and `open` deletes whichever file is unreferenced.
-//! [`ChunkStore::list_all`] lists tombstones as well, for resync diffs.
+//! the local version is higher, or equal with other content; [`ChunkStore::forget`] drops a record
+//! altogether. [`ChunkStore::list_all`] lists tombstones and pending versions as well, for resync diffs.
 //!
-//! **Concurrency.** Updates and reads of one chunk are serialised by a per-chunk async lock
-//! ([`ChunkStore::lock`]); the replication layer holds it across apply + forward so updates to one chunk
-//! reach every replica in the same order. [`ChunkStore::update_permit`] / [`ChunkStore::update_barrier`]
-//! let resync wait out every update in flight on the target. Errors are `t3fs_common::Error` directly: every failure here maps
-//! onto exactly one wire status code.
+//! **Concurrency.** Updates of one chunk are serialised by a per-chunk async lock ([`ChunkStore::lock`]);
+//! the replication layer holds it across prepare + forward + commit so updates to one chunk reach every
+//! replica in the same order. Reads take no chunk lock: they pin the slot of the record they found
+//! (`Engine::pin`), which keeps it from being reused until the read is done. [`ChunkStore::update_permit`]
+//! / [`ChunkStore::update_barrier`] let resync wait out every update in flight on the target. Errors are
+//! `t3fs_common::Error` directly: every failure here maps onto exactly one wire status code.
 //!
-//! Shortcut of this skeleton: every partial update rewrites the whole chunk (up to 64 MiB). The size-class
-//! chunk engine (issue 3) replaces the file-per-chunk layout.
+//! Shortcut: every partial update rewrites the whole chunk into its new slot (up to 64 MiB; 3FS appends
+//! in place when a write only extends a chunk).
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -61,18 +55,25 @@ use bytes::Bytes;
 use t3fs_common::proto;
 use t3fs_common::{ChunkId, Error, InodeId, StatusCode, TargetId};
 
+use crate::engine::{Engine, EngineOptions, Slot};
+
 /// Largest chunk a target stores.
 pub const MAX_CHUNK_SIZE: u32 = t3fs_common::layout::MAX_CHUNK_SIZE;
 
+mod apply;
+pub mod migrate;
 mod read;
 mod record;
 
+#[cfg(test)]
+pub(crate) use apply::Failpoint;
 pub use record::CRC_BLOCK_SIZE;
-use record::{BlockCrcs, Record};
+use record::Record;
 
-const CHUNKS_DIR: &str = "chunks";
 const META_DIR: &str = "meta";
+const ENGINE_DIR: &str = "engine";
 const KEYSPACE: &str = "chunks";
+const PENDING_KEYSPACE: &str = "pending";
 
 /// Committed metadata of one chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -96,6 +97,7 @@ impl ChunkMeta {
             crc32c: self.crc32c,
             chain_version: self.chain_version,
             removed: false,
+            pending_version: 0,
         }
     }
 }
@@ -107,11 +109,17 @@ pub struct ListedChunk {
     /// For a tombstone: the removal's version (length and CRC 0).
     pub meta: ChunkMeta,
     pub removed: bool,
+    /// The version of a pending (not yet committed) update of the chunk, 0 if none.
+    pub pending_version: u64,
 }
 
 impl ListedChunk {
     pub fn to_proto(&self) -> proto::ChunkMeta {
-        proto::ChunkMeta { removed: self.removed, ..self.meta.to_proto(self.chunk) }
+        proto::ChunkMeta {
+            removed: self.removed,
+            pending_version: self.pending_version,
+            ..self.meta.to_proto(self.chunk)
+        }
     }
 }
 
@@ -188,20 +196,31 @@ pub struct Applied {
 pub struct OpenReport {
     pub live_chunks: usize,
     pub tombstones: usize,
-    /// Unreferenced chunk files (left by crashes mid-update) that were deleted.
+    /// Pending versions kept (updates applied here but not committed when the target closed).
+    pub pending: usize,
+    /// Pending records dropped because their version was already committed (a crash between the two).
     pub orphans_removed: usize,
-    /// Live chunks whose file is missing or has the wrong length (reads fail with ChecksumMismatch).
+    /// Chunks imported from the file-per-chunk layout (format 1) by this open.
+    pub migrated: usize,
+    /// Live chunks whose data is missing (slot or file) or whose slot is invalid (reads fail with
+    /// ChecksumMismatch).
     pub damaged: Vec<ChunkId>,
 }
 
 struct Db {
     db: fjall::Database,
     metas: fjall::Keyspace,
+    pending: fjall::Keyspace,
 }
 
 struct Inner {
     target: TargetId,
-    chunks_dir: PathBuf,
+    dir: PathBuf,
+    engine: Arc<Engine>,
+    /// Slots named by records that the engine could not mark at open (no such group, or already named
+    /// by another record): never freed through those records, so a repair of a damaged chunk cannot free
+    /// a slot another chunk owns.
+    invalid_slots: Vec<Slot>,
     /// `None` once closed: the fjall database is dropped (releasing its directory lock) even if handles
     /// to this store are still alive in connection tasks.
     db: RwLock<Option<Db>>,
@@ -210,6 +229,9 @@ struct Inner {
     /// taken exclusively by [`ChunkStore::update_barrier`].
     updates: tokio::sync::RwLock<()>,
     used_bytes: AtomicU64,
+    /// Test-only crash points in the update path (`apply.rs`).
+    #[cfg(test)]
+    failpoint: Mutex<Option<Failpoint>>,
 }
 
 /// The chunk store of one target. Cheap to clone.
@@ -257,116 +279,94 @@ impl Drop for LockEntry {
     }
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(format!("fsync {}", dir.display())))
-}
-
-/// Parses `<32 hex id>.<16 hex version>` or `<32 hex id>.<16 hex version>.<8 hex file_gen>`.
-fn parse_file_name(name: &str) -> Option<(ChunkId, u64, u32)> {
-    let mut parts = name.split('.');
-    let (id, ver, generation) = (parts.next()?, parts.next()?, parts.next());
-    if id.len() != 32 || ver.len() != 16 || parts.next().is_some() {
-        return None;
-    }
-    let file_gen = match generation {
-        None => 0,
-        Some(g) if g.len() == 8 => u32::from_str_radix(g, 16).ok().filter(|g| *g != 0)?,
-        Some(_) => return None,
-    };
-    let chunk = ChunkId::from_bytes(&hex::decode(id).ok()?).ok()?;
-    Some((chunk, u64::from_str_radix(ver, 16).ok()?, file_gen))
-}
-
 impl ChunkStore {
-    /// Opens (creating if needed) the target directory `path`, deletes orphan chunk files and checks that
-    /// every live chunk's file exists with its recorded length.
+    /// Opens (creating if needed) the target directory `path`: checks its format (migrating a
+    /// file-per-chunk target into the engine), rebuilds the slot allocation from the records and checks
+    /// that every live chunk's slot is valid.
     pub fn open(target: TargetId, path: &Path) -> Result<(Self, OpenReport), Error> {
-        let chunks_dir = path.join(CHUNKS_DIR);
-        fs::create_dir_all(&chunks_dir).map_err(io_err(format!("creating {}", chunks_dir.display())))?;
+        Self::open_with(target, path, EngineOptions::default())
+    }
+
+    /// [`ChunkStore::open`] with engine options.
+    pub fn open_with(target: TargetId, path: &Path, options: EngineOptions) -> Result<(Self, OpenReport), Error> {
+        let layout = migrate::check_format(path)?;
         let db = fjall::Database::builder(path.join(META_DIR)).worker_threads(1).open().map_err(kv_err)?;
         let metas = db.keyspace(KEYSPACE, fjall::KeyspaceCreateOptions::default).map_err(kv_err)?;
+        let pending = db.keyspace(PENDING_KEYSPACE, fjall::KeyspaceCreateOptions::default).map_err(kv_err)?;
+        let db = Db { db, metas, pending };
+        let mut report = OpenReport::default();
+        let referenced = referenced_slots(&db, &mut report)?;
+        let (engine, invalid) = Engine::open(&path.join(ENGINE_DIR), options, &referenced)?;
         let store = Self {
             inner: Arc::new(Inner {
                 target,
-                chunks_dir,
-                db: RwLock::new(Some(Db { db, metas })),
+                dir: path.to_path_buf(),
+                engine,
+                invalid_slots: invalid.clone(),
+                db: RwLock::new(Some(db)),
                 locks: Mutex::default(),
                 updates: tokio::sync::RwLock::new(()),
                 used_bytes: AtomicU64::new(0),
+                #[cfg(test)]
+                failpoint: Mutex::new(None),
             }),
         };
-        let report = store.recover()?;
-        if !report.damaged.is_empty() || report.orphans_removed > 0 {
-            let (orphans, damaged) = (report.orphans_removed, report.damaged.len());
-            tracing::warn!(target_id = %target, orphans, damaged, "target recovered");
+        if layout == migrate::Layout::FilePerChunk {
+            report.migrated = store.migrate_files()?;
+        }
+        migrate::finish(path, layout)?;
+        store.check(&mut report, &invalid)?;
+        if !report.damaged.is_empty() || report.orphans_removed > 0 || report.migrated > 0 {
+            let (stale, damaged, migrated) = (report.orphans_removed, report.damaged.len(), report.migrated);
+            tracing::warn!(target_id = %target, stale, damaged, migrated, "target recovered");
         }
         Ok((store, report))
     }
 
-    fn recover(&self) -> Result<OpenReport, Error> {
-        let mut report = OpenReport::default();
-        let mut live: HashMap<ChunkId, Record> = HashMap::new();
+    /// Counts records, finds damaged live chunks (no slot for a non-empty chunk, an undecodable slot, a
+    /// slot the engine could not mark, a length beyond the slot) and sums `used_bytes`.
+    fn check(&self, report: &mut OpenReport, invalid: &[Slot]) -> Result<(), Error> {
+        let (mut used, mut live, mut tombstones) = (0u64, 0, 0);
+        let mut damaged = Vec::new();
         for (chunk, rec) in self.records()? {
             if rec.removed {
-                report.tombstones += 1;
-            } else {
-                live.insert(chunk, rec);
-            }
-        }
-        report.live_chunks = live.len();
-        let mut seen = std::collections::HashSet::new();
-        let dir = &self.inner.chunks_dir;
-        for fan in fs::read_dir(dir).map_err(io_err(format!("listing {}", dir.display())))? {
-            let fan = fan.map_err(io_err(format!("listing {}", dir.display())))?.path();
-            if !fan.is_dir() {
+                tombstones += 1;
                 continue;
             }
-            for f in fs::read_dir(&fan).map_err(io_err(format!("listing {}", fan.display())))? {
-                let f = f.map_err(io_err(format!("listing {}", fan.display())))?.path();
-                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-                let Some((chunk, version, file_gen)) = parse_file_name(&name) else {
-                    tracing::warn!(file = %f.display(), "unknown file in chunk directory, left alone");
-                    continue;
-                };
-                let referenced = live.get(&chunk).is_some_and(|r| r.meta.version == version && r.file_gen == file_gen);
-                if referenced && f == self.path(chunk, version, file_gen) {
-                    seen.insert(chunk);
-                    continue;
-                }
-                fs::remove_file(&f).map_err(io_err(format!("removing orphan {}", f.display())))?;
-                report.orphans_removed += 1;
-            }
-        }
-        let mut used = 0u64;
-        for (chunk, rec) in &live {
-            let meta = &rec.meta;
-            let len = if seen.contains(chunk) {
-                fs::metadata(self.path(*chunk, meta.version, rec.file_gen)).ok().map(|m| m.len())
-            } else {
-                None
+            live += 1;
+            used += u64::from(rec.meta.length);
+            let ok = match rec.slot.map(Slot::decode) {
+                None => rec.meta.length == 0,
+                Some(None) => false,
+                Some(Some(s)) => !invalid.contains(&s) && u64::from(rec.meta.length) <= s.size(),
             };
-            if len != Some(u64::from(meta.length)) {
-                let target_id = self.inner.target.0;
-                tracing::error!(target_id, %chunk, ?len, expected = meta.length, "chunk file missing or wrong length");
-                report.damaged.push(*chunk);
+            if !ok {
+                tracing::error!(target_id = self.inner.target.0, %chunk, meta = ?rec.meta, slot = ?rec.slot,
+                    "chunk data missing or slot invalid");
+                damaged.push(chunk);
             }
-            used += u64::from(meta.length);
         }
-        report.damaged.sort();
+        (report.live_chunks, report.tombstones, report.damaged) = (live, tombstones, damaged);
+        report.pending = self.with_db(|db| db.pending.len().map_err(kv_err))?;
         self.inner.used_bytes.store(used, Ordering::Relaxed);
-        Ok(report)
+        Ok(())
     }
 
     pub fn target(&self) -> TargetId {
         self.inner.target
     }
 
-    /// The directory holding the chunk files (on the target's disk).
+    /// The target directory (on the target's disk).
     pub fn chunks_dir(&self) -> &Path {
-        &self.inner.chunks_dir
+        &self.inner.dir
     }
 
-    /// Sum of the lengths of all live chunks.
+    /// The chunk engine holding the data.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    /// Sum of the lengths of all live committed chunks.
     pub fn used_bytes(&self) -> u64 {
         self.inner.used_bytes.load(Ordering::Relaxed)
     }
@@ -403,27 +403,19 @@ impl ChunkStore {
         }
     }
 
+    /// The committed record of `chunk`.
     fn record(&self, chunk: ChunkId) -> Result<Option<Record>, Error> {
         self.with_db(|db| db.metas.get(chunk.to_bytes()).map_err(kv_err)?.map(|v| Record::decode(&v)).transpose())
     }
 
-    /// Every record, without block CRCs (see [`Record::decode_head`]).
-    fn records(&self) -> Result<Vec<(ChunkId, Record)>, Error> {
-        self.with_db(|db| {
-            let mut out = Vec::new();
-            for kv in db.metas.iter() {
-                let (k, v) = kv.into_inner().map_err(kv_err)?;
-                out.push((ChunkId::from_bytes(&k)?, Record::decode_head(&v)?));
-            }
-            Ok(out)
-        })
+    /// The pending record of `chunk`.
+    fn pending_record(&self, chunk: ChunkId) -> Result<Option<Record>, Error> {
+        self.with_db(|db| db.pending.get(chunk.to_bytes()).map_err(kv_err)?.map(|v| Record::decode(&v)).transpose())
     }
 
-    fn commit(&self, chunk: ChunkId, rec: &Record) -> Result<(), Error> {
-        self.with_db(|db| {
-            db.metas.insert(chunk.to_bytes(), rec.encode()).map_err(kv_err)?;
-            db.db.persist(fjall::PersistMode::SyncAll).map_err(kv_err)
-        })
+    /// Every committed record, without block CRCs (see [`Record::decode_head`]).
+    fn records(&self) -> Result<Vec<(ChunkId, Record)>, Error> {
+        self.with_db(|db| scan(&db.metas))
     }
 
     /// Metadata of a live chunk (`None` if missing or removed).
@@ -454,230 +446,60 @@ impl ChunkStore {
         })
     }
 
-    /// Every record, live chunks and tombstones, in chunk id order (resync diffs).
+    /// Every record, live chunks and tombstones, with the version of any pending update, in chunk id
+    /// order (resync diffs).
     pub fn list_all(&self) -> Result<Vec<ListedChunk>, Error> {
+        let pending: HashMap<ChunkId, u64> =
+            self.with_db(|db| scan(&db.pending))?.into_iter().map(|(c, r)| (c, r.meta.version)).collect();
         Ok(self
             .records()?
             .into_iter()
-            .map(|(chunk, r)| ListedChunk { chunk, meta: r.meta, removed: r.removed })
+            .map(|(chunk, r)| ListedChunk {
+                chunk,
+                meta: r.meta,
+                removed: r.removed,
+                pending_version: pending.get(&chunk).copied().unwrap_or(0),
+            })
             .collect())
     }
 
-    /// The chunk's current state under the caller's lock: `None` if it never existed, else its record and,
-    /// for a live chunk, its whole verified content (`None` for a tombstone).
+    /// The chunk's committed state under the caller's lock: `None` if it never existed, else its record
+    /// and, for a live chunk, its whole verified content (`None` for a tombstone).
     pub async fn snapshot(&self, guard: &ChunkGuard) -> Result<Option<(ChunkMeta, Option<Bytes>)>, Error> {
         let (store, chunk) = (self.clone(), guard.chunk());
-        blocking(move || match store.record(chunk)? {
-            None => Ok(None),
-            Some(r) if r.removed => Ok(Some((r.meta, None))),
-            Some(r) => Ok(Some((r.meta, Some(Bytes::from(store.read_verified(chunk, &r)?))))),
+        blocking(move || store.snapshot_of(chunk, store.record(chunk)?)).await
+    }
+
+    /// Like [`ChunkStore::snapshot`], but of the pending version if there is one (what a hop forwards to
+    /// a SYNCING successor after preparing an update).
+    pub async fn snapshot_latest(&self, guard: &ChunkGuard) -> Result<Option<(ChunkMeta, Option<Bytes>)>, Error> {
+        let (store, chunk) = (self.clone(), guard.chunk());
+        blocking(move || {
+            let rec = match store.pending_record(chunk)? {
+                Some(p) => Some(p),
+                None => store.record(chunk)?,
+            };
+            store.snapshot_of(chunk, rec)
         })
         .await
     }
 
-    /// The chunk's current version (0 if it never existed; a removed chunk keeps its version).
+    fn snapshot_of(&self, chunk: ChunkId, rec: Option<Record>) -> Result<Option<(ChunkMeta, Option<Bytes>)>, Error> {
+        match rec {
+            None => Ok(None),
+            Some(r) if r.removed => Ok(Some((r.meta, None))),
+            Some(r) => Ok(Some((r.meta, Some(Bytes::from(self.read_verified(chunk, &r)?))))),
+        }
+    }
+
+    /// The chunk's committed version (0 if it never existed; a removed chunk keeps its version).
     pub fn version(&self, guard: &ChunkGuard) -> Result<u64, Error> {
         Ok(self.record(guard.chunk())?.map_or(0, |r| r.meta.version))
     }
 
-    /// The data file of a chunk version (`file_gen`: see [`Record::file_gen`]).
-    fn path(&self, chunk: ChunkId, version: u64, file_gen: u32) -> PathBuf {
-        let id = chunk.to_bytes();
-        let fan = crc32c::crc32c(&id) as u8;
-        let name = match file_gen {
-            0 => format!("{}.{version:016x}", hex::encode(id)),
-            g => format!("{}.{version:016x}.{g:08x}", hex::encode(id)),
-        };
-        self.inner.chunks_dir.join(format!("{fan:02x}")).join(name)
-    }
-
-    /// Applies `update` as version `version` (must be > 0) under the caller's chunk lock. If the local
-    /// version is already >= `version` the update is a duplicate and nothing changes.
-    pub async fn apply(
-        &self,
-        guard: &ChunkGuard,
-        version: u64,
-        chain_version: u32,
-        update: Update,
-    ) -> Result<Applied, Error> {
-        let store = self.clone();
-        let chunk = guard.chunk();
-        blocking(move || store.apply_blocking(chunk, version, chain_version, update, false)).await
-    }
-
-    /// Applies a *sync* update (resync, forwarding to a SYNCING target) under the caller's chunk lock: a
-    /// [`Update::Replace`] or [`Update::Remove`] that sets the chunk to exactly `version` (> 0) and that
-    /// content, even if the local version is higher or equal with other content (the sender is
-    /// authoritative; the local state may hold writes that were never acknowledged). It is a duplicate only
-    /// if the chunk is already at `version` in the same state (same length and CRC, or both removed).
-    ///
-    /// Crash safety holds as for every update: the new content goes to a file name no record references
-    /// (same version: the next `Record::file_gen`), the metadata commit switches, the old file goes last.
-    pub async fn apply_sync(
-        &self,
-        guard: &ChunkGuard,
-        version: u64,
-        chain_version: u32,
-        update: Update,
-    ) -> Result<Applied, Error> {
-        let store = self.clone();
-        let chunk = guard.chunk();
-        blocking(move || store.apply_blocking(chunk, version, chain_version, update, true)).await
-    }
-
-    /// Drops the chunk's record (live or tombstone) and data under the caller's chunk lock, leaving no
-    /// trace: the chunk's version is 0 again. Only for resync, when the authoritative predecessor has no
-    /// record of the chunk (see `crate::sync`). A duplicate if there is no record.
-    pub async fn forget(&self, guard: &ChunkGuard) -> Result<Applied, Error> {
-        let store = self.clone();
-        let chunk = guard.chunk();
-        blocking(move || store.forget_blocking(chunk)).await
-    }
-
-    fn forget_blocking(&self, chunk: ChunkId) -> Result<Applied, Error> {
-        let gone = Applied { meta: ChunkMeta::default(), exists: false, duplicate: false };
-        let Some(old) = self.record(chunk)? else {
-            return Ok(Applied { duplicate: true, ..gone });
-        };
-        tracing::warn!(target_id = %self.inner.target, %chunk, ?old, "sync: dropping a chunk the predecessor lacks");
-        // Record first: a crash before the file is deleted leaves an orphan that `open` removes.
-        self.with_db(|db| {
-            db.metas.remove(chunk.to_bytes()).map_err(kv_err)?;
-            db.db.persist(fjall::PersistMode::SyncAll).map_err(kv_err)
-        })?;
-        if !old.removed {
-            self.remove_old_file(chunk, &old);
-            let len = u64::from(old.meta.length);
-            let _ = self
-                .inner
-                .used_bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| Some(u.saturating_sub(len)));
-        }
-        Ok(gone)
-    }
-
-    fn remove_old_file(&self, chunk: ChunkId, old: &Record) {
-        let old_path = self.path(chunk, old.meta.version, old.file_gen);
-        if let Err(e) = fs::remove_file(&old_path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            // Harmless: an unreferenced file is deleted by the next open.
-            tracing::warn!(file = %old_path.display(), error = %e, "could not delete old chunk version");
-        }
-    }
-
-    fn apply_blocking(
-        &self,
-        chunk: ChunkId,
-        version: u64,
-        chain_version: u32,
-        update: Update,
-        sync: bool,
-    ) -> Result<Applied, Error> {
-        update.validate()?;
-        if version == 0 {
-            return Err(Error::invalid("update version must be > 0"));
-        }
-        let old = self.record(chunk)?;
-        let old_version = old.as_ref().map_or(0, |r| r.meta.version);
-        if sync {
-            let same = match (&old, &update) {
-                (Some(r), Update::Remove) => r.removed,
-                (Some(r), Update::Replace { data, payload_crc32c }) => {
-                    // `validate` checked the payload against `payload_crc32c`.
-                    !r.removed && r.meta.length as usize == data.len() && r.meta.crc32c == *payload_crc32c
-                }
-                (_, Update::Write { .. } | Update::Truncate { .. }) => {
-                    return Err(Error::invalid("a sync update must be REPLACE or REMOVE"));
-                }
-                (None, _) => false,
-            };
-            if let Some(rec) = old.as_ref().filter(|r| r.meta.version == version && same) {
-                return Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: true });
-            }
-            if old_version >= version {
-                tracing::warn!(target_id = %self.inner.target, %chunk, ?old, version,
-                    "sync: replacing local state the predecessor does not have");
-            }
-        } else if old_version >= version {
-            let rec = old.as_ref().expect("version > 0 implies a record");
-            return Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: true });
-        }
-        if version > old_version + 1 && !matches!(update, Update::Replace { .. }) && !sync {
-            // No resync yet: a replica that missed updates (e.g. a retried write whose first attempt never
-            // reached us) takes the newest one on top of what it has.
-            tracing::warn!(target_id = %self.inner.target, %chunk, old_version, version, "update version gap");
-        }
-        let old_live = old.as_ref().filter(|r| !r.removed);
-        // The old content, unless the update replaces all of it (so a damaged chunk can be overwritten).
-        let needs_old = match &update {
-            Update::Write { offset, data, .. } => {
-                old_live.is_some_and(|r| !(*offset == 0 && data.len() >= r.meta.length as usize))
-            }
-            Update::Truncate { length, .. } => *length > 0 && old_live.is_some(),
-            Update::Remove | Update::Replace { .. } => false,
-        };
-        let mut content = match old_live {
-            Some(r) if needs_old => self.read_verified(chunk, r)?,
-            _ => Vec::new(),
-        };
-        let new_content = match update {
-            Update::Write { offset, data, .. } => {
-                let (start, end) = (offset as usize, offset as usize + data.len());
-                if content.len() < end {
-                    content.resize(end, 0);
-                }
-                content[start..end].copy_from_slice(&data);
-                Some(content)
-            }
-            Update::Truncate { length, .. } => {
-                content.resize(length as usize, 0);
-                Some(content)
-            }
-            Update::Remove => None,
-            Update::Replace { data, .. } => Some(data.to_vec()),
-        };
-        // Never write over the file the committed record references: a same-version replacement (sync
-        // only) takes the next file generation.
-        let file_gen = match old_live {
-            Some(r) if r.meta.version == version => r.file_gen.wrapping_add(1),
-            _ => 0,
-        };
-        let rec = match &new_content {
-            Some(c) => {
-                let (blocks, crc32c) = BlockCrcs::compute(c, CRC_BLOCK_SIZE);
-                Record {
-                    meta: ChunkMeta { version, length: c.len() as u32, crc32c, chain_version },
-                    removed: false,
-                    file_gen,
-                    blocks: Some(blocks),
-                }
-            }
-            None => Record {
-                meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version },
-                removed: true,
-                file_gen: 0,
-                blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: Vec::new() }),
-            },
-        };
-        let new_path = self.path(chunk, version, rec.file_gen);
-        if let Some(c) = &new_content {
-            write_durably(&new_path, c)?;
-        }
-        if let Err(e) = self.commit(chunk, &rec) {
-            if new_content.is_some() {
-                let _ = fs::remove_file(&new_path);
-            }
-            return Err(e);
-        }
-        if let Some(r) = old_live {
-            self.remove_old_file(chunk, r);
-        }
-        let old_len = u64::from(old_live.map_or(0, |r| r.meta.length));
-        let _ = self.inner.used_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-            Some(u.saturating_sub(old_len) + u64::from(rec.meta.length))
-        });
-        Ok(Applied { meta: rec.meta, exists: !rec.removed, duplicate: false })
+    /// The version of the chunk's pending update, if any.
+    pub fn pending_version(&self, guard: &ChunkGuard) -> Result<Option<u64>, Error> {
+        Ok(self.pending_record(guard.chunk())?.map(|r| r.meta.version))
     }
 
     /// Verifies every live chunk's CRC; returns the damaged ones with their errors.
@@ -710,33 +532,52 @@ impl ChunkStore {
             drop(db);
         }
     }
-
-    #[cfg(test)]
-    fn file_path(&self, chunk: ChunkId, version: u64) -> PathBuf {
-        self.path(chunk, version, 0)
-    }
-
-    #[cfg(test)]
-    fn file_path_gen(&self, chunk: ChunkId, version: u64, file_gen: u32) -> PathBuf {
-        self.path(chunk, version, file_gen)
-    }
 }
 
-/// Writes a new chunk file and makes it (and its directory entry) durable.
-fn write_durably(path: &Path, data: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().expect("chunk paths have a parent");
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        fsync_dir(dir.parent().expect("fan-out directories have a parent"))?;
+/// Every record of a keyspace, without block CRCs.
+fn scan(ks: &fjall::Keyspace) -> Result<Vec<(ChunkId, Record)>, Error> {
+    let mut out = Vec::new();
+    for kv in ks.iter() {
+        let (k, v) = kv.into_inner().map_err(kv_err)?;
+        out.push((ChunkId::from_bytes(&k)?, Record::decode_head(&v)?));
     }
-    let mut f = File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(io_err(format!("writing {}", path.display())))?;
-    fsync_dir(dir)
+    Ok(out)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+/// The slots the records reference (committed and pending), for the engine's allocation. A pending
+/// record whose version is not above the committed one is left from a crash between a commit's two
+/// halves (impossible with one batch, but cheap to repair): it is dropped and its slot not counted.
+fn referenced_slots(db: &Db, report: &mut OpenReport) -> Result<Vec<Slot>, Error> {
+    let mut slots = Vec::new();
+    let committed = scan(&db.metas)?;
+    let versions: HashMap<ChunkId, u64> = committed.iter().map(|(c, r)| (*c, r.meta.version)).collect();
+    slots.extend(committed.iter().filter_map(|(_, r)| r.slot.and_then(Slot::decode)));
+    let mut stale = Vec::new();
+    for (chunk, r) in scan(&db.pending)? {
+        if versions.get(&chunk).is_some_and(|v| *v >= r.meta.version) {
+            stale.push(chunk);
+        } else {
+            slots.extend(r.slot.and_then(Slot::decode));
+        }
+    }
+    if !stale.is_empty() {
+        let mut batch = db.db.batch().durability(Some(fjall::PersistMode::SyncAll));
+        for chunk in &stale {
+            batch.remove(&db.pending, chunk.to_bytes());
+        }
+        batch.commit().map_err(kv_err)?;
+        report.orphans_removed = stale.len();
+    }
+    Ok(slots)
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::internal(format!("chunk store task failed: {e}")))?
 }
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;

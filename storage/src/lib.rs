@@ -1,8 +1,9 @@
 //! t3fs-storage: the storage daemon (skeleton). One process serves several *targets* (replica slots,
 //! one directory each); each target is a member of one replication chain.
 //!
-//! - [`chunk_store`]: per-target chunk files + chunk metadata in fjall; copy-on-write, crash-safe updates,
-//!   CRC32C verified on every read.
+//! - [`chunk_store`]: per-target chunk metadata in fjall over the [`engine`] (size-class slots in large
+//!   data files); copy-on-write, crash-safe, two-phase (pending/committed) updates, CRC32C verified on
+//!   every read.
 //! - [`service`]: the bulk-plane handler: chunk reads and CRAQ-style chain-replicated updates.
 //! - [`admin`]: the `StorageAdmin` gRPC service (chunk metadata queries, `SyncDone`).
 //! - [`heartbeat`]: registration with mgmtd and the heartbeat loop.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod chunk_store;
 pub mod config;
+pub mod engine;
 pub mod heartbeat;
 pub mod local_state;
 pub mod metrics;

@@ -1,17 +1,32 @@
-//! The bulk-plane handler: chunk reads and CRAQ-style chain-replicated updates.
+//! The bulk-plane handler: chunk reads and CRAQ chain-replicated updates, two-phase as 3FS runs them.
 //!
-//! Write path (skeleton of 3FS's CRAQ, research/3fs.md §4): a client sends `UpdateChunk` with
-//! `update_version = 0` to the chain's head (its first writable target). Every hop checks the request's
-//! chain version against its routing snapshot, takes the per-chunk lock, applies the update locally (the
-//! head assigns `update_version = local version + 1`), forwards the same update with the version set to
-//! its successor (`Routing::successor`), waits for the successor's ack and only then acks. The lock is
-//! held across apply + forward, so updates of one chunk reach every replica in the same order. A replica
-//! whose local version is already >= the update's version treats it as a duplicate (acks, changes
-//! nothing, still forwards so a successor that missed it catches up).
+//! Write path (research/3fs.md §4): a client sends `UpdateChunk` with `update_version = 0` to the chain's
+//! head (its first writable target). Every hop checks the request's chain version against its routing
+//! snapshot, takes the per-chunk lock and re-checks. The head assigns `update_version = committed + 1`.
+//! A hop with a successor applies the update as the chunk's *pending* version
+//! ([`ChunkStore::prepare`]), forwards it, and when the successor acks commits it
+//! ([`ChunkStore::commit`]) and acks in turn; the tail commits at once ([`ChunkStore::apply`]). The lock is
+//! held from apply to ack, so updates of one chunk reach every replica in the same order and at most one
+//! version per chunk is pending. A replica whose committed version is already >= the update's treats it
+//! as a duplicate (acks, changes nothing, still forwards so a successor that missed it catches up).
+//!
+//! Reads (any readable replica) return the committed version; while a version is pending they fail with
+//! `ChunkNotCommitted` (the client tries another replica, then retries with backoff) unless the request
+//! sets `relaxed`, which reads the pending version.
+//!
+//! **A failed forward** leaves the update pending on every hop up to the failure, and the client gets the
+//! error and retries. The rule that resolves it (3FS's): the predecessor is authoritative for its
+//! successor. On a non-head hop the next update from the predecessor at the pending version replaces the
+//! pending content, and one at a higher version means the predecessor committed the pending one, so it is
+//! committed first (`chunk_store/apply.rs`). The head, before assigning a version to a new client update,
+//! completes its own pending version: forwards its content again as a REPLACE at that version and commits
+//! it once acked ([`StorageService::resolve_pending`]). Resync sends committed state and drops the
+//! receiver's pending versions; a restarted target keeps its pending versions until one of these resolves
+//! them (reads of such a chunk return `ChunkNotCommitted` until then).
 //!
 //! A SYNCING successor (a returning replica being resynced, [`crate::sync`]) may lack earlier versions, or
 //! hold writes that were never acknowledged, so it gets every update as a *sync* update (`sync = true`): after
-//! applying locally, the hop reads the chunk's whole new content under the chunk lock and forwards
+//! preparing locally, the hop reads the chunk's whole new (pending) content under the chunk lock and forwards
 //! `UPDATE_TYPE_REPLACE` (or `REMOVE` for a removed chunk) at exactly the local version, which the
 //! successor takes even over a higher or different local state ([`ChunkStore::apply_sync`]). A sync update
 //! is refused (TargetNotServing) unless routing shows the receiving target SYNCING — a SERVING replica is
@@ -22,9 +37,8 @@
 //! Fencing ([`crate::local_state::Fence`]): while the node has had no heartbeat reply from mgmtd for
 //! `fence_after_ms`, every read and update is refused with TargetNotServing.
 //!
-//! Not yet (issue 4): two-phase pending/commit versions (a reader can see a version the tail does not have
-//! yet if a forward fails), exactly-once update channels, and exiting on LASTSRV/OFFLINE (research/3fs.md
-//! §2; fencing and the local-state rule cover the safety part).
+//! Not yet (issue 4): exactly-once update channels, and exiting on LASTSRV/OFFLINE (research/3fs.md §2;
+//! fencing and the local-state rule cover the safety part).
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,7 +51,7 @@ use t3fs_common::users::{Authenticator, UserCache};
 use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
 use tracing::Instrument;
 
-use crate::chunk_store::{ChunkStore, Update};
+use crate::chunk_store::{ChunkGuard, ChunkStore, Update};
 use crate::local_state::Fence;
 use crate::metrics::{Outcome, StorageMetrics};
 
@@ -105,7 +119,7 @@ impl StorageService {
                 format!("target {} is not serving reads", r.target_id),
             ));
         }
-        let (data, meta) = store.read(chunk, r.offset, r.length).await?;
+        let (data, meta) = store.read_with(chunk, r.offset, r.length, r.relaxed).await?;
         let rsp = BulkResponse {
             meta: Some(meta.to_proto(chunk)),
             payload_crc32c: crc32c::crc32c(&data),
@@ -200,58 +214,119 @@ impl StorageService {
         let _permit = store.update_permit().await;
         let guard = store.lock(chunk).await;
         let successor = self.check_chain(&u, client_write)?;
+        if client_write {
+            self.resolve_pending(request_id, store, &guard, &u, successor.as_ref()).await?;
+        }
         let version = if client_write { store.version(&guard)? + 1 } else { u.update_version };
-        let applied = match (u.sync, version) {
-            (false, _) => store.apply(&guard, version, u.chain_version, update).await?,
+        let applied = match (u.sync, version, &successor) {
             // Sync REMOVE at version 0 (REPLACE at 0 was refused above): the predecessor has no record.
-            (true, 0) => store.forget(&guard).await?,
-            (true, _) => store.apply_sync(&guard, version, u.chain_version, update).await?,
+            (true, 0, _) => store.forget(&guard).await?,
+            (true, _, _) => store.apply_sync(&guard, version, u.chain_version, update).await?,
+            // The tail commits at once; every other hop keeps the update pending until its successor acks.
+            (false, _, None) => store.apply(&guard, version, u.chain_version, update).await?,
+            (false, _, Some(_)) => store.prepare(&guard, version, u.chain_version, update).await?,
         };
         tracing::debug!(version, duplicate = applied.duplicate, "applied locally");
-        if let Some(Successor { target: succ, bulk_addr: addr, syncing }) = successor {
-            let (fwd_update, fwd_payload) = if syncing {
-                // The successor may lack earlier versions or hold unacknowledged ones: send the whole
-                // current chunk at exactly its version, as a sync update.
-                let (ty, version, data) = match store.snapshot(&guard).await? {
-                    Some((meta, Some(d))) => (proto::UpdateType::Replace, meta.version, d),
-                    Some((meta, None)) => (proto::UpdateType::Remove, meta.version, Bytes::new()),
-                    None => (proto::UpdateType::Remove, 0, Bytes::new()),
-                };
-                let fwd = proto::UpdateChunk {
-                    target_id: succ.0,
-                    update_type: ty as i32,
-                    offset: 0,
-                    payload_crc32c: crc32c::crc32c(&data),
-                    update_version: version,
-                    sync: true,
-                    ..u.clone()
-                };
-                (fwd, data)
-            } else {
-                // A sync update stays one (a SERVING successor refuses it: it may not be lowered).
-                (proto::UpdateChunk { target_id: succ.0, update_version: version, ..u.clone() }, payload.clone())
-            };
-            let fwd = BulkRequest {
-                request_id: request_id.to_string(),
-                token: self.token.clone(),
-                op: Some(bulk_request::Op::Update(fwd_update)),
-            };
-            let (rsp, _) = self.peers.call(&addr, &fwd, &fwd_payload).await.map_err(|e| {
-                self.metrics.forward_failures.inc();
-                tracing::warn!(successor = %succ, %addr, error = %e, "forwarding update failed");
-                e
-            })?;
-            self.metrics.forwarded_updates.inc();
+        if let Some(succ) = &successor {
+            let fwd = proto::UpdateChunk { update_version: version, ..u.clone() };
+            let rsp = self.forward(request_id, store, &guard, succ, fwd, payload).await?;
             if let Some(m) = rsp.meta.as_ref()
                 && !applied.duplicate
                 && (m.version != applied.meta.version || m.crc32c != applied.meta.crc32c)
             {
                 // Replicas diverged (possible without resync after a missed update); resync will fix it.
-                tracing::error!(successor = %succ, ?m, local = ?applied.meta, "replica differs from successor");
+                tracing::error!(successor = %succ.target, ?m, local = ?applied.meta, "replica differs from successor");
+            }
+            if !u.sync && !applied.duplicate {
+                store.commit(&guard, version).await?;
             }
         }
         drop(guard);
         Ok((BulkResponse { meta: Some(applied.meta.to_proto(chunk)), ..Default::default() }, Bytes::new()))
+    }
+
+    /// At the head, before a client update: a pending version left by an earlier update whose forward
+    /// failed is completed first — its content is forwarded again as a REPLACE (REMOVE for a pending
+    /// removal) at its version, and committed once the successor acks — so the new update builds on it
+    /// and no replica keeps another content at that version. Fails (the client retries) if the forward
+    /// fails again.
+    async fn resolve_pending(
+        &self,
+        request_id: &str,
+        store: &ChunkStore,
+        guard: &ChunkGuard,
+        u: &proto::UpdateChunk,
+        successor: Option<&Successor>,
+    ) -> Result<(), Error> {
+        let Some(pending) = store.pending_version(guard)? else {
+            return Ok(());
+        };
+        tracing::info!(pending, "completing the pending version of an earlier update");
+        if let Some(succ) = successor {
+            let (ty, data) = match store.snapshot_latest(guard).await? {
+                Some((_, Some(d))) => (proto::UpdateType::Replace, d),
+                _ => (proto::UpdateType::Remove, Bytes::new()),
+            };
+            let fwd = proto::UpdateChunk {
+                update_type: ty as i32,
+                offset: 0,
+                chunk_size: t3fs_common::layout::MAX_CHUNK_SIZE,
+                payload_crc32c: crc32c::crc32c(&data),
+                update_version: pending,
+                ..u.clone()
+            };
+            self.forward(request_id, store, guard, succ, fwd, data).await?;
+        }
+        store.commit(guard, pending).await?;
+        Ok(())
+    }
+
+    /// Forwards an update applied here (at `u.update_version`) to the successor and returns its answer.
+    /// A SYNCING successor gets the chunk's whole latest local content (the pending version, or the
+    /// committed one after a sync update) as a sync update instead.
+    async fn forward(
+        &self,
+        request_id: &str,
+        store: &ChunkStore,
+        guard: &ChunkGuard,
+        succ: &Successor,
+        u: proto::UpdateChunk,
+        payload: Bytes,
+    ) -> Result<BulkResponse, Error> {
+        let (fwd_update, fwd_payload) = if succ.syncing {
+            // The successor may lack earlier versions or hold unacknowledged ones: send the whole
+            // current chunk at exactly its version, as a sync update.
+            let (ty, version, data) = match store.snapshot_latest(guard).await? {
+                Some((meta, Some(d))) => (proto::UpdateType::Replace, meta.version, d),
+                Some((meta, None)) => (proto::UpdateType::Remove, meta.version, Bytes::new()),
+                None => (proto::UpdateType::Remove, 0, Bytes::new()),
+            };
+            let fwd = proto::UpdateChunk {
+                target_id: succ.target.0,
+                update_type: ty as i32,
+                offset: 0,
+                payload_crc32c: crc32c::crc32c(&data),
+                update_version: version,
+                sync: true,
+                ..u
+            };
+            (fwd, data)
+        } else {
+            // A sync update stays one (a SERVING successor refuses it: it may not be lowered).
+            (proto::UpdateChunk { target_id: succ.target.0, ..u }, payload)
+        };
+        let fwd = BulkRequest {
+            request_id: request_id.to_string(),
+            token: self.token.clone(),
+            op: Some(bulk_request::Op::Update(fwd_update)),
+        };
+        let (rsp, _) = self.peers.call(&succ.bulk_addr, &fwd, &fwd_payload).await.map_err(|e| {
+            self.metrics.forward_failures.inc();
+            tracing::warn!(successor = %succ.target, addr = %succ.bulk_addr, error = %e, "forwarding update failed");
+            e
+        })?;
+        self.metrics.forwarded_updates.inc();
+        Ok(rsp)
     }
 }
 

@@ -34,7 +34,9 @@
 //!   S is still SYNCING such a write reaches it as a sync REPLACE at v1 anyway.)
 //!
 //! [`diff`] decides which chunks need a transfer: every chunk whose state on S differs from T's in version,
-//! removal, length or CRC, and every record (live or tombstone) only S has. Equal chunks and equal
+//! removal, length or CRC or that has a pending (uncommitted) version on S, and every record (live or
+//! tombstone) only S has. T sends its *committed* state (a pending version on T is a forward that has not
+//! completed; the next update of the chunk resolves it, see service.rs). Equal chunks and equal
 //! tombstones are skipped. Since every transfer and every forwarded write to S leaves T under T's chunk lock
 //! and is acknowledged before the lock is released, S sees them in T's order, and S ends with T's exact
 //! state for every chunk; a sync update S refuses or answers with another version fails the sync (retried).
@@ -109,6 +111,9 @@ pub struct Remote {
     pub length: u32,
     pub crc32c: u32,
     pub removed: bool,
+    /// S holds a pending (uncommitted) version of the chunk: always sent, so S ends with T's committed
+    /// state and no pending version (a sync update drops it).
+    pub pending: bool,
 }
 
 /// What the sync does with one chunk (both send T's state as read under T's chunk lock then).
@@ -126,7 +131,8 @@ pub fn diff(local: &[ListedChunk], remote: &HashMap<ChunkId, Remote>) -> Vec<Act
     let mut out = Vec::new();
     for l in local {
         let same = remote.get(&l.chunk).is_some_and(|r| {
-            r.version == l.meta.version
+            !r.pending
+                && r.version == l.meta.version
                 && r.removed == l.removed
                 && (l.removed || (r.length == l.meta.length && r.crc32c == l.meta.crc32c))
         });
@@ -286,7 +292,13 @@ async fn run_sync(ctx: &SyncCtx, job: SyncJob) -> Result<(), Error> {
     let listed = admin.list_chunks(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner().chunks;
     let mut remote = HashMap::with_capacity(listed.len());
     for m in listed {
-        let r = Remote { version: m.version, length: m.length, crc32c: m.crc32c, removed: m.removed };
+        let r = Remote {
+            version: m.version,
+            length: m.length,
+            crc32c: m.crc32c,
+            removed: m.removed,
+            pending: m.pending_version != 0,
+        };
         remote.insert(ChunkId::from_bytes(&m.chunk_id)?, r);
     }
     let local = {

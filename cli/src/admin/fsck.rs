@@ -138,6 +138,7 @@ async fn verify_data(
             chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
             offset: 0,
             length: meta.length,
+            relaxed: false,
         })),
     };
     let (_, data) = bulk.call(&node.bulk_addr, &req, &[]).await.map_err(|e| format!("data read failed: {e}"))?;

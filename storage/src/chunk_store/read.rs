@@ -1,27 +1,38 @@
-//! Reading chunk data back, verified against the chunk's record (see the integrity note of the parent
-//! module): whole files checked against every block CRC and the whole-chunk CRC, and partial ranges read
-//! block by block (one `pread` of the covering blocks) with each block checked. Every failure is
-//! `ChecksumMismatch` with an error log naming the chunk (and the block), never unverified bytes.
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
-
+//! Reading chunk data back from its engine slot, verified against the chunk's record (see the integrity
+//! note of the parent module): whole chunks checked against every block CRC and the whole-chunk CRC, and
+//! partial ranges read block by block (one `pread` of the covering blocks) with each block checked. Every
+//! failure is `ChecksumMismatch` with an error log naming the chunk (and the block), never unverified bytes.
+//!
+//! Reads take no chunk lock: [`ChunkStore::read_with`] looks up the record and pins its slot under the
+//! engine's read gate, so the slot is not reused before the read is done even if an update commits a new
+//! version meanwhile (the reader then returns the version it found, complete).
 use bytes::Bytes;
 use t3fs_common::{ChunkId, Error, StatusCode};
 
 use super::record::{BlockCrcs, Record};
-use super::{ChunkMeta, ChunkStore, blocking, io_err};
+use super::{ChunkMeta, ChunkStore, blocking};
+use crate::engine::{Slot, SlotPin};
 
 impl ChunkStore {
-    /// Reads `[offset, min(offset + len, length))` of a chunk. A range short of the whole chunk reads and
-    /// verifies only the blocks it touches (format 3 records); the whole chunk, or any range of a chunk
-    /// whose record has no block CRCs, is read and verified whole first.
+    /// Reads `[offset, min(offset + len, length))` of the committed version of a chunk; fails with
+    /// `ChunkNotCommitted` while an update of the chunk is pending (see [`ChunkStore::read_with`]).
     pub async fn read(&self, chunk: ChunkId, offset: u32, len: u32) -> Result<(Bytes, ChunkMeta), Error> {
-        let _guard = self.lock(chunk).await;
+        self.read_with(chunk, offset, len, false).await
+    }
+
+    /// Reads `[offset, min(offset + len, length))` of a chunk. With a pending version: `relaxed` reads it,
+    /// else the read fails with `ChunkNotCommitted` (the client retries). A range short of the whole chunk
+    /// reads and verifies only the blocks it touches; the whole chunk is read and verified whole.
+    pub async fn read_with(
+        &self,
+        chunk: ChunkId,
+        offset: u32,
+        len: u32,
+        relaxed: bool,
+    ) -> Result<(Bytes, ChunkMeta), Error> {
         let store = self.clone();
         blocking(move || {
-            let Some(rec) = store.record(chunk)?.filter(|r| !r.removed) else {
-                return Err(Error::new(StatusCode::ChunkNotFound, format!("chunk {chunk} not found")));
-            };
+            let (rec, _pin) = store.find_for_read(chunk, relaxed)?;
             let meta = rec.meta;
             let start = offset.min(meta.length);
             let end = offset.saturating_add(len).min(meta.length);
@@ -36,42 +47,70 @@ impl ChunkStore {
         .await
     }
 
-    /// Reads a live record's whole file and verifies it against its metadata: every block CRC (format 3)
-    /// and the whole-chunk CRC, in one CRC pass (the whole CRC is combined from the verified block CRCs).
+    /// The record a read returns and a pin on its slot (module note).
+    fn find_for_read(&self, chunk: ChunkId, relaxed: bool) -> Result<(Record, Option<SlotPin>), Error> {
+        let engine = self.engine();
+        let _gate = engine.read_gate();
+        let rec = match self.pending_record(chunk)? {
+            Some(p) if relaxed => Some(p),
+            Some(p) => {
+                return Err(Error::new(
+                    StatusCode::ChunkNotCommitted,
+                    format!("chunk {chunk}: update version {} is not committed yet", p.meta.version),
+                ));
+            }
+            None => self.record(chunk)?,
+        };
+        let Some(rec) = rec.filter(|r| !r.removed) else {
+            return Err(Error::new(StatusCode::ChunkNotFound, format!("chunk {chunk} not found")));
+        };
+        let pin = rec.slot.and_then(Slot::decode).map(|s| engine.pin(s));
+        Ok((rec, pin))
+    }
+
+    /// The slot of a live record, checked to hold its length.
+    fn slot_of(&self, chunk: ChunkId, rec: &Record) -> Result<Option<Slot>, Error> {
+        match rec.slot.map(Slot::decode) {
+            None if rec.meta.length == 0 => Ok(None),
+            Some(Some(s)) if u64::from(rec.meta.length) <= s.size() => Ok(Some(s)),
+            _ => {
+                tracing::error!(target_id = self.inner.target.0, %chunk, meta = ?rec.meta, slot = ?rec.slot,
+                    "chunk has no valid slot");
+                Err(Error::new(StatusCode::ChecksumMismatch, format!("chunk {chunk}: data missing (no valid slot)")))
+            }
+        }
+    }
+
+    /// Reads a live record's whole content and verifies it against its metadata: every block CRC and the
+    /// whole-chunk CRC, in one CRC pass (the whole CRC is combined from the verified block CRCs). The
+    /// caller holds the chunk lock or a pin on the slot.
     pub(super) fn read_verified(&self, chunk: ChunkId, rec: &Record) -> Result<Vec<u8>, Error> {
         let meta = &rec.meta;
-        let path = self.path(chunk, meta.version, rec.file_gen);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(data_file_missing(chunk)),
-            Err(e) => return Err(Error::io(&format!("reading {}", path.display()), e)),
-        };
+        let mut data = vec![0u8; meta.length as usize];
+        if let Some(slot) = self.slot_of(chunk, rec)? {
+            self.engine().read(slot, 0, &mut data)?;
+        }
         let crc = match &rec.blocks {
-            Some(blocks) if data.len() == meta.length as usize => {
+            Some(blocks) => {
                 blocks.verify(0, &data).map_err(|m| self.block_mismatch(chunk, meta, blocks, m))?;
                 blocks.whole_crc(meta.length)
             }
-            _ => crc32c::crc32c(&data),
+            None => crc32c::crc32c(&data),
         };
-        if data.len() != meta.length as usize || crc != meta.crc32c {
+        if crc != meta.crc32c {
             let target_id = self.inner.target.0;
-            tracing::error!(target_id, %chunk, len = data.len(), crc, ?meta, "chunk data does not match its metadata");
+            tracing::error!(target_id, %chunk, crc, ?meta, "chunk data does not match its metadata");
             return Err(Error::new(
                 StatusCode::ChecksumMismatch,
-                format!(
-                    "chunk {chunk}: data ({} bytes, crc {crc:#010x}) does not match metadata ({} bytes, crc {:#010x})",
-                    data.len(),
-                    meta.length,
-                    meta.crc32c
-                ),
+                format!("chunk {chunk}: data (crc {crc:#010x}) does not match metadata (crc {:#010x})", meta.crc32c),
             ));
         }
         Ok(data)
     }
 
-    /// Reads bytes `[start, end)` (`end <= length`) of a live chunk with block CRCs: checks the file's
-    /// length, then reads only the blocks covering the range (one `pread` from the first one's start) and
-    /// verifies each of them. An empty range reads nothing.
+    /// Reads bytes `[start, end)` (`end <= length`) of a live chunk with block CRCs: only the blocks
+    /// covering the range (one `pread` from the first one's start), each verified. An empty range reads
+    /// nothing.
     fn read_blocks(
         &self,
         chunk: ChunkId,
@@ -81,40 +120,19 @@ impl ChunkStore {
         end: u32,
     ) -> Result<Bytes, Error> {
         let meta = &rec.meta;
-        let path = self.path(chunk, meta.version, rec.file_gen);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(data_file_missing(chunk)),
-            Err(e) => return Err(Error::io(&format!("opening {}", path.display()), e)),
-        };
-        let file_len = file.metadata().map_err(io_err(format!("stat {}", path.display())))?.len();
-        if file_len != u64::from(meta.length) {
-            return Err(self.length_mismatch(chunk, meta, file_len));
-        }
+        let slot = self.slot_of(chunk, rec)?;
         if start >= end {
             return Ok(Bytes::new());
         }
+        let slot = slot.expect("a non-empty chunk has a slot");
         let (first, last) = blocks.covering(start, end);
         let (from, _) = blocks.block_range(first, meta.length);
         let (_, to) = blocks.block_range(last, meta.length);
         let mut buf = vec![0u8; (to - from) as usize];
-        file.read_exact_at(&mut buf, from).map_err(|e| match e.kind() {
-            // The file shrank under us (it never should: version files are never rewritten).
-            std::io::ErrorKind::UnexpectedEof => self.length_mismatch(chunk, meta, from + buf.len() as u64 - 1),
-            _ => Error::io(&format!("reading {}", path.display()), e),
-        })?;
+        self.engine().read(slot, from, &mut buf)?;
         blocks.verify(first, &buf).map_err(|m| self.block_mismatch(chunk, meta, blocks, m))?;
         let skip = (u64::from(start) - from) as usize;
         Ok(Bytes::from(buf).slice(skip..skip + (end - start) as usize))
-    }
-
-    fn length_mismatch(&self, chunk: ChunkId, meta: &ChunkMeta, file_len: u64) -> Error {
-        let target_id = self.inner.target.0;
-        tracing::error!(target_id, %chunk, file_len, ?meta, "chunk file length does not match its metadata");
-        Error::new(
-            StatusCode::ChecksumMismatch,
-            format!("chunk {chunk}: data file has {file_len} bytes, metadata {} bytes", meta.length),
-        )
     }
 
     /// The error (and log) for block `block` whose bytes have CRC `crc` instead of the recorded `expected`.
@@ -137,8 +155,10 @@ impl ChunkStore {
             ),
         )
     }
-}
 
-fn data_file_missing(chunk: ChunkId) -> Error {
-    Error::new(StatusCode::ChecksumMismatch, format!("chunk {chunk}: data file missing"))
+    /// Where a chunk's committed content lies: its group file and byte offset (tests damage it there).
+    pub fn data_location(&self, chunk: ChunkId) -> Result<Option<(std::path::PathBuf, u64)>, Error> {
+        let slot = self.record(chunk)?.and_then(|r| r.slot).and_then(Slot::decode);
+        Ok(slot.map(|s| (self.engine().group_path(s.class, s.group), s.offset())))
+    }
 }

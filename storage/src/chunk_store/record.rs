@@ -29,14 +29,21 @@ pub const CRC_BLOCK_SIZE: u32 = 64 * 1024;
 ///   block_size)` block CRCs `[crc u32]`, block `i` covering bytes `[i * block_size, min((i + 1) *
 ///   block_size, length))`.
 ///
-/// Every record written now is format 3 (tombstones too: length 0, no block CRCs); formats 1 and 2 are
-/// still read (and re-encoded unchanged) for chunks written by older binaries.
+/// - format 4 (34 + 4n bytes, the chunk engine): `[4][flags u8][version u64][length u32][crc u32]
+///   [chain_version u32][slot u64]` (`crate::engine::Slot::encode`, 0 = no slot: a tombstone or an empty
+///   chunk), then `[block_size u32]` and the block CRCs as in format 3.
+///
+/// Every record written now is format 4 (tombstones too: length 0, no block CRCs). Formats 1 to 3 belong
+/// to the file-per-chunk layout: they are read only to migrate such a target into the engine
+/// (`chunk_store/migrate.rs`), which rewrites every record as format 4.
 const RECORD_FORMAT_V1: u8 = 1;
 const RECORD_FORMAT_V2: u8 = 2;
 const RECORD_FORMAT_V3: u8 = 3;
+const RECORD_FORMAT_V4: u8 = 4;
 const RECORD_LEN_V1: usize = 22;
 const RECORD_LEN_V2: usize = 26;
 const RECORD_HEAD_V3: usize = 30;
+const RECORD_HEAD_V4: usize = 34;
 
 /// The CRC32C of every block of one chunk version's data.
 #[derive(Clone, PartialEq, Eq)]
@@ -135,10 +142,13 @@ impl Gf2Matrix {
 pub(super) struct Record {
     pub meta: ChunkMeta,
     pub removed: bool,
-    /// Discriminates the data file of a live chunk among files of the same version: 0 is
-    /// `<chunk>.<version>`, n > 0 is `<chunk>.<version>.<n as 8 hex>` (a forced same-version replacement,
-    /// see `ChunkStore::apply_sync`). Always 0 for tombstones.
+    /// File-per-chunk layout (formats 1-3) only: discriminates the data file of a live chunk among files
+    /// of the same version: 0 is `<chunk>.<version>`, n > 0 is `<chunk>.<version>.<n as 8 hex>`. 0 in
+    /// format 4.
     pub file_gen: u32,
+    /// Format 4: the engine slot holding the content (`Slot::encode`); `None` for a tombstone, an empty
+    /// chunk, or a chunk of an older format.
+    pub slot: Option<u64>,
     /// Per-block CRCs (format 3). `None`: a format 1/2 record, whose chunk is only verified as a whole, or
     /// a record decoded by [`Record::decode_head`].
     pub blocks: Option<BlockCrcs>,
@@ -147,19 +157,21 @@ pub(super) struct Record {
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
         let format = match (&self.blocks, self.file_gen) {
-            (Some(_), _) => RECORD_FORMAT_V3,
+            (Some(_), _) => RECORD_FORMAT_V4,
             (None, 0) => RECORD_FORMAT_V1,
             (None, _) => RECORD_FORMAT_V2,
         };
         let n = self.blocks.as_ref().map_or(0, |b| b.crcs.len());
-        let mut b = Vec::with_capacity(RECORD_HEAD_V3 + 4 * n);
+        let mut b = Vec::with_capacity(RECORD_HEAD_V4 + 4 * n);
         b.push(format);
         b.push(u8::from(self.removed));
         b.extend_from_slice(&self.meta.version.to_le_bytes());
         b.extend_from_slice(&self.meta.length.to_le_bytes());
         b.extend_from_slice(&self.meta.crc32c.to_le_bytes());
         b.extend_from_slice(&self.meta.chain_version.to_le_bytes());
-        if format != RECORD_FORMAT_V1 {
+        if format == RECORD_FORMAT_V4 {
+            b.extend_from_slice(&self.slot.unwrap_or(0).to_le_bytes());
+        } else if format != RECORD_FORMAT_V1 {
             b.extend_from_slice(&self.file_gen.to_le_bytes());
         }
         if let Some(blocks) = &self.blocks {
@@ -190,6 +202,7 @@ impl Record {
             Some(RECORD_FORMAT_V1) => b.len() == RECORD_LEN_V1,
             Some(RECORD_FORMAT_V2) => b.len() == RECORD_LEN_V2,
             Some(RECORD_FORMAT_V3) => b.len() >= RECORD_HEAD_V3,
+            Some(RECORD_FORMAT_V4) => b.len() >= RECORD_HEAD_V4,
             _ => false,
         };
         if !ok || b[1] > 1 {
@@ -201,21 +214,30 @@ impl Record {
             crc32c: u32_at(14),
             chain_version: u32_at(18),
         };
-        let blocks = if format == Some(RECORD_FORMAT_V3) {
-            let block_size = u32_at(26);
+        let v4 = format == Some(RECORD_FORMAT_V4);
+        let blocks = if format == Some(RECORD_FORMAT_V3) || v4 {
+            let head = if v4 { RECORD_HEAD_V4 } else { RECORD_HEAD_V3 };
+            let block_size = u32_at(head - 4);
             if block_size == 0 {
                 return Err(corrupt());
             }
             let n = meta.length.div_ceil(block_size) as usize;
-            if n.checked_mul(4).and_then(|crcs| crcs.checked_add(RECORD_HEAD_V3)) != Some(b.len()) {
+            if n.checked_mul(4).and_then(|crcs| crcs.checked_add(head)) != Some(b.len()) {
                 return Err(corrupt());
             }
-            keep_blocks
-                .then(|| BlockCrcs { block_size, crcs: (0..n).map(|i| u32_at(RECORD_HEAD_V3 + 4 * i)).collect() })
+            keep_blocks.then(|| BlockCrcs { block_size, crcs: (0..n).map(|i| u32_at(head + 4 * i)).collect() })
         } else {
             None
         };
-        Ok(Self { removed: b[1] == 1, meta, file_gen: if b.len() >= RECORD_LEN_V2 { u32_at(22) } else { 0 }, blocks })
+        let (file_gen, slot) = match format {
+            Some(RECORD_FORMAT_V4) => {
+                let raw = u64::from_le_bytes(b[22..30].try_into().expect("8-byte slice"));
+                (0, (raw != 0).then_some(raw))
+            }
+            Some(RECORD_FORMAT_V1) => (0, None),
+            _ => (u32_at(22), None),
+        };
+        Ok(Self { removed: b[1] == 1, meta, file_gen, slot, blocks })
     }
 }
 
@@ -227,7 +249,7 @@ mod tests {
     fn record_encoding_is_stable() {
         // Format 1 (every record with file_gen 0 written before format 3).
         let meta = ChunkMeta { version: 0x0102, length: 3, crc32c: 0xAABBCCDD, chain_version: 9 };
-        let r = Record { meta, removed: true, file_gen: 0, blocks: None };
+        let r = Record { meta, removed: true, file_gen: 0, slot: None, blocks: None };
         let b = r.encode();
         assert_eq!(hex::encode(&b), "0101020100000000000003000000ddccbbaa09000000");
         assert_eq!(Record::decode(&b).unwrap(), r);
@@ -244,7 +266,7 @@ mod tests {
         bad_flags[1] = 2;
         assert!(Record::decode(&bad_flags).is_err());
         // Format 2: a file generation after the format 1 fields.
-        let r2 = Record { meta, removed: false, file_gen: 0x01020304, blocks: None };
+        let r2 = Record { meta, removed: false, file_gen: 0x01020304, slot: None, blocks: None };
         let b2 = r2.encode();
         assert_eq!(hex::encode(&b2), "0200020100000000000003000000ddccbbaa0900000004030201");
         assert_eq!(Record::decode(&b2).unwrap(), r2);
@@ -255,42 +277,55 @@ mod tests {
     }
 
     #[test]
-    fn format_3_carries_block_crcs() {
-        // 3 bytes in blocks of 2: two CRCs.
+    fn formats_3_and_4_carry_block_crcs() {
+        // 3 bytes in blocks of 2: two CRCs. Format 3, as the file-per-chunk layout wrote it.
         let meta = ChunkMeta { version: 0x0102, length: 3, crc32c: 0xAABBCCDD, chain_version: 9 };
         let blocks = BlockCrcs { block_size: 2, crcs: vec![0x11223344, 0x55667788] };
-        let r = Record { meta, removed: false, file_gen: 5, blocks: Some(blocks) };
+        let v3 = hex::decode(
+            "0300020100000000000003000000ddccbbaa09000000050000000200000044332211\
+             88776655",
+        )
+        .unwrap();
+        let r3 = Record { meta, removed: false, file_gen: 5, slot: None, blocks: Some(blocks.clone()) };
+        assert_eq!(Record::decode(&v3).unwrap(), r3);
+        for bad in [&v3[..v3.len() - 4], &v3[..29]] {
+            assert!(Record::decode(bad).is_err());
+        }
+        // Format 4: the slot instead of the file generation.
+        let r = Record { meta, removed: false, file_gen: 0, slot: Some(0x0014_0000_0002_0003), blocks: Some(blocks) };
         let b = r.encode();
         assert_eq!(
             hex::encode(&b),
-            "0300020100000000000003000000ddccbbaa09000000050000000200000044332211\
+            "0400020100000000000003000000ddccbbaa090000000300020000001400\
+             0200000044332211\
              88776655"
         );
         assert_eq!(Record::decode(&b).unwrap(), r);
         let head = Record::decode_head(&b).unwrap();
         assert_eq!(head, Record { blocks: None, ..r.clone() });
         // The number of CRCs must match the length; the block size must be positive.
-        for bad in [&b[..b.len() - 4], &b[..b.len() - 1], &[&b[..], &[0u8; 4]].concat(), &b[..29]] {
+        for bad in [&b[..b.len() - 4], &b[..b.len() - 1], &[&b[..], &[0u8; 4]].concat(), &b[..33]] {
             assert!(Record::decode(bad).is_err(), "{}", hex::encode(bad));
             assert!(Record::decode_head(bad).is_err());
         }
         let mut zero_block = b.clone();
-        zero_block[26..30].copy_from_slice(&0u32.to_le_bytes());
+        zero_block[30..34].copy_from_slice(&0u32.to_le_bytes());
         assert!(Record::decode(&zero_block).is_err());
         // A tombstone (and an empty chunk): no block CRCs, 30 bytes.
         let t = Record {
             meta: ChunkMeta { version: 7, length: 0, crc32c: 0, chain_version: 1 },
             removed: true,
             file_gen: 0,
+            slot: None,
             blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: vec![] }),
         };
         let tb = t.encode();
-        assert_eq!(tb.len(), 30);
+        assert_eq!(tb.len(), 34);
         assert_eq!(Record::decode(&tb).unwrap(), t);
         // A length that would need 2^32 / 1 CRCs is rejected without allocating them.
         let mut huge = tb.clone();
         huge[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
-        huge[26..30].copy_from_slice(&1u32.to_le_bytes());
+        huge[30..34].copy_from_slice(&1u32.to_le_bytes());
         assert!(Record::decode(&huge).is_err());
         assert_eq!(format!("{:?}", r.blocks.unwrap()), "BlockCrcs { block_size: 2, blocks: 2 }");
     }

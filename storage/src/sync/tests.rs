@@ -8,19 +8,34 @@ fn id(i: u32) -> ChunkId {
 }
 
 fn live(i: u32, version: u64, crc: u32) -> ListedChunk {
-    ListedChunk { chunk: id(i), meta: ChunkMeta { version, length: 10, crc32c: crc, chain_version: 1 }, removed: false }
+    ListedChunk {
+        chunk: id(i),
+        meta: ChunkMeta { version, length: 10, crc32c: crc, chain_version: 1 },
+        removed: false,
+        pending_version: 0,
+    }
 }
 
 fn tomb(i: u32, version: u64) -> ListedChunk {
-    ListedChunk { chunk: id(i), meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version: 1 }, removed: true }
+    ListedChunk {
+        chunk: id(i),
+        meta: ChunkMeta { version, length: 0, crc32c: 0, chain_version: 1 },
+        removed: true,
+        pending_version: 0,
+    }
 }
 
 fn remote(items: &[ListedChunk]) -> HashMap<ChunkId, Remote> {
     items
         .iter()
         .map(|l| {
-            let r =
-                Remote { version: l.meta.version, length: l.meta.length, crc32c: l.meta.crc32c, removed: l.removed };
+            let r = Remote {
+                version: l.meta.version,
+                length: l.meta.length,
+                crc32c: l.meta.crc32c,
+                removed: l.removed,
+                pending: l.pending_version != 0,
+            };
             (l.chunk, r)
         })
         .collect()
@@ -55,6 +70,10 @@ fn diff_sends_what_the_replica_lacks() {
     );
     // Nothing to do between identical listings.
     assert!(diff(&local, &remote(&local)).is_empty());
+    // An equal chunk with a pending version on the replica is sent (the sync update drops the pending one).
+    let mut pending = remote(&local);
+    pending.get_mut(&id(1)).unwrap().pending = true;
+    assert_eq!(diff(&local, &pending), vec![Action::Send(id(1))]);
 }
 
 #[test]

@@ -369,6 +369,7 @@ pub fn read(target: u64, chunk: ChunkId, offset: u32, length: u32) -> BulkReques
             chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
             offset,
             length,
+            relaxed: false,
         })),
     }
 }

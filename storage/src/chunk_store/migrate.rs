@@ -1,0 +1,158 @@
+//! Target directory formats, and the migration of a file-per-chunk target into the chunk engine.
+//!
+//! - format 1: no `FORMAT` file; chunk contents in `chunks/<fan-out>/<32 hex id>.<16 hex version>[.<8 hex
+//!   generation>]`, records of formats 1-3 naming them by version and generation;
+//! - format 2: `FORMAT` holds `t3fs-target 2`; contents in `engine/` slots, format 4 records.
+//!
+//! [`check_format`] reads the format (a new, empty directory is format 2; `meta/` or `chunks/` without
+//! `FORMAT` is format 1) and refuses any other with a clear error. Migrating format 1, at open, is
+//! crash-safe at every step: each live chunk's file is read and verified against its record's CRC, written
+//! into a fresh engine slot and synced, and only then is its record rewritten as format 4 naming the slot
+//! (one durable commit per chunk). A crash leaves each chunk either still in its file (imported again by the
+//! next open; the half-written slot is free, as allocation is derived from the records) or in its slot.
+//! When every chunk is in the engine, `FORMAT` is written (temporary file, fsync, rename, fsync of the
+//! directory) and only then is `chunks/` deleted; a format 2 directory that still has a `chunks/` left by a
+//! crash during that deletion gets it deleted by the next open. A chunk whose file is missing or does not
+//! match its record's CRC is not imported: it keeps its old record and is reported damaged (reads fail with
+//! ChecksumMismatch; resync or `t3fs admin` repair replaces it).
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use t3fs_common::{ChunkId, Error, StatusCode};
+
+use super::record::{BlockCrcs, Record};
+use super::{CRC_BLOCK_SIZE, ChunkStore, io_err, kv_err};
+use crate::engine::Slot;
+
+/// The file naming the format of a target directory.
+pub const FORMAT_FILE: &str = "FORMAT";
+/// The format this binary writes.
+pub const CURRENT_FORMAT: u32 = 2;
+const FORMAT_PREFIX: &str = "t3fs-target ";
+const OLD_CHUNKS_DIR: &str = "chunks";
+
+/// What [`check_format`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// A new directory.
+    New,
+    /// Format 1, to migrate.
+    FilePerChunk,
+    /// Format 2.
+    Engine,
+}
+
+/// Reads the format of the target directory `path` (creating the directory if needed).
+pub fn check_format(path: &Path) -> Result<Layout, Error> {
+    fs::create_dir_all(path).map_err(io_err(format!("creating {}", path.display())))?;
+    let file = path.join(FORMAT_FILE);
+    match fs::read_to_string(&file) {
+        Ok(s) => {
+            let version = s.trim().strip_prefix(FORMAT_PREFIX).and_then(|v| v.parse::<u32>().ok());
+            match version {
+                Some(CURRENT_FORMAT) => Ok(Layout::Engine),
+                Some(v) => Err(Error::new(
+                    StatusCode::Unsupported,
+                    format!(
+                        "target directory {} has format {v}; this binary reads format {CURRENT_FORMAT} (and migrates \
+                         format 1)",
+                        path.display()
+                    ),
+                )),
+                None => Err(Error::new(
+                    StatusCode::Unsupported,
+                    format!("{}: not a t3fs target format file ({:?})", file.display(), s.trim()),
+                )),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let old = path.join(OLD_CHUNKS_DIR).exists() || path.join(super::META_DIR).exists();
+            Ok(if old { Layout::FilePerChunk } else { Layout::New })
+        }
+        Err(e) => Err(Error::io(&format!("reading {}", file.display()), e)),
+    }
+}
+
+/// After the chunks are in the engine: records the current format durably, then deletes the old layout's
+/// chunk files.
+pub fn finish(path: &Path, layout: Layout) -> Result<(), Error> {
+    if layout != Layout::Engine {
+        let tmp = path.join(format!("{FORMAT_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            fs::write(&tmp, format!("{FORMAT_PREFIX}{CURRENT_FORMAT}\n"))?;
+            fs::File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, path.join(FORMAT_FILE))?;
+            fs::File::open(path)?.sync_all()
+        };
+        write().map_err(io_err(format!("writing {}", path.join(FORMAT_FILE).display())))?;
+    }
+    let old = path.join(OLD_CHUNKS_DIR);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io_err(format!("removing {}", old.display())))?;
+        tracing::info!(dir = %old.display(), "removed the file-per-chunk layout's files");
+    }
+    Ok(())
+}
+
+/// The data file of a chunk version in format 1.
+fn old_path(dir: &Path, chunk: ChunkId, version: u64, file_gen: u32) -> PathBuf {
+    let id = chunk.to_bytes();
+    let fan = crc32c::crc32c(&id) as u8;
+    let name = match file_gen {
+        0 => format!("{}.{version:016x}", hex::encode(id)),
+        g => format!("{}.{version:016x}.{g:08x}", hex::encode(id)),
+    };
+    dir.join(OLD_CHUNKS_DIR).join(format!("{fan:02x}")).join(name)
+}
+
+impl ChunkStore {
+    /// Imports every chunk still in a format 1 file (module note); returns how many were imported.
+    pub(super) fn migrate_files(&self) -> Result<usize, Error> {
+        let mut imported = 0;
+        for (chunk, head) in self.records()? {
+            if head.slot.is_some() {
+                continue;
+            }
+            let rec = self.record(chunk)?.expect("listed records exist");
+            let new = if rec.removed || rec.meta.length == 0 {
+                Record {
+                    file_gen: 0,
+                    slot: None,
+                    blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: vec![] }),
+                    ..rec
+                }
+            } else {
+                let p = old_path(&self.inner.dir, chunk, rec.meta.version, rec.file_gen);
+                let data = match fs::read(&p) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(target_id = self.inner.target.0, %chunk, file = %p.display(), error = %e,
+                            "migration: chunk file unreadable; chunk left damaged");
+                        continue;
+                    }
+                };
+                let (blocks, crc) = BlockCrcs::compute(&data, CRC_BLOCK_SIZE);
+                if data.len() != rec.meta.length as usize || crc != rec.meta.crc32c {
+                    tracing::error!(target_id = self.inner.target.0, %chunk, file = %p.display(), meta = ?rec.meta,
+                        len = data.len(), crc, "migration: chunk file does not match its record; chunk left damaged");
+                    continue;
+                }
+                let slot = self.engine().allocate(rec.meta.length)?;
+                if let Err(e) = self.engine().write(slot, &data) {
+                    self.engine().free(slot);
+                    return Err(e);
+                }
+                imported += 1;
+                Record { file_gen: 0, slot: Some(Slot::encode(slot)), blocks: Some(blocks), ..rec }
+            };
+            self.with_db(|db| {
+                db.metas.insert(chunk.to_bytes(), new.encode()).map_err(kv_err)?;
+                db.db.persist(fjall::PersistMode::SyncAll).map_err(kv_err)
+            })?;
+        }
+        if imported > 0 {
+            tracing::info!(target_id = self.inner.target.0, imported, "migrated chunk files into the chunk engine");
+        }
+        Ok(imported)
+    }
+}

@@ -1,0 +1,432 @@
+//! The size-class chunk engine of one target: chunk contents live in fixed-size *slots* of large data
+//! files, one set of files per size class. The chunk store (`crate::chunk_store`) owns the metadata
+//! (fjall records naming each chunk version's slot); this module owns the data files and the allocation.
+//!
+//! **Layout.** `<target>/engine/<class>/<group>`: size classes are the powers of two from 64 KiB
+//! ([`MIN_CLASS_SHIFT`]) to 64 MiB ([`MAX_CLASS_SHIFT`]), directory names `64K` … `64M`; a chunk of
+//! `length` bytes takes a slot of the smallest class that holds it ([`class_for`]). Each *group* file
+//! (`00000000`, `00000001`, … 8 hex digits) holds [`slots_per_group`] slots of its class back to back
+//! (16 MiB of 64 KiB slots … 64 MiB of one 64 MiB slot, 256 slots at most): slot `i` is bytes
+//! `[i * size, (i + 1) * size)`. A group file is created at its full length (sparse, `set_len`, plus
+//! `posix_fallocate` when [`EngineOptions::preallocate`] is on), made durable with its directory entry,
+//! and never shrinks. A slot is named by [`Slot`] (class, group, index), stored in the chunk's record as
+//! one u64 ([`Slot::encode`]).
+//!
+//! **Allocation.** One bitmap per group (`used` bits), in memory only. It is *derived*: [`Engine::open`]
+//! marks exactly the slots that committed or pending records reference, so a slot written by an update
+//! that crashed before its metadata commit, or an old version's slot whose free never ran, is free again
+//! after a restart: no leak survives a reopen, with nothing to keep consistent on disk. A free slot is
+//! found by scanning the class's groups in order for a zero bit (`trailing_ones`); if all are full a new
+//! group file is created.
+//!
+//! **Copy-on-write and readers.** An update writes the new content into a freshly allocated slot
+//! ([`Engine::write`]: `pwrite` then `fdatasync`) before the record switch; the old slot is freed with
+//! [`Engine::free`] only after the new record is durable. A reader looks the record up and *pins* its slot
+//! while holding [`Engine::read_gate`] shared; `free` takes the gate exclusively, so a slot a reader found
+//! through a record is either pinned before the free (the free is then deferred to the last unpin,
+//! [`SlotPin`]'s drop) or the reader already sees the new record. A freed slot is therefore never reused
+//! while someone may still read it.
+//!
+//! **I/O.** Plain buffered `pread`/`pwrite` with `fdatasync` (no O_DIRECT: it needs aligned buffers end to
+//! end, and the page cache serves re-reads of hot chunks; see docs/storage.md).
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use t3fs_common::{Error, StatusCode};
+
+/// Smallest size class: 64 KiB.
+pub const MIN_CLASS_SHIFT: u8 = 16;
+/// Largest size class: 64 MiB (the largest chunk).
+pub const MAX_CLASS_SHIFT: u8 = 26;
+/// Group files hold about this many bytes (at least one slot, at most [`MAX_SLOTS`]).
+const GROUP_BYTES: u64 = 64 << 20;
+/// Most slots in one group (the bitmap is 4 × u64).
+const MAX_SLOTS: u32 = 256;
+
+/// Options of an engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineOptions {
+    /// Reserve every new group file's blocks with `posix_fallocate` (else the file is sparse and blocks
+    /// are allocated by the first write of each slot).
+    pub preallocate: bool,
+}
+
+/// Where one chunk version's content lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot {
+    /// log2 of the slot size, [`MIN_CLASS_SHIFT`]..=[`MAX_CLASS_SHIFT`].
+    pub class: u8,
+    pub group: u32,
+    pub index: u16,
+}
+
+impl Slot {
+    /// `class << 48 | group << 16 | index`; never 0 (class >= 16).
+    pub fn encode(self) -> u64 {
+        u64::from(self.class) << 48 | u64::from(self.group) << 16 | u64::from(self.index)
+    }
+
+    /// The inverse of [`Slot::encode`]; `None` for anything it cannot produce.
+    pub fn decode(v: u64) -> Option<Self> {
+        let class = (v >> 48) as u16;
+        if !(u16::from(MIN_CLASS_SHIFT)..=u16::from(MAX_CLASS_SHIFT)).contains(&class) {
+            return None;
+        }
+        let slot = Self { class: class as u8, group: (v >> 16) as u32, index: v as u16 };
+        (u32::from(slot.index) < slots_per_group(slot.class)).then_some(slot)
+    }
+
+    /// Bytes in the slot.
+    pub fn size(self) -> u64 {
+        1 << self.class
+    }
+
+    /// Byte offset of the slot in its group file.
+    pub fn offset(self) -> u64 {
+        u64::from(self.index) * self.size()
+    }
+}
+
+/// The size class (log2 of the slot size) for a chunk of `length` bytes (<= 64 MiB).
+pub fn class_for(length: u32) -> u8 {
+    let shift = length.max(1).next_power_of_two().trailing_zeros() as u8;
+    shift.clamp(MIN_CLASS_SHIFT, MAX_CLASS_SHIFT)
+}
+
+/// Slots in one group file of `class`.
+pub fn slots_per_group(class: u8) -> u32 {
+    (GROUP_BYTES >> class).clamp(1, u64::from(MAX_SLOTS)) as u32
+}
+
+fn class_dir_name(class: u8) -> String {
+    if class >= 20 { format!("{}M", 1u32 << (class - 20)) } else { format!("{}K", 1u32 << (class - 10)) }
+}
+
+struct Group {
+    file: Arc<File>,
+    bits: [u64; 4],
+    used: u32,
+}
+
+impl Group {
+    fn is_set(&self, i: u16) -> bool {
+        self.bits[usize::from(i / 64)] >> (i % 64) & 1 == 1
+    }
+
+    fn set(&mut self, i: u16, on: bool) {
+        let (w, b) = (usize::from(i / 64), i % 64);
+        if on {
+            self.bits[w] |= 1 << b;
+            self.used += 1;
+        } else {
+            self.bits[w] &= !(1 << b);
+            self.used -= 1;
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    groups: BTreeMap<(u8, u32), Group>,
+    /// Readers per pinned slot.
+    pins: HashMap<Slot, u32>,
+    /// Freed while pinned: cleared by the last unpin.
+    deferred: HashSet<Slot>,
+}
+
+/// The data files of one target. See the module note.
+pub struct Engine {
+    dir: PathBuf,
+    options: EngineOptions,
+    state: Mutex<State>,
+    gate: RwLock<()>,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(&context, e)
+}
+
+impl Engine {
+    /// Opens (creating) the engine directory `dir`, marking the slots in `referenced` used. Returns the
+    /// engine and the referenced slots that cannot be valid (group file missing, or referenced twice after
+    /// the first time): the caller treats their chunks as damaged.
+    pub fn open(dir: &Path, options: EngineOptions, referenced: &[Slot]) -> Result<(Arc<Self>, Vec<Slot>), Error> {
+        fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let mut state = State::default();
+        for class in MIN_CLASS_SHIFT..=MAX_CLASS_SHIFT {
+            let cdir = dir.join(class_dir_name(class));
+            if !cdir.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&cdir).map_err(io(format!("listing {}", cdir.display())))? {
+                let p = e.map_err(io(format!("listing {}", cdir.display())))?.path();
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let Some(group) = (name.len() == 8).then(|| u32::from_str_radix(name, 16).ok()).flatten() else {
+                    tracing::warn!(file = %p.display(), "unknown file in engine directory, left alone");
+                    continue;
+                };
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&p)
+                    .map_err(io(format!("opening {}", p.display())))?;
+                // A crash while a group was being created may leave it short: restore its length.
+                let want = u64::from(slots_per_group(class)) << class;
+                let len = file.metadata().map_err(io(format!("stat {}", p.display())))?.len();
+                if len < want {
+                    file.set_len(want).and_then(|_| file.sync_all()).map_err(io(format!("sizing {}", p.display())))?;
+                }
+                state.groups.insert((class, group), Group { file: Arc::new(file), bits: [0; 4], used: 0 });
+            }
+        }
+        let mut invalid = Vec::new();
+        for &slot in referenced {
+            match state.groups.get_mut(&(slot.class, slot.group)) {
+                Some(g) if !g.is_set(slot.index) => g.set(slot.index, true),
+                _ => invalid.push(slot),
+            }
+        }
+        let engine = Self { dir: dir.to_path_buf(), options, state: Mutex::new(state), gate: RwLock::new(()) };
+        Ok((Arc::new(engine), invalid))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The path of a group file.
+    pub fn group_path(&self, class: u8, group: u32) -> PathBuf {
+        self.dir.join(class_dir_name(class)).join(format!("{group:08x}"))
+    }
+
+    /// Takes a free slot for a chunk of `length` bytes, creating a group file if its class is full.
+    pub fn allocate(&self, length: u32) -> Result<Slot, Error> {
+        let class = class_for(length);
+        let mut st = self.state();
+        let slots = slots_per_group(class);
+        let mut next_group = 0;
+        for (&(_, group), g) in st.groups.range_mut((class, 0)..=(class, u32::MAX)) {
+            next_group = group + 1;
+            if g.used < slots {
+                let index = (0..4)
+                    .filter(|&w| g.bits[w] != u64::MAX)
+                    .map(|w| w as u32 * 64 + g.bits[w].trailing_ones())
+                    .find(|&i| i < slots)
+                    .expect("a group with used < slots has a free bit") as u16;
+                g.set(index, true);
+                return Ok(Slot { class, group, index });
+            }
+        }
+        let file = self.create_group(class, next_group)?;
+        let mut g = Group { file: Arc::new(file), bits: [0; 4], used: 0 };
+        g.set(0, true);
+        st.groups.insert((class, next_group), g);
+        Ok(Slot { class, group: next_group, index: 0 })
+    }
+
+    fn create_group(&self, class: u8, group: u32) -> Result<File, Error> {
+        let p = self.group_path(class, group);
+        let cdir = p.parent().expect("group paths have a parent").to_path_buf();
+        if !cdir.is_dir() {
+            fs::create_dir_all(&cdir).map_err(io(format!("creating {}", cdir.display())))?;
+            sync_dir(&self.dir)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(io(format!("creating {}", p.display())))?;
+        let len = u64::from(slots_per_group(class)) << class;
+        file.set_len(len).map_err(io(format!("sizing {}", p.display())))?;
+        if self.options.preallocate {
+            preallocate(&file, len).map_err(io(format!("fallocate {}", p.display())))?;
+        }
+        file.sync_all().map_err(io(format!("syncing {}", p.display())))?;
+        sync_dir(&cdir)?;
+        tracing::debug!(file = %p.display(), "created group file");
+        Ok(file)
+    }
+
+    fn file(&self, slot: Slot) -> Result<Arc<File>, Error> {
+        self.state().groups.get(&(slot.class, slot.group)).map(|g| g.file.clone()).ok_or_else(|| {
+            Error::new(StatusCode::ChecksumMismatch, format!("slot {slot:?}: data missing (no such group)"))
+        })
+    }
+
+    /// Writes `data` (at most the slot's size) at the start of `slot` and syncs it (`fdatasync`).
+    pub fn write(&self, slot: Slot, data: &[u8]) -> Result<(), Error> {
+        assert!(data.len() as u64 <= slot.size(), "chunk data larger than its slot");
+        let file = self.file(slot)?;
+        file.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")))?;
+        self.sync(slot)
+    }
+
+    /// Writes without syncing (the failpoint tests stop between the write and the sync).
+    pub fn write_unsynced(&self, slot: Slot, data: &[u8]) -> Result<(), Error> {
+        let file = self.file(slot)?;
+        file.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")))
+    }
+
+    /// `fdatasync` of the slot's group file.
+    pub fn sync(&self, slot: Slot) -> Result<(), Error> {
+        self.file(slot)?.sync_data().map_err(io(format!("syncing slot {slot:?}")))
+    }
+
+    /// Fills `buf` from byte `offset` of `slot`.
+    pub fn read(&self, slot: Slot, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        assert!(offset + buf.len() as u64 <= slot.size(), "read beyond the slot");
+        let file = self.file(slot)?;
+        file.read_exact_at(buf, slot.offset() + offset).map_err(io(format!("reading slot {slot:?}")))
+    }
+
+    /// Held shared while a reader looks up a record and pins its slot (see the module note).
+    pub fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pins `slot` for a reader (call under [`Engine::read_gate`]): it is not reused until the pin drops.
+    pub fn pin(self: &Arc<Self>, slot: Slot) -> SlotPin {
+        *self.state().pins.entry(slot).or_insert(0) += 1;
+        SlotPin { engine: self.clone(), slot }
+    }
+
+    /// Frees `slot` (after the record switch that dropped it is durable); deferred while readers pin it.
+    pub fn free(&self, slot: Slot) {
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state();
+        if st.pins.contains_key(&slot) {
+            st.deferred.insert(slot);
+        } else {
+            clear(&mut st, slot);
+        }
+    }
+
+    /// Every used slot, in order (tests, leak checks).
+    pub fn allocated(&self) -> Vec<Slot> {
+        let st = self.state();
+        let mut out = Vec::new();
+        for (&(class, group), g) in &st.groups {
+            for index in 0..slots_per_group(class) as u16 {
+                if g.is_set(index) {
+                    out.push(Slot { class, group, index });
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes of used slots and bytes of all group files.
+    pub fn space(&self) -> (u64, u64) {
+        let st = self.state();
+        st.groups.iter().fold((0, 0), |(used, total), (&(class, _), g)| {
+            (used + (u64::from(g.used) << class), total + (u64::from(slots_per_group(class)) << class))
+        })
+    }
+}
+
+fn clear(st: &mut State, slot: Slot) {
+    match st.groups.get_mut(&(slot.class, slot.group)) {
+        Some(g) if g.is_set(slot.index) => g.set(slot.index, false),
+        _ => tracing::error!(?slot, "freeing a slot that is not allocated"),
+    }
+}
+
+/// A reader's hold on a slot; see [`Engine::pin`].
+pub struct SlotPin {
+    engine: Arc<Engine>,
+    slot: Slot,
+}
+
+impl Drop for SlotPin {
+    fn drop(&mut self) {
+        let mut st = self.engine.state();
+        let n = st.pins.get_mut(&self.slot).expect("a pinned slot has a count");
+        *n -= 1;
+        if *n == 0 {
+            st.pins.remove(&self.slot);
+            if st.deferred.remove(&self.slot) {
+                clear(&mut st, self.slot);
+            }
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("fsync {}", dir.display())))
+}
+
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: the descriptor is open for the duration of the call; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_slot_codes() {
+        assert_eq!(class_for(0), 16);
+        assert_eq!(class_for(1), 16);
+        assert_eq!(class_for(64 << 10), 16);
+        assert_eq!(class_for((64 << 10) + 1), 17);
+        assert_eq!(class_for(1 << 20), 20);
+        assert_eq!(class_for(64 << 20), 26);
+        assert_eq!((slots_per_group(16), slots_per_group(20), slots_per_group(26)), (256, 64, 1));
+        assert_eq!(
+            (class_dir_name(16), class_dir_name(20), class_dir_name(26)),
+            ("64K".into(), "1M".into(), "64M".into())
+        );
+        let s = Slot { class: 20, group: 0xABCD, index: 63 };
+        assert_eq!(Slot::decode(s.encode()), Some(s));
+        assert_eq!(Slot::decode(0), None);
+        assert_eq!(Slot::decode(Slot { index: 64, ..s }.encode()), None, "index beyond the group");
+        assert_eq!(Slot::decode(Slot { class: 27, ..s }.encode()), None);
+        assert_eq!(s.offset(), 63 << 20);
+    }
+
+    #[test]
+    fn allocate_write_read_free_and_pins() {
+        let d = tempfile::tempdir().unwrap();
+        let (e, bad) = Engine::open(d.path(), EngineOptions::default(), &[]).unwrap();
+        assert!(bad.is_empty());
+        let slots: Vec<Slot> = (0..300).map(|_| e.allocate(100).unwrap()).collect();
+        // 256 in group 0, the rest in group 1; all distinct.
+        assert_eq!(slots[255], Slot { class: 16, group: 0, index: 255 });
+        assert_eq!(slots[256], Slot { class: 16, group: 1, index: 0 });
+        assert_eq!(e.allocated().len(), 300);
+        e.write(slots[7], b"seven").unwrap();
+        let mut buf = [0u8; 4];
+        e.read(slots[7], 1, &mut buf).unwrap();
+        assert_eq!(&buf, b"even");
+        // A pinned slot's free is deferred to the last unpin; until then it is not reallocated.
+        let (p1, p2) = (e.pin(slots[3]), e.pin(slots[3]));
+        e.free(slots[3]);
+        assert_eq!(e.allocate(1).unwrap(), Slot { class: 16, group: 1, index: 44 });
+        drop(p1);
+        assert!(e.allocated().contains(&slots[3]));
+        drop(p2);
+        assert!(!e.allocated().contains(&slots[3]));
+        assert_eq!(e.allocate(1).unwrap(), slots[3], "the lowest free slot is taken first");
+        let big = e.allocate(3 << 20).unwrap();
+        assert_eq!((big.class, big.index), (22, 0));
+        assert!(e.group_path(22, 0).exists());
+        assert_eq!(e.space().0, 301 * (64 << 10) + (4 << 20));
+        drop(e);
+        // Reopen with a subset referenced: the rest is free; an unknown group is reported.
+        let ghost = Slot { class: 18, group: 9, index: 0 };
+        let (e, bad) = Engine::open(d.path(), EngineOptions::default(), &[slots[7], slots[7], ghost]).unwrap();
+        assert_eq!(bad, vec![slots[7], ghost]);
+        assert_eq!(e.allocated(), vec![slots[7]]);
+        e.read(slots[7], 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"seve");
+    }
+}
