@@ -150,14 +150,17 @@ fn hostname() -> String {
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     let targets = config.targets.clone();
+    let options = engine::EngineOptions { preallocate: config.preallocate };
     let stores = tokio::task::spawn_blocking(move || {
         let mut stores = HashMap::new();
         for t in &targets {
-            let (store, report) = ChunkStore::open(TargetId(t.id), &t.path)
+            let (store, report) = ChunkStore::open_with(TargetId(t.id), &t.path, options)
                 .with_context(|| format!("opening target {} at {}", t.id, t.path.display()))?;
             tracing::info!(
                 target_id = t.id,
                 chunks = report.live_chunks,
+                pending = report.pending,
+                migrated = report.migrated,
                 damaged = report.damaged.len(),
                 "target opened"
             );
