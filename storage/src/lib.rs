@@ -4,7 +4,9 @@
 //! - [`chunk_store`]: per-target chunk metadata in fjall over the [`engine`] (size-class slots in large
 //!   data files); copy-on-write, crash-safe, two-phase (pending/committed) updates, CRC32C verified on
 //!   every read.
-//! - [`service`]: the bulk-plane handler: chunk reads and CRAQ-style chain-replicated updates.
+//! - [`engine`]: the size-class chunk engine: group files of fixed-size slots, derived allocation bitmaps,
+//!   reader pins that defer frees.
+//! - [`service`]: the bulk-plane handler: chunk reads and two-phase CRAQ chain-replicated updates.
 //! - [`admin`]: the `StorageAdmin` gRPC service (chunk metadata queries, `SyncDone`).
 //! - [`heartbeat`]: registration with mgmtd and the heartbeat loop.
 //! - [`local_state`]: the local target states reported in heartbeats, and fencing.
