@@ -1,7 +1,7 @@
 //! The storage daemon's typed config (TOML, `deny_unknown_fields`).
 //!
 //! One storage process serves several *targets*; each target is one directory (normally one per disk or
-//! several per disk) holding its chunk files and its chunk-metadata store. Target ids are assigned by the
+//! several per disk) holding its chunk engine data files and its chunk-metadata store. Target ids are assigned by the
 //! operator and must match the chain tables mgmtd builds.
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -56,6 +56,10 @@ pub struct Config {
     /// serves the metrics listed in docs/metrics.md. Unset: no endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Reserve the blocks of every new chunk engine group file (about 64 MiB) with `posix_fallocate`
+    /// when it is created, instead of leaving it sparse until its slots are written.
+    #[serde(default)]
+    pub preallocate: bool,
 }
 
 /// One storage target.
@@ -64,7 +68,8 @@ pub struct Config {
 pub struct TargetConfig {
     /// Target id, unique in the cluster (it appears in chain tables).
     pub id: u64,
-    /// Directory of this target (created if missing): `chunks/` holds chunk files, `meta/` the metadata store.
+    /// Directory of this target (created if missing): `engine/` holds the chunk engine's data files, `meta/`
+    /// the metadata store (docs/storage.md).
     pub path: PathBuf,
     /// Index of the disk this target lives on (reported to mgmtd, whose placement spreads a node's
     /// chains over its disks). Unset: the target counts as a disk of its own.
@@ -105,6 +110,7 @@ impl Config {
             register_timeout_ms: default_register_timeout_ms(),
             fence_after_ms: default_fence_after_ms(),
             metrics_listen: None,
+            preallocate: false,
         }
     }
 

@@ -429,4 +429,17 @@ mod tests {
         e.read(slots[7], 0, &mut buf).unwrap();
         assert_eq!(&buf, b"seve");
     }
+
+    #[test]
+    fn group_files_are_sparse_unless_preallocated() {
+        use std::os::unix::fs::MetadataExt;
+        for preallocate in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let (e, _) = Engine::open(d.path(), EngineOptions { preallocate }, &[]).unwrap();
+            let s = e.allocate(1 << 20).unwrap();
+            let m = fs::metadata(e.group_path(s.class, s.group)).unwrap();
+            assert_eq!(m.len(), 64 << 20);
+            assert_eq!(m.blocks() * 512 >= 64 << 20, preallocate, "allocated {} bytes", m.blocks() * 512);
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //! - [`chunk_store`]: per-target chunk metadata in fjall over the [`engine`] (size-class slots in large
 //!   data files); copy-on-write, crash-safe, two-phase (pending/committed) updates, CRC32C verified on
 //!   every read.
-//! - [`service`]: the bulk-plane handler: chunk reads and CRAQ-style chain-replicated updates.
+//! - [`engine`]: the size-class chunk engine: group files of fixed-size slots, derived allocation bitmaps,
+//!   reader pins that defer frees.
+//! - [`service`]: the bulk-plane handler: chunk reads and two-phase CRAQ chain-replicated updates.
 //! - [`admin`]: the `StorageAdmin` gRPC service (chunk metadata queries, `SyncDone`).
 //! - [`heartbeat`]: registration with mgmtd and the heartbeat loop.
 //! - [`local_state`]: the local target states reported in heartbeats, and fencing.
@@ -150,14 +152,17 @@ fn hostname() -> String {
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     let targets = config.targets.clone();
+    let options = engine::EngineOptions { preallocate: config.preallocate };
     let stores = tokio::task::spawn_blocking(move || {
         let mut stores = HashMap::new();
         for t in &targets {
-            let (store, report) = ChunkStore::open(TargetId(t.id), &t.path)
+            let (store, report) = ChunkStore::open_with(TargetId(t.id), &t.path, options)
                 .with_context(|| format!("opening target {} at {}", t.id, t.path.display()))?;
             tracing::info!(
                 target_id = t.id,
                 chunks = report.live_chunks,
+                pending = report.pending,
+                migrated = report.migrated,
                 damaged = report.damaged.len(),
                 "target opened"
             );
