@@ -30,9 +30,10 @@ pub struct MountConfig {
     /// Read-ahead for sequential readers (see docs/fuse.md "Read path"). Off: every read goes
     /// straight to storage.
     pub prefetch: bool,
-    /// First read-ahead window of a sequential reader, in bytes (doubles per segment).
+    /// First read-ahead window of a sequential reader and the size of each read-ahead storage
+    /// read, in bytes.
     pub prefetch_min_window_bytes: u64,
-    /// Largest read-ahead window (and single prefetch read), in bytes; at most 64 MiB.
+    /// Largest read-ahead window (how far ahead of a sequential reader data is fetched), in bytes.
     pub prefetch_max_window_bytes: u64,
     /// Bytes all open files together may hold in read-ahead data; reads go straight through
     /// while it is spent.

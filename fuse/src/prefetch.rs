@@ -1,14 +1,14 @@
 //! Read-ahead for sequential readers, bounded by one memory budget for the whole mount.
 //!
 //! Each open file handle has a [`Stream`]: where its last read ended, its current window, and the
-//! segments it fetched ahead (each one `Client::read` of up to the window, running in the
+//! segments it fetched ahead (each one `Client::read` of `min_window` bytes, running in the
 //! background). A read is **sequential** when it starts inside a fetched segment or within
 //! [`SEQ_TOLERANCE`] (or the read's own size) of where the previous read ended; the first read of
-//! a handle counts from offset 0. A sequential read that enters the last fetched segment (or finds
-//! none) starts the next one right after it, of the current window size, and the window doubles,
-//! from `min_window` up to `max_window`: a long sequential read settles into large storage reads,
-//! each running while the reader consumes the one before it (about two segments per stream, at
-//! most [`MAX_SEGMENTS`]). A **random** read (anywhere else) drops the handle's
+//! a handle counts from offset 0. After each sequential read the handle keeps `window` bytes
+//! fetched ahead of it, in segments of `min_window` bytes fetched concurrently; every read that
+//! starts new segments doubles the window, from `min_window` up to `max_window`. So a long
+//! sequential reader gets up to `max_window / min_window` storage reads in flight, and its reads
+//! wait for one segment at most. A **random** read (anywhere else) drops the handle's
 //! segments, resets its window and goes straight to storage, as do reads of handles opened with
 //! `O_DIRECT` and every read while prefetch is disabled.
 //!
@@ -37,28 +37,31 @@ use tokio::sync::OnceCell;
 /// A sequential reader may jump this far around where its last read ended (the kernel issues
 /// read-ahead requests concurrently, so they can arrive slightly out of order).
 pub const SEQ_TOLERANCE: u64 = 256 << 10;
-/// Most segments one handle keeps fetched ahead.
-pub const MAX_SEGMENTS: usize = 4;
 
 /// Prefetch settings of a mount (see `MountConfig`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrefetchConfig {
     /// Off: every read goes straight to storage.
     pub enabled: bool,
-    /// First window of a sequential reader (bytes).
+    /// First window of a sequential reader, and the size of every segment (bytes).
     pub min_window: u64,
-    /// Largest window (bytes); also the largest single prefetch read.
+    /// Largest window: how far ahead of a sequential reader data is fetched (bytes).
     pub max_window: u64,
     /// Bytes all handles together may hold in prefetched segments.
     pub memory_limit: u64,
 }
 
 impl PrefetchConfig {
-    /// Clamps the settings into a usable shape (windows at least 4 KiB, min <= max <= 64 MiB).
+    /// Clamps the settings into a usable shape (4 KiB <= min <= max <= 1 GiB, min <= 64 MiB).
     pub fn normalized(self) -> Self {
-        let max_window = self.max_window.clamp(4096, 64 << 20);
-        let min_window = self.min_window.clamp(4096, max_window);
+        let max_window = self.max_window.clamp(4096, 1 << 30);
+        let min_window = self.min_window.clamp(4096, max_window.min(64 << 20));
         Self { min_window, max_window, ..self }
+    }
+
+    /// Most segments one handle holds: the largest window plus the one being read.
+    pub fn max_segments(&self) -> usize {
+        usize::try_from(self.max_window.div_ceil(self.min_window)).unwrap_or(usize::MAX).saturating_add(1)
     }
 }
 
@@ -168,7 +171,7 @@ impl Stream {
         Self { last_end: 0, window: min_window, generation: 0, segments: VecDeque::new() }
     }
 
-    /// The current window (size of the next segment).
+    /// The current window (how far ahead data is fetched).
     pub fn window(&self) -> u64 {
         self.window
     }
@@ -236,21 +239,24 @@ impl Stream {
             // Not covered and the segments do not reach past this read: start over from its end.
             self.segments.clear();
         }
-        // Read-ahead marker: once the reader enters the last segment (or there is none), the next
-        // segment (the current window) starts, and the window doubles.
-        let tail = self.segments.back().map_or(read_end, |s| s.end().max(read_end));
-        let entered_last = self.segments.back().is_none_or(|last| read_end > last.start);
-        if entered_last && self.segments.len() < MAX_SEGMENTS && tail < file_len {
-            let len = self.window.min(file_len - tail);
-            match budget.try_reserve(len) {
-                None => plan.denied += 1,
-                Some(reservation) => {
-                    let data = Arc::new(OnceCell::new());
-                    plan.start.push((tail, len, data.clone()));
-                    self.segments.push_back(Segment { start: tail, len, data, _reservation: reservation });
-                    self.window = (self.window * 2).min(cfg.max_window);
-                }
-            }
+        // Keep `window` bytes fetched ahead of the read, in segments of `min_window`; a read
+        // that starts segments widens the window for the next one.
+        let mut tail = self.segments.back().map_or(read_end, |s| s.end().max(read_end));
+        let target = read_end.saturating_add(self.window).min(file_len);
+        let cap = cfg.max_segments();
+        while tail < target && self.segments.len() < cap {
+            let len = cfg.min_window.min(file_len - tail);
+            let Some(reservation) = budget.try_reserve(len) else {
+                plan.denied += 1;
+                break;
+            };
+            let data = Arc::new(OnceCell::new());
+            plan.start.push((tail, len, data.clone()));
+            self.segments.push_back(Segment { start: tail, len, data, _reservation: reservation });
+            tail += len;
+        }
+        if !plan.start.is_empty() {
+            self.window = (self.window * 2).min(cfg.max_window);
         }
         plan
     }
@@ -273,15 +279,21 @@ async fn fill(cell: &OnceCell<Fetched>, fetch: &Fetch, start: u64, len: u64) -> 
     .clone()
 }
 
+/// A handle's stream, locked while a read plans.
+type StreamRef = Arc<tokio::sync::Mutex<Stream>>;
+
 /// The read-ahead of one mount: a [`Stream`] per handle and the shared [`Budget`].
 pub struct Prefetcher {
     cfg: PrefetchConfig,
     budget: Arc<Budget>,
-    streams: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Stream>>>>,
+    /// fh -> (inode, stream).
+    streams: Mutex<HashMap<u64, (u64, StreamRef)>>,
     /// Handles opened with O_DIRECT.
     direct: Mutex<HashSet<u64>>,
-    /// Inode generations, bumped by writes and truncates through this mount.
-    generations: Mutex<HashMap<u64, u64>>,
+    /// Inodes with a stream: (streams, generation). The generation is bumped by writes and
+    /// truncates through this mount; an inode leaves the map with its last stream, so the map
+    /// holds only inodes being read through this mount.
+    generations: Mutex<HashMap<u64, (usize, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -320,17 +332,43 @@ impl Prefetcher {
 
     /// Forgets a handle (release): its segments and their memory go.
     pub fn release(&self, fh: u64) {
-        lock(&self.streams).remove(&fh);
         lock(&self.direct).remove(&fh);
+        let Some((ino, _)) = lock(&self.streams).remove(&fh) else { return };
+        let mut gens = lock(&self.generations);
+        if let Some(e) = gens.get_mut(&ino) {
+            e.0 = e.0.saturating_sub(1);
+            if e.0 == 0 {
+                gens.remove(&ino);
+            }
+        }
     }
 
     /// Data of `ino` changed through this mount (write, truncate): prefetched bytes of it are stale.
     pub fn invalidate(&self, ino: u64) {
-        *lock(&self.generations).entry(ino).or_default() += 1;
+        if let Some(e) = lock(&self.generations).get_mut(&ino) {
+            e.1 += 1;
+        }
     }
 
     fn generation(&self, ino: u64) -> u64 {
-        lock(&self.generations).get(&ino).copied().unwrap_or(0)
+        lock(&self.generations).get(&ino).map_or(0, |e| e.1)
+    }
+
+    /// Inodes with read-ahead state now (for tests).
+    pub fn tracked_inodes(&self) -> usize {
+        lock(&self.generations).len()
+    }
+
+    /// The stream of handle `fh` (of inode `ino`), created at its first read.
+    fn stream(&self, fh: u64, ino: u64) -> StreamRef {
+        let mut streams = lock(&self.streams);
+        if let Some((_, s)) = streams.get(&fh) {
+            return s.clone();
+        }
+        let s = Arc::new(tokio::sync::Mutex::new(Stream::new(self.cfg.min_window)));
+        streams.insert(fh, (ino, s.clone()));
+        lock(&self.generations).entry(ino).or_insert((0, 0)).0 += 1;
+        s
     }
 
     /// Reads `size` bytes at `offset` through handle `fh` of inode `ino` (a file of `file_len`
@@ -350,10 +388,7 @@ impl Prefetcher {
             m.prefetch_bypass.inc();
             return fetch(offset, size).await;
         }
-        let stream = lock(&self.streams)
-            .entry(fh)
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Stream::new(self.cfg.min_window))))
-            .clone();
+        let stream = self.stream(fh, ino);
         let generation = self.generation(ino);
         let plan = stream.lock().await.plan(&self.cfg, &self.budget, generation, offset, u64::from(size), file_len);
         if plan.denied > 0 {
@@ -429,9 +464,11 @@ mod tests {
     #[test]
     fn config_is_clamped() {
         let c = PrefetchConfig { enabled: true, min_window: 0, max_window: 1 << 40, memory_limit: 0 }.normalized();
-        assert_eq!((c.min_window, c.max_window), (4096, 64 * MIB));
+        assert_eq!((c.min_window, c.max_window), (4096, 1 << 30));
         let c = PrefetchConfig { enabled: true, min_window: 32 * MIB, max_window: MIB, memory_limit: 0 }.normalized();
-        assert_eq!((c.min_window, c.max_window), (MIB, MIB));
+        assert_eq!((c.min_window, c.max_window, c.max_segments()), (MIB, MIB, 2));
+        let c = PrefetchConfig { enabled: true, min_window: MIB, max_window: 16 * MIB, memory_limit: 0 };
+        assert_eq!(c.max_segments(), 17);
     }
 
     #[test]
@@ -439,26 +476,30 @@ mod tests {
         let (cfg, budget) = (cfg(1 << 40), Budget::new(1 << 40));
         let mut s = Stream::new(cfg.min_window);
         let file = 1 << 30;
-        // First read at 0: sequential, not served yet, segments started ahead of it.
+        // First read at 0: sequential, not served yet, one window (one segment) started ahead.
         let p = s.plan(&cfg, &budget, 0, 0, 128 * KIB, file);
         assert!(p.sequential && !p.hit());
         let starts: Vec<(u64, u64)> = p.start.iter().map(|(o, l, _)| (*o, *l)).collect();
         assert_eq!(starts, vec![(128 * KIB, MIB)], "one window ahead of the read");
         assert_eq!(s.window(), 2 * MIB);
-        // Reading on: served from segments; the window doubles per new segment up to 8 MiB.
+        // Reading on: served from segments; the window doubles up to 8 MiB, always in 1 MiB segments.
         let mut off = 128 * KIB;
-        let mut windows = Vec::new();
+        let mut windows = vec![s.window()];
         while off < 256 * MIB {
             let p = s.plan(&cfg, &budget, 0, off, 128 * KIB, file);
             assert!(p.sequential && p.hit(), "read at {off} not served from prefetched data");
-            windows.extend(p.start.iter().map(|(_, l, _)| *l));
-            assert!(s.segments.len() <= MAX_SEGMENTS);
-            assert!(s.held() <= MAX_SEGMENTS as u64 * cfg.max_window);
+            assert!(p.start.iter().all(|(_, l, _)| *l == MIB));
+            if windows.last() != Some(&s.window()) {
+                windows.push(s.window());
+            }
+            // Fetched ahead: at least what was asked, at most the window plus one segment.
+            let ahead = s.segments.back().unwrap().end() - (off + 128 * KIB);
+            assert!(ahead <= s.window() + MIB, "{ahead} ahead at {off}");
+            assert!(s.segments.len() <= cfg.max_segments());
             off += 128 * KIB;
         }
-        assert_eq!(&windows[..3], &[2 * MIB, 4 * MIB, 8 * MIB], "{windows:?}");
-        assert!(windows[3..].iter().all(|&w| w == 8 * MIB), "{windows:?}");
-        assert_eq!(s.window(), 8 * MIB);
+        assert_eq!(windows, vec![2 * MIB, 4 * MIB, 8 * MIB]);
+        assert!(s.held() >= 7 * MIB && s.held() <= 9 * MIB, "{}", s.held());
         assert_eq!(budget.used(), s.held());
     }
 
@@ -582,6 +623,9 @@ mod tests {
         assert_eq!(got, lock(&data)[256 * KIB as usize..384 * KIB as usize]);
         p.release(2);
         assert_eq!(p.memory_used(), 0, "released handles hold nothing");
+        assert_eq!(p.tracked_inodes(), 0, "no per-inode state outlives its handles");
+        p.invalidate(7); // nothing open: nothing to do, nothing kept
+        assert_eq!(p.tracked_inodes(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,5 +684,6 @@ mod tests {
             p.release(fh);
         }
         assert_eq!(p.memory_used(), 0);
+        assert_eq!(p.tracked_inodes(), 0);
     }
 }
