@@ -43,6 +43,8 @@ enum Cmd {
     Umount { mountpoint: PathBuf },
     /// Operate a running cluster: nodes, chains, namespace, put/get, fsck.
     Admin(t3fs_cli::admin::AdminArgs),
+    /// Data benchmark through the native client: write then read N files (MiB/s, IOPS, files/s).
+    Bench(t3fs_cli::bench::BenchArgs),
     /// A whole cluster on this machine.
     Local {
         #[command(subcommand)]
@@ -121,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Mount { config, mountpoint } => t3fs_fuse::run(load(&config)?, mountpoint, shutdown_on_signal()?).await,
         Cmd::Umount { mountpoint } => t3fs_cli::umount::umount(&mountpoint).await,
         Cmd::Admin(args) => t3fs_cli::admin::run(args).await,
+        Cmd::Bench(args) => t3fs_cli::bench::run(args).await,
         Cmd::Local {
             cmd:
                 LocalCmd::Up {
@@ -169,7 +172,7 @@ fn main() -> std::process::ExitCode {
     let level = match cli.cmd {
         Cmd::Local { .. } | Cmd::Umount { .. } => "warn",
         // Admin output is for people and scripts: only the one-line error, no log noise.
-        Cmd::Admin(_) => "off",
+        Cmd::Admin(_) | Cmd::Bench(_) => "off",
         _ => "info",
     };
     t3fs_common::telemetry::init(level);

@@ -27,6 +27,20 @@ pub struct MountConfig {
     /// Prometheus endpoint listen address (`host:port`; port 0 picks a free port): `GET /metrics`
     /// serves the metrics in docs/metrics.md. Unset: no endpoint.
     pub metrics_listen: Option<String>,
+    /// Read-ahead for sequential readers (see docs/fuse.md "Read path"). Off: every read goes
+    /// straight to storage.
+    pub prefetch: bool,
+    /// First read-ahead window of a sequential reader and the size of each read-ahead storage
+    /// read, in bytes.
+    pub prefetch_min_window_bytes: u64,
+    /// Largest read-ahead window (how far ahead of a sequential reader data is fetched), in bytes.
+    pub prefetch_max_window_bytes: u64,
+    /// Bytes all open files together may hold in read-ahead data; reads go straight through
+    /// while it is spent.
+    pub prefetch_memory_bytes: u64,
+    /// Serve `readdir` as readdirplus (entries with their attributes, so `ls -l` needs no lookup
+    /// per entry) where the kernel supports it.
+    pub readdirplus: bool,
 }
 
 impl Default for MountConfig {
@@ -40,11 +54,27 @@ impl Default for MountConfig {
             allow_other: false,
             fsname: "t3fs".into(),
             metrics_listen: None,
+            prefetch: true,
+            prefetch_min_window_bytes: 1 << 20,
+            prefetch_max_window_bytes: 16 << 20,
+            prefetch_memory_bytes: 512 << 20,
+            readdirplus: true,
         }
     }
 }
 
 impl MountConfig {
+    /// The read-ahead settings.
+    pub fn prefetch_config(&self) -> crate::prefetch::PrefetchConfig {
+        crate::prefetch::PrefetchConfig {
+            enabled: self.prefetch,
+            min_window: self.prefetch_min_window_bytes,
+            max_window: self.prefetch_max_window_bytes,
+            memory_limit: self.prefetch_memory_bytes,
+        }
+        .normalized()
+    }
+
     /// The client-library config this mount uses.
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig { mgmtd_addr: self.mgmtd_addr.clone(), token: self.token.clone(), ..ClientConfig::default() }

@@ -9,7 +9,9 @@
 //!
 //! Kernel caching: attributes and entries are cached for `attr_timeout_ms`/`entry_timeout_ms`; files
 //! are opened without `FOPEN_KEEP_CACHE`, so the page cache of a file is dropped on each open
-//! (close-to-open consistency, with the length re-read from meta at open).
+//! (close-to-open consistency, with the length re-read from meta at open). Reads go through the
+//! read-ahead of [`crate::prefetch`]; O_DIRECT opens get `FOPEN_DIRECT_IO` (no page cache, no
+//! read-ahead, writes go out before they are answered). readdirplus: [`crate::dirplus`].
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -44,6 +46,10 @@ pub(crate) struct Inner {
     pub(crate) entry_ttl: Duration,
     /// Supplementary groups of callers.
     groups: GroupCache,
+    /// Read-ahead of sequential readers, O_DIRECT handles ([`crate::prefetch`]).
+    pub(crate) prefetch: crate::prefetch::Prefetcher,
+    /// Ask the kernel for readdirplus at init ([`crate::dirplus`]).
+    readdirplus: bool,
 }
 
 /// The t3fs FUSE filesystem.
@@ -98,6 +104,8 @@ impl T3Fs {
                 attr_ttl: Duration::from_millis(cfg.attr_timeout_ms),
                 entry_ttl: Duration::from_millis(cfg.entry_timeout_ms),
                 groups: GroupCache::default(),
+                prefetch: crate::prefetch::Prefetcher::new(cfg.prefetch_config()),
+                readdirplus: cfg.readdirplus,
             }),
         }
     }
@@ -236,6 +244,7 @@ impl Inner {
     ) -> t3fs_common::Result<proto::Inode> {
         let mut inode = None;
         if let Some(size) = size {
+            self.prefetch.invalidate(ino);
             self.flush_inode(ino).await?;
             let known = self.handles.local_len(ino);
             inode = Some(self.client.truncate_from(user, InodeId(ino), size, known).await?);
@@ -251,17 +260,27 @@ impl Inner {
         }
     }
 
-    async fn read(&self, f: FileRef, offset: u64, size: u32) -> t3fs_common::Result<Vec<u8>> {
+    async fn read(&self, fh: u64, f: FileRef, offset: u64, size: u32) -> t3fs_common::Result<Vec<u8>> {
         let mut inode = f.lock().await.inode.clone();
         // Buffered writes of every handle of this inode go out first, so a read through one handle
         // sees what was written through another (as on a local file system), not a hole.
         self.flush_inode(inode.id).await?;
         inode.length = self.handles.read_len(inode.id, inode.length);
-        self.client.read(&inode, offset, size).await
+        let (ino, len) = (inode.id, inode.length);
+        let client = self.client.clone();
+        let inode = Arc::new(inode);
+        let fetch: crate::prefetch::Fetch = Arc::new(move |off, n| {
+            let (client, inode) = (client.clone(), inode.clone());
+            Box::pin(async move { client.read(&inode, off, n).await })
+        });
+        self.prefetch.read(fh, ino, len, offset, size, fetch).await
     }
 
-    async fn write(&self, f: FileRef, offset: u64, data: &[u8]) -> t3fs_common::Result<()> {
+    /// Buffers (or with `direct`, O_DIRECT, writes through) one write.
+    async fn write(&self, f: FileRef, offset: u64, data: &[u8], direct: bool) -> t3fs_common::Result<()> {
         let mut g = f.lock().await;
+        // Prefetched bytes of this inode are stale from now on (and again once the write is out).
+        self.prefetch.invalidate(g.inode.id);
         if !g.buf.can_append(offset) {
             self.flush_buf(&mut g).await?;
         }
@@ -270,10 +289,22 @@ impl Inner {
         g.buf.append(offset, data);
         g.dirty = true;
         self.handles.note_write(g.inode.id, end);
-        if g.buf.should_flush() {
+        if direct || g.buf.should_flush() {
             self.flush_buf(&mut g).await?;
         }
+        self.prefetch.invalidate(g.inode.id);
         Ok(())
+    }
+
+    /// The reply flags of an open of handle `fh` with `flags`: O_DIRECT opens bypass the page
+    /// cache (FOPEN_DIRECT_IO) and read-ahead, and write through.
+    fn open_flags(&self, fh: u64, flags: i32) -> FopenFlags {
+        if flags & libc::O_DIRECT != 0 {
+            self.prefetch.set_direct(fh);
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
     }
 
     async fn opendir(&self, user: &UserInfo, ino: u64) -> t3fs_common::Result<u64> {
@@ -298,6 +329,13 @@ impl Inner {
 }
 
 impl Filesystem for T3Fs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        let p = self.inner.prefetch.config();
+        let readahead = if p.enabled { u32::try_from(p.min_window).unwrap_or(u32::MAX) } else { 0 };
+        crate::dirplus::negotiate(config, self.inner.readdirplus, readahead);
+        Ok(())
+    }
+
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match check_name(name) {
             Ok(n) => n,
@@ -440,7 +478,7 @@ impl Filesystem for T3Fs {
                 Ok(i) if !may_access(&i, &user, open_mask(flags)) => reply.error(Errno::from_i32(libc::EACCES)),
                 Ok(i) if flags.acc_mode() == OpenAccMode::O_RDONLY => {
                     let fh = fs.handles.open_file(i, false);
-                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                    reply.opened(FileHandle(fh), fs.open_flags(fh, flags.0));
                 }
                 Ok(_) => {
                     // Open for write: meta checks write permission and records a write session, so
@@ -451,7 +489,7 @@ impl Filesystem for T3Fs {
                             if let Some(f) = fs.handles.file(fh) {
                                 f.lock().await.session = session;
                             }
-                            reply.opened(FileHandle(fh), FopenFlags::empty());
+                            reply.opened(FileHandle(fh), fs.open_flags(fh, flags.0));
                         }
                         Err(e) => reply.error(fail("open", &e)),
                     }
@@ -481,7 +519,7 @@ impl Filesystem for T3Fs {
             match fs.create(&user, parent.0, &name, mode & !umask, flags).await {
                 Ok((i, fh)) => {
                     let attr = fs.attr(&i);
-                    reply.created(&fs.entry_ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
+                    reply.created(&fs.entry_ttl, &attr, Generation(0), FileHandle(fh), fs.open_flags(fh, flags))
                 }
                 Err(e) => reply.error(fail("create", &e)),
             }
@@ -501,7 +539,7 @@ impl Filesystem for T3Fs {
     ) {
         let Some(f) = self.inner.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
         self.spawn("read", tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size), |fs| async move {
-            match fs.read(f, offset, size).await {
+            match fs.read(fh.0, f, offset, size).await {
                 Ok(data) => {
                     crate::metrics::metrics().read_bytes.inc_by(data.len() as u64);
                     reply.data(&data)
@@ -528,8 +566,9 @@ impl Filesystem for T3Fs {
         };
         let Some(f) = self.inner.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
         let data = data.to_vec();
+        let direct = self.inner.prefetch.is_direct(fh.0);
         self.spawn("write", tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, len), |fs| async move {
-            match fs.write(f, offset, &data).await {
+            match fs.write(f, offset, &data, direct).await {
                 Ok(()) => {
                     crate::metrics::metrics().written_bytes.inc_by(u64::from(len));
                     reply.written(len)
@@ -564,6 +603,7 @@ impl Filesystem for T3Fs {
                 let mut g = f.lock().await;
                 fs.sync_handle(&user, &mut g, true).await
             };
+            fs.prefetch.release(fh.0);
             if let Some(hold) = fs.handles.release_file(fh.0) {
                 // The last handle of a file unlinked while open here: meta's GC may take it now.
                 if let Err(e) = fs.client.close_session(&UserInfo::root(), InodeId(ino.0), hold, 0, false).await {
@@ -600,6 +640,10 @@ impl Filesystem for T3Fs {
             }
         }
         reply.ok();
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: fuser::ReplyDirectoryPlus) {
+        self.readdirplus_op(req, ino, fh, offset, reply);
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {

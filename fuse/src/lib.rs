@@ -4,7 +4,9 @@
 //! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
 //! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; the
 //! permission checks the daemon makes itself (open, access) in [`perm`]; the
-//! caller's supplementary groups (for meta's permission checks) in [`creds`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
+//! caller's supplementary groups (for meta's permission checks) in [`creds`]; sequential read-ahead
+//! under a mount-wide memory budget in [`prefetch`]; readdirplus and the kernel capabilities in
+//! [`dirplus`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
 //! on the caller's tokio runtime.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 pub mod attr;
 pub mod config;
 pub mod creds;
+pub mod dirplus;
 pub mod fs;
 pub mod handles;
 pub mod links;
 pub mod metrics;
 pub mod perm;
+pub mod prefetch;
 pub mod xattr;
 
 pub use config::MountConfig;

@@ -8,6 +8,12 @@
 //! | `t3fs_fuse_op_duration_seconds` | histogram | `op` | time from dispatch to reply |
 //! | `t3fs_fuse_read_bytes_total` | counter | | bytes returned by `read` |
 //! | `t3fs_fuse_written_bytes_total` | counter | | bytes accepted by `write` (buffered or sent) |
+//! | `t3fs_fuse_prefetch_hits_total` | counter | | sequential reads served from prefetched data |
+//! | `t3fs_fuse_prefetch_misses_total` | counter | | sequential reads that had to go to storage |
+//! | `t3fs_fuse_prefetch_bypass_total` | counter | | reads sent straight to storage: random, O_DIRECT, past EOF or prefetch off |
+//! | `t3fs_fuse_prefetch_fetched_bytes_total` | counter | | bytes fetched ahead |
+//! | `t3fs_fuse_prefetch_denied_total` | counter | | prefetch segments not started because the memory budget was spent |
+//! | `t3fs_fuse_prefetch_memory_bytes` | gauge | | bytes held in prefetched segments now (at most `prefetch_memory_bytes`) |
 //!
 //! The handles are process-wide ([`metrics`]): a mount daemon serves one mount, and the FUSE op
 //! code reaches them without threading a handle through every reply path. [`register`] adds them
@@ -17,6 +23,7 @@ use std::sync::OnceLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use t3fs_common::metrics::{Code, Registry, latency_histogram};
 
@@ -43,6 +50,12 @@ pub struct FuseMetrics {
     pub op_duration: HistogramFamily<Op>,
     pub read_bytes: Counter,
     pub written_bytes: Counter,
+    pub prefetch_hits: Counter,
+    pub prefetch_misses: Counter,
+    pub prefetch_bypass: Counter,
+    pub prefetch_bytes: Counter,
+    pub prefetch_denied: Counter,
+    pub prefetch_memory: Gauge,
 }
 
 /// The process-wide handles.
@@ -54,6 +67,12 @@ pub fn metrics() -> &'static FuseMetrics {
         op_duration: Family::new_with_constructor(latency_histogram),
         read_bytes: Counter::default(),
         written_bytes: Counter::default(),
+        prefetch_hits: Counter::default(),
+        prefetch_misses: Counter::default(),
+        prefetch_bypass: Counter::default(),
+        prefetch_bytes: Counter::default(),
+        prefetch_denied: Counter::default(),
+        prefetch_memory: Gauge::default(),
     })
 }
 
@@ -69,6 +88,32 @@ pub fn register(registry: &mut Registry) {
     registry.register("t3fs_fuse_op_duration_seconds", "FUSE request latency, by operation", m.op_duration.clone());
     registry.register("t3fs_fuse_read_bytes", "Bytes returned by FUSE reads", m.read_bytes.clone());
     registry.register("t3fs_fuse_written_bytes", "Bytes accepted by FUSE writes", m.written_bytes.clone());
+    registry.register(
+        "t3fs_fuse_prefetch_hits",
+        "Sequential reads served from prefetched data",
+        m.prefetch_hits.clone(),
+    );
+    registry.register(
+        "t3fs_fuse_prefetch_misses",
+        "Sequential reads that had to go to storage",
+        m.prefetch_misses.clone(),
+    );
+    registry.register(
+        "t3fs_fuse_prefetch_bypass",
+        "Reads sent straight to storage (random, O_DIRECT, past EOF, prefetch off)",
+        m.prefetch_bypass.clone(),
+    );
+    registry.register("t3fs_fuse_prefetch_fetched_bytes", "Bytes fetched ahead", m.prefetch_bytes.clone());
+    registry.register(
+        "t3fs_fuse_prefetch_denied",
+        "Prefetch segments not started because the memory budget was spent",
+        m.prefetch_denied.clone(),
+    );
+    registry.register(
+        "t3fs_fuse_prefetch_memory_bytes",
+        "Bytes held in prefetched segments",
+        m.prefetch_memory.clone(),
+    );
 }
 
 #[cfg(test)]
@@ -90,6 +135,12 @@ mod tests {
             "t3fs_fuse_op_duration_seconds",
             "t3fs_fuse_read_bytes_total",
             "t3fs_fuse_written_bytes_total",
+            "t3fs_fuse_prefetch_hits_total",
+            "t3fs_fuse_prefetch_misses_total",
+            "t3fs_fuse_prefetch_bypass_total",
+            "t3fs_fuse_prefetch_fetched_bytes_total",
+            "t3fs_fuse_prefetch_denied_total",
+            "t3fs_fuse_prefetch_memory_bytes",
         ] {
             assert!(body.contains(name), "{name} missing:\n{body}");
         }

@@ -102,7 +102,7 @@ impl ClusterState {
                 let t = self.target_or_not_found(target_id)?;
                 let alive =
                     self.nodes.get(&t.node_id).is_some_and(|n| n.status == NodeStatus::HeartbeatConnected as i32);
-                let public = unplaced_public_state(alive, t.local_state) as i32;
+                let public = unplaced_public_state(alive && !t.admin_offline, t.local_state) as i32;
                 (bumped(chain, targets), TargetInfo { chain_id: 0, public_state: public, ..*t })
             }
         };

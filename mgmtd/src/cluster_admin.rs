@@ -3,12 +3,13 @@
 //! (`crate::peers`). Each is primary-only and follows plan -> persist (one lease-checked KV
 //! transaction with the routing version bump) -> apply, through `Cluster::commit`.
 //!
-//! Node operations and new chain-table versions are allowed while bootstrapping (they change no
-//! chain); `SetPreferredOrder` and `RotateChainHead` are refused then, like `UpdateChain`.
+//! Node operations (tags too) and new chain-table versions are allowed while bootstrapping (they
+//! change no chain); `SetPreferredOrder`, `RotateChainHead` and `OfflineTarget` are refused then,
+//! like `UpdateChain`.
 use std::time::Instant;
 
 use t3fs_common::Error;
-use t3fs_common::proto::{ChainInfo, ChainTable, NodeInfo, NodeStatus, NodeType};
+use t3fs_common::proto::{ChainInfo, ChainTable, NodeInfo, NodeStatus, NodeTag, NodeType, SetTagsMode, TargetInfo};
 
 use super::{Cluster, describe_chain};
 use crate::state::Delta;
@@ -86,6 +87,37 @@ impl Cluster {
         self.metrics.chain_changes.inc();
         tracing::info!(version, "admin rotate-head: {}", describe_chain(&chain));
         Ok(chain)
+    }
+
+    /// `SetNodeTags`.
+    pub async fn set_node_tags(&self, node_id: u32, tags: &[NodeTag], mode: SetTagsMode) -> Result<NodeInfo, Error> {
+        let mut inner = self.lock_primary().await?;
+        let (delta, node) = inner.state.plan_set_node_tags(node_id, tags, mode)?;
+        let changed = delta.visible;
+        let version = self.commit(&mut inner, delta).await?;
+        if changed {
+            let tags: Vec<String> = node.tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect();
+            tracing::info!(version, node_id, ?tags, "admin set-node-tags");
+        }
+        Ok(node)
+    }
+
+    /// `OfflineTarget` (with `online`: undo). Chained targets change chains: refused while
+    /// bootstrapping, like `UpdateChain`.
+    pub async fn offline_target(&self, target_id: u64, online: bool) -> Result<(TargetInfo, Option<ChainInfo>), Error> {
+        let mut inner = self.lock_for_chain_change().await?;
+        let (delta, target, chain) = inner.state.plan_offline_target(target_id, online)?;
+        let changed = delta.visible;
+        let chain_changed = !delta.chains.is_empty();
+        let version = self.commit(&mut inner, delta).await?;
+        if chain_changed {
+            self.metrics.chain_changes.inc();
+        }
+        if changed {
+            let chain = chain.as_ref().map(describe_chain).unwrap_or_else(|| "no chain".into());
+            tracing::warn!(version, target_id, online, "admin offline-target: {chain}");
+        }
+        Ok((target, chain))
     }
 
     /// `CreateChainTable{new_version}`.

@@ -269,4 +269,33 @@ impl Mgmtd for MgmtdService {
         })
         .await
     }
+
+    async fn set_node_tags(
+        &self,
+        request: Request<proto::SetNodeTagsReq>,
+    ) -> Result<Response<proto::SetNodeTagsRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("set_node_tags", req = %request_id(&req.header), node = req.node_id);
+        self.handle("set_node_tags", span, async {
+            self.cluster.admit(&req.header)?;
+            let mode = proto::SetTagsMode::try_from(req.mode)
+                .map_err(|_| Error::invalid(format!("unknown tags mode {}", req.mode)))?;
+            Ok(proto::SetNodeTagsRsp { node: Some(self.cluster.set_node_tags(req.node_id, &req.tags, mode).await?) })
+        })
+        .await
+    }
+
+    async fn offline_target(
+        &self,
+        request: Request<proto::OfflineTargetReq>,
+    ) -> Result<Response<proto::OfflineTargetRsp>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("offline_target", req = %request_id(&req.header), target = req.target_id);
+        self.handle("offline_target", span, async {
+            self.cluster.admit(&req.header)?;
+            let (target, chain) = self.cluster.offline_target(req.target_id, req.online).await?;
+            Ok(proto::OfflineTargetRsp { target: Some(target), chain })
+        })
+        .await
+    }
 }

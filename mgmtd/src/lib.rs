@@ -159,6 +159,7 @@ pub async fn start_with_db(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Se
         hostname: hostname(),
         last_heartbeat_ms: t3fs_common::now_ms(),
         config_version: 0,
+        tags: Vec::new(),
     };
     let registry = t3fs_common::metrics::new_registry();
     let metrics = Arc::new(metrics::MgmtdMetrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner())));

@@ -251,6 +251,8 @@ impl ClusterState {
             last_heartbeat_ms: now_ms,
             // A (re)starting node has applied no pushed config yet; its heartbeats report it.
             config_version: 0,
+            // Tags are admin-set (SetNodeTags): a restart keeps them.
+            tags: self.nodes.get(&req.node_id).map(|n| n.tags.clone()).unwrap_or_default(),
         };
         // A failed node coming back: its unplaced targets follow it (chained ones wait for the checker).
         let targets = self.targets_of(req.node_id).cloned().collect();
@@ -375,14 +377,15 @@ impl ClusterState {
     }
 
     /// The local state the state machine uses for target `id`: OFFLINE unless the target is known,
-    /// its node is heartbeat-connected (and not in `failing`, the nodes this check is failing) and
-    /// has heartbeated since this process started; then what the node's latest heartbeat said.
+    /// not taken offline by an admin (`OfflineTarget`), its node is heartbeat-connected (and not in
+    /// `failing`, the nodes this check is failing) and has heartbeated since this process started;
+    /// then what the node's latest heartbeat said.
     fn local_state(&self, id: u64, failing: &HashSet<u32>) -> LocalTargetState {
         let Some(t) = self.targets.get(&id) else {
             return LocalTargetState::Offline;
         };
         let connected = self.nodes.get(&t.node_id).is_some_and(|n| n.status == NodeStatus::HeartbeatConnected as i32);
-        if !connected || failing.contains(&t.node_id) || !self.reported.contains(&t.node_id) {
+        if !connected || failing.contains(&t.node_id) || !self.reported.contains(&t.node_id) || t.admin_offline {
             return LocalTargetState::Offline;
         }
         LocalTargetState::try_from(t.local_state).unwrap_or(LocalTargetState::Offline)
@@ -411,7 +414,7 @@ impl ClusterState {
         for t in &mut targets {
             if t.chain_id == 0 {
                 let alive = status_of(t.node_id) == Some(NodeStatus::HeartbeatConnected as i32);
-                t.public_state = unplaced_public_state(alive, t.local_state) as i32;
+                t.public_state = unplaced_public_state(alive && !t.admin_offline, t.local_state) as i32;
             }
             visible |= self.targets.get(&t.target_id).is_none_or(|old| old.public_state != t.public_state);
         }
@@ -566,6 +569,10 @@ mod node_admin;
 /// Preferred chain order, head rotation, chain-table versions.
 #[path = "layout_admin.rs"]
 mod layout_admin;
+
+/// Node tags and admin target offlining.
+#[path = "target_admin.rs"]
+mod target_admin;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -27,13 +27,14 @@ pub async fn list_nodes(ctx: &Ctx) -> anyhow::Result<()> {
                     "bulk_addr": n.bulk_addr,
                     "hostname": n.hostname,
                     "last_heartbeat_ms": n.last_heartbeat_ms,
+                    "tags": super::targets::tags_json(&n.tags),
                 })
             })
             .collect();
         print_json(&json!({ "routing_version": info.version, "nodes": nodes }));
         return Ok(());
     }
-    let mut t = Table::new(&["ID", "TYPE", "STATUS", "HOST", "GRPC", "BULK", "LAST HB"]);
+    let mut t = Table::new(&["ID", "TYPE", "STATUS", "HOST", "GRPC", "BULK", "LAST HB", "TAGS"]);
     for n in &info.nodes {
         t.row(vec![
             n.node_id.to_string(),
@@ -43,6 +44,7 @@ pub async fn list_nodes(ctx: &Ctx) -> anyhow::Result<()> {
             n.grpc_addr.clone(),
             if n.bulk_addr.is_empty() { "-".into() } else { n.bulk_addr.clone() },
             heartbeat_age(n.last_heartbeat_ms).map_or("-".into(), |s| format!("{s:.1}s ago")),
+            super::targets::tags_string(&n.tags),
         ]);
     }
     print!("{}", t.render());
@@ -63,6 +65,7 @@ pub async fn list_targets(ctx: &Ctx) -> anyhow::Result<()> {
                     "chain_id": t.chain_id,
                     "public_state": public_state(t.public_state),
                     "local_state": local_state(t.local_state),
+                    "admin_offline": t.admin_offline,
                     "used_bytes": t.used_bytes,
                     "free_bytes": t.free_bytes,
                     "capacity_bytes": t.capacity_bytes,
@@ -80,7 +83,11 @@ pub async fn list_targets(ctx: &Ctx) -> anyhow::Result<()> {
             x.node_id.to_string(),
             if x.chain_id == 0 { "-".into() } else { x.chain_id.to_string() },
             public_state(x.public_state),
-            local_state(x.local_state),
+            if x.admin_offline {
+                format!("{} (admin offline)", local_state(x.local_state))
+            } else {
+                local_state(x.local_state)
+            },
             x.used_bytes.to_string(),
             opt(x.free_bytes),
             opt(x.capacity_bytes),
@@ -90,7 +97,7 @@ pub async fn list_targets(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chain_json(c: &proto::ChainInfo) -> Value {
+pub(super) fn chain_json(c: &proto::ChainInfo) -> Value {
     let targets: Vec<Value> = c
         .targets
         .iter()
@@ -104,9 +111,9 @@ fn chain_json(c: &proto::ChainInfo) -> Value {
     })
 }
 
-const CHAIN_HEADER: [&str; 4] = ["CHAIN", "VERSION", "TARGETS (head -> tail)", "PREFERRED"];
+pub(super) const CHAIN_HEADER: [&str; 4] = ["CHAIN", "VERSION", "TARGETS (head -> tail)", "PREFERRED"];
 
-fn chain_row(c: &proto::ChainInfo) -> Vec<String> {
+pub(super) fn chain_row(c: &proto::ChainInfo) -> Vec<String> {
     let targets: Vec<String> =
         c.targets.iter().map(|t| format!("{}({})", t.target_id, public_state(t.public_state))).collect();
     let preferred: Vec<String> = c.preferred_order.iter().map(|t| t.to_string()).collect();

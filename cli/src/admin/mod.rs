@@ -3,7 +3,8 @@
 //! - Finding the cluster ([`conn`]): `--data-dir DIR` of a `t3fs local up` cluster, `--config FILE`
 //!   (any t3fs TOML with `mgmtd_addr` and `token`) or the `T3FS_CONFIG` variable.
 //! - Cluster and placement ([`cluster`]): nodes, targets, chains, chain tables; node and layout
-//!   operations ([`cluster_ops`]): disable/enable/unregister a node, preferred order, head rotation.
+//!   operations ([`cluster_ops`]): disable/enable/unregister a node, preferred order, head rotation;
+//!   node tags and offlining one target ([`targets`]).
 //! - Users and sessions ([`users`]): user-add/remove/set-token/list, list-sessions.
 //! - Resync progress ([`syncs`]): list-syncs.
 //! - Configs ([`config`]): the hot configs mgmtd pushes to storage and meta nodes.
@@ -27,6 +28,7 @@ pub mod layout;
 pub mod namespace;
 pub mod output;
 pub mod syncs;
+pub mod targets;
 pub mod transfer;
 pub mod users;
 
@@ -109,6 +111,32 @@ pub enum AdminCmd {
     UnregisterNode {
         /// Node id.
         node_id: u32,
+    },
+    /// Set a node's tags (KEY or KEY=VALUE): replaces them all (none given: clears them), or with
+    /// --add adds/updates the given ones, or with --remove removes the given keys. list-nodes shows them.
+    SetNodeTags {
+        /// Node id.
+        node_id: u32,
+        /// Tags: KEY or KEY=VALUE (keys: [A-Za-z0-9._:/-]).
+        #[arg(value_name = "TAG")]
+        tags: Vec<String>,
+        /// Add these tags (replacing the values of keys already set), keep the others.
+        #[arg(long, conflicts_with = "remove")]
+        add: bool,
+        /// Remove these keys (values are ignored), keep the others.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Take one storage target offline (3FS offline-target): its chain moves on without it at once
+    /// (it goes to the tail as OFFLINE) until --online, after which it resyncs and serves. Refused for
+    /// a chain's only SERVING target.
+    OfflineTarget {
+        /// Storage target id.
+        #[arg(long)]
+        target: u64,
+        /// Undo: put the target back in service.
+        #[arg(long)]
+        online: bool,
     },
     /// Set the order a chain's targets take while all of them serve (the first is the head).
     #[command(group = clap::ArgGroup::new("order").required(true).args(["targets", "clear"]))]
@@ -325,6 +353,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::SetPreferredOrder { chain, targets, clear: _ } => {
             cluster_ops::set_preferred_order(&ctx, chain, targets.as_deref()).await
         }
+        AdminCmd::SetNodeTags { node_id, tags, add, remove } => {
+            let mode = match (add, remove) {
+                (true, _) => t3fs_common::proto::SetTagsMode::Upsert,
+                (_, true) => t3fs_common::proto::SetTagsMode::Remove,
+                _ => t3fs_common::proto::SetTagsMode::Replace,
+            };
+            targets::set_node_tags(&ctx, node_id, &tags, mode).await
+        }
+        AdminCmd::OfflineTarget { target, online } => targets::offline_target(&ctx, target, online).await,
         AdminCmd::RotateHead { chain } => cluster_ops::rotate_head(&ctx, chain).await,
         AdminCmd::UpdateChain { chain, add, remove } => {
             cluster::update_chain(&ctx, chain, add.unwrap_or(0), remove.unwrap_or(0)).await

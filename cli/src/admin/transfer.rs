@@ -37,7 +37,7 @@ async fn read_full(f: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<u
 }
 
 /// A byte progress bar for copying `total` bytes, drawn on stderr; hidden unless `visible`.
-fn progress_bar(total: u64, label: &str, visible: bool) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64, label: &str, visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }
@@ -62,7 +62,7 @@ pub(super) fn count_bar(total: u64, label: &str, what: &str, visible: bool) -> P
 }
 
 /// Whether to draw a progress bar: a person is watching stderr and the output is not JSON.
-pub(super) fn show_progress(ctx: &Ctx) -> bool {
+pub(crate) fn show_progress(ctx: &Ctx) -> bool {
     !ctx.json && std::io::stderr().is_terminal()
 }
 

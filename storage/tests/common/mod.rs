@@ -103,6 +103,7 @@ impl Mgmtd for FakeMgmtd {
             hostname: r.hostname,
             last_heartbeat_ms: 0,
             config_version: 0,
+            tags: Vec::new(),
         });
         s.version += 1;
         Ok(tonic::Response::new(proto::RegisterNodeRsp { routing_version: s.version }))
