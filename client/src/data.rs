@@ -307,6 +307,7 @@ impl Client {
                     payload_crc32c: crc,
                     update_version: 0,
                     sync: false,
+                    ..Default::default()
                 })),
             };
             match self.bulk.call(&addr, &req, payload).await {

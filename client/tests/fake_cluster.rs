@@ -32,33 +32,60 @@ struct Storage {
     /// Updates to answer with NotHead before accepting.
     not_head: AtomicU32,
     updates: AtomicU32,
+    /// Batch-read requests served.
+    batches: AtomicU32,
     /// chain id -> targets, head first.
     chains: HashMap<u32, Vec<u64>>,
 }
 
 struct Node(Arc<Storage>);
 
+impl Storage {
+    /// One read as a storage node answers it: (CRC the header carries, data) or the error code.
+    fn read(&self, r: &proto::ReadChunk) -> Result<(u32, Bytes), StatusCode> {
+        if self.down.lock().unwrap().contains(&r.target_id) {
+            return Err(StatusCode::Unavailable);
+        }
+        let chunks = self.chunks.lock().unwrap();
+        let Some(data) = chunks.get(&(r.target_id, r.chunk_id.to_vec())) else {
+            return Err(StatusCode::ChunkNotFound);
+        };
+        let start = (r.offset as usize).min(data.len());
+        let end = (start + r.length as usize).min(data.len());
+        let out = Bytes::copy_from_slice(&data[start..end]);
+        let mut crc = crc32c::crc32c(&out);
+        if self.corrupt.lock().unwrap().contains(&r.target_id) {
+            crc ^= 1;
+        }
+        Ok((crc, out))
+    }
+}
+
 impl BulkHandler for Node {
     async fn handle(&self, req: proto::BulkRequest, payload: Bytes) -> (proto::BulkResponse, Bytes) {
         let s = &self.0;
         let err = |c: StatusCode| (bulk::error_response(&Error::new(c, "injected")), Bytes::new());
         match req.op {
-            Some(bulk_request::Op::Read(r)) => {
-                if s.down.lock().unwrap().contains(&r.target_id) {
-                    return err(StatusCode::Unavailable);
+            Some(bulk_request::Op::Read(r)) => match s.read(&r) {
+                Ok((crc, out)) => (proto::BulkResponse { payload_crc32c: crc, ..Default::default() }, out),
+                Err(c) => err(c),
+            },
+            Some(bulk_request::Op::BatchRead(b)) => {
+                s.batches.fetch_add(1, Ordering::SeqCst);
+                let mut payload = Vec::new();
+                let mut results = Vec::new();
+                for r in &b.reads {
+                    results.push(match s.read(r) {
+                        Ok((crc, out)) => {
+                            payload.extend_from_slice(&out);
+                            proto::ReadResult { length: out.len() as u32, crc32c: crc, ..Default::default() }
+                        }
+                        Err(c) => {
+                            proto::ReadResult { code: c as u32, message: "injected".into(), ..Default::default() }
+                        }
+                    });
                 }
-                let chunks = s.chunks.lock().unwrap();
-                let Some(data) = chunks.get(&(r.target_id, r.chunk_id.to_vec())) else {
-                    return err(StatusCode::ChunkNotFound);
-                };
-                let start = (r.offset as usize).min(data.len());
-                let end = (start + r.length as usize).min(data.len());
-                let out = Bytes::copy_from_slice(&data[start..end]);
-                let mut crc = crc32c::crc32c(&out);
-                if s.corrupt.lock().unwrap().contains(&r.target_id) {
-                    crc ^= 1;
-                }
-                (proto::BulkResponse { payload_crc32c: crc, ..Default::default() }, out)
+                (proto::BulkResponse { results, ..Default::default() }, Bytes::from(payload))
             }
             Some(bulk_request::Op::Update(u)) => {
                 s.updates.fetch_add(1, Ordering::SeqCst);

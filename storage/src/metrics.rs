@@ -76,6 +76,10 @@ pub struct StorageMetrics {
     pub resync_bytes: Counter,
     pub syncs_completed: Counter,
     pub syncs_failed: Counter,
+    /// Damaged replicas rewritten from a good one (`t3fs admin fsck --repair`).
+    pub repairs: Counter,
+    /// Client updates answered from an update channel's record (retries of applied updates).
+    pub replayed_updates: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -95,6 +99,8 @@ impl Default for StorageMetrics {
             resync_bytes: Counter::default(),
             syncs_completed: Counter::default(),
             syncs_failed: Counter::default(),
+            repairs: Counter::default(),
+            replayed_updates: Counter::default(),
         }
     }
 }
@@ -127,6 +133,12 @@ impl StorageMetrics {
         r.register("t3fs_storage_resync_bytes", "Chunk bytes sent by resync", m.resync_bytes.clone());
         r.register("t3fs_storage_syncs_completed", "Resyncs completed", m.syncs_completed.clone());
         r.register("t3fs_storage_syncs_failed", "Resyncs failed", m.syncs_failed.clone());
+        r.register("t3fs_storage_repairs", "Damaged replicas repaired from a good one", m.repairs.clone());
+        r.register(
+            "t3fs_storage_replayed_updates",
+            "Retried client updates answered from the update channel record",
+            m.replayed_updates.clone(),
+        );
         r.register_collector(Box::new(StateCollector { stores, fence }));
         m
     }

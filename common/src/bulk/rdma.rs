@@ -1,0 +1,1 @@
+//! RDMA bulk backend (feature `rdma`): placeholder, filled in below.
