@@ -649,3 +649,45 @@ async fn batch_reads_land_in_disjoint_ranges_of_one_external_buffer() {
     assert!(buf[G..G + L] == want[off_a as usize..off_a as usize + L]);
     assert!(buf[2 * G + L..2 * G + 2 * L] == want[off_b as usize..off_b as usize + L]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_reads_go_out_in_per_node_batches_and_match_single_reads() {
+    use t3fs_client::{BatchConfig, ReadReq};
+
+    let c = cluster().await;
+    let inode = Arc::new(c.inode(8 * u64::from(CS)));
+    let data = pattern(6 * CS as usize + 123, 9);
+    c.client.write(&inode, 0, &data).await.unwrap();
+    // One replica of chain 1 answers with bad CRCs: its batch items fail and fail over.
+    c.storage.corrupt.lock().unwrap().insert(101);
+    let mut rng = t3fs_common::layout::SplitMix64::new(3);
+    let ranges: Vec<(u64, u32)> = (0..200)
+        .map(|_| (rng.next_u64() % (8 * u64::from(CS)), (rng.next_u64() % (3 * u64::from(CS))) as u32))
+        .collect();
+    let cfg = BatchConfig {
+        max_in_flight_requests: 64,
+        max_ops_per_node: 1,
+        max_bytes_per_op: 700,
+        max_reads_per_batch: 16,
+        max_bytes_per_batch: 6000,
+    };
+    let mut reader = c.client.batch_reader(cfg);
+    for (i, &(offset, len)) in ranges.iter().enumerate() {
+        let buf = vec![0u8; len as usize].into();
+        reader.submit(ReadReq { inode: inode.clone(), offset, len, buf, user_data: i as u64 }).await;
+    }
+    let mut done = 0;
+    while let Some(comp) = reader.next().await {
+        let (offset, len) = ranges[comp.user_data as usize];
+        let n = comp.result.unwrap();
+        let single = c.client.read(&inode, offset, len).await.unwrap();
+        assert_eq!(&comp.buf[..n], &single[..], "read {offset}+{len}");
+        done += 1;
+    }
+    assert_eq!(done, ranges.len());
+    let s = reader.stats();
+    assert!(s.max_node_ops <= 1, "{s:?}");
+    assert!(s.wire_batches > 0 && s.wire_reads > 2 * s.wire_batches, "reads were not batched: {s:?}");
+    assert!(s.failovers > 0, "{s:?}");
+    assert!(c.storage.batches.load(Ordering::SeqCst) as u64 == s.wire_batches, "{s:?}");
+}
