@@ -127,7 +127,7 @@ impl Client {
             client_id: client_id.clone(),
             meta: Mutex::new(None),
             mgmtd: tokio::sync::Mutex::new((mgmtd, None)),
-            bulk: BulkClient::default(),
+            bulk: BulkClient::choose(&t3fs_common::bulk::TransportPrefs { rdma: cfg.bulk_rdma, ..Default::default() }),
             channels: channels::UpdateChannels::new(client_id.clone()),
             rr: AtomicUsize::new(rand_start()),
             cfg,

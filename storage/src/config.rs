@@ -56,6 +56,11 @@ pub struct Config {
     /// serves the metrics listed in docs/metrics.md. Unset: no endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Forward updates and resync to peers over RDMA when this binary is built with feature `rdma`
+    /// and the host has an RDMA device (else TCP; see docs/storage.md "Bulk transport"). Serving
+    /// RDMA to clients needs no setting: a node built with `rdma` and a device answers RDMA set-up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bulk_rdma: bool,
 }
 
 /// One storage target.
@@ -105,6 +110,7 @@ impl Config {
             register_timeout_ms: default_register_timeout_ms(),
             fence_after_ms: default_fence_after_ms(),
             metrics_listen: None,
+            bulk_rdma: false,
         }
     }
 

@@ -99,6 +99,12 @@ impl StorageService {
         self
     }
 
+    /// Sends forwarded updates through `peers` (default: TCP).
+    pub fn with_peers(mut self, peers: BulkClient) -> Self {
+        self.peers = peers;
+        self
+    }
+
     /// Counts and times requests in `metrics` (default: handles registered nowhere).
     pub fn with_metrics(mut self, metrics: Arc<StorageMetrics>) -> Self {
         self.metrics = metrics;

@@ -2,9 +2,11 @@
 //! same header over its control channel and moves the payload by RDMA READ/WRITE).
 //!
 //! Frame (all integers little-endian):
-//! `[magic u16 = 0x3354 "T3"][version u8 = 1][flags u8 = 0][header_len u32][payload_len u32]`
+//! `[magic u16 = 0x3354 "T3"][version u8 = 1][flags u8][header_len u32][payload_len u32]`
 //! followed by `header_len` bytes of a prost message (`BulkRequest`/`BulkResponse`) and
-//! `payload_len` raw bytes. The payload is never copied into protobuf.
+//! `payload_len` raw bytes. The payload is never copied into protobuf. Flags: 0 for plain TCP
+//! frames; [`FLAG_RDMA_CONNECT`] / [`FLAG_RDMA_CALL`] for the RDMA control frames (the header is
+//! then an `RdmaEndpoint` / `RdmaCall`).
 //!
 //! Invariants: lengths are checked against [`MAX_HEADER`] / [`MAX_PAYLOAD`] before allocating, so a
 //! peer cannot make us allocate unbounded memory; any framing error closes the connection.
@@ -14,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::proto::BulkRequest;
+use crate::proto::{BulkRequest, RdmaCall, RdmaEndpoint};
 use crate::status::Error;
 
 pub const MAGIC: u16 = 0x3354;
@@ -22,22 +24,33 @@ pub const VERSION: u8 = 1;
 pub const FRAME_PREFIX: usize = 12;
 pub const MAX_HEADER: usize = 1 << 20;
 pub const MAX_PAYLOAD: usize = (64 << 20) + 4096;
+/// Frame flag: the header is an `RdmaEndpoint` (RDMA queue pair set-up; see `bulk::rdma`).
+pub const FLAG_RDMA_CONNECT: u8 = 1;
+/// Frame flag: the header is an `RdmaCall` and the payloads move by RDMA.
+pub const FLAG_RDMA_CALL: u8 = 2;
 
 /// The fixed prefix of a frame, checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prefix {
+    pub flags: u8,
     pub header_len: usize,
     pub payload_len: usize,
 }
 
 /// Encodes a frame prefix. Fails when a length is over its limit.
 pub fn encode_prefix(header_len: usize, payload_len: usize) -> std::io::Result<[u8; FRAME_PREFIX]> {
+    encode_prefix_flags(0, header_len, payload_len)
+}
+
+/// [`encode_prefix`] with frame flags.
+pub fn encode_prefix_flags(flags: u8, header_len: usize, payload_len: usize) -> std::io::Result<[u8; FRAME_PREFIX]> {
     if header_len > MAX_HEADER || payload_len > MAX_PAYLOAD {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "bulk frame too large"));
     }
     let mut prefix = [0u8; FRAME_PREFIX];
     prefix[0..2].copy_from_slice(&MAGIC.to_le_bytes());
     prefix[2] = VERSION;
+    prefix[3] = flags;
     prefix[4..8].copy_from_slice(&(header_len as u32).to_le_bytes());
     prefix[8..12].copy_from_slice(&(payload_len as u32).to_le_bytes());
     Ok(prefix)
@@ -55,7 +68,10 @@ pub fn parse_prefix(prefix: &[u8; FRAME_PREFIX]) -> std::io::Result<Prefix> {
     if header_len > MAX_HEADER || payload_len > MAX_PAYLOAD {
         return Err(bad(format!("bulk frame too large: header {header_len}, payload {payload_len}")));
     }
-    Ok(Prefix { header_len, payload_len })
+    if prefix[3] > FLAG_RDMA_CALL {
+        return Err(bad(format!("unknown bulk frame flags {:#x}", prefix[3])));
+    }
+    Ok(Prefix { flags: prefix[3], header_len, payload_len })
 }
 
 /// Writes one frame.
@@ -64,16 +80,41 @@ pub async fn write_frame<W: AsyncWriteExt + Unpin>(
     header: &impl Message,
     payload: &[u8],
 ) -> std::io::Result<()> {
-    let hdr = header.encode_to_vec();
-    let prefix = encode_prefix(hdr.len(), payload.len())?;
+    write_frame_flags(w, 0, header, payload).await
+}
+
+/// Writes one frame with `flags`.
+pub async fn write_frame_flags<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    flags: u8,
+    header: &impl Message,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    write_raw_frame(w, flags, &header.encode_to_vec(), payload).await
+}
+
+/// Writes one frame whose header is already encoded.
+pub async fn write_raw_frame<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    flags: u8,
+    hdr: &[u8],
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let prefix = encode_prefix_flags(flags, hdr.len(), payload.len())?;
     w.write_all(&prefix).await?;
-    w.write_all(&hdr).await?;
+    w.write_all(hdr).await?;
     w.write_all(payload).await?;
     w.flush().await
 }
 
-/// Reads one frame; `Ok(None)` on a clean end of stream before a frame starts.
+/// Reads one frame; `Ok(None)` on a clean end of stream before a frame starts. Flags are ignored
+/// (responses carry none).
 pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<(Bytes, Bytes)>> {
+    Ok(read_frame_flags(r).await?.map(|(_, h, p)| (h, p)))
+}
+
+/// Reads one frame with its flags; `Ok(None)` on a clean end of stream before a frame starts.
+pub async fn read_frame_flags<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<(u8, Bytes, Bytes)>> {
     let mut prefix = [0u8; FRAME_PREFIX];
     match r.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -85,7 +126,7 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<O
     r.read_exact(&mut hdr).await?;
     let mut payload = BytesMut::zeroed(p.payload_len);
     r.read_exact(&mut payload).await?;
-    Ok(Some((hdr.freeze(), payload.freeze())))
+    Ok(Some((p.flags, hdr.freeze(), payload.freeze())))
 }
 
 /// Encodes one whole frame into a buffer (tests, fuzz seeds).
@@ -116,7 +157,17 @@ pub fn decode_request(frame: &[u8]) -> Result<(BulkRequest, &[u8]), Error> {
         )));
     }
     let (hdr, payload) = rest.split_at(p.header_len);
-    let req = BulkRequest::decode(hdr).map_err(|e| Error::invalid(format!("bad bulk request header: {e}")))?;
+    let req = match p.flags {
+        0 => BulkRequest::decode(hdr).map_err(|e| Error::invalid(format!("bad bulk request header: {e}")))?,
+        FLAG_RDMA_CALL => {
+            let call = RdmaCall::decode(hdr).map_err(|e| Error::invalid(format!("bad rdma call: {e}")))?;
+            call.request.ok_or_else(|| Error::invalid("rdma call without a request"))?
+        }
+        _ => {
+            RdmaEndpoint::decode(hdr).map_err(|e| Error::invalid(format!("bad rdma endpoint: {e}")))?;
+            return Err(Error::invalid("an rdma connect frame is not a request"));
+        }
+    };
     check_request(&req, payload.len())?;
     Ok((req, payload))
 }

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{check_request, read_frame, write_frame};
+use super::frame::{check_request, read_frame, read_frame_flags, write_frame};
 use super::transport::{CallFuture, Transport, TransportKind, check_response};
 use crate::proto::{BulkRequest, BulkResponse};
 use crate::status::{Error, StatusCode};
@@ -67,7 +67,20 @@ pub async fn serve<H: BulkHandler>(listener: TcpListener, handler: Arc<H>, cance
 }
 
 async fn serve_conn<H: BulkHandler>(mut sock: TcpStream, handler: Arc<H>) -> std::io::Result<()> {
-    while let Some((hdr, payload)) = read_frame(&mut sock).await? {
+    #[cfg(feature = "rdma")]
+    let mut rdma = None;
+    while let Some((flags, hdr, payload)) = read_frame_flags(&mut sock).await? {
+        if flags != 0 {
+            #[cfg(feature = "rdma")]
+            let (rsp, data) = super::rdma::server_frame(&mut rdma, flags, hdr, handler.as_ref()).await;
+            #[cfg(not(feature = "rdma"))]
+            let (rsp, data) = {
+                let _ = hdr;
+                (error_response(&Error::new(StatusCode::Unsupported, "this node is built without RDMA")), Bytes::new())
+            };
+            write_frame(&mut sock, &rsp, &data).await?;
+            continue;
+        }
         let checked = BulkRequest::decode(hdr)
             .map_err(|e| Error::invalid(format!("bad bulk request header: {e}")))
             .and_then(|req| check_request(&req, payload.len()).map(|()| req));

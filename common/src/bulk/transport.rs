@@ -145,3 +145,19 @@ pub(crate) fn check_response(rsp: BulkResponse, data: Bytes) -> Result<(BulkResp
     }
     Ok((rsp, data))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rdma_falls_back_to_tcp_without_a_device_or_the_feature() {
+        // The build machines have no RDMA device: asking for RDMA still yields a working TCP client.
+        let c = BulkClient::choose(&TransportPrefs { rdma: true, ..Default::default() });
+        if cfg!(feature = "rdma") && c.kind() == TransportKind::Rdma {
+            return; // a host with a device
+        }
+        assert_eq!(c.kind(), TransportKind::Tcp);
+        assert_eq!(BulkClient::choose(&TransportPrefs::default()).kind(), TransportKind::Tcp);
+    }
+}

@@ -1,1 +1,0 @@
-//! RDMA bulk backend (feature `rdma`): placeholder, filled in below.
