@@ -198,7 +198,7 @@ mod tests {
     use super::*;
     use crate::bulk::BulkClient;
     use crate::bulk::frame::{FRAME_PREFIX, MAGIC, VERSION};
-    use crate::proto::{ReadChunk, bulk_request};
+    use crate::proto::{ReadChunk, UpdateChunk, bulk_request};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncWriteExt;
 
@@ -221,7 +221,7 @@ mod tests {
         let c = BulkClient::default();
         let req = BulkRequest {
             request_id: "r".into(),
-            op: Some(bulk_request::Op::Read(ReadChunk::default())),
+            op: Some(bulk_request::Op::Update(UpdateChunk::default())),
             ..Default::default()
         };
         let data = vec![7u8; 1 << 20];
@@ -230,6 +230,9 @@ mod tests {
             assert_eq!(back.as_ref(), &data[..]);
             assert_eq!(rsp.payload_crc32c, crc32c::crc32c(&data));
         }
+        // The server's structural checks run before the handler: a read carries no payload.
+        let read = BulkRequest { op: Some(bulk_request::Op::Read(ReadChunk::default())), ..Default::default() };
+        assert_eq!(c.call(&addr, &read, b"x").await.unwrap_err().code, StatusCode::InvalidArgument);
         let bad = BulkRequest { request_id: "fail".into(), ..Default::default() };
         assert_eq!(c.call(&addr, &bad, &[]).await.unwrap_err().code, StatusCode::NotFound);
         cancel.cancel();

@@ -10,9 +10,9 @@
 //! it and the host has an RDMA device; TCP otherwise, with a log line saying why.
 //!
 //! Registered buffers: [`Transport::call_into`] reads a response payload straight into a caller
-//! buffer. TCP copies from its frame buffer; an RDMA backend whose buffer pool holds `out` lets the
-//! server write there directly. Callers that read into pool buffers (client/src/batch.rs) already
-//! use it, so switching backends changes no API.
+//! buffer. Both backends copy today (TCP from its frame buffer, RDMA from its per-connection
+//! registered region); it is the hook for a backend that registers caller memory (the batch
+//! reader's `BufferPool`) and lets the server RDMA-WRITE into it directly. Nothing calls it yet.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
