@@ -298,4 +298,30 @@ mod tests {
         assert!(t.idle_conns(&addr) <= 8);
         cancel.cancel();
     }
+
+    /// A node without RDMA (this build, or no device) answers RDMA set-up with a clear error and
+    /// keeps serving plain frames on the same connection.
+    #[tokio::test]
+    async fn rdma_setup_is_refused_cleanly_without_rdma() {
+        use crate::bulk::frame::{FLAG_RDMA_CONNECT, read_frame, write_frame_flags};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let cancel = CancellationToken::new();
+        tokio::spawn(serve(l, Arc::new(Echo), cancel.clone()));
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let ep = crate::proto::RdmaEndpoint { lid: 1, qpn: 2, psn: 3, gid: Bytes::new() };
+        write_frame_flags(&mut s, FLAG_RDMA_CONNECT, &ep, &[]).await.unwrap();
+        let (hdr, _) = read_frame(&mut s).await.unwrap().unwrap();
+        let rsp = BulkResponse::decode(hdr).unwrap();
+        if cfg!(feature = "rdma") && rsp.code == 0 {
+            return; // a host with an RDMA device accepted it
+        }
+        assert_ne!(rsp.code, 0, "RDMA set-up accepted without RDMA");
+        assert!(rsp.rdma_endpoint.is_none());
+        let req = BulkRequest { op: Some(bulk_request::Op::Update(UpdateChunk::default())), ..Default::default() };
+        write_frame(&mut s, &req, b"still here").await.unwrap();
+        let (_, back) = read_frame(&mut s).await.unwrap().unwrap();
+        assert_eq!(back.as_ref(), b"still here");
+        cancel.cancel();
+    }
 }
