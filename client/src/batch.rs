@@ -41,13 +41,11 @@
 //! a read holds its buffer, and so an `ExternalBuf`'s `owner`, until its completion is sent or
 //! dropped; the in-flight count never exceeds the configured depth.
 use std::any::Any;
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -56,7 +54,7 @@ use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::Client;
-use crate::batch_wire::Batcher;
+use crate::batch_wire::{Batcher, NodeLimits};
 use crate::data::{ChunkPiece, bulk_addr, chain_for, clamp_read, file_layout, readable_targets, split_range};
 
 /// A bounded pool of equally sized read buffers, allocated once (see the module note).
@@ -383,45 +381,6 @@ pub fn place(buf: &mut [u8], p: &ChunkPiece, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// How long a storage node that failed a read is tried last (after the healthy replicas).
-const SUSPECT_FOR: Duration = Duration::from_secs(1);
-
-/// Per storage node (keyed by bulk address): the limit on chunk reads in flight, and whether it
-/// failed recently.
-struct NodeLimits {
-    per_node: usize,
-    nodes: Mutex<HashMap<String, NodeState>>,
-}
-
-struct NodeState {
-    ops: Arc<Semaphore>,
-    suspect_until: Option<Instant>,
-}
-
-impl NodeLimits {
-    fn with<T>(&self, addr: &str, f: impl FnOnce(&mut NodeState) -> T) -> T {
-        let mut g = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        let st = g
-            .entry(addr.to_string())
-            .or_insert_with(|| NodeState { ops: Arc::new(Semaphore::new(self.per_node)), suspect_until: None });
-        f(st)
-    }
-
-    fn ops(&self, addr: &str) -> Arc<Semaphore> {
-        self.with(addr, |s| s.ops.clone())
-    }
-
-    /// Sort key for replica choice: recently failed nodes last, then fewest chunk reads in flight.
-    fn rank(&self, addr: &str) -> (bool, usize) {
-        let now = Instant::now();
-        self.with(addr, |s| (s.suspect_until.is_some_and(|t| t > now), self.per_node - s.ops.available_permits()))
-    }
-
-    fn mark_failed(&self, addr: &str) {
-        self.with(addr, |s| s.suspect_until = Some(Instant::now() + SUSPECT_FOR));
-    }
-}
-
 /// State shared by a reader and its running reads.
 struct Shared {
     client: Arc<Client>,
@@ -468,7 +427,7 @@ impl BatchReader {
             client,
             wire,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight_requests)),
-            nodes: NodeLimits { per_node: cfg.max_ops_per_node, nodes: Mutex::default() },
+            nodes: NodeLimits::new(cfg.max_ops_per_node),
             counters: Counters::default(),
             pending: AtomicUsize::new(0),
             cfg,

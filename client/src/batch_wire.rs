@@ -14,9 +14,13 @@
 //! payload is the successful reads' bytes in order. A read's bytes are checked against its CRC
 //! exactly like a single read ([`crate::Client::read_from`]); a failed request fails every read in
 //! it (each then fails over like a single read would).
+//!
+//! [`NodeLimits`] holds the per-node state replica choice uses: the in-flight semaphore and whether
+//! the node failed a read in the last second.
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use t3fs_common::proto::{self, bulk_request};
@@ -24,6 +28,49 @@ use t3fs_common::{ChunkId, Error, Result, StatusCode, TargetId};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::Client;
+
+/// How long a storage node that failed a read is tried last (after the healthy replicas).
+const SUSPECT_FOR: Duration = Duration::from_secs(1);
+
+/// Per storage node (keyed by bulk address): the limit on batch requests in flight, and whether it
+/// failed recently.
+pub(crate) struct NodeLimits {
+    per_node: usize,
+    nodes: Mutex<HashMap<String, NodeState>>,
+}
+
+struct NodeState {
+    ops: Arc<Semaphore>,
+    suspect_until: Option<Instant>,
+}
+
+impl NodeLimits {
+    pub fn new(per_node: usize) -> Self {
+        Self { per_node, nodes: Mutex::default() }
+    }
+
+    fn with<T>(&self, addr: &str, f: impl FnOnce(&mut NodeState) -> T) -> T {
+        let mut g = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let st = g
+            .entry(addr.to_string())
+            .or_insert_with(|| NodeState { ops: Arc::new(Semaphore::new(self.per_node)), suspect_until: None });
+        f(st)
+    }
+
+    pub fn ops(&self, addr: &str) -> Arc<Semaphore> {
+        self.with(addr, |s| s.ops.clone())
+    }
+
+    /// Sort key for replica choice: recently failed nodes last, then fewest chunk reads in flight.
+    pub fn rank(&self, addr: &str) -> (bool, usize) {
+        let now = Instant::now();
+        self.with(addr, |s| (s.suspect_until.is_some_and(|t| t > now), self.per_node - s.ops.available_permits()))
+    }
+
+    pub fn mark_failed(&self, addr: &str) {
+        self.with(addr, |s| s.suspect_until = Some(Instant::now() + SUSPECT_FOR));
+    }
+}
 
 /// One queued chunk read.
 struct Item {
