@@ -32,6 +32,10 @@ struct Storage {
     /// Updates to answer with NotHead before accepting.
     not_head: AtomicU32,
     updates: AtomicU32,
+    /// (client id, channel, seq) of every update received.
+    channels: Mutex<Vec<(Bytes, u32, u64)>>,
+    /// Updates to apply but answer with Unavailable (a lost response).
+    lose_responses: AtomicU32,
     /// Batch-read requests served.
     batches: AtomicU32,
     /// chain id -> targets, head first.
@@ -89,6 +93,7 @@ impl BulkHandler for Node {
             }
             Some(bulk_request::Op::Update(u)) => {
                 s.updates.fetch_add(1, Ordering::SeqCst);
+                s.channels.lock().unwrap().push((u.client_id.clone(), u.channel_id, u.seq));
                 if s.not_head.load(Ordering::SeqCst) > 0 {
                     s.not_head.fetch_sub(1, Ordering::SeqCst);
                     return err(StatusCode::NotHead);
@@ -123,6 +128,11 @@ impl BulkHandler for Node {
                         }
                         _ => return err(StatusCode::InvalidArgument),
                     }
+                }
+                if s.lose_responses.load(Ordering::SeqCst) > 0 {
+                    // Applied, but the answer is "lost": the client sees a retryable error.
+                    s.lose_responses.fetch_sub(1, Ordering::SeqCst);
+                    return err(StatusCode::Unavailable);
                 }
                 (proto::BulkResponse::default(), Bytes::new())
             }
@@ -478,6 +488,21 @@ async fn writes_retry_retryable_errors() {
     c.client.write(&inode, 0, b"abc").await.unwrap();
     assert_eq!(c.storage.updates.load(Ordering::SeqCst), 4);
     assert_eq!(c.client.read(&inode, 0, 3).await.unwrap(), b"abc");
+}
+
+#[tokio::test]
+async fn a_retried_write_resends_its_channel_and_seq_and_the_next_write_advances_it() {
+    let c = cluster().await;
+    let inode = c.inode(100);
+    c.storage.lose_responses.store(1, Ordering::SeqCst);
+    c.client.write(&inode, 0, b"abc").await.unwrap();
+    c.client.write(&inode, 3, b"def").await.unwrap();
+    let seen = c.storage.channels.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(!seen[0].0.is_empty() && seen[0].2 > 0, "{seen:?}");
+    // The retry is the same (client, channel, seq); the next write reuses the free channel at seq + 1.
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!((&seen[2].0, seen[2].1, seen[2].2), (&seen[0].0, seen[0].1, seen[0].2 + 1));
 }
 
 #[tokio::test]
