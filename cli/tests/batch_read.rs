@@ -276,7 +276,12 @@ async fn queue_depth_and_node_limits_hold_and_bad_requests_complete_with_errors(
     let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
     let client = cluster.client().await.unwrap();
     let files = write_files(&client, &[5 << 20, 3 << 20], 5).await;
-    let cfg = BatchConfig { max_in_flight_requests: 6, max_ops_per_node: 2, max_bytes_per_op: 256 << 10 };
+    let cfg = BatchConfig {
+        max_in_flight_requests: 6,
+        max_ops_per_node: 2,
+        max_bytes_per_op: 256 << 10,
+        ..BatchConfig::default()
+    };
     let reqs = random_reads(&files, 300, 2 << 20, 9);
     let pool = BufferPool::new(2 << 20, 16);
     let mut reader = client.batch_reader(cfg);

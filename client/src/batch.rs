@@ -30,24 +30,22 @@
 //! a node that failed a read in the last second goes last), fails over to the next replica on error, and the whole piece retries retryable errors with
 //! backoff until the client's `retry_timeout_ms` (re-reading the chain from routing each try).
 //!
-//! Per-node grouping: 3FS packs up to 128 reads (4 MiB) into one `BatchReadReq` per storage node.
-//! Our bulk protocol carries one `ReadChunk` per request frame, so here "grouping per node" is
-//! scheduling, not a wire message: chunk reads to one node share a limit of
-//! [`BatchConfig::max_ops_per_node`] in flight (one pooled connection each), and each read on the
-//! wire is at most `max_bytes_per_op`.
+//! Per-node grouping ([`crate::batch_wire`]): as 3FS packs up to 128 reads into one `BatchReadReq`
+//! per storage node, chunk reads bound for one node queue up and leave together in one batch-read
+//! request (at most [`BatchConfig::max_reads_per_batch`] reads and
+//! [`BatchConfig::max_bytes_per_batch`] bytes), with at most [`BatchConfig::max_ops_per_node`]
+//! such requests on the wire per node; each read on the wire is at most `max_bytes_per_op`.
 //!
 //! Invariants: a completion is delivered exactly once per submitted read, with its buffer; a read
 //! never writes outside `buf[..len]` (for an [`ExternalBuf`], outside the range it was made over);
 //! a read holds its buffer, and so an `ExternalBuf`'s `owner`, until its completion is sent or
 //! dropped; the in-flight count never exceeds the configured depth.
 use std::any::Any;
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -56,6 +54,7 @@ use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::Client;
+use crate::batch_wire::{Batcher, NodeLimits};
 use crate::data::{ChunkPiece, bulk_addr, chain_for, clamp_read, file_layout, readable_targets, split_range};
 
 /// A bounded pool of equally sized read buffers, allocated once (see the module note).
@@ -289,16 +288,26 @@ pub struct Completion {
 pub struct BatchConfig {
     /// Reads (submitted [`ReadReq`]s) in flight at once: the queue depth. `submit` waits above it.
     pub max_in_flight_requests: usize,
-    /// Chunk reads on the wire to one storage node at once. 16 matches the bulk client's idle
-    /// connections per address, so steady load reuses connections instead of opening new ones.
+    /// Batch-read requests on the wire to one storage node at once (each on its own pooled
+    /// connection; the bulk client keeps up to 64 per node).
     pub max_ops_per_node: usize,
     /// Largest single chunk read on the wire, in bytes; longer chunk pieces are split (3FS: 4 MiB).
     pub max_bytes_per_op: u32,
+    /// Chunk reads one batch request to a node carries at most ([`crate::batch_wire`]; 3FS: 128).
+    pub max_reads_per_batch: usize,
+    /// Bytes one batch request asks for at most (a single larger read still goes alone).
+    pub max_bytes_per_batch: u32,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_in_flight_requests: 128, max_ops_per_node: 16, max_bytes_per_op: 4 << 20 }
+        Self {
+            max_in_flight_requests: 128,
+            max_ops_per_node: 16,
+            max_bytes_per_op: 4 << 20,
+            max_reads_per_batch: 128,
+            max_bytes_per_batch: 8 << 20,
+        }
     }
 }
 
@@ -311,10 +320,14 @@ pub struct BatchStats {
     pub in_flight: usize,
     /// Most reads ever in flight at once (never above `max_in_flight_requests`).
     pub max_in_flight: usize,
-    /// Most chunk reads ever in flight to one storage node (never above `max_ops_per_node`).
+    /// Most batch requests ever in flight to one storage node (never above `max_ops_per_node`).
     pub max_node_ops: usize,
     /// Chunk reads that failed on one replica and moved on to another (or to a retry).
     pub failovers: u64,
+    /// Batch requests sent, and the chunk reads they carried (`wire_reads / wire_batches` is the
+    /// mean batch size).
+    pub wire_batches: u64,
+    pub wire_reads: u64,
 }
 
 #[derive(Default)]
@@ -323,7 +336,6 @@ struct Counters {
     completed: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
-    max_node_ops: AtomicUsize,
     failovers: AtomicU64,
 }
 
@@ -369,48 +381,10 @@ pub fn place(buf: &mut [u8], p: &ChunkPiece, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// How long a storage node that failed a read is tried last (after the healthy replicas).
-const SUSPECT_FOR: Duration = Duration::from_secs(1);
-
-/// Per storage node (keyed by bulk address): the limit on chunk reads in flight, and whether it
-/// failed recently.
-struct NodeLimits {
-    per_node: usize,
-    nodes: Mutex<HashMap<String, NodeState>>,
-}
-
-struct NodeState {
-    ops: Arc<Semaphore>,
-    suspect_until: Option<Instant>,
-}
-
-impl NodeLimits {
-    fn with<T>(&self, addr: &str, f: impl FnOnce(&mut NodeState) -> T) -> T {
-        let mut g = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        let st = g
-            .entry(addr.to_string())
-            .or_insert_with(|| NodeState { ops: Arc::new(Semaphore::new(self.per_node)), suspect_until: None });
-        f(st)
-    }
-
-    fn ops(&self, addr: &str) -> Arc<Semaphore> {
-        self.with(addr, |s| s.ops.clone())
-    }
-
-    /// Sort key for replica choice: recently failed nodes last, then fewest chunk reads in flight.
-    fn rank(&self, addr: &str) -> (bool, usize) {
-        let now = Instant::now();
-        self.with(addr, |s| (s.suspect_until.is_some_and(|t| t > now), self.per_node - s.ops.available_permits()))
-    }
-
-    fn mark_failed(&self, addr: &str) {
-        self.with(addr, |s| s.suspect_until = Some(Instant::now() + SUSPECT_FOR));
-    }
-}
-
 /// State shared by a reader and its running reads.
 struct Shared {
     client: Arc<Client>,
+    wire: Arc<Batcher>,
     cfg: BatchConfig,
     slots: Arc<Semaphore>,
     nodes: NodeLimits,
@@ -439,12 +413,21 @@ impl BatchReader {
             max_in_flight_requests: cfg.max_in_flight_requests.max(1),
             max_ops_per_node: cfg.max_ops_per_node.max(1),
             max_bytes_per_op: cfg.max_bytes_per_op.max(1),
+            max_reads_per_batch: cfg.max_reads_per_batch.max(1),
+            max_bytes_per_batch: cfg.max_bytes_per_batch.max(1),
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let wire = Arc::new(Batcher::new(
+            client.clone(),
+            cfg.max_ops_per_node,
+            cfg.max_reads_per_batch,
+            cfg.max_bytes_per_batch,
+        ));
         let shared = Arc::new(Shared {
             client,
+            wire,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight_requests)),
-            nodes: NodeLimits { per_node: cfg.max_ops_per_node, nodes: Mutex::default() },
+            nodes: NodeLimits::new(cfg.max_ops_per_node),
             counters: Counters::default(),
             pending: AtomicUsize::new(0),
             cfg,
@@ -521,8 +504,10 @@ impl BatchReader {
             completed: c.completed.load(Ordering::SeqCst),
             in_flight: c.in_flight.load(Ordering::SeqCst),
             max_in_flight: c.max_in_flight.load(Ordering::SeqCst),
-            max_node_ops: c.max_node_ops.load(Ordering::SeqCst),
+            max_node_ops: self.shared.wire.max_load.load(Ordering::SeqCst),
             failovers: c.failovers.load(Ordering::SeqCst),
+            wire_batches: self.shared.wire.batches.load(Ordering::Relaxed),
+            wire_reads: self.shared.wire.reads.load(Ordering::Relaxed),
         }
     }
 }
@@ -575,8 +560,6 @@ impl Shared {
     async fn read_piece(&self, l: &proto::Layout, inode: InodeId, p: ChunkPiece) -> Result<Bytes> {
         let client = &self.client;
         let chunk = ChunkId::new(inode, p.index);
-        let request_id = t3fs_common::new_request_id();
-        let request_id = &request_id;
         client
             .retrying("batch read chunk", move || async move {
                 let routing = client.routing.get();
@@ -595,10 +578,7 @@ impl Shared {
                 cands.sort_by_key(|c| (c.0, c.1));
                 for (_, _, target, addr) in cands {
                     let sem = self.nodes.ops(&addr);
-                    let _op = sem.clone().acquire_owned().await.expect("node semaphores are never closed");
-                    let load = self.cfg.max_ops_per_node - sem.available_permits();
-                    self.counters.max_node_ops.fetch_max(load, Ordering::SeqCst);
-                    match client.read_from(&routing, target, chunk, p, request_id).await {
+                    match self.wire.read(&addr, &sem, target, chunk, p.offset, p.len).await {
                         Ok(data) => return Ok(data),
                         Err(e) if e.code == StatusCode::ChunkNotFound => return Ok(Bytes::new()),
                         Err(e) => {

@@ -25,6 +25,10 @@ pub struct ClientConfig {
     /// How often the client extends its session at mgmtd, in milliseconds (mgmtd drops a session
     /// `client_session_timeout_ms`, default 60 s, after the last extension). 0: no session.
     pub session_extend_ms: u64,
+    /// Use the RDMA bulk transport when the client is built with feature `rdma` and the host has an
+    /// RDMA device (else TCP, with a log line).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bulk_rdma: bool,
 }
 
 impl Default for ClientConfig {
@@ -35,6 +39,7 @@ impl Default for ClientConfig {
             routing_refresh_ms: 500,
             retry_timeout_ms: 30_000,
             session_extend_ms: 10_000,
+            bulk_rdma: false,
         }
     }
 }

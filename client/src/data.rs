@@ -289,6 +289,9 @@ impl Client {
         let crc = crc32c::crc32c(payload);
         let request_id = t3fs_common::new_request_id();
         let (request_id, chunk_bytes) = (&request_id, &chunk_bytes);
+        // Every retry of this update goes out on the same channel with the same seq: exactly once.
+        let channel = self.channels.acquire().await;
+        let channel = &channel;
         self.retrying("update chunk", move || async move {
             let routing = self.routing.get();
             let chain = chain_for(&routing, l, index)?;
@@ -308,6 +311,10 @@ impl Client {
                     payload_crc32c: crc,
                     update_version: 0,
                     sync: false,
+                    client_id: channel.client_id().clone(),
+                    channel_id: channel.channel_id(),
+                    seq: channel.seq(),
+                    repair: false,
                 })),
             };
             match self.bulk.call(&addr, &req, payload).await {

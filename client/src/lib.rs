@@ -30,6 +30,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod batch;
+mod batch_wire;
+pub mod channels;
 pub mod config;
 pub mod data;
 pub mod dirs;
@@ -80,6 +82,8 @@ pub struct Client {
     /// Connection used for explicit routing refreshes, and the time of the last one.
     mgmtd: tokio::sync::Mutex<(MgmtdConn, Option<Instant>)>,
     bulk: BulkClient,
+    /// Exactly-once channels for chunk updates ([`channels`]).
+    channels: channels::UpdateChannels,
     /// Round-robin counter spreading reads over replicas and meta connections over meta nodes.
     rr: AtomicUsize,
 }
@@ -120,10 +124,11 @@ impl Client {
             routing,
             cancel,
             tasks: Mutex::new(tasks),
-            client_id,
+            client_id: client_id.clone(),
             meta: Mutex::new(None),
             mgmtd: tokio::sync::Mutex::new((mgmtd, None)),
-            bulk: BulkClient::default(),
+            bulk: BulkClient::choose(&t3fs_common::bulk::TransportPrefs { rdma: cfg.bulk_rdma, ..Default::default() }),
+            channels: channels::UpdateChannels::new(client_id.clone()),
             rr: AtomicUsize::new(rand_start()),
             cfg,
         });

@@ -35,41 +35,73 @@ struct Storage {
     not_committed: AtomicU32,
     reads: AtomicU32,
     updates: AtomicU32,
+    /// (client id, channel, seq) of every update received.
+    channels: Mutex<Vec<(Bytes, u32, u64)>>,
+    /// Updates to apply but answer with Unavailable (a lost response).
+    lose_responses: AtomicU32,
+    /// Batch-read requests served.
+    batches: AtomicU32,
     /// chain id -> targets, head first.
     chains: HashMap<u32, Vec<u64>>,
 }
 
 struct Node(Arc<Storage>);
 
+impl Storage {
+    /// One read as a storage node answers it: (CRC the header carries, data) or the error code.
+    fn read(&self, r: &proto::ReadChunk) -> Result<(u32, Bytes), StatusCode> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.not_committed.load(Ordering::SeqCst) > 0 && !r.relaxed {
+            self.not_committed.fetch_sub(1, Ordering::SeqCst);
+            return Err(StatusCode::ChunkNotCommitted);
+        }
+        if self.down.lock().unwrap().contains(&r.target_id) {
+            return Err(StatusCode::Unavailable);
+        }
+        let chunks = self.chunks.lock().unwrap();
+        let Some(data) = chunks.get(&(r.target_id, r.chunk_id.to_vec())) else {
+            return Err(StatusCode::ChunkNotFound);
+        };
+        let start = (r.offset as usize).min(data.len());
+        let end = (start + r.length as usize).min(data.len());
+        let out = Bytes::copy_from_slice(&data[start..end]);
+        let mut crc = crc32c::crc32c(&out);
+        if self.corrupt.lock().unwrap().contains(&r.target_id) {
+            crc ^= 1;
+        }
+        Ok((crc, out))
+    }
+}
+
 impl BulkHandler for Node {
     async fn handle(&self, req: proto::BulkRequest, payload: Bytes) -> (proto::BulkResponse, Bytes) {
         let s = &self.0;
         let err = |c: StatusCode| (bulk::error_response(&Error::new(c, "injected")), Bytes::new());
         match req.op {
-            Some(bulk_request::Op::Read(r)) => {
-                s.reads.fetch_add(1, Ordering::SeqCst);
-                if s.not_committed.load(Ordering::SeqCst) > 0 && !r.relaxed {
-                    s.not_committed.fetch_sub(1, Ordering::SeqCst);
-                    return err(StatusCode::ChunkNotCommitted);
+            Some(bulk_request::Op::Read(r)) => match s.read(&r) {
+                Ok((crc, out)) => (proto::BulkResponse { payload_crc32c: crc, ..Default::default() }, out),
+                Err(c) => err(c),
+            },
+            Some(bulk_request::Op::BatchRead(b)) => {
+                s.batches.fetch_add(1, Ordering::SeqCst);
+                let mut payload = Vec::new();
+                let mut results = Vec::new();
+                for r in &b.reads {
+                    results.push(match s.read(r) {
+                        Ok((crc, out)) => {
+                            payload.extend_from_slice(&out);
+                            proto::ReadResult { length: out.len() as u32, crc32c: crc, ..Default::default() }
+                        }
+                        Err(c) => {
+                            proto::ReadResult { code: c as u32, message: "injected".into(), ..Default::default() }
+                        }
+                    });
                 }
-                if s.down.lock().unwrap().contains(&r.target_id) {
-                    return err(StatusCode::Unavailable);
-                }
-                let chunks = s.chunks.lock().unwrap();
-                let Some(data) = chunks.get(&(r.target_id, r.chunk_id.to_vec())) else {
-                    return err(StatusCode::ChunkNotFound);
-                };
-                let start = (r.offset as usize).min(data.len());
-                let end = (start + r.length as usize).min(data.len());
-                let out = Bytes::copy_from_slice(&data[start..end]);
-                let mut crc = crc32c::crc32c(&out);
-                if s.corrupt.lock().unwrap().contains(&r.target_id) {
-                    crc ^= 1;
-                }
-                (proto::BulkResponse { payload_crc32c: crc, ..Default::default() }, out)
+                (proto::BulkResponse { results, ..Default::default() }, Bytes::from(payload))
             }
             Some(bulk_request::Op::Update(u)) => {
                 s.updates.fetch_add(1, Ordering::SeqCst);
+                s.channels.lock().unwrap().push((u.client_id.clone(), u.channel_id, u.seq));
                 if s.not_head.load(Ordering::SeqCst) > 0 {
                     s.not_head.fetch_sub(1, Ordering::SeqCst);
                     return err(StatusCode::NotHead);
@@ -104,6 +136,11 @@ impl BulkHandler for Node {
                         }
                         _ => return err(StatusCode::InvalidArgument),
                     }
+                }
+                if s.lose_responses.load(Ordering::SeqCst) > 0 {
+                    // Applied, but the answer is "lost": the client sees a retryable error.
+                    s.lose_responses.fetch_sub(1, Ordering::SeqCst);
+                    return err(StatusCode::Unavailable);
                 }
                 (proto::BulkResponse::default(), Bytes::new())
             }
@@ -476,6 +513,21 @@ async fn writes_retry_retryable_errors() {
 }
 
 #[tokio::test]
+async fn a_retried_write_resends_its_channel_and_seq_and_the_next_write_advances_it() {
+    let c = cluster().await;
+    let inode = c.inode(100);
+    c.storage.lose_responses.store(1, Ordering::SeqCst);
+    c.client.write(&inode, 0, b"abc").await.unwrap();
+    c.client.write(&inode, 3, b"def").await.unwrap();
+    let seen = c.storage.channels.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(!seen[0].0.is_empty() && seen[0].2 > 0, "{seen:?}");
+    // The retry is the same (client, channel, seq); the next write reuses the free channel at seq + 1.
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!((&seen[2].0, seen[2].1, seen[2].2), (&seen[0].0, seen[0].1, seen[0].2 + 1));
+}
+
+#[tokio::test]
 async fn truncate_and_remove_fix_chunks() {
     let c = cluster().await;
     let user = UserInfo::root();
@@ -643,4 +695,46 @@ async fn batch_reads_land_in_disjoint_ranges_of_one_external_buffer() {
     assert!(buf[..G].iter().chain(&buf[G + L..2 * G + L]).chain(&buf[2 * G + 2 * L..]).all(|&x| x == 0xEE));
     assert!(buf[G..G + L] == want[off_a as usize..off_a as usize + L]);
     assert!(buf[2 * G + L..2 * G + 2 * L] == want[off_b as usize..off_b as usize + L]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_reads_go_out_in_per_node_batches_and_match_single_reads() {
+    use t3fs_client::{BatchConfig, ReadReq};
+
+    let c = cluster().await;
+    let inode = Arc::new(c.inode(8 * u64::from(CS)));
+    let data = pattern(6 * CS as usize + 123, 9);
+    c.client.write(&inode, 0, &data).await.unwrap();
+    // One replica of chain 1 answers with bad CRCs: its batch items fail and fail over.
+    c.storage.corrupt.lock().unwrap().insert(101);
+    let mut rng = t3fs_common::layout::SplitMix64::new(3);
+    let ranges: Vec<(u64, u32)> = (0..200)
+        .map(|_| (rng.next_u64() % (8 * u64::from(CS)), (rng.next_u64() % (3 * u64::from(CS))) as u32))
+        .collect();
+    let cfg = BatchConfig {
+        max_in_flight_requests: 64,
+        max_ops_per_node: 1,
+        max_bytes_per_op: 700,
+        max_reads_per_batch: 16,
+        max_bytes_per_batch: 6000,
+    };
+    let mut reader = c.client.batch_reader(cfg);
+    for (i, &(offset, len)) in ranges.iter().enumerate() {
+        let buf = vec![0u8; len as usize].into();
+        reader.submit(ReadReq { inode: inode.clone(), offset, len, buf, user_data: i as u64 }).await;
+    }
+    let mut done = 0;
+    while let Some(comp) = reader.next().await {
+        let (offset, len) = ranges[comp.user_data as usize];
+        let n = comp.result.unwrap();
+        let single = c.client.read(&inode, offset, len).await.unwrap();
+        assert_eq!(&comp.buf[..n], &single[..], "read {offset}+{len}");
+        done += 1;
+    }
+    assert_eq!(done, ranges.len());
+    let s = reader.stats();
+    assert!(s.max_node_ops <= 1, "{s:?}");
+    assert!(s.wire_batches > 0 && s.wire_reads > 2 * s.wire_batches, "reads were not batched: {s:?}");
+    assert!(s.failovers > 0, "{s:?}");
+    assert!(c.storage.batches.load(Ordering::SeqCst) as u64 == s.wire_batches, "{s:?}");
 }

@@ -40,6 +40,9 @@ pub enum StatusCode {
     TargetNotServing = 105,
     RoutingNotReady = 106,
     ChunkTooLarge = 107,
+    /// An update on an exactly-once channel whose sequence number is older than the channel's last
+    /// one: a stale duplicate, refused without being applied (storage/src/channels.rs).
+    DuplicateUpdate = 120,
     // KV store.
     KvConflict = 200,
     KvTransactionTooLarge = 201,
@@ -75,6 +78,7 @@ impl StatusCode {
         Self::TargetNotServing,
         Self::RoutingNotReady,
         Self::ChunkTooLarge,
+        Self::DuplicateUpdate,
         Self::KvConflict,
         Self::KvTransactionTooLarge,
         Self::KvTransactionTooOld,
@@ -106,7 +110,7 @@ impl StatusCode {
             Unavailable | TargetNotServing | RoutingNotReady | ChainVersionMismatch | NotHead | ChunkNotCommitted
             | KvConflict | KvTransactionTooOld | NotPrimary => libc::EAGAIN,
             KvTransactionTooLarge => libc::EFBIG,
-            Internal | Io | ChecksumMismatch => libc::EIO,
+            Internal | Io | ChecksumMismatch | DuplicateUpdate => libc::EIO,
         }
     }
 
@@ -136,7 +140,7 @@ impl StatusCode {
             InvalidArgument | NameTooLong | ChunkTooLarge | NotDirectory | IsDirectory => tonic::Code::InvalidArgument,
             NotFound | ChunkNotFound => tonic::Code::NotFound,
             AlreadyExists => tonic::Code::AlreadyExists,
-            DirectoryNotEmpty => tonic::Code::FailedPrecondition,
+            DirectoryNotEmpty | DuplicateUpdate => tonic::Code::FailedPrecondition,
             PermissionDenied | OperationNotPermitted => tonic::Code::PermissionDenied,
             Unauthenticated => tonic::Code::Unauthenticated,
             Timeout => tonic::Code::DeadlineExceeded,

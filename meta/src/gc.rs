@@ -158,6 +158,7 @@ impl Gc {
                         payload_crc32c: 0,
                         update_version: 0,
                         sync: false,
+                        ..Default::default()
                     })),
                 };
                 self.bulk.call(&addr, &req, &[]).await.map(|_| ())

@@ -60,6 +60,11 @@ pub struct Config {
     /// when it is created, instead of leaving it sparse until its slots are written.
     #[serde(default)]
     pub preallocate: bool,
+    /// Forward updates and resync to peers over RDMA when this binary is built with feature `rdma`
+    /// and the host has an RDMA device (else TCP; see docs/storage.md "Bulk transport"). Serving
+    /// RDMA to clients needs no setting: a node built with `rdma` and a device answers RDMA set-up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bulk_rdma: bool,
 }
 
 /// One storage target.
@@ -111,6 +116,7 @@ impl Config {
             fence_after_ms: default_fence_after_ms(),
             metrics_listen: None,
             preallocate: false,
+            bulk_rdma: false,
         }
     }
 

@@ -149,6 +149,12 @@ fn hostname() -> String {
 
 /// Opens the targets, binds, starts serving, registers with mgmtd and starts the background tasks.
 /// Returns once registered and listening.
+/// The bulk client for talking to peers: RDMA when configured and available, else TCP.
+fn bulk_client(config: &Config) -> t3fs_common::bulk::BulkClient {
+    let prefs = t3fs_common::bulk::TransportPrefs { rdma: config.bulk_rdma, ..Default::default() };
+    t3fs_common::bulk::BulkClient::choose(&prefs)
+}
+
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     let targets = config.targets.clone();
@@ -226,6 +232,7 @@ async fn serve_and_register(
     let users = t3fs_common::users::UserCache::new(mgmtd.clone(), config.token.clone());
     let handler = Arc::new(
         service::StorageService::new(config.token.clone(), stores.clone(), routing.clone(), fence.clone())
+            .with_peers(bulk_client(config))
             .with_metrics(metrics.clone())
             .with_users(users.clone()),
     );
@@ -290,7 +297,7 @@ async fn serve_and_register(
             stores: stores.clone(),
             routing: routing.clone(),
             fence: fence.clone(),
-            peers: t3fs_common::bulk::BulkClient::default(),
+            peers: bulk_client(config),
             metrics,
             board: sync_board,
         },

@@ -78,6 +78,10 @@ pub struct StorageMetrics {
     pub syncs_completed: Counter,
     pub syncs_failed: Counter,
     pub resync_remaining_chunks: Gauge,
+    /// Damaged replicas rewritten from a good one (`t3fs admin fsck --repair`).
+    pub repairs: Counter,
+    /// Client updates answered from an update channel's record (retries of applied updates).
+    pub replayed_updates: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -98,6 +102,8 @@ impl Default for StorageMetrics {
             syncs_completed: Counter::default(),
             syncs_failed: Counter::default(),
             resync_remaining_chunks: Gauge::default(),
+            repairs: Counter::default(),
+            replayed_updates: Counter::default(),
         }
     }
 }
@@ -134,6 +140,12 @@ impl StorageMetrics {
             "t3fs_storage_resync_remaining_chunks",
             "Chunks running resyncs still have to transfer",
             m.resync_remaining_chunks.clone(),
+        );
+        r.register("t3fs_storage_repairs", "Damaged replicas repaired from a good one", m.repairs.clone());
+        r.register(
+            "t3fs_storage_replayed_updates",
+            "Retried client updates answered from the update channel record",
+            m.replayed_updates.clone(),
         );
         r.register_collector(Box::new(StateCollector { stores, fence }));
         m

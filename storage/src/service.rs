@@ -37,8 +37,11 @@
 //! Fencing ([`crate::local_state::Fence`]): while the node has had no heartbeat reply from mgmtd for
 //! `fence_after_ms`, every read and update is refused with TargetNotServing.
 //!
-//! Not yet (issue 4): exactly-once update channels, and exiting on LASTSRV/OFFLINE (research/3fs.md §2;
-//! fencing and the local-state rule cover the safety part).
+//! Exactly-once client updates ([`channels`]), batch reads ([`batch_read`]) and replica repair
+//! ([`repair`]) live in submodules.
+//!
+//! Not yet (issue 4): exiting on LASTSRV/OFFLINE (research/3fs.md §2; fencing and the local-state rule
+//! cover the safety part).
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +57,12 @@ use tracing::Instrument;
 use crate::chunk_store::{ChunkGuard, ChunkStore, Update};
 use crate::local_state::Fence;
 use crate::metrics::{Outcome, StorageMetrics};
+
+mod batch_read;
+pub mod channels;
+mod repair;
+
+use channels::{Admit, UpdateChannels};
 
 /// The next writable target after this one, as routing shows it.
 struct Successor {
@@ -75,6 +84,7 @@ pub struct StorageService {
     fence: Arc<Fence>,
     peers: BulkClient,
     metrics: Arc<StorageMetrics>,
+    channels: UpdateChannels,
 }
 
 impl StorageService {
@@ -85,12 +95,27 @@ impl StorageService {
         fence: Arc<Fence>,
     ) -> Self {
         let auth = Authenticator::new(&token);
-        Self { token, auth, targets, routing, fence, peers: BulkClient::default(), metrics: Arc::default() }
+        Self {
+            token,
+            auth,
+            targets,
+            routing,
+            fence,
+            peers: BulkClient::default(),
+            metrics: Arc::default(),
+            channels: UpdateChannels::default(),
+        }
     }
 
     /// Also admits the user tokens of `users` (mgmtd's user table).
     pub fn with_users(mut self, users: UserCache) -> Self {
         self.auth = self.auth.with_users(users);
+        self
+    }
+
+    /// Sends forwarded updates through `peers` (default: TCP).
+    pub fn with_peers(mut self, peers: BulkClient) -> Self {
+        self.peers = peers;
         self
     }
 
@@ -362,8 +387,27 @@ impl BulkHandler for StorageService {
                 );
                 let (target, len) = (u.target_id, payload.len());
                 // Updates report the payload they carried, not the (empty) response payload.
-                let res = self.update(&req.request_id, u, payload).instrument(span).await;
+                let res = match self.channels.admit(&u) {
+                    Err(e) => Err(e),
+                    Ok(Admit::Replay(rsp)) => {
+                        self.metrics.replayed_updates.inc();
+                        Ok((rsp, Bytes::new()))
+                    }
+                    Ok(_) if u.repair => self.repair(u, payload).instrument(span).await,
+                    Ok(Admit::Untracked) => self.update(&req.request_id, u, payload).instrument(span).await,
+                    Ok(Admit::Fresh(ticket)) => {
+                        let res = self.update(&req.request_id, u, payload).instrument(span).await;
+                        ticket.finish(&res);
+                        res
+                    }
+                };
                 ("update", target, res.map(|(rsp, data)| (rsp, data, len)))
+            }
+            Some(bulk_request::Op::BatchRead(b)) => {
+                let span = tracing::info_span!("batch_read", req = %req.request_id, reads = b.reads.len());
+                let res = self.batch_read(&req.request_id, b).instrument(span).await;
+                // Items are counted one by one inside; this is the batch's own latency and status.
+                ("batch_read", 0, res.map(|(rsp, data)| (rsp, data, 0)))
             }
             None => ("none", 0, Err(Error::invalid("bulk request without an op"))),
         };

@@ -379,6 +379,7 @@ async fn send_chunk(
             payload_crc32c: crc32c::crc32c(&data),
             update_version: version,
             sync: true,
+            ..Default::default()
         })),
     };
     let (rsp, _) = ctx.peers.call(bulk_addr, &req, &data).await?;

@@ -7,6 +7,10 @@
 //! others in version, length or CRC32C. Unless `--meta-only`, every replica's data is also read over
 //! the bulk plane and checked against the CRC32C its metadata records (storage verifies too, so a
 //! damaged or missing data file comes back as an error). Chunks are checked 16 at a time.
+//!
+//! `--repair` ([`super::repair`]): a replica whose metadata agrees with the others but whose data fails
+//! its CRC is rewritten from a replica whose data is good; the chunk is then checked again, and fsck
+//! fails only for chunks still bad.
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -112,6 +116,12 @@ struct Problem {
     index: u32,
     chain: u32,
     reasons: Vec<String>,
+    /// A repair was attempted (then the chunk is checked again).
+    repair_tried: bool,
+    /// Checked again after the repair and found fine.
+    fixed: bool,
+    /// For the re-check: the file and chunk index.
+    file: Option<proto::Inode>,
 }
 
 /// The chain holding chunk `index` of a file with layout `l`.
@@ -121,7 +131,7 @@ fn chain_of<'r>(routing: &'r Routing, l: &proto::Layout, index: u32) -> anyhow::
 }
 
 /// Reads the whole chunk from one target and checks it against `meta`.
-async fn verify_data(
+pub(super) async fn verify_data(
     ctx: &Ctx,
     bulk: &BulkClient,
     routing: &Routing,
@@ -152,6 +162,13 @@ async fn verify_data(
     Ok(())
 }
 
+/// What to check: data too (not only metadata), and repair damaged replicas.
+#[derive(Clone, Copy)]
+struct Check {
+    data: bool,
+    repair: bool,
+}
+
 /// Checks one chunk on every replica; `None` when it is fine.
 async fn check_chunk(
     ctx: &Ctx,
@@ -160,11 +177,21 @@ async fn check_chunk(
     path: &str,
     file: &proto::Inode,
     index: u32,
-    data: bool,
+    check: Check,
 ) -> Option<Problem> {
+    let Check { data, repair } = check;
     let chunk = ChunkId::new(InodeId(file.id), index);
     let routing = c.routing();
-    let mut problem = Problem { path: path.to_string(), chunk, index, chain: 0, reasons: Vec::new() };
+    let mut problem = Problem {
+        path: path.to_string(),
+        chunk,
+        index,
+        chain: 0,
+        reasons: Vec::new(),
+        repair_tried: false,
+        fixed: false,
+        file: Some(file.clone()),
+    };
     let chain = match file.layout.as_ref().context("file has no layout").and_then(|l| chain_of(&routing, l, index)) {
         Ok(ch) => ch,
         Err(e) => {
@@ -189,6 +216,8 @@ async fn check_chunk(
         return None; // a hole
     }
     let reference = present.first().map(|m| (m.version, m.length, m.crc32c));
+    // Replicas whose data checked out, and those whose data did not (both with their metadata).
+    let (mut good, mut damaged) = (Vec::new(), Vec::new());
     for (target, r) in &replicas {
         match r {
             Replica::Missing => problem.reasons.push(format!("target {target}: replica missing")),
@@ -200,17 +229,31 @@ async fn check_chunk(
                         m.version, m.length, m.crc32c
                     ));
                 }
-                if data && let Err(e) = verify_data(ctx, bulk, &routing, *target, chunk, m).await {
-                    problem.reasons.push(format!("target {target}: {e}"));
+                if data {
+                    match verify_data(ctx, bulk, &routing, *target, chunk, m).await {
+                        Ok(()) => good.push((*target, m.clone())),
+                        Err(e) => {
+                            problem.reasons.push(format!("target {target}: {e}"));
+                            damaged.push((*target, m.clone()));
+                        }
+                    }
                 }
             }
         }
     }
+    if repair && !damaged.is_empty() && !good.is_empty() {
+        problem.repair_tried = true;
+        let notes = super::repair::repair_replicas(ctx, bulk, &routing, chain, chunk, &good, &damaged).await;
+        problem.reasons.extend(notes);
+    }
     (!problem.reasons.is_empty()).then_some(problem)
 }
 
-/// `t3fs admin fsck PATH [--meta-only]`. Fails (exit 1) when any chunk is bad.
-pub async fn fsck(ctx: &Ctx, path: &str, data: bool) -> anyhow::Result<()> {
+/// `t3fs admin fsck PATH [--meta-only] [--repair]`. Fails (exit 1) when any chunk is (still) bad.
+pub async fn fsck(ctx: &Ctx, path: &str, data: bool, repair: bool) -> anyhow::Result<()> {
+    if repair && !data {
+        bail!("--repair needs the data check: it cannot be combined with --meta-only");
+    }
     let c = ctx.client().await?;
     let root = resolve(ctx, &c, path).await?;
     // A file with several names (hard links) is checked once, under the first name found.
@@ -241,7 +284,7 @@ pub async fn fsck(ctx: &Ctx, path: &str, data: bool) -> anyhow::Result<()> {
     let (c_ref, bulk_ref, bar_ref) = (&c, &bulk, &bar);
     let mut problems: Vec<Problem> = futures::stream::iter(jobs)
         .map(|(p, f, i)| async move {
-            let r = check_chunk(ctx, c_ref, bulk_ref, p, f, i, data).await;
+            let r = check_chunk(ctx, c_ref, bulk_ref, p, f, i, Check { data, repair }).await;
             bar_ref.inc(1);
             r
         })
@@ -250,6 +293,12 @@ pub async fn fsck(ctx: &Ctx, path: &str, data: bool) -> anyhow::Result<()> {
         .collect()
         .await;
     bar.finish_and_clear();
+    for p in problems.iter_mut().filter(|p| p.repair_tried) {
+        let file = p.file.take().expect("set for every problem");
+        p.fixed =
+            check_chunk(ctx, &c, &bulk, &p.path, &file, p.index, Check { data: true, repair: false }).await.is_none();
+    }
+    let unfixed = problems.iter().filter(|p| !p.fixed).count();
     problems.sort_by(|a, b| (&a.path, a.index).cmp(&(&b.path, b.index)));
     if ctx.json {
         let bad: Vec<Value> = problems
@@ -262,6 +311,7 @@ pub async fn fsck(ctx: &Ctx, path: &str, data: bool) -> anyhow::Result<()> {
                     "chunk": p.chunk.to_string(),
                     "chain": p.chain,
                     "problems": p.reasons,
+                    "repaired": p.fixed,
                 })
             })
             .collect();
@@ -270,22 +320,25 @@ pub async fn fsck(ctx: &Ctx, path: &str, data: bool) -> anyhow::Result<()> {
             "files": files.len(),
             "chunks": chunks,
             "bad": problems.len(),
+            "repaired": problems.len() - unfixed,
             "data_checked": data,
             "bad_chunks": bad,
         }));
     } else {
         for p in &problems {
-            println!("BAD {} chunk {} (index {}, chain {}):", p.path, p.chunk, p.index, p.chain);
+            let tag = if p.fixed { "REPAIRED" } else { "BAD" };
+            println!("{tag} {} chunk {} (index {}, chain {}):", p.path, p.chunk, p.index, p.chain);
             for r in &p.reasons {
                 println!("    {r}");
             }
         }
         let how = if data { "metadata and data" } else { "metadata only" };
-        println!("fsck {path}: {} files, {chunks} chunks, {} bad ({how})", files.len(), problems.len());
+        let repaired = if repair { format!(", {} repaired", problems.len() - unfixed) } else { String::new() };
+        println!("fsck {path}: {} files, {chunks} chunks, {} bad{repaired} ({how})", files.len(), problems.len());
     }
     c.shutdown().await;
-    if !problems.is_empty() {
-        bail!("fsck {path}: {} of {chunks} chunks are bad", problems.len());
+    if unfixed > 0 {
+        bail!("fsck {path}: {unfixed} of {chunks} chunks are bad");
     }
     Ok(())
 }

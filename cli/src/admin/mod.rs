@@ -27,6 +27,7 @@ pub mod fsck;
 pub mod layout;
 pub mod namespace;
 pub mod output;
+pub mod repair;
 pub mod syncs;
 pub mod targets;
 pub mod transfer;
@@ -262,6 +263,9 @@ pub enum AdminCmd {
         /// Compare replica metadata only; do not read chunk data.
         #[arg(long)]
         meta_only: bool,
+        /// Rewrite replicas whose data fails its CRC from a replica whose data is good.
+        #[arg(long)]
+        repair: bool,
     },
     /// List a directory (or show one file).
     Ls {
@@ -390,7 +394,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::GetConfig { node_type } => config::get_config(&ctx, node_type).await,
         AdminCmd::QueryChunk { target, inode, index } => fsck::query_chunk(&ctx, target, inode, index).await,
         AdminCmd::DumpChunkmeta { target, inode } => fsck::dump_chunkmeta(&ctx, target, inode).await,
-        AdminCmd::Fsck { path, meta_only } => fsck::fsck(&ctx, &path, !meta_only).await,
+        AdminCmd::Fsck { path, meta_only, repair } => fsck::fsck(&ctx, &path, !meta_only, repair).await,
         AdminCmd::Ls { long, path } => namespace::ls(&ctx, &path, long).await,
         AdminCmd::Stat { path } => namespace::stat(&ctx, &path).await,
         AdminCmd::Mkdir { parents, mode, path } => namespace::mkdir(&ctx, &path, parents, &mode).await,

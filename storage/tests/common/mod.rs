@@ -353,6 +353,7 @@ pub fn update(
             payload_crc32c: crc32c::crc32c(data),
             update_version: 0,
             sync: false,
+            ..Default::default()
         })),
     }
 }

@@ -1,0 +1,248 @@
+//! The RDMA bulk backend (feature `rdma`), after 3FS: RC queue pairs set up over the bulk TCP
+//! connection, which stays the control channel; payloads move by one-sided RDMA driven by the
+//! storage node: it RDMA-READs a request payload from the client's registered buffer and
+//! RDMA-WRITEs a read result into another one, then answers over TCP.
+//!
+//! Protocol on one bulk TCP connection (frame flags in [`super::frame`]):
+//! 1. client → `FLAG_RDMA_CONNECT` frame, header = its `RdmaEndpoint`; server creates a QP, connects
+//!    it, answers a `BulkResponse` with `rdma_endpoint`; the client connects its QP. A server without
+//!    RDMA answers with an error and the client falls back to TCP for that peer.
+//! 2. each call: client copies the payload into its registered send region and sends a
+//!    `FLAG_RDMA_CALL` frame whose header is an `RdmaCall` (the `BulkRequest`, plus the send and
+//!    receive regions' address/rkey/length) and no payload; the server RDMA-READs the payload into
+//!    its own registered staging region, runs the handler, RDMA-WRITEs the response payload into the
+//!    client's receive region when it fits (else sends it in the frame) and answers with
+//!    `rdma_written`. RC completion at the server (after the peer's ack) precedes the TCP answer, so
+//!    the bytes are in client memory when the client reads the header.
+//!
+//! Buffers: each connection has one send and one receive region of [`REGION_BYTES`] registered once
+//! (the registered buffer pool is the set of pooled connections); larger payloads go over TCP on the
+//! same connection. Concurrency and pooling are as in TCP: up to `max_conns_per_peer` connections per
+//! peer, one call at a time each.
+//!
+//! UNTESTED ON HARDWARE: the build machines have no InfiniBand/RoCE device. This compiles (CI runs
+//! clippy with `--features rdma`) and the protocol is exercised only up to the device probe; the
+//! first run on real NICs should be treated as bring-up. Known gaps: no RoCE GID index selection
+//! (index 0), MTU fixed at 1024, busy-polling completions, and the client copies payloads into and
+//! out of its regions (true zero-copy needs caller buffers registered: `Transport::call_into`).
+mod verbs;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::frame::{FLAG_RDMA_CALL, FLAG_RDMA_CONNECT, read_frame, write_frame_flags};
+use super::tcp::{BulkHandler, TcpConfig, error_response};
+use super::transport::{CallFuture, Transport, TransportKind, TransportPrefs, check_response};
+use crate::proto::{BulkRequest, BulkResponse, RdmaBuf, RdmaCall, RdmaEndpoint};
+use crate::status::{Error, StatusCode};
+use verbs::{Device, Mr, Op, Qp};
+
+/// Size of each registered region (per connection, each direction).
+pub const REGION_BYTES: usize = 8 << 20;
+
+/// Whether this host has a usable RDMA device.
+pub fn device_present() -> bool {
+    Device::global().is_some()
+}
+
+/// One client connection: control socket, QP and regions. Field order matters: the QP is dropped
+/// (destroyed, flushing any work request) before the regions it may still reference.
+struct ClientConn {
+    sock: TcpStream,
+    /// Passive on the client (the server drives the transfers); kept alive with the connection.
+    _qp: Qp,
+    send: Mr,
+    recv: Mr,
+}
+
+struct Peer {
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<ClientConn>>,
+}
+
+/// The RDMA backend (client side).
+pub struct RdmaTransport {
+    dev: Arc<Device>,
+    cfg: TcpConfig,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+}
+
+impl RdmaTransport {
+    /// Opens the host's RDMA device; fails when there is none.
+    pub fn open(prefs: &TransportPrefs) -> Result<RdmaTransport, Error> {
+        let dev = Device::global().ok_or_else(|| Error::new(StatusCode::Unavailable, "no RDMA device"))?;
+        let mut cfg = prefs.tcp.clone();
+        cfg.max_conns_per_peer = cfg.max_conns_per_peer.max(1);
+        Ok(RdmaTransport { dev, cfg, peers: Mutex::default() })
+    }
+
+    fn peer(&self, addr: &str) -> Arc<Peer> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .entry(addr.to_string())
+            .or_insert_with(|| {
+                Arc::new(Peer { slots: Arc::new(Semaphore::new(self.cfg.max_conns_per_peer)), idle: Mutex::default() })
+            })
+            .clone()
+    }
+
+    async fn connect(&self, addr: &str) -> Result<ClientConn, Error> {
+        let mut sock = tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::new(StatusCode::Unavailable, format!("bulk connect to {addr}: timed out")))?
+            .map_err(|e| Error::unavailable(format!("bulk connect to {addr}: {e}")))?;
+        let _ = sock.set_nodelay(true);
+        let mut qp = Qp::new(&self.dev)?;
+        let (send, recv) = (Mr::new(&self.dev, REGION_BYTES)?, Mr::new(&self.dev, REGION_BYTES)?);
+        write_frame_flags(&mut sock, FLAG_RDMA_CONNECT, &qp.endpoint(), &[])
+            .await
+            .map_err(|e| Error::unavailable(format!("rdma connect to {addr}: {e}")))?;
+        let (hdr, _) = read_frame(&mut sock)
+            .await
+            .map_err(|e| Error::unavailable(format!("rdma connect to {addr}: {e}")))?
+            .ok_or_else(|| Error::unavailable(format!("rdma connect to {addr}: connection closed")))?;
+        let rsp = BulkResponse::decode(hdr).map_err(|e| Error::internal(format!("bad rdma answer: {e}")))?;
+        let (rsp, _) = check_response(rsp, Bytes::new())?;
+        let remote = rsp.rdma_endpoint.ok_or_else(|| Error::internal("rdma answer without an endpoint"))?;
+        qp.connect(&remote)?;
+        Ok(ClientConn { sock, _qp: qp, send, recv })
+    }
+
+    async fn call_rdma(&self, addr: &str, req: &BulkRequest, payload: &[u8]) -> Result<(BulkResponse, Bytes), Error> {
+        let peer = self.peer(addr);
+        let _slot = peer.slots.acquire().await.map_err(|_| Error::internal("rdma peer pool closed"))?;
+        let pooled = peer.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect(addr).await?,
+        };
+        let exchange = async {
+            let (flags, header, inline): (u8, Vec<u8>, &[u8]) = if payload.len() <= conn.send.len() {
+                conn.send.bytes_mut()[..payload.len()].copy_from_slice(payload);
+                let call = RdmaCall {
+                    request: Some(req.clone()),
+                    payload: Some(RdmaBuf {
+                        addr: conn.send.addr(),
+                        rkey: conn.send.rkey(),
+                        len: payload.len() as u32,
+                    }),
+                    response: Some(RdmaBuf {
+                        addr: conn.recv.addr(),
+                        rkey: conn.recv.rkey(),
+                        len: conn.recv.len() as u32,
+                    }),
+                };
+                (FLAG_RDMA_CALL, call.encode_to_vec(), &[])
+            } else {
+                (0, req.encode_to_vec(), payload)
+            };
+            super::frame::write_raw_frame(&mut conn.sock, flags, &header, inline).await?;
+            read_frame(&mut conn.sock).await
+        };
+        let frame = tokio::time::timeout(self.cfg.timeout, exchange)
+            .await
+            .map_err(|_| Error::new(StatusCode::Timeout, format!("rdma call to {addr} timed out")))?
+            .map_err(|e| Error::unavailable(format!("rdma call to {addr}: {e}")))?;
+        let (hdr, data) = frame.ok_or_else(|| Error::unavailable(format!("bulk peer {addr} closed the connection")))?;
+        let rsp =
+            BulkResponse::decode(hdr).map_err(|e| Error::internal(format!("bad bulk response from {addr}: {e}")))?;
+        let data = match rsp.rdma_written as usize {
+            0 => data,
+            n if n <= conn.recv.len() => Bytes::copy_from_slice(&conn.recv.bytes()[..n]),
+            n => return Err(Error::internal(format!("rdma peer {addr} claims {n} bytes written"))),
+        };
+        {
+            let mut idle = peer.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < self.cfg.max_conns_per_peer {
+                idle.push(conn);
+            }
+        }
+        check_response(rsp, data)
+    }
+}
+
+impl Transport for RdmaTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Rdma
+    }
+
+    fn call<'a>(
+        &'a self,
+        addr: &'a str,
+        req: &'a BulkRequest,
+        payload: &'a [u8],
+    ) -> CallFuture<'a, (BulkResponse, Bytes)> {
+        Box::pin(self.call_rdma(addr, req, payload))
+    }
+}
+
+/// Server side of one connection's RDMA: QP and staging region. QP first (see [`ClientConn`]).
+pub(crate) struct ServerConn {
+    qp: Qp,
+    staging: Mr,
+}
+
+/// Per-transfer timeout on the server.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one RDMA-flagged frame on a connection (`conn`: its RDMA state, set up by the connect frame).
+pub(crate) async fn server_frame<H: BulkHandler>(
+    conn: &mut Option<ServerConn>,
+    flags: u8,
+    hdr: Bytes,
+    handler: &H,
+) -> (BulkResponse, Bytes) {
+    match server_frame_inner(conn, flags, hdr, handler).await {
+        Ok(x) => x,
+        Err(e) => (error_response(&e), Bytes::new()),
+    }
+}
+
+async fn server_frame_inner<H: BulkHandler>(
+    conn: &mut Option<ServerConn>,
+    flags: u8,
+    hdr: Bytes,
+    handler: &H,
+) -> Result<(BulkResponse, Bytes), Error> {
+    if flags == FLAG_RDMA_CONNECT {
+        let remote = RdmaEndpoint::decode(hdr).map_err(|e| Error::invalid(format!("bad rdma endpoint: {e}")))?;
+        let dev =
+            Device::global().ok_or_else(|| Error::new(StatusCode::Unsupported, "this node has no RDMA device"))?;
+        let mut qp = Qp::new(&dev)?;
+        qp.connect(&remote)?;
+        let endpoint = qp.endpoint();
+        *conn = Some(ServerConn { qp, staging: Mr::new(&dev, REGION_BYTES)? });
+        return Ok((BulkResponse { rdma_endpoint: Some(endpoint), ..Default::default() }, Bytes::new()));
+    }
+    let c = conn.as_mut().ok_or_else(|| Error::invalid("rdma call before rdma connect"))?;
+    let call = RdmaCall::decode(hdr).map_err(|e| Error::invalid(format!("bad rdma call: {e}")))?;
+    let req = call.request.ok_or_else(|| Error::invalid("rdma call without a request"))?;
+    super::frame::check_request(&req, 0)?;
+    let payload = match call.payload {
+        Some(b) if b.len > 0 => {
+            let n = b.len as usize;
+            if n > c.staging.len() {
+                return Err(Error::invalid(format!("rdma payload of {n} bytes is over {}", c.staging.len())));
+            }
+            c.qp.transfer(Op::Read, &mut c.staging, n, b.addr, b.rkey, TRANSFER_TIMEOUT).await?;
+            Bytes::copy_from_slice(&c.staging.bytes()[..n])
+        }
+        _ => Bytes::new(),
+    };
+    let (mut rsp, data) = handler.handle(req, payload).await;
+    match call.response {
+        Some(b) if !data.is_empty() && data.len() <= b.len as usize && data.len() <= c.staging.len() => {
+            c.staging.bytes_mut()[..data.len()].copy_from_slice(&data);
+            c.qp.transfer(Op::Write, &mut c.staging, data.len(), b.addr, b.rkey, TRANSFER_TIMEOUT).await?;
+            rsp.rdma_written = data.len() as u32;
+            Ok((rsp, Bytes::new()))
+        }
+        _ => Ok((rsp, data)),
+    }
+}
