@@ -223,7 +223,7 @@ impl Inner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn setattr(
+    pub(crate) async fn setattr(
         &self,
         user: &UserInfo,
         ino: u64,
@@ -669,6 +669,19 @@ impl Filesystem for T3Fs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         self.access_op(req, ino, mask, reply);
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.fallocate_op(req, ino, fh, offset, length, mode, reply);
     }
 }
 

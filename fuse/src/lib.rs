@@ -2,7 +2,7 @@
 //!
 //! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles with write
 //! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
-//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; the
+//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; fallocate in [`falloc`]; the
 //! permission checks the daemon makes itself (open, access) in [`perm`]; the
 //! caller's supplementary groups (for meta's permission checks) in [`creds`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
 //! on the caller's tokio runtime.
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub mod attr;
 pub mod config;
 pub mod creds;
+pub mod falloc;
 pub mod fs;
 pub mod handles;
 pub mod links;
