@@ -62,10 +62,12 @@ pub(crate) fn check_name(name: &OsStr) -> Result<Vec<u8>, Errno> {
     Ok(b.to_vec())
 }
 
-fn time_ns(t: TimeOrNow) -> i64 {
+/// An explicit time in ns; `None` for "now", which meta sets from its own clock (UTIME_NOW may be
+/// used by any writer, explicit times only by the owner).
+fn explicit_ns(t: TimeOrNow) -> Option<i64> {
     match t {
-        TimeOrNow::SpecificTime(t) => ns_from_time(t),
-        TimeOrNow::Now => t3fs_common::now_ns(),
+        TimeOrNow::SpecificTime(t) => Some(ns_from_time(t)),
+        TimeOrNow::Now => None,
     }
 }
 
@@ -241,7 +243,15 @@ impl Inner {
             inode = Some(self.client.truncate_from(user, InodeId(ino), size, known).await?);
             self.handles.truncated(ino, size);
         }
-        let attr = SetAttr { mode, uid, gid, atime_ns: atime.map(time_ns), mtime_ns: mtime.map(time_ns) };
+        let attr = SetAttr {
+            mode,
+            uid,
+            gid,
+            atime_ns: atime.and_then(explicit_ns),
+            mtime_ns: mtime.and_then(explicit_ns),
+            atime_now: matches!(atime, Some(TimeOrNow::Now)),
+            mtime_now: matches!(mtime, Some(TimeOrNow::Now)),
+        };
         if !attr.is_empty() {
             inode = Some(self.client.setattr(user, InodeId(ino), attr).await?);
         }

@@ -142,10 +142,11 @@ pub fn as_user(entry: &str, uid: u32, gid: u32, groups: &[u32], script: &[String
     }
     let out = cmd.output().expect("running the test binary as another user");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // (The first result shares its line with libtest's "test NAME ... ".)
     let results: Vec<i32> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("T3FS-RESULT "))
-        .map(|r| r.trim().parse().expect("numeric result"))
+        .split("T3FS-RESULT ")
+        .skip(1)
+        .map(|r| r.lines().next().unwrap_or("").trim().parse().expect("numeric result"))
         .collect();
     assert_eq!(
         results.len(),
