@@ -244,13 +244,22 @@ async fn unlink_of_an_open_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn close_to_open_between_two_mounts() {
-    let Some(env) = Env::start().await else { return };
-    let b = env.mount_another("mnt-b").await;
+    // Long attribute and entry TTLs: what B cached must not hide what A closed.
+    let ttl = |c: &mut t3fs_fuse::MountConfig| {
+        c.attr_timeout_ms = 60_000;
+        c.entry_timeout_ms = 60_000;
+    };
+    let Some(env) = Env::start_with(ttl).await else { return };
+    let b = env.mount_another_with("mnt-b", ttl).await;
     let cs = env.chunk_size().await;
     let (a_mnt, b_mnt) = (env.mnt.clone(), b.mnt.clone());
     let data = pattern(3 * cs + 7, 11);
     support::blocking(move || {
-        // Writer on A closes; a reader on B that opens afterwards sees every byte and the length.
+        // B has the file cached as empty (a stat, within its attribute TTL)...
+        File::create(a_mnt.join("c2o")).unwrap();
+        assert_eq!(std::fs::metadata(b_mnt.join("c2o")).unwrap().len(), 0);
+        // ...A writes and closes; a reader on B that opens afterwards sees every byte and the length
+        // (the open makes B's kernel forget the cached size).
         std::fs::write(a_mnt.join("c2o"), &data).unwrap();
         assert!(std::fs::read(b_mnt.join("c2o")).unwrap() == data, "B sees what A closed");
         // An overwrite and a shrink on A, closed: the next open on B sees them (not its old pages).
@@ -260,6 +269,9 @@ async fn close_to_open_between_two_mounts() {
         drop(f);
         let back = std::fs::read(b_mnt.join("c2o")).unwrap();
         assert_eq!(back.len(), cs + 1, "B sees A's truncate after A closed");
+        let f = File::open(b_mnt.join("c2o")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), cs as u64 + 1, "fstat after open is fresh too");
+        drop(f);
         assert_eq!(&back[5..8], b"NEW");
         // fsync publishes too: a reader on B opening after A's fsync (A still open) sees the data.
         let mut f = OpenOptions::new().write(true).open(a_mnt.join("c2o")).unwrap();

@@ -8,8 +8,9 @@
 //! checks them too (`default_permissions`, see [`crate::perm`]).
 //!
 //! Kernel caching: attributes and entries are cached for `attr_timeout_ms`/`entry_timeout_ms`; files
-//! are opened without `FOPEN_KEEP_CACHE`, so the page cache of a file is dropped on each open
-//! (close-to-open consistency, with the length re-read from meta at open).
+//! are opened without `FOPEN_KEEP_CACHE`, so the page cache of a file is dropped on each open, and
+//! each open makes the kernel forget the file's cached attributes ([`crate::coherence`]), so the
+//! size is re-read from meta (close-to-open consistency).
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use t3fs_common::{Error, InodeId, StatusCode};
 use tracing::Instrument;
 
 use crate::attr::{file_type, ns_from_time, to_file_attr};
+use crate::coherence::KernelCache;
 use crate::config::MountConfig;
 use crate::creds::GroupCache;
 use crate::handles::{DirItem, FileRef, Handles, OpenFile};
@@ -44,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) entry_ttl: Duration,
     /// Supplementary groups of callers.
     groups: GroupCache,
+    /// Invalidations sent to the kernel (close-to-open, see [`crate::coherence`]).
+    pub(crate) kernel: KernelCache,
 }
 
 /// The t3fs FUSE filesystem.
@@ -100,6 +104,7 @@ impl T3Fs {
                 attr_ttl: Duration::from_millis(cfg.attr_timeout_ms),
                 entry_ttl: Duration::from_millis(cfg.entry_timeout_ms),
                 groups: GroupCache::default(),
+                kernel: KernelCache::default(),
             }),
         }
     }
@@ -449,6 +454,7 @@ impl Filesystem for T3Fs {
                 Ok(i) if i.inode_type == InodeType::Directory as i32 => reply.error(Errno::from_i32(libc::EISDIR)),
                 Ok(i) if !may_access(&i, &user, open_mask(flags)) => reply.error(Errno::from_i32(libc::EACCES)),
                 Ok(i) if flags.acc_mode() == OpenAccMode::O_RDONLY => {
+                    fs.kernel.forget_attrs(ino.0);
                     let fh = fs.handles.open_file(i, false);
                     reply.opened(FileHandle(fh), FopenFlags::empty());
                 }
@@ -457,6 +463,7 @@ impl Filesystem for T3Fs {
                     // the file is not garbage-collected while this handle is open.
                     match fs.client.open(&user, InodeId(ino.0), true, false).await {
                         Ok((i, session)) => {
+                            fs.kernel.forget_attrs(ino.0);
                             let fh = fs.handles.open_file(i, true);
                             if let Some(f) = fs.handles.file(fh) {
                                 f.lock().await.session = session;

@@ -2,7 +2,7 @@
 //!
 //! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles with write
 //! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
-//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; fallocate in [`falloc`]; the
+//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in [`coherence`]; the
 //! permission checks the daemon makes itself (open, access) in [`perm`]; the
 //! caller's supplementary groups (for meta's permission checks) in [`creds`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
 //! on the caller's tokio runtime.
@@ -16,6 +16,7 @@ use t3fs_client::Client;
 use tokio_util::sync::CancellationToken;
 
 pub mod attr;
+pub mod coherence;
 pub mod config;
 pub mod creds;
 pub mod falloc;
@@ -81,6 +82,7 @@ fn mount_inner(
     let as_root = unsafe { libc::geteuid() } == 0;
     let session = fuser::spawn_mount(fs, mountpoint, &session_config(cfg, as_root))
         .map_err(|source| FuseError::Mount { path: mountpoint.to_path_buf(), source })?;
+    inner.kernel.connect(session.notifier());
     Ok((session, inner))
 }
 

@@ -51,10 +51,16 @@ impl Env {
 
     /// Another mount of the same cluster (its own client and FUSE session) at `<tmp>/<name>`.
     pub async fn mount_another(&self, name: &str) -> Mount {
+        self.mount_another_with(name, |_| {}).await
+    }
+
+    /// [`Env::mount_another`] with the mount config adjusted by `tweak`.
+    pub async fn mount_another_with(&self, name: &str, tweak: impl FnOnce(&mut t3fs_fuse::MountConfig)) -> Mount {
         let mnt = self.tmp.path().join(name);
         std::fs::create_dir_all(&mnt).unwrap();
         let client = self.cluster.client().await.unwrap();
-        let cfg = self.cluster.mount_config();
+        let mut cfg = self.cluster.mount_config();
+        tweak(&mut cfg);
         let session = {
             let (client, mnt) = (client.clone(), mnt.clone());
             let rt = tokio::runtime::Handle::current();
