@@ -134,11 +134,44 @@ pub async fn run(cfg: MountConfig, mountpoint: PathBuf, shutdown: CancellationTo
     metrics_cancel.cancel();
     inner.sync_all().await;
     let mp = mountpoint.clone();
-    let res = tokio::task::spawn_blocking(move || session.umount_and_join()).await.context("unmount task")?;
+    let res = tokio::task::spawn_blocking(move || match session.umount_and_join() {
+        // Open files or a working directory on the mount: unmount lazily (as `umount -l`), since this
+        // daemon goes away either way; what is still open fails with ENOTCONN once it has, instead of
+        // leaving a dead mount behind.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            tracing::warn!(mountpoint = %mp.display(), "the mount is busy (open files); detaching it lazily");
+            detach(&mp)
+        }
+        r => r,
+    })
+    .await
+    .context("unmount task")?;
+    let mp = mountpoint.clone();
     client.shutdown().await;
     res.map_err(|source| FuseError::Unmount { path: mp, source })?;
     tracing::info!(mountpoint = %mountpoint.display(), "t3fs unmounted");
     Ok(())
+}
+
+/// Lazily unmounts `mountpoint` (MNT_DETACH as root, `fusermount3 -u -z` otherwise).
+fn detach(mountpoint: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(());
+    }
+    let out = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg("--").arg(mountpoint).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("fusermount3 -u -z: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
 }
 
 #[cfg(test)]

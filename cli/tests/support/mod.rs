@@ -10,6 +10,7 @@ use t3fs_client::{Client, UserInfo};
 use t3fs_common::ids::{ChainTableId, ChunkId, InodeId, TargetId};
 use t3fs_common::{layout, proto};
 
+pub mod procs;
 pub mod sys;
 
 /// A cluster with a FUSE mount on it.
