@@ -161,6 +161,11 @@ async fn hard_links_and_symlinks() {
 /// calls, each resuming at the last entry's offset), as (name, d_off) in order.
 fn getdents(dir: &Path, buf: usize, start: Option<i64>) -> Vec<(OsString, i64)> {
     let f = File::open(dir).unwrap();
+    getdents_from(&f, buf, start, usize::MAX)
+}
+
+/// [`getdents`] on an open directory, stopping after `calls` getdents64 calls.
+fn getdents_from(f: &File, buf: usize, start: Option<i64>, calls: usize) -> Vec<(OsString, i64)> {
     let fd = f.as_raw_fd();
     if let Some(off) = start {
         // SAFETY: lseek on a directory fd we own sets the readdir position.
@@ -168,7 +173,7 @@ fn getdents(dir: &Path, buf: usize, start: Option<i64>) -> Vec<(OsString, i64)> 
     }
     let mut out = Vec::new();
     let mut b = vec![0u8; buf];
-    loop {
+    for _ in 0..calls {
         // SAFETY: `b` is writable for its length.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, b.as_mut_ptr(), b.len()) };
         assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
@@ -247,6 +252,43 @@ async fn readdir_of_10000_entries_in_pages() {
             std::fs::read_dir(&dir).unwrap().map(|e| (e.unwrap().file_name(), 0)).collect();
         check_once(&std_names, &left);
         assert_eq!(errno(std::fs::remove_dir(&dir)), libc::ENOTEMPTY);
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listing_is_a_snapshot_taken_at_opendir() {
+    let Some(env) = Env::start().await else { return };
+    env.fs(|m| {
+        let dir = m.join("snap");
+        std::fs::create_dir(&dir).unwrap();
+        let names: Vec<String> = (0..200).map(|i| format!("entry-{i:03}")).collect();
+        for n in &names {
+            File::create(dir.join(n)).unwrap();
+        }
+        // Read one small page, then change the directory under the open stream.
+        let f = File::open(&dir).unwrap();
+        let mut got = getdents_from(&f, 512, None, 1);
+        assert!(!got.is_empty() && got.len() < 100, "one small page: {}", got.len());
+        let seen: Vec<OsString> = got.iter().map(|(n, _)| n.clone()).collect();
+        let unread = names.iter().rev().find(|n| !seen.contains(&OsString::from(n))).unwrap().clone();
+        std::fs::remove_file(dir.join(&unread)).unwrap();
+        std::fs::write(dir.join("added-later"), b"").unwrap();
+        got.extend(getdents_from(&f, 512, None, usize::MAX));
+        // The stream is the listing as of opendir: every original name exactly once (the removed
+        // one included), nothing added later.
+        let mut listed: Vec<String> = got.into_iter().map(|(n, _)| n.into_string().unwrap()).collect();
+        listed.sort();
+        let mut want: Vec<String> = names.clone();
+        want.extend([".".to_string(), "..".to_string()]);
+        want.sort();
+        assert_eq!(listed, want);
+        // A new opendir sees the change.
+        let now: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(now.contains(&"added-later".to_string()) && !now.contains(&unread));
+        assert_eq!(now.len(), names.len());
     })
     .await;
     env.stop().await;
