@@ -52,6 +52,8 @@ struct Fsx {
     log: Vec<String>,
     log_path: PathBuf,
     step: usize,
+    /// Time spent in the checks (reading everything back), to print with the run's figures.
+    check_time: std::time::Duration,
 }
 
 fn open_rw(p: &Path, truncate: bool) -> File {
@@ -77,6 +79,7 @@ impl Fsx {
             log: Vec::new(),
             log_path,
             step: 0,
+            check_time: std::time::Duration::ZERO,
         }
     }
 
@@ -213,12 +216,14 @@ impl Fsx {
                 return;
             }
         }
+        let t = std::time::Instant::now();
         self.check_handle(i);
         if self.step.is_multiple_of(64) {
             for j in 0..FILES {
                 self.check_handle(j);
             }
         }
+        self.check_time += t.elapsed();
     }
 
     /// Closes file `i` (if open) and checks it through fresh opens: on the writer's mount, and on
@@ -288,15 +293,16 @@ async fn run(ops: usize, two_mounts: bool) {
     let reader_mnt = reader.as_ref().map(|r| r.mnt.clone());
     let mnt = env.mnt.clone();
     let start = std::time::Instant::now();
-    support::blocking(move || {
+    let check = support::blocking(move || {
         let mut fsx = Fsx::new(seed, &mnt, &local, reader_mnt, chunk, log_path);
         for _ in 0..ops {
             fsx.step();
         }
         fsx.finish();
+        fsx.check_time
     })
     .await;
-    eprintln!("fsx: {ops} ops in {:?}", start.elapsed());
+    eprintln!("fsx: {ops} ops in {:?} ({check:?} of it in the per-step checks)", start.elapsed());
     if let Some(r) = reader {
         r.stop().await;
     }
