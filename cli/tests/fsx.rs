@@ -11,6 +11,10 @@
 //! panics with the seed, the step and the last ops, and writes the whole op log next to the test
 //! data (path in the message).
 //!
+//! Cost: every op is a round trip to meta or storage (the per-step check flushes the handle's
+//! buffer), about 40-50 ms per op in a debug build on a loaded 2-core machine: 2,000 ops took about
+//! 80 s, 20,000 (`fsx_one_mount_long`, passed) 17 minutes, a quarter of it in the checks.
+//!
 //! Skips (with a message) only where /dev/fuse is missing.
 use std::fs::{File, OpenOptions};
 use std::io::Write;
