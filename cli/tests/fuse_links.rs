@@ -13,82 +13,16 @@
 //!
 //! Skips (with a message) only where /dev/fuse is missing (and the permission test where the test
 //! does not run as root, which it needs to act as another user).
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
 mod support;
+use support::sys::{getxattr, getxattr_all, listxattr, removexattr, renameat2, setxattr};
 use support::{Env, errno, pattern, wait_chunks_gone};
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn check(r: libc::c_int) -> std::io::Result<()> {
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-}
-
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
-    let (a, b) = (cstr(from), cstr(to));
-    // SAFETY: both paths are NUL-terminated strings that outlive the call.
-    check(unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags) })
-}
-
-fn setxattr(p: &Path, name: &str, value: &[u8], flags: libc::c_int) -> std::io::Result<()> {
-    let (p, n) = (cstr(p), CString::new(name).unwrap());
-    // SAFETY: valid C strings; `value` is readable for `value.len()` bytes.
-    check(unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), flags) })
-}
-
-/// getxattr with a `size`-byte buffer (0: the size probe, returning an empty vector of that length).
-fn getxattr(p: &Path, name: &str, size: usize) -> std::io::Result<Vec<u8>> {
-    let (p, n) = (cstr(p), CString::new(name).unwrap());
-    let mut buf = vec![0u8; size];
-    let ptr = if size == 0 { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() };
-    // SAFETY: valid C strings; `buf` is writable for `size` bytes (or null with size 0).
-    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, size) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.resize(r as usize, 0);
-    Ok(buf)
-}
-
-fn getxattr_all(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    let n = getxattr(p, name, 0)?.len();
-    getxattr(p, name, n.max(1))
-}
-
-fn listxattr(p: &Path) -> std::io::Result<Vec<String>> {
-    let p = cstr(p);
-    // SAFETY: valid C string; a null buffer with size 0 asks for the size.
-    let n = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; n as usize + 1];
-    // SAFETY: `buf` is writable for its length.
-    let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(r as usize);
-    let mut names: Vec<String> =
-        buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8(s.to_vec()).unwrap()).collect();
-    names.sort();
-    Ok(names)
-}
-
-fn removexattr(p: &Path, name: &str) -> std::io::Result<()> {
-    let (p, n) = (cstr(p), CString::new(name).unwrap());
-    // SAFETY: valid C strings.
-    check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rename_files_and_directories() {

@@ -490,8 +490,8 @@ async fn statfs_reports_the_space_storage_reports() {
     let (blocks, free) = loop {
         let (blocks, free) = env
             .fs(|m| {
-                let st = nix_statvfs(m);
-                (st.0, st.1)
+                let st = support::sys::statvfs(m).unwrap();
+                (st.f_blocks, st.f_bfree)
             })
             .await;
         if blocks > 0 || tokio::time::Instant::now() > deadline {
@@ -502,17 +502,4 @@ async fn statfs_reports_the_space_storage_reports() {
     assert!(blocks > 0, "capacity comes from the storage targets");
     assert!(free > 0 && free <= blocks, "free {free} of {blocks} blocks");
     env.stop().await;
-}
-
-/// (f_blocks, f_bfree) of the file system at `path`.
-fn nix_statvfs(path: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `c` is a NUL-terminated path and `st` points to writable memory of the right type.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    assert_eq!(rc, 0, "statvfs: {}", std::io::Error::last_os_error());
-    // SAFETY: statvfs returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    (st.f_blocks, st.f_bfree)
 }

@@ -3,46 +3,14 @@
 //! live `t3fs mount` daemon is stopped cleanly (its buffered write lands); paths that are not t3fs
 //! mounts are refused with exit 1; `t3fs local down` still stops the rest afterwards.
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use t3fs_cli::local::process::is_mounted;
 use t3fs_cli::local::status::{pid_alive, read_pid};
 
-const BIN: &str = env!("CARGO_BIN_EXE_t3fs");
-
-fn t3fs(args: &[&str], extra: &Path) -> Output {
-    Command::new(BIN).args(args).arg(extra).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Stops the cluster and clears the mounts even when an assertion fails midway.
-struct Cleanup {
-    data: std::path::PathBuf,
-    mounts: Vec<std::path::PathBuf>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for m in &self.mounts {
-            if is_mounted(m) {
-                let _ = t3fs(&["umount"], m);
-            }
-        }
-        let _ = t3fs(&["local", "down", "--data-dir"], &self.data);
-    }
-}
+mod support;
+use support::procs::{BIN, Cleanup, t3fs, text, wait_until};
 
 #[test]
 fn umount_dead_and_live_mounts_and_refuse_others() {

@@ -25,6 +25,9 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub atime_ns: Option<i64>,
     pub mtime_ns: Option<i64>,
+    /// Set atime / mtime to meta's current time (UTIME_NOW; allowed to writers, not only the owner).
+    pub atime_now: bool,
+    pub mtime_now: bool,
 }
 
 impl SetAttr {
@@ -266,6 +269,8 @@ impl Client {
             length: None,
             atime_ns: attr.atime_ns,
             mtime_ns: attr.mtime_ns,
+            atime_now: attr.atime_now,
+            mtime_now: attr.mtime_now,
         };
         inode_of(
             self.meta_call("setattr", |mut c| {

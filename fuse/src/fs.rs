@@ -8,10 +8,11 @@
 //! checks them too (`default_permissions`, see [`crate::perm`]).
 //!
 //! Kernel caching: attributes and entries are cached for `attr_timeout_ms`/`entry_timeout_ms`; files
-//! are opened without `FOPEN_KEEP_CACHE`, so the page cache of a file is dropped on each open
-//! (close-to-open consistency, with the length re-read from meta at open). Reads go through the
-//! read-ahead of [`crate::prefetch`]; O_DIRECT opens get `FOPEN_DIRECT_IO` (no page cache, no
-//! read-ahead, writes go out before they are answered). readdirplus: [`crate::dirplus`].
+//! are opened without `FOPEN_KEEP_CACHE`, so the page cache of a file is dropped on each open, and
+//! each open makes the kernel forget the file's cached attributes ([`crate::coherence`]), so the
+//! size is re-read from meta (close-to-open consistency). Reads go through the read-ahead of
+//! [`crate::prefetch`]; O_DIRECT opens get `FOPEN_DIRECT_IO` (no page cache, no read-ahead, writes go
+//! out before they are answered). readdirplus: [`crate::dirplus`].
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use t3fs_common::{Error, InodeId, StatusCode};
 use tracing::Instrument;
 
 use crate::attr::{file_type, ns_from_time, to_file_attr};
+use crate::coherence::KernelCache;
 use crate::config::MountConfig;
 use crate::creds::GroupCache;
 use crate::handles::{DirItem, FileRef, Handles, OpenFile};
@@ -50,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) prefetch: crate::prefetch::Prefetcher,
     /// Ask the kernel for readdirplus at init ([`crate::dirplus`]).
     readdirplus: bool,
+    /// Invalidations sent to the kernel (close-to-open, see [`crate::coherence`]).
+    pub(crate) kernel: KernelCache,
 }
 
 /// The t3fs FUSE filesystem.
@@ -68,10 +72,12 @@ pub(crate) fn check_name(name: &OsStr) -> Result<Vec<u8>, Errno> {
     Ok(b.to_vec())
 }
 
-fn time_ns(t: TimeOrNow) -> i64 {
+/// An explicit time in ns; `None` for "now", which meta sets from its own clock (UTIME_NOW may be
+/// used by any writer, explicit times only by the owner).
+fn explicit_ns(t: TimeOrNow) -> Option<i64> {
     match t {
-        TimeOrNow::SpecificTime(t) => ns_from_time(t),
-        TimeOrNow::Now => t3fs_common::now_ns(),
+        TimeOrNow::SpecificTime(t) => Some(ns_from_time(t)),
+        TimeOrNow::Now => None,
     }
 }
 
@@ -106,6 +112,7 @@ impl T3Fs {
                 groups: GroupCache::default(),
                 prefetch: crate::prefetch::Prefetcher::new(cfg.prefetch_config()),
                 readdirplus: cfg.readdirplus,
+                kernel: KernelCache::default(),
             }),
         }
     }
@@ -231,7 +238,7 @@ impl Inner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn setattr(
+    pub(crate) async fn setattr(
         &self,
         user: &UserInfo,
         ino: u64,
@@ -250,7 +257,15 @@ impl Inner {
             inode = Some(self.client.truncate_from(user, InodeId(ino), size, known).await?);
             self.handles.truncated(ino, size);
         }
-        let attr = SetAttr { mode, uid, gid, atime_ns: atime.map(time_ns), mtime_ns: mtime.map(time_ns) };
+        let attr = SetAttr {
+            mode,
+            uid,
+            gid,
+            atime_ns: atime.and_then(explicit_ns),
+            mtime_ns: mtime.and_then(explicit_ns),
+            atime_now: matches!(atime, Some(TimeOrNow::Now)),
+            mtime_now: matches!(mtime, Some(TimeOrNow::Now)),
+        };
         if !attr.is_empty() {
             inode = Some(self.client.setattr(user, InodeId(ino), attr).await?);
         }
@@ -477,6 +492,7 @@ impl Filesystem for T3Fs {
                 Ok(i) if i.inode_type == InodeType::Directory as i32 => reply.error(Errno::from_i32(libc::EISDIR)),
                 Ok(i) if !may_access(&i, &user, open_mask(flags)) => reply.error(Errno::from_i32(libc::EACCES)),
                 Ok(i) if flags.acc_mode() == OpenAccMode::O_RDONLY => {
+                    fs.kernel.forget_attrs(ino.0);
                     let fh = fs.handles.open_file(i, false);
                     reply.opened(FileHandle(fh), fs.open_flags(fh, flags.0));
                 }
@@ -485,6 +501,7 @@ impl Filesystem for T3Fs {
                     // the file is not garbage-collected while this handle is open.
                     match fs.client.open(&user, InodeId(ino.0), true, false).await {
                         Ok((i, session)) => {
+                            fs.kernel.forget_attrs(ino.0);
                             let fh = fs.handles.open_file(i, true);
                             if let Some(f) = fs.handles.file(fh) {
                                 f.lock().await.session = session;
@@ -713,6 +730,19 @@ impl Filesystem for T3Fs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         self.access_op(req, ino, mask, reply);
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.fallocate_op(req, ino, fh, offset, length, mode, reply);
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles with write
 //! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
-//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; the
+//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in [`coherence`]; the
 //! permission checks the daemon makes itself (open, access) in [`perm`]; the
 //! caller's supplementary groups (for meta's permission checks) in [`creds`]; sequential read-ahead
 //! under a mount-wide memory budget in [`prefetch`]; readdirplus and the kernel capabilities in
@@ -18,9 +18,11 @@ use t3fs_client::Client;
 use tokio_util::sync::CancellationToken;
 
 pub mod attr;
+pub mod coherence;
 pub mod config;
 pub mod creds;
 pub mod dirplus;
+pub mod falloc;
 pub mod fs;
 pub mod handles;
 pub mod links;
@@ -84,6 +86,7 @@ fn mount_inner(
     let as_root = unsafe { libc::geteuid() } == 0;
     let session = fuser::spawn_mount(fs, mountpoint, &session_config(cfg, as_root))
         .map_err(|source| FuseError::Mount { path: mountpoint.to_path_buf(), source })?;
+    inner.kernel.connect(session.notifier());
     Ok((session, inner))
 }
 
@@ -135,11 +138,44 @@ pub async fn run(cfg: MountConfig, mountpoint: PathBuf, shutdown: CancellationTo
     metrics_cancel.cancel();
     inner.sync_all().await;
     let mp = mountpoint.clone();
-    let res = tokio::task::spawn_blocking(move || session.umount_and_join()).await.context("unmount task")?;
+    let res = tokio::task::spawn_blocking(move || match session.umount_and_join() {
+        // Open files or a working directory on the mount: unmount lazily (as `umount -l`), since this
+        // daemon goes away either way; what is still open fails with ENOTCONN once it has, instead of
+        // leaving a dead mount behind.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            tracing::warn!(mountpoint = %mp.display(), "the mount is busy (open files); detaching it lazily");
+            detach(&mp)
+        }
+        r => r,
+    })
+    .await
+    .context("unmount task")?;
+    let mp = mountpoint.clone();
     client.shutdown().await;
     res.map_err(|source| FuseError::Unmount { path: mp, source })?;
     tracing::info!(mountpoint = %mountpoint.display(), "t3fs unmounted");
     Ok(())
+}
+
+/// Lazily unmounts `mountpoint` (MNT_DETACH as root, `fusermount3 -u -z` otherwise).
+fn detach(mountpoint: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(());
+    }
+    let out = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg("--").arg(mountpoint).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("fusermount3 -u -z: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
 }
 
 #[cfg(test)]

@@ -279,6 +279,8 @@ impl Meta for MetaService {
             length: r.length,
             atime_ns: r.atime_ns,
             mtime_ns: r.mtime_ns,
+            atime_now: r.atime_now,
+            mtime_now: r.mtime_now,
         };
         self.traced("setattr", span, async {
             self.store.setattr(&caller, InodeId(r.inode), attrs).await.map(inode_rsp)

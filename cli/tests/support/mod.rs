@@ -10,6 +10,9 @@ use t3fs_client::{Client, UserInfo};
 use t3fs_common::ids::{ChainTableId, ChunkId, InodeId, TargetId};
 use t3fs_common::{layout, proto};
 
+pub mod procs;
+pub mod sys;
+
 /// A cluster with a FUSE mount on it.
 pub struct Env {
     pub tmp: tempfile::TempDir,
@@ -45,6 +48,27 @@ impl Env {
         };
         assert!(is_mounted(&mnt), "{} is not in /proc/mounts after mount", mnt.display());
         Some(Env { tmp, mnt, cluster, client, session: Some(session) })
+    }
+
+    /// Another mount of the same cluster (its own client and FUSE session) at `<tmp>/<name>`.
+    pub async fn mount_another(&self, name: &str) -> Mount {
+        self.mount_another_with(name, |_| {}).await
+    }
+
+    /// [`Env::mount_another`] with the mount config adjusted by `tweak`.
+    pub async fn mount_another_with(&self, name: &str, tweak: impl FnOnce(&mut t3fs_fuse::MountConfig)) -> Mount {
+        let mnt = self.tmp.path().join(name);
+        std::fs::create_dir_all(&mnt).unwrap();
+        let client = self.cluster.client().await.unwrap();
+        let mut cfg = self.cluster.mount_config();
+        tweak(&mut cfg);
+        let session = {
+            let (client, mnt) = (client.clone(), mnt.clone());
+            let rt = tokio::runtime::Handle::current();
+            blocking(move || t3fs_fuse::mount(client, rt, &mnt, &cfg).unwrap()).await
+        };
+        assert!(is_mounted(&mnt), "{} is not in /proc/mounts after mount", mnt.display());
+        Mount { mnt, client, session: Some(session) }
     }
 
     /// Runs blocking file-system calls on `mnt`, off the runtime threads that serve FUSE requests.
@@ -106,6 +130,23 @@ impl Env {
         assert_eq!(left, 0, "the bare mountpoint directory shows through after unmount");
         self.client.shutdown().await;
         self.cluster.shutdown().await;
+    }
+}
+
+/// A further mount of an [`Env`]'s cluster ([`Env::mount_another`]); unmount it with [`Mount::stop`]
+/// before the `Env`.
+pub struct Mount {
+    pub mnt: PathBuf,
+    pub client: Arc<Client>,
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl Mount {
+    pub async fn stop(mut self) {
+        let session = self.session.take().unwrap();
+        blocking(move || session.umount_and_join()).await.unwrap();
+        assert!(!is_mounted(&self.mnt), "{} still in /proc/mounts after unmount", self.mnt.display());
+        self.client.shutdown().await;
     }
 }
 

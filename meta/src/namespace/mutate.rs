@@ -35,6 +35,10 @@ pub struct SetAttr {
     pub length: Option<u64>,
     pub atime_ns: Option<i64>,
     pub mtime_ns: Option<i64>,
+    /// Set atime / mtime to meta's clock (UTIME_NOW): allowed to the owner and to anyone who may
+    /// write the inode, where explicit times need the owner.
+    pub atime_now: bool,
+    pub mtime_now: bool,
 }
 
 /// Permission, setuid/setgid and sticky bits: what an inode's `mode` stores.
@@ -371,10 +375,14 @@ impl MetaStore {
                         }
                     }
                 }
-                if let Some(t) = attrs.atime_ns {
+                if attrs.atime_now {
+                    inode.atime_ns = now;
+                } else if let Some(t) = attrs.atime_ns {
                     inode.atime_ns = t;
                 }
-                if let Some(t) = attrs.mtime_ns {
+                if attrs.mtime_now {
+                    inode.mtime_ns = now;
+                } else if let Some(t) = attrs.mtime_ns {
                     inode.mtime_ns = t;
                 }
                 inode.ctime_ns = now;
@@ -471,8 +479,14 @@ fn check_setattr(caller: &Caller, inode: &Inode, attrs: &SetAttr) -> Result<(), 
     if attrs.mode.is_some() && !owner {
         return Err(perm::not_permitted(format!("uid {} may not chmod inode {}", caller.uid, inode.id)));
     }
-    if (attrs.atime_ns.is_some() || attrs.mtime_ns.is_some()) && !owner {
+    let explicit_time =
+        (attrs.atime_ns.is_some() && !attrs.atime_now) || (attrs.mtime_ns.is_some() && !attrs.mtime_now);
+    if explicit_time && !owner {
         return Err(perm::not_permitted(format!("uid {} may not set times of inode {}", caller.uid, inode.id)));
+    }
+    if (attrs.atime_now || attrs.mtime_now) && !owner {
+        // utimensat(UTIME_NOW): anyone who may write the inode may touch it.
+        perm::check(caller, inode, perm::W)?;
     }
     Ok(())
 }

@@ -139,9 +139,16 @@ async fn setattr_ownership_rules() {
     let times = SetAttr { mtime_ns: Some(5), ..Default::default() };
     assert_eq!(res(s.setattr(&bob(), f, times.clone()).await), Err(NOT_PERMITTED));
     assert_eq!(s.setattr(&alice(), f, times).await.unwrap().mtime_ns, 5);
+    // "Now" (UTIME_NOW) needs write permission only; meta's clock is used, the given time ignored.
+    let touch = SetAttr { mtime_ns: Some(7), mtime_now: true, atime_now: true, ..Default::default() };
+    assert_eq!(res(s.setattr(&bob(), f, touch.clone()).await), Err(DENIED));
     let trunc = SetAttr { length: Some(10), ..Default::default() };
     assert_eq!(res(s.setattr(&bob(), f, trunc.clone()).await), Err(DENIED));
     s.setattr(&alice(), f, SetAttr { mode: Some(0o660), ..Default::default() }).await.unwrap();
+    let t = s.setattr(&bob(), f, touch).await.unwrap();
+    assert!(t.mtime_ns > 1_000_000_000 * 1_000_000_000 && t.atime_ns == t.mtime_ns, "meta's now: {t:?}");
+    let mixed = SetAttr { atime_now: true, mtime_ns: Some(9), ..Default::default() };
+    assert_eq!(res(s.setattr(&bob(), f, mixed).await), Err(NOT_PERMITTED), "one explicit time needs the owner");
     assert_eq!(s.setattr(&bob(), f, trunc).await.unwrap().length, 10, "bob writes through group 50");
     // Root does anything; chown clears set-user-id.
     let g = s.setattr(&root(), f, SetAttr { mode: Some(0o4755), ..Default::default() }).await.unwrap();
