@@ -1,6 +1,7 @@
 //! Batch read figures of an in-process local cluster (3 storage servers, 3-replica chains, 1 MiB
-//! chunks) through `t3fs_client::batch`, beside the local disk's figure measured the same way with
-//! `pread(2)` on a local file of the same size (fio is not installed on the development VM).
+//! chunks) through `t3fs_client::batch`, beside the local disk's figures for a file of the same size
+//! in the same run: measured with `pread(2)` threads, and with fio when it is installed (fio's `psync`
+//! engine with `numjobs` = depth, the same access pattern; skipped with a note otherwise).
 //!
 //! `cargo run --release -p t3fs --example batch_read -- [SIZE_MIB] [SECS] [DIR]`
 //!
@@ -10,8 +11,12 @@
 //! - 1 MiB sequential GB/s: the whole file once, in 1 MiB aligned reads, depth 32 (t3fs) and one
 //!   thread of 1 MiB `pread`s (disk; warm page cache, then cold after `POSIX_FADV_DONTNEED`).
 //!
+//! - 1 MiB sequential write GB/s: t3fs writes the file in 4 MiB calls through the native client (3
+//!   replicas, every chunk update synced on each replica); fio writes the local file in 1 MiB calls
+//!   and fsyncs it at the end.
+//!
 //! Page cache: the file and the cluster's chunk files are written just before the runs, so both
-//! sides read from a warm page cache unless stated. Every read's bytes are checked.
+//! sides read from a warm page cache unless stated. Every read's bytes are checked (not fio's).
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +135,44 @@ fn disk_seq(file: &std::fs::File, data: &[u8]) -> f64 {
     data.len() as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
+/// Runs fio with `args` and returns its first job's JSON report (None if fio is missing or fails).
+fn fio(args: &[String]) -> Option<serde_json::Value> {
+    let out = std::process::Command::new("fio").args(args).arg("--output-format=json").output().ok()?;
+    if !out.status.success() {
+        eprintln!("fio {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v["jobs"][0].clone())
+}
+
+/// fio's figures on the local file `path` of `size` bytes: 4 KiB random-read IOPS at each depth,
+/// 1 MiB sequential read GB/s (warm cache, like the pread baseline) and 1 MiB sequential write GB/s
+/// (fsync at the end), or None without fio.
+fn fio_row(path: &std::path::Path, size: usize, secs: f64) -> Option<(Vec<f64>, f64, f64)> {
+    let file = format!("--filename={}", path.display());
+    let common = |name: &str| vec![format!("--name={name}"), file.clone(), format!("--size={size}")];
+    let mut iops = Vec::new();
+    for d in [1, 32, 128] {
+        let mut a = common("randread");
+        a.extend(
+            ["--rw=randread", "--bs=4k", "--ioengine=psync", "--time_based", "--group_reporting", "--readonly"]
+                .map(String::from),
+        );
+        a.extend([format!("--numjobs={d}"), format!("--runtime={secs}")]);
+        iops.push(fio(&a)?["read"]["iops"].as_f64()?);
+    }
+    let mut a = common("read");
+    a.extend(["--rw=read", "--bs=1m", "--ioengine=psync", "--readonly"].map(String::from));
+    let read = fio(&a)?["read"]["bw_bytes"].as_f64()? / 1e9;
+    let wpath = path.with_extension("fio-write");
+    let mut a = vec!["--name=write".to_string(), format!("--filename={}", wpath.display()), format!("--size={size}")];
+    a.extend(["--rw=write", "--bs=1m", "--ioengine=psync", "--end_fsync=1"].map(String::from));
+    let write = fio(&a).and_then(|j| j["write"]["bw_bytes"].as_f64());
+    let _ = std::fs::remove_file(&wpath);
+    Some((iops, read, write? / 1e9))
+}
+
 fn drop_page_cache(file: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open fd; fadvise only hints the kernel and touches no memory of ours.
@@ -153,6 +196,7 @@ async fn main() {
     file.sync_all().expect("fsync baseline");
     let disk: Vec<f64> = [1, 32, 128].iter().map(|&d| disk_iops(&file, &data, d, secs)).collect();
     let disk_warm = disk_seq(&file, &data);
+    let fio_figures = fio_row(&path, data.len(), secs);
     drop_page_cache(&file);
     let disk_cold = disk_seq(&file, &data);
     drop(file);
@@ -160,7 +204,9 @@ async fn main() {
 
     let cluster = LocalCluster::start(&tmp.path().join("data")).await.expect("start cluster");
     let client = cluster.client().await.expect("client");
+    let t = Instant::now();
     let inode = Arc::new(write_file(&client, &data).await);
+    let t3_write = data.len() as f64 / t.elapsed().as_secs_f64() / 1e9;
     let mut t3 = Vec::new();
     for d in [1, 32, 128] {
         t3.push(t3fs_iops(&client, &inode, &data, d, secs).await);
@@ -173,11 +219,27 @@ async fn main() {
     println!(
         "t3fs batch reads, {mib} MiB file, 1 MiB chunks, 3 replicas on one machine ({cores} cores), {secs} s per IOPS run"
     );
-    println!("{:<34} {:>10} {:>10} {:>10} {:>12}", "path", "4K d=1", "4K d=32", "4K d=128", "1M seq GB/s");
     println!(
-        "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>12.3}",
-        "local disk pread (warm cache)", disk[0], disk[1], disk[2], disk_warm
+        "{:<34} {:>10} {:>10} {:>10} {:>12} {:>13}",
+        "path", "4K d=1", "4K d=32", "4K d=128", "1M seq GB/s", "write GB/s"
     );
-    println!("{:<34} {:>10} {:>10} {:>10} {:>12.3}", "local disk pread (cold, DONTNEED)", "-", "-", "-", disk_cold);
-    println!("{:<34} {:>10.0} {:>10.0} {:>10.0} {:>12.3}", "t3fs batch_read (warm cache)", t3[0], t3[1], t3[2], t3_seq);
+    println!(
+        "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>12.3} {:>13}",
+        "local disk pread (warm cache)", disk[0], disk[1], disk[2], disk_warm, "-"
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>12.3} {:>13}",
+        "local disk pread (cold, DONTNEED)", "-", "-", "-", disk_cold, "-"
+    );
+    match fio_figures {
+        Some((iops, read, write)) => println!(
+            "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>12.3} {:>13.3}",
+            "local disk fio psync (warm cache)", iops[0], iops[1], iops[2], read, write
+        ),
+        None => println!("{:<34} fio not installed or failed: no fio row", "local disk fio"),
+    }
+    println!(
+        "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>12.3} {:>13.3}",
+        "t3fs batch_read (warm cache)", t3[0], t3[1], t3[2], t3_seq, t3_write
+    );
 }

@@ -201,9 +201,6 @@ async fn admin_commands_against_a_cluster() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cluster = LocalCluster::start(&data).await.unwrap();
-    // In-process clusters bind mgmtd on port 0: record the real address where the CLI looks.
-    let cf = format!("mgmtd_addr = \"{}\"\ntoken = \"{}\"\n", cluster.mgmtd_addr(), cluster.plan.cluster.token);
-    std::fs::write(data.join("cluster.toml"), &cf).unwrap();
     let env = Env { tmp, data };
 
     // --- Cluster and placement.
@@ -466,6 +463,7 @@ async fn admin_commands_against_a_cluster() {
     let e = env.fails(&["stat", "/no/such/path"]).await;
     assert!(e.contains("/no/such/path"), "{e}");
     let cfg = env.local("client.toml");
+    let cf = format!("mgmtd_addr = \"{}\"\ntoken = \"{}\"\n", cluster.mgmtd_addr(), cluster.plan.cluster.token);
     std::fs::write(&cfg, format!("{cf}routing_refresh_ms = 100\n[extra]\nx = 1\n")).unwrap();
     let out = env.run_with(&["--config", cfg.to_str().unwrap()], &["ls", "/"]).await;
     assert_eq!(assert_ok(&["--config"], &out).trim(), "d/");

@@ -63,8 +63,6 @@ async fn set_config_reaches_running_nodes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cluster = LocalCluster::start(&data).await.unwrap();
-    let cf = format!("mgmtd_addr = \"{}\"\ntoken = \"{}\"\n", cluster.mgmtd_addr(), cluster.plan.cluster.token);
-    std::fs::write(data.join("cluster.toml"), &cf).unwrap();
     let storage = cluster.plan.storage.len();
     let file_fence = Duration::from_millis(cluster.plan.storage[0].fence_after_ms);
 

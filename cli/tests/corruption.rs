@@ -13,6 +13,10 @@ use t3fs_common::layout::SplitMix64;
 use t3fs_common::metrics::{sample, scrape};
 use t3fs_common::{ChainTableId, ChunkId, InodeId, TargetId, layout};
 
+#[path = "../../storage/tests/common/corrupt.rs"]
+mod corrupt;
+use corrupt::corrupt_on_disk;
+
 const BIN: &str = env!("CARGO_BIN_EXE_t3fs");
 
 async fn admin(data: &Path, args: &[&str]) -> Output {
@@ -27,36 +31,11 @@ async fn admin(data: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Flips one byte of `needle`'s copy in every file under `dir` holding it: the chunk's bytes
-/// wherever the chunk engine keeps them (no assumption about its file layout, only that data is
-/// stored as is). Returns the number of copies changed.
-fn corrupt_on_disk(dir: &Path, needle: &[u8]) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let mut data = std::fs::read(&p).unwrap();
-            let Some(at) = data.windows(needle.len()).position(|w| w == needle) else { continue };
-            data[at + needle.len() / 2] ^= 0x5a;
-            std::fs::write(&p, &data).unwrap();
-            n += 1;
-        }
-    }
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flipped_byte_is_detected_served_from_another_replica_counted_and_repaired() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let cluster = LocalCluster::start(&data_dir).await.unwrap();
-    let cf = format!("mgmtd_addr = \"{}\"\ntoken = \"{}\"\n", cluster.mgmtd_addr(), cluster.plan.cluster.token);
-    std::fs::write(data_dir.join("cluster.toml"), &cf).unwrap();
     let client = cluster.client().await.unwrap();
     let user = UserInfo::root();
 

@@ -112,8 +112,6 @@ async fn storage_failure_writes_continue_and_returning_replica_is_resynced() {
 
     // `t3fs admin list-syncs` shows the finished syncs into the returning targets, every chunk done.
     let data = tmp.path().join("data");
-    let cf = format!("mgmtd_addr = \"{}\"\ntoken = \"{}\"\n", cluster.mgmtd_addr(), cluster.plan.cluster.token);
-    std::fs::write(data.join("cluster.toml"), &cf).unwrap();
     let list_syncs = |json: bool| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_t3fs"));
         cmd.args(["admin", "--data-dir", data.to_str().unwrap(), "list-syncs"]).env_remove("T3FS_CONFIG");

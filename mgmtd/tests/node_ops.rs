@@ -3,53 +3,15 @@
 //! shows the target SERVING (or SYNCING: the fake's sync completes at once), ONLINE otherwise.
 use std::time::{Duration, Instant};
 
+use support::{SERVING, config, fake_storage_heartbeats, header, register, routing, wait_until};
 use t3fs_common::mgmtd_conn::MgmtdConn;
-use t3fs_common::proto::{self, LocalTargetState, NodeStatus, NodeType, PublicTargetState};
+use t3fs_common::proto::{self, NodeStatus, NodeType, PublicTargetState};
 use t3fs_common::routing::RoutingCache;
 use t3fs_common::{Error, StatusCode};
-use t3fs_kv::{Db, KvConfig};
-use t3fs_mgmtd::Config;
+use t3fs_kv::Db;
 use tokio_util::sync::CancellationToken;
 
-const LEASE_MS: u64 = 1500;
-
-fn config(id: u32) -> Config {
-    let mut cfg = Config::new(id, "127.0.0.1:0", KvConfig::Mem);
-    cfg.heartbeat_timeout_ms = 10_000;
-    cfg.check_interval_ms = 50;
-    cfg.bootstrap_ms = Some(300);
-    cfg.lease_length_ms = LEASE_MS;
-    cfg.extend_lease_interval_ms = 200;
-    cfg.lease_margin_ms = 300;
-    cfg
-}
-
-fn header() -> Option<proto::RequestHeader> {
-    Some(proto::RequestHeader { request_id: t3fs_common::new_request_id(), ..Default::default() })
-}
-
-async fn routing(conn: &MgmtdConn) -> proto::RoutingInfo {
-    let rsp = conn
-        .call(|mut c| async move {
-            c.get_routing_info(proto::GetRoutingInfoReq { header: header(), known_version: 0 }).await
-        })
-        .await
-        .unwrap();
-    rsp.into_inner().info.expect("known version 0 always gets info")
-}
-
-/// Polls routing info until `pred` holds (10 s at most).
-async fn wait_until(conn: &MgmtdConn, what: &str, pred: impl Fn(&proto::RoutingInfo) -> bool) -> proto::RoutingInfo {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info = routing(conn).await;
-        if pred(&info) {
-            return info;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {info:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+mod support;
 
 fn node(info: &proto::RoutingInfo, id: u32) -> Option<&proto::NodeInfo> {
     info.nodes.iter().find(|n| n.node_id == id)
@@ -65,66 +27,6 @@ fn chain(info: &proto::RoutingInfo, id: u32) -> proto::ChainInfo {
 
 fn ids(c: &proto::ChainInfo) -> Vec<u64> {
     c.targets.iter().map(|t| t.target_id).collect()
-}
-
-const SERVING: i32 = PublicTargetState::Serving as i32;
-
-/// Fake storage nodes 10001..=10003 with targets `node * 10 + 1`, `+ 2`, heartbeating every 100 ms.
-fn storage_nodes(conn: MgmtdConn, cancel: CancellationToken) {
-    tokio::spawn(async move {
-        while !cancel.is_cancelled() {
-            let info = routing(&conn).await;
-            for n in 10001..=10003u32 {
-                let targets = [u64::from(n) * 10 + 1, u64::from(n) * 10 + 2]
-                    .into_iter()
-                    .map(|t| {
-                        let public = info.targets.iter().find(|x| x.target_id == t).map(|x| x.public_state);
-                        let up_to_date = public.is_none_or(|s| {
-                            s == PublicTargetState::Serving as i32 || s == PublicTargetState::Syncing as i32
-                        });
-                        let local = if up_to_date { LocalTargetState::Uptodate } else { LocalTargetState::Online };
-                        proto::LocalTarget {
-                            target_id: t,
-                            local_state: local as i32,
-                            free_bytes: Some(1 << 30),
-                            capacity_bytes: Some(4 << 30),
-                            ..Default::default()
-                        }
-                    })
-                    .collect();
-                let req = proto::HeartbeatReq {
-                    header: header(),
-                    node_id: n,
-                    node_type: NodeType::Storage as i32,
-                    targets,
-                    config_version: 0,
-                };
-                conn.call(|mut c| {
-                    let req = req.clone();
-                    async move { c.heartbeat(req).await }
-                })
-                .await
-                .expect("heartbeats are accepted, from disabled nodes too");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-}
-
-async fn register(conn: &MgmtdConn, id: u32, ty: NodeType) {
-    let req = proto::RegisterNodeReq {
-        header: header(),
-        node_id: id,
-        node_type: ty as i32,
-        grpc_addr: format!("127.0.0.1:{id}"),
-        ..Default::default()
-    };
-    conn.call(|mut c| {
-        let req = req.clone();
-        async move { c.register_node(req).await }
-    })
-    .await
-    .unwrap();
 }
 
 async fn disable(conn: &MgmtdConn, node_id: u32) -> Result<proto::NodeInfo, Error> {
@@ -182,7 +84,7 @@ async fn node_and_layout_operations() {
         register(&conn, n, NodeType::Storage).await;
     }
     register(&conn, 10010, NodeType::Meta).await;
-    storage_nodes(conn.clone(), cancel.clone());
+    fake_storage_heartbeats(conn.clone(), cancel.clone());
     wait_until(&conn, "targets", |i| i.targets.len() == 6).await;
     let req = proto::CreateChainTableReq { header: header(), table_id: 1, replicas: 3, ..Default::default() };
     create_table(&conn, req).await.unwrap();

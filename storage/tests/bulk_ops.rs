@@ -155,29 +155,6 @@ async fn batch_reads_match_single_reads_byte_for_byte_with_per_item_errors() {
     c.stop_servers().await;
 }
 
-/// Flips one byte of `needle`'s copy in every file under `dir` that holds it: the chunk's bytes on
-/// disk, wherever the engine keeps them (no assumption about the file layout, only that data is
-/// stored as is). Returns how many copies were changed.
-pub fn corrupt_on_disk(dir: &std::path::Path, needle: &[u8]) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let mut data = std::fs::read(&p).unwrap();
-            let Some(at) = data.windows(needle.len()).position(|w| w == needle) else { continue };
-            data[at + needle.len() / 2] ^= 0x5a;
-            std::fs::write(&p, &data).unwrap();
-            n += 1;
-        }
-    }
-    n
-}
-
 fn repair(target: u64, chunk: ChunkId, version: u64, data: &[u8]) -> BulkRequest {
     let mut r = update(target, 1, chunk, proto::UpdateType::Replace, 0, data);
     if let Some(bulk_request::Op::Update(u)) = r.op.as_mut() {
@@ -194,7 +171,7 @@ async fn a_corrupted_replica_is_detected_counted_and_repaired() {
     let chunk = ChunkId::new(InodeId(31), 0);
     let d = bytes(256 << 10, 5);
     client.call(&c.bulk(0), &write(101, 1, chunk, 0, &d), &d).await.unwrap();
-    assert!(corrupt_on_disk(c.dirs[2].path(), &d[1000..1064]) >= 1, "chunk bytes not found on disk");
+    assert!(common::corrupt::corrupt_on_disk(c.dirs[2].path(), &d[1000..1064]) >= 1, "chunk bytes not found on disk");
     let err = client.call(&c.bulk(2), &read(301, chunk, 0, CHUNK_SIZE), &[]).await.unwrap_err();
     assert_eq!(err.code, StatusCode::ChecksumMismatch, "{err}");
     let tail = scrape(&c.servers[2]).await;

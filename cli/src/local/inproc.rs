@@ -2,7 +2,9 @@
 //!
 //! Used by integration tests (and benchmarks) to boot mgmtd, meta and three storage servers on
 //! loopback in one process, over the same data-directory layout as `t3fs local up`, so a test can
-//! stop the cluster and start it again on the same directory.
+//! stop the cluster and start it again on the same directory. `DIR/cluster.toml` holds the address
+//! mgmtd really bound (port 0 picks a free one), so the `t3fs admin --data-dir DIR` binary works
+//! against it.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,11 @@ impl LocalCluster {
             s.mgmtd_addr = addr.clone();
         }
         plan.cluster.mgmtd_addr = addr;
+        // Record the real address, so `t3fs admin --data-dir DIR` reaches this cluster (a restart on the
+        // same directory binds a new port and rewrites it).
+        let cf_path = dir.join("cluster.toml");
+        std::fs::write(&cf_path, t3fs_common::config::to_toml(&plan.cluster)?)
+            .with_context(|| format!("writing {}", cf_path.display()))?;
         let mut storage = Vec::new();
         for cfg in &plan.storage {
             let server =

@@ -18,6 +18,8 @@ use t3fs_storage::chunk_store::Update;
 use t3fs_storage::{ChunkStore, Config, Server, TargetConfig};
 use tokio_util::sync::CancellationToken;
 
+pub mod corrupt;
+
 pub const TOKEN: &str = "secret";
 pub const CHUNK_SIZE: u32 = 1 << 20;
 
