@@ -3,8 +3,8 @@
 //! OFFLINE; a seeded random stream of writes (small, chunk-sized, chunk-spanning, extending past the
 //! end with a hole), truncates (down, up with zero fill, to 0), file creates (names are reused) and
 //! removals runs through the native client against a local model of every file; meta's GC collects
-//! the removed files' chunks while the server is still away. The server returns (a short second stream
-//! runs while it comes back and syncs), every target ends SERVING, and then:
+//! the removed files' chunks while the server is still away. The server returns (the stream goes on
+//! while it comes back and syncs, and a little after), every target ends SERVING, and then:
 //!
 //! - every chain's replicas list the same live chunks with the same version, length and CRC32C (chain
 //!   version aside: it records when a replica got the content), with nothing pending;
@@ -412,10 +412,24 @@ async fn returning_server_resyncs_to_byte_identical_replicas() {
     // The server returns; more operations run while its targets come back and sync.
     s.log.push(format!("start storage server {victim}"));
     s.check("restart", cluster.start_storage(victim).await);
-    for _ in 0..30 {
+    // Operations go on until the returning targets are SERVING (at least 30, for at most 60 s), so some
+    // usually land while they are SYNCING.
+    let (mut during_sync, mut after) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while after < 30 && tokio::time::Instant::now() < deadline {
         s.op().await;
+        s.client.refresh_routing().await;
+        let r = s.client.routing();
+        let states: Vec<i32> = dead.iter().map(|t| state_of(&r, *t)).collect();
+        if states.contains(&(PublicTargetState::Syncing as i32)) {
+            during_sync += 1;
+        }
+        if states.iter().all(|&st| st == PublicTargetState::Serving as i32) {
+            after += 1;
+        }
     }
     wait_state(&s, &dead, PublicTargetState::Serving, 60).await;
+    s.check_reads().await;
     let all: Vec<u64> = client.routing().info.chains.iter().flat_map(|c| &c.targets).map(|t| t.target_id).collect();
     wait_state(&s, &all, PublicTargetState::Serving, 10).await;
     s.wait_removed_collected().await;
@@ -442,7 +456,8 @@ async fn returning_server_resyncs_to_byte_identical_replicas() {
     assert_replicas_match_model(&s, &token).await;
     s.check_reads().await;
     eprintln!(
-        "resync model: {} ops, {} live files, {} removed; {down:?} until the restart, {:?} in all",
+        "resync model: {} ops ({during_sync} while syncing), {} live files, {} removed; {down:?} until the \
+         restart, {:?} in all",
         s.step,
         s.files.len(),
         s.removed.len(),
