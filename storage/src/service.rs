@@ -12,7 +12,8 @@
 //!
 //! Reads (any readable replica) return the committed version; while a version is pending they fail with
 //! `ChunkNotCommitted` (the client tries another replica, then retries with backoff) unless the request
-//! sets `relaxed`, which reads the pending version.
+//! sets `relaxed`, which reads the pending version. A read returns the part of its range inside the chunk
+//! (possibly nothing); a range whose end overflows u32 is refused (InvalidArgument).
 //!
 //! **A failed forward** leaves the update pending on every hop up to the failure, and the client gets the
 //! error and retries. The rule that resolves it (3FS's): the predecessor is authoritative for its
@@ -133,6 +134,12 @@ impl StorageService {
 
     async fn read(&self, r: proto::ReadChunk) -> Result<(BulkResponse, Bytes), Error> {
         let chunk = ChunkId::from_bytes(&r.chunk_id)?;
+        if r.offset.checked_add(r.length).is_none() {
+            return Err(Error::invalid(format!(
+                "read range: offset {} + length {} overflows a chunk offset",
+                r.offset, r.length
+            )));
+        }
         let store = self.store(r.target_id)?;
         self.fence.check()?;
         // Refuse reads only when routing positively says the target is not readable (e.g. syncing).
