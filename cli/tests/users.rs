@@ -71,6 +71,40 @@ async fn user_tokens_end_to_end() {
     };
     assert_eq!(bulk_code, StatusCode::Unauthenticated);
 
+    // Her token may write to a chain's head, but not send chain-internal updates (a forwarded version,
+    // a sync replacement) straight to a replica: refused, and the chunk is unchanged everywhere.
+    let lay = f.layout.unwrap();
+    let r = alice.routing();
+    let table = r.table(t3fs_common::ids::ChainTableId(lay.table_id), lay.table_version).unwrap();
+    let chain = r.chain(t3fs_common::layout::chain_of(&lay, &table.chains, 0).unwrap()).unwrap().clone();
+    let chunk = t3fs_common::ids::ChunkId::new(InodeId(f.id), 0);
+    let tail = chain.targets.last().unwrap().target_id;
+    let tail_addr = r.node_of_target(t3fs_common::ids::TargetId(tail)).unwrap().bulk_addr.clone();
+    let before = admin.query_chunk(t3fs_common::ids::TargetId(tail), chunk).await.unwrap().unwrap();
+    for (what, version, sync) in [("forwarded", before.version + 1, false), ("sync", before.version + 1, true)] {
+        let payload = b"mallory's bytes!";
+        let req = proto::BulkRequest {
+            request_id: "r".into(),
+            token: token.clone(),
+            op: Some(proto::bulk_request::Op::Update(proto::UpdateChunk {
+                chain_id: chain.chain_id,
+                chain_version: chain.chain_version,
+                target_id: tail,
+                chunk_id: chunk.to_bytes().to_vec().into(),
+                update_type: if sync { proto::UpdateType::Replace } else { proto::UpdateType::Write } as i32,
+                chunk_size: lay.chunk_size,
+                payload_crc32c: crc32c::crc32c(payload),
+                update_version: version,
+                sync,
+                ..Default::default()
+            })),
+        };
+        let e = t3fs_common::bulk::BulkClient::default().call(&tail_addr, &req, payload).await.unwrap_err();
+        assert_eq!(e.code, StatusCode::PermissionDenied, "{what}: {e}");
+    }
+    let after = admin.query_chunk(t3fs_common::ids::TargetId(tail), chunk).await.unwrap().unwrap();
+    assert_eq!((after.version, after.crc32c), (before.version, before.crc32c));
+
     // The client keeps a session at mgmtd under its uid.
     let mut m = t3fs_common::routing::connect_mgmtd(cluster.mgmtd_addr()).await.unwrap();
     let header = proto::RequestHeader { token: cluster.plan.cluster.token.clone(), ..Default::default() };

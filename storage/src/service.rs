@@ -51,7 +51,7 @@ use bytes::Bytes;
 use t3fs_common::bulk::{self, BulkClient, BulkHandler};
 use t3fs_common::proto::{self, BulkRequest, BulkResponse, bulk_request};
 use t3fs_common::routing::{RoutingCache, is_readable, is_writable};
-use t3fs_common::users::{Authenticator, UserCache};
+use t3fs_common::users::{Authenticator, Principal, UserCache};
 use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
 use tracing::Instrument;
 
@@ -362,9 +362,30 @@ impl StorageService {
     }
 }
 
+/// Who may send which update: clients (any valid token) send plain writes, truncates and removals to a
+/// head (`update_version = 0`); chain-internal updates (forwarded at a version, sync replacements and
+/// removals) come only from storage nodes, which carry the cluster token; a repair of a damaged replica
+/// (checked against that replica's own record, see `repair.rs`) needs an admin. Without this, a user
+/// token could write straight to a middle or tail and make replicas differ.
+fn may_send(principal: &Principal, u: &proto::UpdateChunk) -> Result<(), Error> {
+    if u.repair {
+        principal.require_admin()
+    } else if u.sync || u.update_version > 0 {
+        principal.require_cluster()
+    } else {
+        Ok(())
+    }
+}
+
 impl BulkHandler for StorageService {
     async fn handle(&self, req: BulkRequest, payload: Bytes) -> (BulkResponse, Bytes) {
-        if let Err(e) = self.auth.authenticate_token(&req.token).await {
+        let principal = match self.auth.authenticate_token(&req.token).await {
+            Ok(p) => p,
+            Err(e) => return (bulk::error_response(&e), Bytes::new()),
+        };
+        if let Some(bulk_request::Op::Update(u)) = &req.op
+            && let Err(e) = may_send(&principal, u)
+        {
             return (bulk::error_response(&e), Bytes::new());
         }
         let started = Instant::now();
