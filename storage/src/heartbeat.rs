@@ -4,7 +4,9 @@
 //! configured deadline passes: mgmtd may come up after storage). Every request goes to the primary mgmtd
 //! through a [`MgmtdConn`] over the configured address list, which follows a takeover. Then a task sends a heartbeat every
 //! interval (or at once when woken, e.g. after a `SyncDone`) with one `LocalTarget` per target: its local
-//! state ([`crate::local_state`]), used bytes, free and total bytes of its file system ([`disk_space`]),
+//! state ([`crate::local_state`]), used bytes, free and total bytes of the file system holding its engine
+//! ([`disk_space`]; targets reporting the same disk index each report an equal share, so the disk is not
+//! counted once per target),
 //! and the chain version it knows. mgmtd derives public target
 //! states and chain membership from these reports. Every successful reply feeds the node's [`Fence`].
 //!
@@ -117,11 +119,20 @@ pub fn local_targets(
     states: &TargetStates,
 ) -> Vec<proto::LocalTarget> {
     let r = routing.get();
+    // Targets on one disk share its space: each reports an equal share, so sums over targets (meta's
+    // statfs sums chains) count the disk once.
+    let mut per_disk: HashMap<u32, u64> = HashMap::new();
+    for id in stores.keys() {
+        if let Some(d) = disks.get(id) {
+            *per_disk.entry(*d).or_default() += 1;
+        }
+    }
     let mut out: Vec<proto::LocalTarget> = stores
         .iter()
         .map(|(id, store)| {
             let (local_state, chain_version) = states.observe(*id, &r);
-            let space = disk_space(store.chunks_dir());
+            let share = disks.get(id).and_then(|d| per_disk.get(d)).copied().unwrap_or(1).max(1);
+            let space = disk_space(store.engine().dir()).map(|(free, total)| (free / share, total / share));
             proto::LocalTarget {
                 target_id: id.0,
                 local_state: local_state as i32,

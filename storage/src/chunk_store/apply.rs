@@ -325,7 +325,7 @@ impl ChunkStore {
             Update::Remove | Update::Replace { .. } => false,
         };
         let mut content = match old_live {
-            Some(r) if needs_old => self.read_verified(chunk, r)?,
+            Some(r) if needs_old => self.read_verified(chunk, r)?.to_vec(),
             _ => Vec::new(),
         };
         Ok(match update {
