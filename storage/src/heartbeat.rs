@@ -257,4 +257,26 @@ mod tests {
         assert_eq!(disk_space(&dir.path().join("missing")), None);
         assert_eq!(disk_space(Path::new("nul\0byte")), None);
     }
+
+    #[test]
+    fn targets_on_one_disk_report_a_share_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let targets = [1u64, 2, 3].map(|id| crate::TargetConfig {
+            id,
+            path: dir.path().join(format!("t{id}")),
+            disk: Some(id as u32 / 3),
+        });
+        let mut config = crate::Config::new(1, "m", targets.to_vec());
+        config.disks = vec![crate::DiskConfig { index: 0, path: dir.path().join("disk0") }];
+        let opened = crate::disk::open_stores(&config, crate::engine::EngineOptions::default()).unwrap();
+        let stores: HashMap<TargetId, ChunkStore> = opened.into_iter().map(|(id, s, _)| (id, s)).collect();
+        let disks = targets.iter().map(|t| (TargetId(t.id), t.disk.unwrap())).collect();
+        let states = TargetStates::new(stores.keys().copied());
+        let report = local_targets(&stores, &disks, &RoutingCache::new(), &states);
+        let (_, total) = disk_space(dir.path()).unwrap();
+        let caps: Vec<u64> = report.iter().map(|t| t.capacity_bytes.unwrap()).collect();
+        // Targets 1 and 2 share disk 0 (its engine), target 3 is alone on disk 1.
+        assert_eq!(caps, vec![total / 2, total / 2, total]);
+        stores.values().for_each(ChunkStore::close);
+    }
 }
