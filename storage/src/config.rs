@@ -213,6 +213,14 @@ mod tests {
         assert_eq!(c.fence_after_ms, 2500);
         assert_eq!(c.token, "");
         assert!(c.direct_io && c.disks.is_empty());
+        let with_disks: Config = t3fs_common::config::parse(&format!(
+            "direct_io = false\n{text}\n[[disks]]\nindex = 3\npath = \"/data/d3\"\n"
+        ))
+        .unwrap();
+        assert_eq!(with_disks.disks, vec![DiskConfig { index: 3, path: "/data/d3".into() }]);
+        assert!(!with_disks.direct_io);
+        let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&with_disks).unwrap()).unwrap();
+        assert_eq!(round, with_disks);
         assert_eq!(c.targets, vec![TargetConfig { id: 101, path: "/tmp/t101".into(), disk: None }]);
         c.validate().unwrap();
         let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&c).unwrap()).unwrap();
