@@ -254,20 +254,21 @@ impl Engine {
         if !st.owners.insert(owner) {
             return Err(Error::internal(format!("chunk engine {}: target {owner} attached twice", self.dir.display())));
         }
-        let mut invalid = Vec::new();
+        let (mut invalid, mut conflicts) = (Vec::new(), 0);
         for &slot in referenced {
             match st.groups.get_mut(&(slot.class, slot.group)) {
                 Some(g) if !g.is_set(slot.index) => g.set(slot.index, true),
                 Some(_) => {
                     st.conflicts.insert(slot);
                     invalid.push(slot);
+                    conflicts += 1;
                 }
                 None => invalid.push(slot),
             }
         }
-        if !st.conflicts.is_empty() {
-            tracing::error!(dir = %self.dir.display(), owner, conflicts = st.conflicts.len(),
-                "chunk engine: slots referenced more than once; kept allocated until the next open");
+        if conflicts > 0 {
+            tracing::error!(dir = %self.dir.display(), owner, conflicts,
+                "chunk engine: slots already referenced by another record; kept allocated until the next open");
         }
         Ok(invalid)
     }
