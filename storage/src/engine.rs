@@ -591,6 +591,23 @@ mod tests {
     }
 
     #[test]
+    fn a_file_system_refusing_o_direct_falls_back_to_buffered_io() {
+        let d = tempfile::tempdir().unwrap();
+        aligned::REFUSE_DIRECT.with(|r| r.set(true));
+        let opened = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]);
+        aligned::REFUSE_DIRECT.with(|r| r.set(false));
+        let (e, _) = opened.unwrap();
+        assert!(!e.direct_io(), "fell back");
+        let s = e.allocate(5000).unwrap();
+        e.write(s, &[7; 5000]).unwrap();
+        assert_eq!(&e.read_bytes(s, 4990, 10).unwrap()[..], &[7; 10]);
+        // Where it is accepted (ext4, xfs, tmpfs since Linux 6.6), the option is in force.
+        let d = tempfile::tempdir().unwrap();
+        let (e, _) = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]).unwrap();
+        assert_eq!(e.direct_io(), aligned::probe_direct(d.path()).unwrap());
+    }
+
+    #[test]
     fn direct_and_buffered_io_read_back_any_range() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         for direct_io in [false, true] {

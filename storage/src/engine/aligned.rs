@@ -86,8 +86,18 @@ impl AsRef<[u8]> for AlignedBuf {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: O_DIRECT opens fail with EINVAL on this thread, as on a file system that refuses it.
+    pub(crate) static REFUSE_DIRECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Opens `path` for reading and writing, with O_DIRECT when `direct`.
 pub fn open_rw(path: &Path, direct: bool, create: bool) -> std::io::Result<File> {
+    #[cfg(test)]
+    if direct && REFUSE_DIRECT.with(|r| r.get()) {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let mut o = OpenOptions::new();
     o.read(true).write(true).create(create).truncate(false);
     if direct {
