@@ -367,16 +367,22 @@ impl Engine {
     /// Writes without syncing (the failpoint tests stop between the write and the sync). With O_DIRECT
     /// the data is copied into an aligned buffer padded with zeros to a multiple of 4 KiB.
     pub fn write_unsynced(&self, slot: Slot, data: &[u8]) -> Result<(), Error> {
-        assert!(data.len() as u64 <= slot.size(), "chunk data larger than its slot");
-        let file = self.file(slot)?;
-        let res = if self.direct {
-            let mut buf = AlignedBuf::zeroed(align_up(data.len()));
-            buf[..data.len()].copy_from_slice(data);
-            file.write_all_at(&buf, slot.offset())
-        } else {
-            file.write_all_at(data, slot.offset())
-        };
-        res.map_err(io(format!("writing slot {slot:?}")))
+        if !self.direct {
+            assert!(data.len() as u64 <= slot.size(), "chunk data larger than its slot");
+            return self.file(slot)?.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")));
+        }
+        let mut buf = AlignedBuf::zeroed(align_up(data.len()));
+        buf[..data.len()].copy_from_slice(data);
+        self.write_aligned_unsynced(slot, &buf, data.len())
+    }
+
+    /// Writes the first `len` bytes of `buf` (which holds zeros from `len` to the next multiple of 4 KiB)
+    /// without syncing and without a copy: with O_DIRECT the padded length, else `len` bytes.
+    pub fn write_aligned_unsynced(&self, slot: Slot, buf: &AlignedBuf, len: usize) -> Result<(), Error> {
+        let padded = align_up(len);
+        assert!(padded as u64 <= slot.size() && buf.len() >= padded, "chunk data larger than its slot or buffer");
+        let data = if self.direct { &buf[..padded] } else { &buf[..len] };
+        self.file(slot)?.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")))
     }
 
     /// `fdatasync` of the slot's group file.
