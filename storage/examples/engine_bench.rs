@@ -3,7 +3,8 @@
 //! run (skipped with a message if `fio` is not installed).
 //!
 //! `cargo run --release -p t3fs-storage --example engine_bench -- [DIR] [TOTAL_MIB] [CHUNK_KIB] [JOBS]
-//! [RAND_SECS]` (defaults: /var/tmp, 512, 1024, 4, 5). Works in a fresh temp directory under DIR.
+//! [RAND_SECS] [DIRECT]` (defaults: /var/tmp, 512, 1024, 4, 5, 1). Works in a fresh temp directory under
+//! DIR. DIRECT 1: the engine uses O_DIRECT (`direct_io`) and fio runs with `--direct=1`; 0: both buffered.
 //!
 //! - sequential write: JOBS tasks write TOTAL_MIB of whole chunks (`Update::Replace`), each chunk a
 //!   slot write + `fdatasync` + a durable metadata commit; fio: `rw=write`, `bs=CHUNK`, `fdatasync=1`,
@@ -66,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let chunk_kib: u32 = arg(3, 1024);
     let jobs: u64 = arg(4, 4);
     let rand_secs: u64 = arg(5, 5);
+    let direct = arg::<u8>(6, 1) == 1;
     let chunk_len = chunk_kib * 1024;
     let n_chunks = total_mib * 1024 / u64::from(chunk_kib);
     let dir = tempfile::Builder::new().prefix("t3fs-engine-bench").tempdir_in(&base)?;
@@ -74,7 +76,9 @@ async fn main() -> anyhow::Result<()> {
         "chunk engine bench in {}: {n_chunks} chunks of {chunk_kib} KiB ({total_mib} MiB), {jobs} jobs",
         dir.path().display()
     );
-    let (store, _) = ChunkStore::open(TargetId(1), &target)?;
+    let options = t3fs_storage::engine::EngineOptions { direct_io: direct, ..Default::default() };
+    let (store, _) = ChunkStore::open_with(TargetId(1), &target, options)?;
+    println!("direct_io requested: {direct}, in use: {}", store.engine().direct_io());
     let chunk = |i: u64| ChunkId::new(InodeId(1 + i / 1_000_000), (i % 1_000_000) as u32);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let data: Vec<u8> = (0..chunk_len).map(|_| rng.next() as u8).collect();
@@ -145,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     println!("engine: {} MiB in slots, {} MiB of group files", used >> 20, files >> 20);
     store.close();
 
-    let fio = run_fio(dir.path(), total_mib, chunk_kib, jobs, rand_secs);
+    let fio = run_fio(dir.path(), total_mib, chunk_kib, jobs, rand_secs, direct);
     println!();
     println!("| measure | chunk engine | fio (same disk, same run) |");
     println!("|---|---|---|");
@@ -157,7 +161,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Runs the equivalent fio jobs; `None` (with a message) if fio is missing or fails.
-fn run_fio(dir: &Path, total_mib: u64, chunk_kib: u32, jobs: u64, rand_secs: u64) -> Option<(f64, f64, f64)> {
+fn run_fio(
+    dir: &Path,
+    total_mib: u64,
+    chunk_kib: u32,
+    jobs: u64,
+    rand_secs: u64,
+    direct: bool,
+) -> Option<(f64, f64, f64)> {
     let file = dir.join("fio.dat");
     let part = format!("{}M", total_mib / jobs);
     let common = |name: &str| {
@@ -168,6 +179,7 @@ fn run_fio(dir: &Path, total_mib: u64, chunk_kib: u32, jobs: u64, rand_secs: u64
             "--ioengine=psync",
             "--group_reporting",
             "--output-format=json",
+            &format!("--direct={}", u8::from(direct)),
         ]);
         c
     };

@@ -1,9 +1,10 @@
 //! The chunk store of one target: chunk data in the size-class chunk engine ([`crate::engine`]), chunk
 //! metadata in a fjall keyspace, and two-phase (pending / committed) versions for CRAQ.
 //!
-//! Layout of a target directory (format 2, see [`migrate`]):
-//! - `FORMAT`: `t3fs-target <n>`; a directory with an unknown format is refused;
-//! - `engine/<class>/<group>`: the data files of the chunk engine (slots of one size class);
+//! Layout of a target directory (formats 2 and 3, see [`migrate`]):
+//! - `FORMAT`: `t3fs-target <n>` (format 3 adds `disk <id>`); a directory with an unknown format is refused;
+//! - format 2 only: `engine/<class>/<group>`, the data files of the target's private chunk engine; a
+//!   format 3 target keeps its data in the shared engine of its disk (`crate::disk`);
 //! - `meta/`: a fjall database with keyspaces `chunks` (chunk id (16 bytes) -> its *committed* record,
 //!   `chunk_store/record.rs`, naming the engine slot of its content) and `pending` (chunk id -> the record
 //!   of at most one *pending* version: an update applied here but not yet committed down the chain).
@@ -55,6 +56,7 @@ use bytes::Bytes;
 use t3fs_common::proto;
 use t3fs_common::{ChunkId, Error, InodeId, StatusCode, TargetId};
 
+use crate::disk::Disk;
 use crate::engine::{Engine, EngineOptions, Slot};
 
 /// Largest chunk a target stores.
@@ -234,6 +236,44 @@ struct Inner {
     failpoint: Mutex<Option<Failpoint>>,
 }
 
+/// Which engine a target's data goes to (see [`ChunkStore::begin_open`]).
+#[derive(Clone)]
+pub enum EngineChoice {
+    /// `<target>/engine`, opened for this target alone.
+    Private(EngineOptions),
+    /// The shared engine of a disk. A format 2 target keeps its private engine even so.
+    Shared(Arc<Disk>),
+}
+
+/// A target between [`ChunkStore::begin_open`] and [`OpeningStore::finish`].
+pub struct OpeningStore {
+    store: ChunkStore,
+    report: OpenReport,
+    layout: migrate::Layout,
+    invalid: Vec<Slot>,
+    /// The shared engine's disk id, when the target uses one.
+    disk: Option<u64>,
+}
+
+impl OpeningStore {
+    /// Migrates a file-per-chunk target, records the format and checks every record. For a shared engine,
+    /// call this only after the engine is sealed (allocation is refused before).
+    pub fn finish(self) -> Result<(ChunkStore, OpenReport), Error> {
+        let Self { store, mut report, layout, invalid, disk } = self;
+        let target = store.inner.target;
+        if layout == migrate::Layout::FilePerChunk {
+            report.migrated = store.migrate_files()?;
+        }
+        migrate::finish(&store.inner.dir, layout, disk)?;
+        store.check(&mut report, &invalid)?;
+        if !report.damaged.is_empty() || report.orphans_removed > 0 || report.migrated > 0 {
+            let (stale, damaged, migrated) = (report.orphans_removed, report.damaged.len(), report.migrated);
+            tracing::warn!(target_id = %target, stale, damaged, migrated, "target recovered");
+        }
+        Ok((store, report))
+    }
+}
+
 /// The chunk store of one target. Cheap to clone.
 #[derive(Clone)]
 pub struct ChunkStore {
@@ -280,15 +320,23 @@ impl Drop for LockEntry {
 }
 
 impl ChunkStore {
-    /// Opens (creating if needed) the target directory `path`: checks its format (migrating a
-    /// file-per-chunk target into the engine), rebuilds the slot allocation from the records and checks
-    /// that every live chunk's slot is valid.
+    /// Opens (creating if needed) the target directory `path` with a private engine: checks its format
+    /// (migrating a file-per-chunk target into the engine), rebuilds the slot allocation from the records
+    /// and checks that every live chunk's slot is valid.
     pub fn open(target: TargetId, path: &Path) -> Result<(Self, OpenReport), Error> {
         Self::open_with(target, path, EngineOptions::default())
     }
 
     /// [`ChunkStore::open`] with engine options.
     pub fn open_with(target: TargetId, path: &Path, options: EngineOptions) -> Result<(Self, OpenReport), Error> {
+        Self::begin_open(target, path, &EngineChoice::Private(options))?.finish()
+    }
+
+    /// The first half of opening a target: format check, metadata store, and the target's slots marked in
+    /// its engine (for a shared engine: attached, see `Engine::attach`). [`OpeningStore::finish`] does the
+    /// rest, which may allocate: for a shared engine, only after every target of the disk has begun and
+    /// the engine is sealed.
+    pub fn begin_open(target: TargetId, path: &Path, choice: &EngineChoice) -> Result<OpeningStore, Error> {
         let layout = migrate::check_format(path)?;
         let db = fjall::Database::builder(path.join(META_DIR)).worker_threads(1).open().map_err(kv_err)?;
         let metas = db.keyspace(KEYSPACE, fjall::KeyspaceCreateOptions::default).map_err(kv_err)?;
@@ -296,7 +344,38 @@ impl ChunkStore {
         let db = Db { db, metas, pending };
         let mut report = OpenReport::default();
         let referenced = referenced_slots(&db, &mut report)?;
-        let (engine, invalid) = Engine::open(&path.join(ENGINE_DIR), options, &referenced)?;
+        let private = |options| Engine::open_single(&path.join(ENGINE_DIR), options, target.0, &referenced);
+        let (engine, invalid, disk) = match (layout, choice) {
+            (migrate::Layout::Shared(id), EngineChoice::Shared(disk)) if id == disk.id() => {
+                (disk.engine().clone(), disk.engine().attach(target.0, &referenced)?, Some(id))
+            }
+            (migrate::Layout::Shared(id), choice) => {
+                let configured = match choice {
+                    EngineChoice::Shared(d) => {
+                        format!("disk {} ({}) has id {:016x}", d.index(), d.path().display(), d.id())
+                    }
+                    EngineChoice::Private(_) => "no shared disk is configured for it".into(),
+                };
+                return Err(Error::invalid(format!(
+                    "target {target} at {} keeps its data in the engine of disk {id:016x}, but {configured}",
+                    path.display()
+                )));
+            }
+            (migrate::Layout::Engine, EngineChoice::Shared(disk)) => {
+                tracing::info!(target_id = %target, disk = disk.index(),
+                    "format 2 target keeps its private engine (not the disk's shared one)");
+                let (e, invalid) = private(disk.options())?;
+                (e, invalid, None)
+            }
+            (_, EngineChoice::Private(options)) => {
+                let (e, invalid) = private(*options)?;
+                (e, invalid, None)
+            }
+            (_, EngineChoice::Shared(disk)) => {
+                disk.register(target, path)?;
+                (disk.engine().clone(), disk.engine().attach(target.0, &referenced)?, Some(disk.id()))
+            }
+        };
         let store = Self {
             inner: Arc::new(Inner {
                 target,
@@ -311,16 +390,7 @@ impl ChunkStore {
                 failpoint: Mutex::new(None),
             }),
         };
-        if layout == migrate::Layout::FilePerChunk {
-            report.migrated = store.migrate_files()?;
-        }
-        migrate::finish(path, layout)?;
-        store.check(&mut report, &invalid)?;
-        if !report.damaged.is_empty() || report.orphans_removed > 0 || report.migrated > 0 {
-            let (stale, damaged, migrated) = (report.orphans_removed, report.damaged.len(), report.migrated);
-            tracing::warn!(target_id = %target, stale, damaged, migrated, "target recovered");
-        }
-        Ok((store, report))
+        Ok(OpeningStore { store, report, layout, invalid, disk })
     }
 
     /// Counts records, finds damaged live chunks (no slot for a non-empty chunk, an undecodable slot, a
@@ -488,7 +558,7 @@ impl ChunkStore {
         match rec {
             None => Ok(None),
             Some(r) if r.removed => Ok(Some((r.meta, None))),
-            Some(r) => Ok(Some((r.meta, Some(Bytes::from(self.read_verified(chunk, &r)?))))),
+            Some(r) => Ok(Some((r.meta, Some(self.read_verified(chunk, &r)?)))),
         }
     }
 

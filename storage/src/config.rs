@@ -1,8 +1,9 @@
 //! The storage daemon's typed config (TOML, `deny_unknown_fields`).
 //!
-//! One storage process serves several *targets*; each target is one directory (normally one per disk or
-//! several per disk) holding its chunk engine data files and its chunk-metadata store. Target ids are assigned by the
-//! operator and must match the chain tables mgmtd builds.
+//! One storage process serves several *targets*; each target is one directory holding its chunk-metadata
+//! store. Chunk data lives in the shared chunk engine of the target's disk when `disk` names an entry of
+//! `[[disks]]` (`crate::disk`), else in a private engine in the target's directory. Target ids are
+//! assigned by the operator and must match the chain tables mgmtd builds.
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -34,6 +35,11 @@ pub struct Config {
     pub token: String,
     /// The targets this node serves.
     pub targets: Vec<TargetConfig>,
+    /// Disks with a shared chunk engine: every target whose `disk` is one of these indexes keeps its
+    /// chunk data in `<path>/engine` (docs/storage.md "Per-disk engines"). Empty: every target has a
+    /// private engine in its own directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskConfig>,
     /// Interval between heartbeats to mgmtd, in milliseconds (3FS default: 1 s; mgmtd fails a node after
     /// many missed heartbeats, so this is not latency critical).
     #[serde(default = "default_heartbeat_interval_ms")]
@@ -60,6 +66,10 @@ pub struct Config {
     /// when it is created, instead of leaving it sparse until its slots are written.
     #[serde(default)]
     pub preallocate: bool,
+    /// Chunk data I/O with O_DIRECT (aligned buffers, no page cache). Where the file system refuses
+    /// O_DIRECT (e.g. tmpfs) the engine logs a warning and uses buffered I/O.
+    #[serde(default = "default_true")]
+    pub direct_io: bool,
     /// Forward updates and resync to peers over RDMA when this binary is built with feature `rdma`
     /// and the host has an RDMA device (else TCP; see docs/storage.md "Bulk transport"). Serving
     /// RDMA to clients needs no setting: a node built with `rdma` and a device answers RDMA set-up.
@@ -80,6 +90,21 @@ pub struct TargetConfig {
     /// chains over its disks). Unset: the target counts as a disk of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<u32>,
+}
+
+/// A disk with a shared chunk engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The disk index targets name with `disk`.
+    pub index: u32,
+    /// A directory on the disk (created if missing): `engine/` holds the data files, `DISK` the disk's
+    /// id and the targets in its engine.
+    pub path: PathBuf,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_heartbeat_interval_ms() -> u64 {
@@ -110,12 +135,14 @@ impl Config {
             mgmtd_addr: mgmtd_addr.into(),
             token: String::new(),
             targets,
+            disks: Vec::new(),
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             routing_refresh_ms: default_routing_refresh_ms(),
             register_timeout_ms: default_register_timeout_ms(),
             fence_after_ms: default_fence_after_ms(),
             metrics_listen: None,
             preallocate: false,
+            direct_io: true,
             bulk_rdma: false,
         }
     }
@@ -141,6 +168,18 @@ impl Config {
             }
             if !paths.insert(t.path.clone()) {
                 return Err(Error::invalid(format!("storage config: duplicate target path {}", t.path.display())));
+            }
+        }
+        let mut indexes = HashSet::new();
+        for d in &self.disks {
+            if !indexes.insert(d.index) {
+                return Err(Error::invalid(format!("storage config: duplicate disk index {}", d.index)));
+            }
+            if !paths.insert(d.path.clone()) || paths.contains(&d.path.join("engine")) {
+                return Err(Error::invalid(format!(
+                    "storage config: disk path {} is also a target or disk path",
+                    d.path.display()
+                )));
             }
         }
         if self.heartbeat_interval_ms == 0 || self.routing_refresh_ms == 0 {
@@ -173,6 +212,15 @@ mod tests {
         assert_eq!(c.routing_refresh_ms, 500);
         assert_eq!(c.fence_after_ms, 2500);
         assert_eq!(c.token, "");
+        assert!(c.direct_io && c.disks.is_empty());
+        let with_disks: Config = t3fs_common::config::parse(&format!(
+            "direct_io = false\n{text}\n[[disks]]\nindex = 3\npath = \"/data/d3\"\n"
+        ))
+        .unwrap();
+        assert_eq!(with_disks.disks, vec![DiskConfig { index: 3, path: "/data/d3".into() }]);
+        assert!(!with_disks.direct_io);
+        let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&with_disks).unwrap()).unwrap();
+        assert_eq!(round, with_disks);
         assert_eq!(c.targets, vec![TargetConfig { id: 101, path: "/tmp/t101".into(), disk: None }]);
         c.validate().unwrap();
         let round: Config = t3fs_common::config::parse(&t3fs_common::config::to_toml(&c).unwrap()).unwrap();
@@ -194,6 +242,16 @@ mod tests {
         dup_path.targets[1].path = dup_path.targets[0].path.clone();
         assert!(dup_path.validate().is_err());
         assert!(Config::new(1, "m", vec![t(1), t(2)]).validate().is_ok());
+        let disk = |index, path: &str| DiskConfig { index, path: path.into() };
+        let mut disks = Config::new(1, "m", vec![t(1), t(2)]);
+        disks.disks = vec![disk(0, "/d0"), disk(1, "/d1")];
+        assert!(disks.validate().is_ok());
+        disks.disks[1].index = 0;
+        assert!(disks.validate().is_err(), "duplicate index");
+        disks.disks[1] = disk(1, "/tmp/t1");
+        assert!(disks.validate().is_err(), "a target's path");
+        disks.disks[1] = disk(1, "/d0");
+        assert!(disks.validate().is_err(), "duplicate path");
         let mut fence = Config::new(1, "m", vec![t(1)]);
         fence.fence_after_ms = fence.heartbeat_interval_ms;
         assert!(fence.validate().is_err());

@@ -1,8 +1,9 @@
-//! The size-class chunk engine of one target: chunk contents live in fixed-size *slots* of large data
+//! The size-class chunk engine of one disk: chunk contents live in fixed-size *slots* of large data
 //! files, one set of files per size class. The chunk store (`crate::chunk_store`) owns the metadata
 //! (fjall records naming each chunk version's slot); this module owns the data files and the allocation.
 //!
-//! **Layout.** `<target>/engine/<class>/<group>`: size classes are the powers of two from 64 KiB
+//! **Layout.** `<engine dir>/<class>/<group>` (`<disk>/engine` for a shared engine, `<target>/engine` for a
+//! private one): size classes are the powers of two from 64 KiB
 //! ([`MIN_CLASS_SHIFT`]) to 64 MiB ([`MAX_CLASS_SHIFT`]), directory names `64K` … `64M`; a chunk of
 //! `length` bytes takes a slot of the smallest class that holds it ([`class_for`]). Each *group* file
 //! (`00000000`, `00000001`, … 8 hex digits) holds [`slots_per_group`] slots of its class back to back
@@ -12,8 +13,17 @@
 //! and never shrinks. A slot is named by [`Slot`] (class, group, index), stored in the chunk's record as
 //! one u64 ([`Slot::encode`]).
 //!
-//! **Allocation.** One bitmap per group (`used` bits), in memory only. It is *derived*: [`Engine::open`]
-//! marks exactly the slots that committed or pending records reference, so a slot written by an update
+//! **Sharing.** One engine serves every target of a storage process that is configured on one disk
+//! (`crate::disk`), or a single target (a private engine in `<target>/engine`). Each target registers
+//! with [`Engine::attach`], marking the slots its records reference; [`Engine::seal`] ends registration.
+//! Allocation is refused until the engine is sealed, and attaching after the seal is refused: so every
+//! slot any target references is marked before any slot is handed out, and a slot one target references
+//! is never allocated to another. A slot referenced twice (by two records of one target, or by two
+//! targets) is a *conflict*: the second reference is reported invalid (its chunk is damaged), and the
+//! slot is never freed until the next open, so neither referrer can cause it to be reused under the other.
+//!
+//! **Allocation.** One bitmap per group (`used` bits), in memory only. It is *derived*: the attaches mark
+//! exactly the slots that committed or pending records reference, so a slot written by an update
 //! that crashed before its metadata commit, or an old version's slot whose free never ran, is free again
 //! after a restart: no leak survives a reopen, with nothing to keep consistent on disk. A free slot is
 //! found by scanning the class's groups in order for a zero bit (`trailing_ones`); if all are full a new
@@ -25,17 +35,29 @@
 //! while holding [`Engine::read_gate`] shared; `free` takes the gate exclusively, so a slot a reader found
 //! through a record is either pinned before the free (the free is then deferred to the last unpin,
 //! [`SlotPin`]'s drop) or the reader already sees the new record. A freed slot is therefore never reused
-//! while someone may still read it.
+//! while someone may still read it. Pins and the gate are engine-wide, so this holds across the targets
+//! of a shared engine.
 //!
-//! **I/O.** Plain buffered `pread`/`pwrite` with `fdatasync` (no O_DIRECT: it needs aligned buffers end to
-//! end, and the page cache serves re-reads of hot chunks; see docs/storage.md).
+//! **I/O.** With [`EngineOptions::direct_io`] (the default) group files are opened with O_DIRECT: writes
+//! go from a 4 KiB-aligned buffer ([`aligned::AlignedBuf`]) padded with zeros to a multiple of 4 KiB (the
+//! record keeps the real length; slots are at least 64 KiB and aligned, so the padding stays inside the
+//! slot), and reads cover the 4 KiB-aligned range around what is asked ([`Engine::read_bytes`]; a 64 KiB CRC
+//! block is already aligned). If the engine directory's file system refuses O_DIRECT (EINVAL, e.g. tmpfs)
+//! the engine logs one warning and uses buffered `pread`/`pwrite`. Either way every write is followed by
+//! `fdatasync` before its record commits. O_DIRECT bypasses the page cache: hot chunks are read from the
+//! device every time (docs/storage.md).
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
+use bytes::Bytes;
 use t3fs_common::{Error, StatusCode};
+
+pub mod aligned;
+
+use aligned::{ALIGN, AlignedBuf, align_up};
 
 /// Smallest size class: 64 KiB.
 pub const MIN_CLASS_SHIFT: u8 = 16;
@@ -47,11 +69,19 @@ const GROUP_BYTES: u64 = 64 << 20;
 const MAX_SLOTS: u32 = 256;
 
 /// Options of an engine.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
     /// Reserve every new group file's blocks with `posix_fallocate` (else the file is sparse and blocks
     /// are allocated by the first write of each slot).
     pub preallocate: bool,
+    /// O_DIRECT slot I/O (falls back to buffered I/O where the file system refuses it).
+    pub direct_io: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { preallocate: false, direct_io: true }
+    }
 }
 
 /// Where one chunk version's content lives.
@@ -131,16 +161,24 @@ impl Group {
 #[derive(Default)]
 struct State {
     groups: BTreeMap<(u8, u32), Group>,
+    /// Owners (target ids) attached so far.
+    owners: HashSet<u64>,
+    /// Set by [`Engine::seal`]: allocation allowed, attaching refused.
+    sealed: bool,
+    /// Slots referenced more than once at attach: never freed (module note).
+    conflicts: HashSet<Slot>,
     /// Readers per pinned slot.
     pins: HashMap<Slot, u32>,
     /// Freed while pinned: cleared by the last unpin.
     deferred: HashSet<Slot>,
 }
 
-/// The data files of one target. See the module note.
+/// The data files of one disk (or one target). See the module note.
 pub struct Engine {
     dir: PathBuf,
     options: EngineOptions,
+    /// Whether group files are opened with O_DIRECT (the option, unless the file system refused it).
+    direct: bool,
     state: Mutex<State>,
     gate: RwLock<()>,
 }
@@ -150,11 +188,17 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 impl Engine {
-    /// Opens (creating) the engine directory `dir`, marking the slots in `referenced` used. Returns the
-    /// engine and the referenced slots that cannot be valid (group file missing, or referenced twice after
-    /// the first time): the caller treats their chunks as damaged.
-    pub fn open(dir: &Path, options: EngineOptions, referenced: &[Slot]) -> Result<(Arc<Self>, Vec<Slot>), Error> {
+    /// Opens (creating) the engine directory `dir` with no owner attached; allocation is refused until
+    /// every owner has attached and [`Engine::seal`] is called.
+    pub fn open(dir: &Path, options: EngineOptions) -> Result<Arc<Self>, Error> {
         fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let direct = options.direct_io && {
+            let ok = aligned::probe_direct(dir).map_err(io(format!("probing O_DIRECT in {}", dir.display())))?;
+            if !ok {
+                tracing::warn!(dir = %dir.display(), "file system refuses O_DIRECT; chunk engine uses buffered I/O");
+            }
+            ok
+        };
         let mut state = State::default();
         for class in MIN_CLASS_SHIFT..=MAX_CLASS_SHIFT {
             let cdir = dir.join(class_dir_name(class));
@@ -168,11 +212,7 @@ impl Engine {
                     tracing::warn!(file = %p.display(), "unknown file in engine directory, left alone");
                     continue;
                 };
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&p)
-                    .map_err(io(format!("opening {}", p.display())))?;
+                let file = aligned::open_rw(&p, direct, false).map_err(io(format!("opening {}", p.display())))?;
                 // A crash while a group was being created may leave it short: restore its length.
                 let want = u64::from(slots_per_group(class)) << class;
                 let len = file.metadata().map_err(io(format!("stat {}", p.display())))?.len();
@@ -182,15 +222,75 @@ impl Engine {
                 state.groups.insert((class, group), Group { file: Arc::new(file), bits: [0; 4], used: 0 });
             }
         }
-        let mut invalid = Vec::new();
+        let engine = Self { dir: dir.to_path_buf(), options, direct, state: Mutex::new(state), gate: RwLock::new(()) };
+        Ok(Arc::new(engine))
+    }
+
+    /// [`Engine::open`], [`Engine::attach`] of one owner and [`Engine::seal`]: a private engine.
+    pub fn open_single(
+        dir: &Path,
+        options: EngineOptions,
+        owner: u64,
+        referenced: &[Slot],
+    ) -> Result<(Arc<Self>, Vec<Slot>), Error> {
+        let engine = Self::open(dir, options)?;
+        let invalid = engine.attach(owner, referenced)?;
+        engine.seal();
+        Ok((engine, invalid))
+    }
+
+    /// Registers `owner` (a target id), marking the slots its records reference used. Returns the
+    /// referenced slots that cannot be valid (group file missing, or already marked by this or another
+    /// owner): the caller treats their chunks as damaged. Refused once the engine is sealed or if `owner`
+    /// is already attached.
+    pub fn attach(&self, owner: u64, referenced: &[Slot]) -> Result<Vec<Slot>, Error> {
+        let mut st = self.state();
+        if st.sealed {
+            return Err(Error::internal(format!(
+                "chunk engine {}: target {owner} attached after allocation began",
+                self.dir.display()
+            )));
+        }
+        if !st.owners.insert(owner) {
+            return Err(Error::internal(format!("chunk engine {}: target {owner} attached twice", self.dir.display())));
+        }
+        let (mut invalid, mut conflicts) = (Vec::new(), 0);
         for &slot in referenced {
-            match state.groups.get_mut(&(slot.class, slot.group)) {
+            match st.groups.get_mut(&(slot.class, slot.group)) {
                 Some(g) if !g.is_set(slot.index) => g.set(slot.index, true),
-                _ => invalid.push(slot),
+                Some(_) => {
+                    st.conflicts.insert(slot);
+                    invalid.push(slot);
+                    conflicts += 1;
+                }
+                None => invalid.push(slot),
             }
         }
-        let engine = Self { dir: dir.to_path_buf(), options, state: Mutex::new(state), gate: RwLock::new(()) };
-        Ok((Arc::new(engine), invalid))
+        if conflicts > 0 {
+            tracing::error!(dir = %self.dir.display(), owner, conflicts,
+                "chunk engine: slots already referenced by another record; kept allocated until the next open");
+        }
+        Ok(invalid)
+    }
+
+    /// Ends registration: allocation is allowed from now on, attaching refused.
+    pub fn seal(&self) {
+        self.state().sealed = true;
+    }
+
+    /// The targets attached.
+    pub fn owners(&self) -> usize {
+        self.state().owners.len()
+    }
+
+    /// The engine directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether slot I/O uses O_DIRECT.
+    pub fn direct_io(&self) -> bool {
+        self.direct
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -206,6 +306,12 @@ impl Engine {
     pub fn allocate(&self, length: u32) -> Result<Slot, Error> {
         let class = class_for(length);
         let mut st = self.state();
+        if !st.sealed {
+            return Err(Error::unavailable(format!(
+                "chunk engine {}: not every target of the disk has opened yet",
+                self.dir.display()
+            )));
+        }
         let slots = slots_per_group(class);
         let mut next_group = 0;
         for (&(_, group), g) in st.groups.range_mut((class, 0)..=(class, u32::MAX)) {
@@ -234,13 +340,7 @@ impl Engine {
             fs::create_dir_all(&cdir).map_err(io(format!("creating {}", cdir.display())))?;
             sync_dir(&self.dir)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&p)
-            .map_err(io(format!("creating {}", p.display())))?;
+        let file = aligned::open_rw(&p, self.direct, true).map_err(io(format!("creating {}", p.display())))?;
         let len = u64::from(slots_per_group(class)) << class;
         file.set_len(len).map_err(io(format!("sizing {}", p.display())))?;
         if self.options.preallocate {
@@ -260,16 +360,29 @@ impl Engine {
 
     /// Writes `data` (at most the slot's size) at the start of `slot` and syncs it (`fdatasync`).
     pub fn write(&self, slot: Slot, data: &[u8]) -> Result<(), Error> {
-        assert!(data.len() as u64 <= slot.size(), "chunk data larger than its slot");
-        let file = self.file(slot)?;
-        file.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")))?;
+        self.write_unsynced(slot, data)?;
         self.sync(slot)
     }
 
-    /// Writes without syncing (the failpoint tests stop between the write and the sync).
+    /// Writes without syncing (the failpoint tests stop between the write and the sync). With O_DIRECT
+    /// the data is copied into an aligned buffer padded with zeros to a multiple of 4 KiB.
     pub fn write_unsynced(&self, slot: Slot, data: &[u8]) -> Result<(), Error> {
-        let file = self.file(slot)?;
-        file.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")))
+        if !self.direct {
+            assert!(data.len() as u64 <= slot.size(), "chunk data larger than its slot");
+            return self.file(slot)?.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")));
+        }
+        let mut buf = AlignedBuf::zeroed(align_up(data.len()));
+        buf[..data.len()].copy_from_slice(data);
+        self.write_aligned_unsynced(slot, &buf, data.len())
+    }
+
+    /// Writes the first `len` bytes of `buf` (which holds zeros from `len` to the next multiple of 4 KiB)
+    /// without syncing and without a copy: with O_DIRECT the padded length, else `len` bytes.
+    pub fn write_aligned_unsynced(&self, slot: Slot, buf: &AlignedBuf, len: usize) -> Result<(), Error> {
+        let padded = align_up(len);
+        assert!(padded as u64 <= slot.size() && buf.len() >= padded, "chunk data larger than its slot or buffer");
+        let data = if self.direct { &buf[..padded] } else { &buf[..len] };
+        self.file(slot)?.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")))
     }
 
     /// `fdatasync` of the slot's group file.
@@ -277,11 +390,34 @@ impl Engine {
         self.file(slot)?.sync_data().map_err(io(format!("syncing slot {slot:?}")))
     }
 
+    /// Bytes `[offset, offset + len)` of `slot`. With O_DIRECT the 4 KiB-aligned range around them is
+    /// read into an aligned buffer, which the returned `Bytes` shares (no copy).
+    pub fn read_bytes(&self, slot: Slot, offset: u64, len: usize) -> Result<Bytes, Error> {
+        assert!(offset + len as u64 <= slot.size(), "read beyond the slot");
+        let file = self.file(slot)?;
+        let ctx = || format!("reading slot {slot:?}");
+        if !self.direct {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, slot.offset() + offset).map_err(io(ctx()))?;
+            return Ok(Bytes::from(buf));
+        }
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let from = offset / ALIGN as u64 * ALIGN as u64;
+        // The slot size is a multiple of ALIGN, so the aligned end stays inside the slot.
+        let to = align_up((offset + len as u64) as usize) as u64;
+        let mut buf = AlignedBuf::zeroed((to - from) as usize);
+        file.read_exact_at(&mut buf, slot.offset() + from).map_err(io(ctx()))?;
+        let skip = (offset - from) as usize;
+        Ok(buf.into_bytes().slice(skip..skip + len))
+    }
+
     /// Fills `buf` from byte `offset` of `slot`.
     pub fn read(&self, slot: Slot, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        assert!(offset + buf.len() as u64 <= slot.size(), "read beyond the slot");
-        let file = self.file(slot)?;
-        file.read_exact_at(buf, slot.offset() + offset).map_err(io(format!("reading slot {slot:?}")))
+        let data = self.read_bytes(slot, offset, buf.len())?;
+        buf.copy_from_slice(&data);
+        Ok(())
     }
 
     /// Held shared while a reader looks up a record and pins its slot (see the module note).
@@ -299,7 +435,9 @@ impl Engine {
     pub fn free(&self, slot: Slot) {
         let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let mut st = self.state();
-        if st.pins.contains_key(&slot) {
+        if st.conflicts.contains(&slot) {
+            tracing::warn!(?slot, "not freeing a slot referenced more than once");
+        } else if st.pins.contains_key(&slot) {
             st.deferred.insert(slot);
         } else {
             clear(&mut st, slot);
@@ -396,7 +534,7 @@ mod tests {
     #[test]
     fn allocate_write_read_free_and_pins() {
         let d = tempfile::tempdir().unwrap();
-        let (e, bad) = Engine::open(d.path(), EngineOptions::default(), &[]).unwrap();
+        let (e, bad) = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]).unwrap();
         assert!(bad.is_empty());
         let slots: Vec<Slot> = (0..300).map(|_| e.allocate(100).unwrap()).collect();
         // 256 in group 0, the rest in group 1; all distinct.
@@ -423,11 +561,75 @@ mod tests {
         drop(e);
         // Reopen with a subset referenced: the rest is free; an unknown group is reported.
         let ghost = Slot { class: 18, group: 9, index: 0 };
-        let (e, bad) = Engine::open(d.path(), EngineOptions::default(), &[slots[7], slots[7], ghost]).unwrap();
+        let (e, bad) =
+            Engine::open_single(d.path(), EngineOptions::default(), 1, &[slots[7], slots[7], ghost]).unwrap();
         assert_eq!(bad, vec![slots[7], ghost]);
         assert_eq!(e.allocated(), vec![slots[7]]);
         e.read(slots[7], 0, &mut buf).unwrap();
         assert_eq!(&buf, b"seve");
+        // The doubly referenced slot is never freed (neither referrer can hand it to someone else).
+        e.free(slots[7]);
+        assert_eq!(e.allocated(), vec![slots[7]]);
+    }
+
+    #[test]
+    fn a_shared_engine_allocates_only_after_every_owner_attached() {
+        let d = tempfile::tempdir().unwrap();
+        let (e, _) = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]).unwrap();
+        let (a, b) = (e.allocate(10).unwrap(), e.allocate(10).unwrap());
+        drop(e);
+        let e = Engine::open(d.path(), EngineOptions::default()).unwrap();
+        assert_eq!(e.attach(1, &[a]).unwrap(), vec![]);
+        assert_eq!(e.allocate(10).unwrap_err().code, StatusCode::Unavailable, "not sealed");
+        assert!(e.attach(1, &[]).is_err(), "attached twice");
+        // Target 2 references `a` too (a conflict) and `b`.
+        assert_eq!(e.attach(2, &[a, b]).unwrap(), vec![a]);
+        e.seal();
+        assert!(e.attach(3, &[]).is_err(), "attached after the seal");
+        assert_eq!(e.owners(), 2);
+        let c = e.allocate(10).unwrap();
+        assert!(c != a && c != b);
+        // A free through either referrer of the conflicted slot leaves it allocated.
+        e.free(a);
+        assert!(e.allocated().contains(&a));
+        e.free(b);
+        assert_eq!(e.allocate(10).unwrap(), b);
+    }
+
+    #[test]
+    fn a_file_system_refusing_o_direct_falls_back_to_buffered_io() {
+        let d = tempfile::tempdir().unwrap();
+        aligned::REFUSE_DIRECT.with(|r| r.set(true));
+        let opened = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]);
+        aligned::REFUSE_DIRECT.with(|r| r.set(false));
+        let (e, _) = opened.unwrap();
+        assert!(!e.direct_io(), "fell back");
+        let s = e.allocate(5000).unwrap();
+        e.write(s, &[7; 5000]).unwrap();
+        assert_eq!(&e.read_bytes(s, 4990, 10).unwrap()[..], &[7; 10]);
+        // Where it is accepted (ext4, xfs, tmpfs since Linux 6.6), the option is in force.
+        let d = tempfile::tempdir().unwrap();
+        let (e, _) = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]).unwrap();
+        assert_eq!(e.direct_io(), aligned::probe_direct(d.path()).unwrap());
+    }
+
+    #[test]
+    fn direct_and_buffered_io_read_back_any_range() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for direct_io in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let opts = EngineOptions { direct_io, ..Default::default() };
+            let (e, _) = Engine::open_single(d.path(), opts, 1, &[]).unwrap();
+            assert!(!e.direct_io() || direct_io);
+            let s = e.allocate(data.len() as u32).unwrap();
+            e.write(s, &data).unwrap();
+            for (off, len) in [(0usize, data.len()), (1, 10), (4095, 2), (65536, 65536), (199_999, 1), (5, 0)] {
+                let got = e.read_bytes(s, off as u64, len).unwrap();
+                assert_eq!(&got[..], &data[off..off + len], "direct {direct_io} at {off}+{len}");
+            }
+            // The padding past the data is zero.
+            assert!(e.read_bytes(s, data.len() as u64, 100).unwrap().iter().all(|b| *b == 0));
+        }
     }
 
     #[test]
@@ -435,7 +637,8 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         for preallocate in [false, true] {
             let d = tempfile::tempdir().unwrap();
-            let (e, _) = Engine::open(d.path(), EngineOptions { preallocate }, &[]).unwrap();
+            let opts = EngineOptions { preallocate, ..Default::default() };
+            let (e, _) = Engine::open_single(d.path(), opts, 1, &[]).unwrap();
             let s = e.allocate(1 << 20).unwrap();
             let m = fs::metadata(e.group_path(s.class, s.group)).unwrap();
             assert_eq!(m.len(), 64 << 20);

@@ -4,7 +4,9 @@
 //! configured deadline passes: mgmtd may come up after storage). Every request goes to the primary mgmtd
 //! through a [`MgmtdConn`] over the configured address list, which follows a takeover. Then a task sends a heartbeat every
 //! interval (or at once when woken, e.g. after a `SyncDone`) with one `LocalTarget` per target: its local
-//! state ([`crate::local_state`]), used bytes, free and total bytes of its file system ([`disk_space`]),
+//! state ([`crate::local_state`]), used bytes, free and total bytes of the file system holding its engine
+//! ([`disk_space`]; targets reporting the same disk index each report an equal share, so the disk is not
+//! counted once per target),
 //! and the chain version it knows. mgmtd derives public target
 //! states and chain membership from these reports. Every successful reply feeds the node's [`Fence`].
 //!
@@ -117,11 +119,20 @@ pub fn local_targets(
     states: &TargetStates,
 ) -> Vec<proto::LocalTarget> {
     let r = routing.get();
+    // Targets on one disk share its space: each reports an equal share, so sums over targets (meta's
+    // statfs sums chains) count the disk once.
+    let mut per_disk: HashMap<u32, u64> = HashMap::new();
+    for id in stores.keys() {
+        if let Some(d) = disks.get(id) {
+            *per_disk.entry(*d).or_default() += 1;
+        }
+    }
     let mut out: Vec<proto::LocalTarget> = stores
         .iter()
         .map(|(id, store)| {
             let (local_state, chain_version) = states.observe(*id, &r);
-            let space = disk_space(store.chunks_dir());
+            let share = disks.get(id).and_then(|d| per_disk.get(d)).copied().unwrap_or(1).max(1);
+            let space = disk_space(store.engine().dir()).map(|(free, total)| (free / share, total / share));
             proto::LocalTarget {
                 target_id: id.0,
                 local_state: local_state as i32,
@@ -245,5 +256,27 @@ mod tests {
         assert!(total > 0 && free <= total, "free {free} total {total}");
         assert_eq!(disk_space(&dir.path().join("missing")), None);
         assert_eq!(disk_space(Path::new("nul\0byte")), None);
+    }
+
+    #[test]
+    fn targets_on_one_disk_report_a_share_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let targets = [1u64, 2, 3].map(|id| crate::TargetConfig {
+            id,
+            path: dir.path().join(format!("t{id}")),
+            disk: Some(id as u32 / 3),
+        });
+        let mut config = crate::Config::new(1, "m", targets.to_vec());
+        config.disks = vec![crate::DiskConfig { index: 0, path: dir.path().join("disk0") }];
+        let opened = crate::disk::open_stores(&config, crate::engine::EngineOptions::default()).unwrap();
+        let stores: HashMap<TargetId, ChunkStore> = opened.into_iter().map(|(id, s, _)| (id, s)).collect();
+        let disks = targets.iter().map(|t| (TargetId(t.id), t.disk.unwrap())).collect();
+        let states = TargetStates::new(stores.keys().copied());
+        let report = local_targets(&stores, &disks, &RoutingCache::new(), &states);
+        let (_, total) = disk_space(dir.path()).unwrap();
+        let caps: Vec<u64> = report.iter().map(|t| t.capacity_bytes.unwrap()).collect();
+        // Targets 1 and 2 share disk 0 (its engine), target 3 is alone on disk 1.
+        assert_eq!(caps, vec![total / 2, total / 2, total]);
+        stores.values().for_each(ChunkStore::close);
     }
 }

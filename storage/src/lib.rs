@@ -5,7 +5,8 @@
 //!   data files); copy-on-write, crash-safe, two-phase (pending/committed) updates, CRC32C verified on
 //!   every read.
 //! - [`engine`]: the size-class chunk engine: group files of fixed-size slots, derived allocation bitmaps,
-//!   reader pins that defer frees.
+//!   reader pins that defer frees, O_DIRECT I/O.
+//! - [`disk`]: disks whose engine the targets on them share, and opening every target.
 //! - [`service`]: the bulk-plane handler: chunk reads and two-phase CRAQ chain-replicated updates.
 //! - [`admin`]: the `StorageAdmin` gRPC service (chunk metadata queries, `SyncDone`).
 //! - [`heartbeat`]: registration with mgmtd and the heartbeat loop.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod chunk_store;
 pub mod config;
+pub mod disk;
 pub mod engine;
 pub mod heartbeat;
 pub mod local_state;
@@ -45,7 +47,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use chunk_store::{ChunkMeta, ChunkStore};
-pub use config::{Config, TargetConfig};
+pub use config::{Config, DiskConfig, TargetConfig};
 pub use local_state::{Fence, TargetStates};
 
 /// How long `shutdown` waits for a task before aborting it.
@@ -157,22 +159,21 @@ fn bulk_client(config: &Config) -> t3fs_common::bulk::BulkClient {
 
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
-    let targets = config.targets.clone();
-    let options = engine::EngineOptions { preallocate: config.preallocate };
+    let options = engine::EngineOptions { preallocate: config.preallocate, direct_io: config.direct_io };
+    let to_open = config.clone();
     let stores = tokio::task::spawn_blocking(move || {
         let mut stores = HashMap::new();
-        for t in &targets {
-            let (store, report) = ChunkStore::open_with(TargetId(t.id), &t.path, options)
-                .with_context(|| format!("opening target {} at {}", t.id, t.path.display()))?;
+        for (id, store, report) in disk::open_stores(&to_open, options)? {
             tracing::info!(
-                target_id = t.id,
+                target_id = id.0,
                 chunks = report.live_chunks,
                 pending = report.pending,
                 migrated = report.migrated,
                 damaged = report.damaged.len(),
+                engine = %store.engine().dir().display(),
                 "target opened"
             );
-            stores.insert(TargetId(t.id), store);
+            stores.insert(id, store);
         }
         Ok::<_, anyhow::Error>(stores)
     })

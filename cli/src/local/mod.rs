@@ -9,7 +9,8 @@
 //! DIR/run/supervisor.pid    the `t3fs local up` supervisor (what `t3fs local down` signals)
 //! DIR/run/ready             exists while the cluster is up (what `up --detach` waits for)
 //! DIR/mgmtd/kv, DIR/meta/kv embedded metadata stores
-//! DIR/storage-N/target-M/   storage targets
+//! DIR/storage-N/target-M/   storage targets (chunk metadata)
+//! DIR/storage-N/disk-M/     the chunk engine of disk slot M (data of target-M)
 //! ```
 //! One mgmtd, one meta and `storage_servers` storage servers with `targets_per_server` targets each;
 //! chain table 1 has `replicas`-replica chains placed by mgmtd ([`plan::Shape`]: 3 servers × 2

@@ -211,6 +211,11 @@ impl Plan {
                     })
                     .collect();
                 let mut s = t3fs_storage::Config::new(node_id, cluster.mgmtd_addr.clone(), targets);
+                // Each disk slot has a (per-disk) chunk engine of its own, so local clusters run the
+                // shared-engine path; target directories created before keep their private engines.
+                s.disks = (1..=cluster.shape.targets_per_server)
+                    .map(|t| t3fs_storage::DiskConfig { index: t - 1, path: sdir.join(format!("disk-{t}")) })
+                    .collect();
                 s.listen = "127.0.0.1:0".into();
                 s.bulk_listen = "127.0.0.1:0".into();
                 s.token = cluster.token.clone();

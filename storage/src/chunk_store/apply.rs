@@ -26,6 +26,19 @@ use t3fs_common::{ChunkId, Error, StatusCode};
 use super::record::{BlockCrcs, Record};
 use super::{Applied, CRC_BLOCK_SIZE, ChunkGuard, ChunkMeta, ChunkStore, Update, blocking, kv_err};
 use crate::engine::Slot;
+use crate::engine::aligned::{AlignedBuf, align_up};
+
+/// A chunk's new content: `len` bytes at the start of `buf` (zeros after them).
+struct Content {
+    buf: AlignedBuf,
+    len: usize,
+}
+
+impl Content {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
 
 /// Points in the update path where a test can make the store stop as if the process had crashed: the
 /// update returns an error at that point and does nothing more (the test then drops the store and
@@ -258,8 +271,8 @@ impl ChunkStore {
         let content = self.new_content(chunk, old.as_ref(), update)?;
         let rec = match &content {
             Some(c) => {
-                let (blocks, crc32c) = BlockCrcs::compute(c, CRC_BLOCK_SIZE);
-                let meta = ChunkMeta { version, length: c.len() as u32, crc32c, chain_version: cv };
+                let (blocks, crc32c) = BlockCrcs::compute(c.bytes(), CRC_BLOCK_SIZE);
+                let meta = ChunkMeta { version, length: c.len as u32, crc32c, chain_version: cv };
                 Record { meta, removed: false, file_gen: 0, slot: None, blocks: Some(blocks) }
             }
             None => Record {
@@ -270,8 +283,8 @@ impl ChunkStore {
                 blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: Vec::new() }),
             },
         };
-        let slot = match content.as_deref() {
-            Some(c) if !c.is_empty() => Some(self.write_slot(c)?),
+        let slot = match &content {
+            Some(c) if c.len > 0 => Some(self.write_slot(c)?),
             _ => None,
         };
         let rec = Record { slot: slot.map(Slot::encode), ..rec };
@@ -313,46 +326,46 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// The chunk's content after `update` on top of the committed record `old` (`None`: removed).
-    fn new_content(&self, chunk: ChunkId, old: Option<&Record>, update: Update) -> Result<Option<Vec<u8>>, Error> {
+    /// The chunk's content after `update` on top of the committed record `old` (`None`: removed), built
+    /// once in an aligned buffer (zero padded to 4 KiB) that an O_DIRECT write takes as it is.
+    fn new_content(&self, chunk: ChunkId, old: Option<&Record>, update: Update) -> Result<Option<Content>, Error> {
         let old_live = old.filter(|r| !r.removed);
+        let old_len = old_live.map_or(0, |r| r.meta.length as usize);
         // The old content, unless the update replaces all of it (so a damaged chunk can be overwritten).
         let needs_old = match &update {
-            Update::Write { offset, data, .. } => {
-                old_live.is_some_and(|r| !(*offset == 0 && data.len() >= r.meta.length as usize))
-            }
+            Update::Write { offset, data, .. } => old_live.is_some() && !(*offset == 0 && data.len() >= old_len),
             Update::Truncate { length, .. } => *length > 0 && old_live.is_some(),
             Update::Remove | Update::Replace { .. } => false,
         };
-        let mut content = match old_live {
-            Some(r) if needs_old => self.read_verified(chunk, r)?,
-            _ => Vec::new(),
+        let len = match &update {
+            Update::Write { offset, data, .. } => old_len.max(*offset as usize + data.len()),
+            Update::Truncate { length, .. } => *length as usize,
+            Update::Replace { data, .. } => data.len(),
+            Update::Remove => return Ok(None),
         };
-        Ok(match update {
+        let mut buf = AlignedBuf::zeroed(align_up(len));
+        if let Some(r) = old_live.filter(|_| needs_old) {
+            let old = self.read_verified(chunk, r)?;
+            let keep = old.len().min(len);
+            buf[..keep].copy_from_slice(&old[..keep]);
+        }
+        match update {
             Update::Write { offset, data, .. } => {
-                let (start, end) = (offset as usize, offset as usize + data.len());
-                if content.len() < end {
-                    content.resize(end, 0);
-                }
-                content[start..end].copy_from_slice(&data);
-                Some(content)
+                buf[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
             }
-            Update::Truncate { length, .. } => {
-                content.resize(length as usize, 0);
-                Some(content)
-            }
-            Update::Remove => None,
-            Update::Replace { data, .. } => Some(Vec::from(data)),
-        })
+            Update::Replace { data, .. } => buf[..len].copy_from_slice(&data),
+            Update::Truncate { .. } | Update::Remove => {}
+        }
+        Ok(Some(Content { buf, len }))
     }
 
     /// Writes `data` into a fresh slot and syncs it; the slot is freed again on failure.
-    fn write_slot(&self, data: &[u8]) -> Result<Slot, Error> {
+    fn write_slot(&self, data: &Content) -> Result<Slot, Error> {
         let engine = &self.inner.engine;
-        let slot = engine.allocate(data.len() as u32)?;
+        let slot = engine.allocate(data.len as u32)?;
         let res = (|| {
             self.fail(Failpoint::SlotAllocated)?;
-            engine.write_unsynced(slot, data)?;
+            engine.write_aligned_unsynced(slot, &data.buf, data.len)?;
             self.fail(Failpoint::DataWritten)?;
             engine.sync(slot)?;
             self.fail(Failpoint::DataSynced)

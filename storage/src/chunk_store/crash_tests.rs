@@ -2,7 +2,7 @@
 //! the chunk store on the chunk engine.
 use std::sync::atomic::AtomicBool;
 
-use super::tests::{assert_no_leak, id, w};
+use super::tests::{assert_no_leak, id, referenced, w};
 use super::*;
 
 const POINTS: [Failpoint; 4] =
@@ -116,6 +116,100 @@ async fn a_crash_at_any_failpoint_leaves_the_old_or_the_new_version() {
             drop(g);
             assert_eq!(&content(&s, id(0)).await.unwrap()[..5], b"after");
             assert_no_leak(&s);
+        }
+    }
+}
+
+/// Opens targets 1 and 2 (directories `a`, `b` under `root`) on the shared engine of disk `root/disk`.
+fn open_shared(root: &Path) -> (ChunkStore, ChunkStore) {
+    let disk = Disk::open(0, &root.join("disk"), EngineOptions::default()).unwrap();
+    let choice = EngineChoice::Shared(disk.clone());
+    let a = ChunkStore::begin_open(TargetId(1), &root.join("a"), &choice).unwrap();
+    let b = ChunkStore::begin_open(TargetId(2), &root.join("b"), &choice).unwrap();
+    disk.engine().seal();
+    let ((a, ra), (b, rb)) = (a.finish().unwrap(), b.finish().unwrap());
+    assert!(ra.damaged.is_empty() && rb.damaged.is_empty(), "{ra:?} {rb:?}");
+    assert!(Arc::ptr_eq(a.engine(), b.engine()));
+    (a, b)
+}
+
+/// Every allocated slot of the shared engine is referenced by exactly one of the two targets.
+fn assert_no_shared_leak(a: &ChunkStore, b: &ChunkStore) {
+    let (ra, rb) = (referenced(a), referenced(b));
+    assert!(ra.iter().all(|s| !rb.contains(s)), "a slot referenced by both targets");
+    let mut both = [ra, rb].concat();
+    both.sort();
+    assert_eq!(a.engine().allocated(), both, "allocated slots == slots referenced by either target");
+}
+
+#[tokio::test]
+async fn a_crash_on_a_shared_engine_leaves_the_other_target_intact() {
+    let old = pattern(100_000, 1);
+    for op in [Op::Write, Op::GrowReplace, Op::Remove, Op::CommitPending, Op::Prepare] {
+        for fp in POINTS {
+            let d = tempfile::tempdir().unwrap();
+            let (a, b) = open_shared(d.path());
+            for (i, s) in [&a, &b].into_iter().enumerate() {
+                let g = s.lock(id(0)).await;
+                s.apply(&g, 1, 1, replace(&pattern(100_000, i as u8 + 1))).await.unwrap();
+            }
+            let g = a.lock(id(0)).await;
+            if matches!(op, Op::CommitPending | Op::Prepare) {
+                a.prepare(&g, 2, 1, w(10, b"pending")).await.unwrap();
+            }
+            a.set_failpoint(Some(fp));
+            let res = match op {
+                Op::Write => a.apply(&g, 2, 1, w(10, b"new bytes")).await,
+                Op::GrowReplace => a.apply(&g, 2, 1, replace(&pattern(300_000, 2))).await,
+                Op::Remove => a.apply(&g, 2, 1, Update::Remove).await,
+                Op::CommitPending => a.commit(&g, 2).await,
+                Op::Prepare => a.prepare(&g, 2, 1, w(10, b"replaced")).await,
+                Op::SyncSameVersion => unreachable!("not in this test"),
+            };
+            let reached = !matches!(op, Op::Remove | Op::CommitPending) || fp == Failpoint::MetaCommitted;
+            assert_eq!(res.is_err(), reached, "{op:?} at {fp:?}: {res:?}");
+            drop(g);
+            // The other target writes meanwhile (its slots must not collide with the crashed update's).
+            let gb = b.lock(id(1)).await;
+            b.apply(&gb, 1, 1, replace(b"b's second chunk")).await.unwrap();
+            drop(gb);
+            a.close();
+            b.close();
+            drop((a, b));
+            let (a, b) = open_shared(d.path());
+            let committed = !reached || fp == Failpoint::MetaCommitted;
+            let a0 = content(&a, id(0)).await;
+            let mut new = old.clone();
+            let want = match op {
+                _ if !committed => Some(old.clone()),
+                Op::Write => {
+                    new[10..19].copy_from_slice(b"new bytes");
+                    Some(new)
+                }
+                Op::GrowReplace => Some(pattern(300_000, 2)),
+                Op::Remove => None,
+                Op::CommitPending => {
+                    new[10..17].copy_from_slice(b"pending");
+                    Some(new)
+                }
+                Op::Prepare | Op::SyncSameVersion => Some(old.clone()),
+            };
+            assert!(a0 == want, "{op:?} at {fp:?}: wrong version after the crash");
+            assert_eq!(content(&b, id(0)).await, Some(pattern(100_000, 2)), "{op:?} at {fp:?}");
+            assert_eq!(content(&b, id(1)).await.as_deref(), Some(&b"b's second chunk"[..]));
+            assert_no_shared_leak(&a, &b);
+            // Both go on working, taking slots the crash left free, without touching each other's.
+            for v in 5..15u64 {
+                for (s, seed) in [(&a, 10u8), (&b, 20u8)] {
+                    let g = s.lock(id(2)).await;
+                    s.apply(&g, v, 1, replace(&pattern(70_000, seed + v as u8))).await.unwrap();
+                }
+            }
+            assert_eq!(content(&a, id(2)).await, Some(pattern(70_000, 24)));
+            assert_eq!(content(&b, id(2)).await, Some(pattern(70_000, 34)));
+            assert_eq!(content(&b, id(0)).await, Some(pattern(100_000, 2)));
+            assert!(a.scrub().await.unwrap().is_empty() && b.scrub().await.unwrap().is_empty());
+            assert_no_shared_leak(&a, &b);
         }
     }
 }
@@ -307,7 +401,7 @@ fn unknown_formats_are_refused() {
     std::fs::write(d.path().join("FORMAT"), "t3fs-target 9\n").unwrap();
     let e = ChunkStore::open(TargetId(7), d.path()).err().expect("refused");
     assert_eq!(e.code, StatusCode::Unsupported);
-    assert!(e.message.contains("format 9") && e.message.contains("format 2"), "{}", e.message);
+    assert!(e.message.contains("format 9") && e.message.contains("formats 2 and 3"), "{}", e.message);
     std::fs::write(d.path().join("FORMAT"), "something else").unwrap();
     let e = ChunkStore::open(TargetId(7), d.path()).err().expect("refused");
     assert!(e.message.contains("not a t3fs target format file"), "{}", e.message);

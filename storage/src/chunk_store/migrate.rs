@@ -2,10 +2,14 @@
 //!
 //! - format 1: no `FORMAT` file; chunk contents in `chunks/<fan-out>/<32 hex id>.<16 hex version>[.<8 hex
 //!   generation>]`, records of formats 1-3 naming them by version and generation;
-//! - format 2: `FORMAT` holds `t3fs-target 2`; contents in `engine/` slots, format 4 records.
+//! - format 2: `FORMAT` holds `t3fs-target 2`; contents in slots of the target's private engine
+//!   (`engine/`), format 4 records;
+//! - format 3: `FORMAT` holds `t3fs-target 3` and a line `disk <16 hex id>`; contents in slots of the
+//!   shared engine of the disk with that id (`crate::disk`), format 4 records; no `engine/` directory.
 //!
-//! [`check_format`] reads the format (a new, empty directory is format 2; `meta/` or `chunks/` without
-//! `FORMAT` is format 1) and refuses any other with a clear error. Migrating format 1, at open, is
+//! [`check_format`] reads the format (`meta/` or `chunks/` without `FORMAT` is format 1) and refuses any
+//! other with a clear error. A new directory becomes format 2 or 3, as its configuration says, when its
+//! open finishes ([`finish`]); a format 2 directory stays format 2 (its private engine keeps working). Migrating format 1, at open, is
 //! crash-safe at every step: each live chunk's file is read and verified against its record's CRC, written
 //! into a fresh engine slot and synced, and only then is its record rewritten as format 4 naming the slot
 //! (one durable commit per chunk). A crash leaves each chunk either still in its file (imported again by the
@@ -26,8 +30,10 @@ use crate::engine::Slot;
 
 /// The file naming the format of a target directory.
 pub const FORMAT_FILE: &str = "FORMAT";
-/// The format this binary writes.
-pub const CURRENT_FORMAT: u32 = 2;
+/// The format of a target with a private engine.
+pub const PRIVATE_FORMAT: u32 = 2;
+/// The format of a target in a disk's shared engine.
+pub const SHARED_FORMAT: u32 = 3;
 const FORMAT_PREFIX: &str = "t3fs-target ";
 const OLD_CHUNKS_DIR: &str = "chunks";
 
@@ -38,8 +44,10 @@ pub enum Layout {
     New,
     /// Format 1, to migrate.
     FilePerChunk,
-    /// Format 2.
+    /// Format 2: a private engine.
     Engine,
+    /// Format 3: the shared engine of the disk with this id.
+    Shared(u64),
 }
 
 /// Reads the format of the target directory `path` (creating the directory if needed).
@@ -48,18 +56,22 @@ pub fn check_format(path: &Path) -> Result<Layout, Error> {
     let file = path.join(FORMAT_FILE);
     match fs::read_to_string(&file) {
         Ok(s) => {
-            let version = s.trim().strip_prefix(FORMAT_PREFIX).and_then(|v| v.parse::<u32>().ok());
-            match version {
-                Some(CURRENT_FORMAT) => Ok(Layout::Engine),
-                Some(v) => Err(Error::new(
+            let mut lines = s.lines().map(str::trim);
+            let version = lines.next().and_then(|l| l.strip_prefix(FORMAT_PREFIX)).and_then(|v| v.parse::<u32>().ok());
+            let disk =
+                lines.next().and_then(|l| l.strip_prefix("disk ")).and_then(|id| u64::from_str_radix(id, 16).ok());
+            match (version, disk) {
+                (Some(PRIVATE_FORMAT), _) => Ok(Layout::Engine),
+                (Some(SHARED_FORMAT), Some(id)) => Ok(Layout::Shared(id)),
+                (Some(v), _) if v != SHARED_FORMAT => Err(Error::new(
                     StatusCode::Unsupported,
                     format!(
-                        "target directory {} has format {v}; this binary reads format {CURRENT_FORMAT} (and migrates \
-                         format 1)",
+                        "target directory {} has format {v}; this binary reads formats {PRIVATE_FORMAT} and \
+                         {SHARED_FORMAT} (and migrates format 1)",
                         path.display()
                     ),
                 )),
-                None => Err(Error::new(
+                _ => Err(Error::new(
                     StatusCode::Unsupported,
                     format!("{}: not a t3fs target format file ({:?})", file.display(), s.trim()),
                 )),
@@ -73,18 +85,16 @@ pub fn check_format(path: &Path) -> Result<Layout, Error> {
     }
 }
 
-/// After the chunks are in the engine: records the current format durably, then deletes the old layout's
-/// chunk files.
-pub fn finish(path: &Path, layout: Layout) -> Result<(), Error> {
-    if layout != Layout::Engine {
-        let tmp = path.join(format!("{FORMAT_FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            fs::write(&tmp, format!("{FORMAT_PREFIX}{CURRENT_FORMAT}\n"))?;
-            fs::File::open(&tmp)?.sync_all()?;
-            fs::rename(&tmp, path.join(FORMAT_FILE))?;
-            fs::File::open(path)?.sync_all()
+/// After the chunks are in the engine: records the format durably (format 3 naming `disk` when the target
+/// uses a shared engine, else format 2) unless the directory already had one, then deletes the old
+/// layout's chunk files.
+pub fn finish(path: &Path, layout: Layout, disk: Option<u64>) -> Result<(), Error> {
+    if matches!(layout, Layout::New | Layout::FilePerChunk) {
+        let text = match disk {
+            Some(id) => format!("{FORMAT_PREFIX}{SHARED_FORMAT}\ndisk {id:016x}\n"),
+            None => format!("{FORMAT_PREFIX}{PRIVATE_FORMAT}\n"),
         };
-        write().map_err(io_err(format!("writing {}", path.join(FORMAT_FILE).display())))?;
+        write_durably(path, FORMAT_FILE, &text)?;
     }
     let old = path.join(OLD_CHUNKS_DIR);
     if old.exists() {
@@ -92,6 +102,18 @@ pub fn finish(path: &Path, layout: Layout) -> Result<(), Error> {
         tracing::info!(dir = %old.display(), "removed the file-per-chunk layout's files");
     }
     Ok(())
+}
+
+/// Replaces `dir/name` with `text` atomically and durably (temporary file, fsync, rename, fsync of `dir`).
+pub(crate) fn write_durably(dir: &Path, name: &str, text: &str) -> Result<(), Error> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        fs::write(&tmp, text)?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(io_err(format!("writing {}", dir.join(name).display())))
 }
 
 /// The data file of a chunk version in format 1.

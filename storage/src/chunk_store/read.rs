@@ -40,7 +40,7 @@ impl ChunkStore {
                 Some(blocks) if (start, end) != (0, meta.length) => {
                     store.read_blocks(chunk, &rec, blocks, start, end)?
                 }
-                _ => Bytes::from(store.read_verified(chunk, &rec)?).slice(start as usize..end as usize),
+                _ => store.read_verified(chunk, &rec)?.slice(start as usize..end as usize),
             };
             Ok((data, meta))
         })
@@ -84,12 +84,12 @@ impl ChunkStore {
     /// Reads a live record's whole content and verifies it against its metadata: every block CRC and the
     /// whole-chunk CRC, in one CRC pass (the whole CRC is combined from the verified block CRCs). The
     /// caller holds the chunk lock or a pin on the slot.
-    pub(super) fn read_verified(&self, chunk: ChunkId, rec: &Record) -> Result<Vec<u8>, Error> {
+    pub(super) fn read_verified(&self, chunk: ChunkId, rec: &Record) -> Result<Bytes, Error> {
         let meta = &rec.meta;
-        let mut data = vec![0u8; meta.length as usize];
-        if let Some(slot) = self.slot_of(chunk, rec)? {
-            self.engine().read(slot, 0, &mut data)?;
-        }
+        let data = match self.slot_of(chunk, rec)? {
+            Some(slot) => self.engine().read_bytes(slot, 0, meta.length as usize)?,
+            None => Bytes::new(),
+        };
         let crc = match &rec.blocks {
             Some(blocks) => {
                 blocks.verify(0, &data).map_err(|m| self.block_mismatch(chunk, meta, blocks, m))?;
@@ -128,11 +128,10 @@ impl ChunkStore {
         let (first, last) = blocks.covering(start, end);
         let (from, _) = blocks.block_range(first, meta.length);
         let (_, to) = blocks.block_range(last, meta.length);
-        let mut buf = vec![0u8; (to - from) as usize];
-        self.engine().read(slot, from, &mut buf)?;
+        let buf = self.engine().read_bytes(slot, from, (to - from) as usize)?;
         blocks.verify(first, &buf).map_err(|m| self.block_mismatch(chunk, meta, blocks, m))?;
         let skip = (u64::from(start) - from) as usize;
-        Ok(Bytes::from(buf).slice(skip..skip + (end - start) as usize))
+        Ok(buf.slice(skip..skip + (end - start) as usize))
     }
 
     /// The error (and log) for block `block` whose bytes have CRC `crc` instead of the recorded `expected`.

@@ -28,7 +28,7 @@ fn flip(s: &ChunkStore, c: ChunkId, at: u64, mask: u8) {
 }
 
 /// The slots the records reference, committed and pending.
-fn referenced(s: &ChunkStore) -> Vec<Slot> {
+pub(super) fn referenced(s: &ChunkStore) -> Vec<Slot> {
     let mut out: Vec<Slot> = s
         .with_db(|db| Ok([scan(&db.metas)?, scan(&db.pending)?].concat()))
         .unwrap()
