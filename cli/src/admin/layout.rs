@@ -10,23 +10,11 @@ use super::Ctx;
 use super::namespace::resolve;
 use super::output::{inode_json, print_json};
 
-/// Parses a byte size: plain bytes, or a number with `K`/`M` (`KiB`/`MiB`, powers of 1024).
+/// Parses a chunk size: a byte size as [`crate::bench::parse_bytes`] takes it, which must fit a u32
+/// (meta checks the power of two and the range).
 pub fn parse_size(s: &str) -> anyhow::Result<u32> {
-    let bad = || anyhow::anyhow!("bad size {s:?}: expected bytes or a number with K or M (e.g. 1048576, 512K, 1M)");
-    let t = s.trim();
-    let (num, mul) = match t.find(|c: char| !c.is_ascii_digit()) {
-        None => (t, 1u64),
-        Some(i) => {
-            let mul = match &t[i..] {
-                "K" | "k" | "KiB" => 1 << 10,
-                "M" | "m" | "MiB" => 1 << 20,
-                _ => return Err(bad()),
-            };
-            (&t[..i], mul)
-        }
-    };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    u32::try_from(n.checked_mul(mul).ok_or_else(bad)?).map_err(|_| bad())
+    let n = crate::bench::parse_bytes(s)?;
+    u32::try_from(n).map_err(|_| anyhow::anyhow!("bad size {s:?}: at most 4G - 1 bytes"))
 }
 
 /// `t3fs admin set-layout PATH --chain-table N --chunk-size S --stripe K`.
@@ -58,7 +46,8 @@ mod tests {
         assert_eq!(parse_size("512K").unwrap(), 512 << 10);
         assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
         assert_eq!(parse_size("1m").unwrap(), 1 << 20);
-        for bad in ["", "M", "1G", "1.5M", "-1", "4096M", "1 M"] {
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        for bad in ["", "M", "4G", "1.5M", "-1", "4096M", "1 M"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
