@@ -3,14 +3,11 @@
 //! A loader submits many `(file, offset, len)` reads, each into a buffer it owns, and takes the
 //! completions back in whatever order they finish:
 //!
-//! - [`BufferPool`] is the "registered memory" seam. It allocates `count` buffers of `buf_size`
-//!   bytes once, up front, and hands them out as [`PooledBuf`]s that return themselves on drop; it
-//!   is bounded (acquire waits while every buffer is out). Today the TCP bulk plane receives a chunk
-//!   into a frame buffer and the batch reader copies it into the read's buffer (pooled, owned or
-//!   external), so that copy is the only one between the socket and the caller's memory. An RDMA
-//!   transport registers the pool's memory once (one memory region per pool, or per block like
-//!   USRBIO's `block_size`) and lets storage write straight into it; GPU memory plugs in the same
-//!   way. The API does not change when that happens: callers already read into pool buffers.
+//! - [`BufferPool`] (in `batch_buf.rs`) allocates `count` buffers of `buf_size` bytes once, up
+//!   front, and hands them out as [`PooledBuf`]s that return themselves on drop; it is bounded
+//!   (acquire waits while every buffer is out). [`BufferPool::registered`] (or
+//!   [`Client::buffer_pool`]) registers each buffer once with the bulk transport for the pool's
+//!   life: a no-op handle over TCP, an RDMA memory region over RDMA.
 //! - [`ExternalBuf`] lets a read land in memory the caller owns and the reader does not allocate:
 //!   a range of a pinned host buffer, or one sample's slot inside a whole batch buffer, so a loader
 //!   needs no copy of its own. It is a raw `(ptr, len)` plus an `owner` handle (any `Arc`) that
@@ -29,6 +26,13 @@
 //! piece picks the replica whose storage node has the fewest batch reads in flight (ties rotate;
 //! a node that failed a read in the last second goes last), fails over to the next replica on error, and the whole piece retries retryable errors with
 //! backoff until the client's `retry_timeout_ms` (re-reading the chain from routing each try).
+//!
+//! Where bytes land: a chunk read that would go out alone anyway (its node has nothing queued and
+//! a free slot) is sent as a plain read through `BulkClient::call_into` into its own disjoint part
+//! of the read's buffer: over TCP the payload goes from the socket straight into it (no frame
+//! buffer, no copy); over RDMA with a registered pool buffer the storage node RDMA-WRITEs into it
+//! (untested on hardware). The CRC is checked on the destination bytes. Reads that travel in a
+//! batch-read request arrive in one frame buffer and are copied into place (one copy each).
 //!
 //! Per-node grouping ([`crate::batch_wire`]): as 3FS packs up to 128 reads into one `BatchReadReq`
 //! per storage node, chunk reads bound for one node queue up and leave together in one batch-read

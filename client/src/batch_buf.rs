@@ -20,7 +20,7 @@ use t3fs_common::Result;
 use t3fs_common::bulk::{BulkClient, Registration};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A bounded pool of equally sized read buffers, allocated once (see the module note).
+/// A bounded pool of equally sized read buffers, allocated once (see the [`crate::batch`] module note).
 #[derive(Clone)]
 pub struct BufferPool {
     inner: Arc<PoolInner>,
@@ -166,9 +166,9 @@ impl Drop for PooledBuf {
     }
 }
 
-/// `len` bytes of caller-owned memory at `ptr`, kept alive by `owner` (see the module note): the
-/// destination of a read that must land in place, e.g. one sample's range of a pinned batch
-/// buffer. Derefs to exactly those `len` bytes.
+/// `len` bytes of caller-owned memory at `ptr`, kept alive by `owner` (see the [`crate::batch`]
+/// module note): the destination of a read that must land in place, e.g. one sample's range of a
+/// pinned batch buffer. Derefs to exactly those `len` bytes.
 pub struct ExternalBuf {
     ptr: *mut u8,
     len: usize,

@@ -4,7 +4,9 @@
 //!
 //! Invariants: each wrapper owns exactly one verbs object (plus its parents through an `Arc`, so a
 //! parent outlives its children) and destroys it exactly once in `Drop`; a memory region's buffer is
-//! heap memory owned by the region and never moves or shrinks while registered; a queue pair has at
+//! heap memory owned by the region and never moves or shrinks while registered (an [`ExtMr`] names
+//! caller memory instead, under the contract of its `unsafe` constructor: allocated and unmoved
+//! until the `ExtMr` is dropped); a queue pair has at
 //! most one work request outstanding at a time (each post is followed by [`Qp::wait`]), so the local
 //! buffer of a post stays untouched until its completion.
 //!
