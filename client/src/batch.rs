@@ -3,14 +3,11 @@
 //! A loader submits many `(file, offset, len)` reads, each into a buffer it owns, and takes the
 //! completions back in whatever order they finish:
 //!
-//! - [`BufferPool`] is the "registered memory" seam. It allocates `count` buffers of `buf_size`
-//!   bytes once, up front, and hands them out as [`PooledBuf`]s that return themselves on drop; it
-//!   is bounded (acquire waits while every buffer is out). Today the TCP bulk plane receives a chunk
-//!   into a frame buffer and the batch reader copies it into the read's buffer (pooled, owned or
-//!   external), so that copy is the only one between the socket and the caller's memory. An RDMA
-//!   transport registers the pool's memory once (one memory region per pool, or per block like
-//!   USRBIO's `block_size`) and lets storage write straight into it; GPU memory plugs in the same
-//!   way. The API does not change when that happens: callers already read into pool buffers.
+//! - [`BufferPool`] (in `batch_buf.rs`) allocates `count` buffers of `buf_size` bytes once, up
+//!   front, and hands them out as [`PooledBuf`]s that return themselves on drop; it is bounded
+//!   (acquire waits while every buffer is out). [`BufferPool::registered`] (or
+//!   [`Client::buffer_pool`]) registers each buffer once with the bulk transport for the pool's
+//!   life: a no-op handle over TCP, an RDMA memory region over RDMA.
 //! - [`ExternalBuf`] lets a read land in memory the caller owns and the reader does not allocate:
 //!   a range of a pinned host buffer, or one sample's slot inside a whole batch buffer, so a loader
 //!   needs no copy of its own. It is a raw `(ptr, len)` plus an `owner` handle (any `Arc`) that
@@ -30,6 +27,13 @@
 //! a node that failed a read in the last second goes last), fails over to the next replica on error, and the whole piece retries retryable errors with
 //! backoff until the client's `retry_timeout_ms` (re-reading the chain from routing each try).
 //!
+//! Where bytes land: a chunk read that would go out alone anyway (its node has nothing queued and
+//! a free slot) is sent as a plain read through `BulkClient::call_into` into its own disjoint part
+//! of the read's buffer: over TCP the payload goes from the socket straight into it (no frame
+//! buffer, no copy); over RDMA with a registered pool buffer the storage node RDMA-WRITEs into it
+//! (untested on hardware). The CRC is checked on the destination bytes. Reads that travel in a
+//! batch-read request arrive in one frame buffer and are copied into place (one copy each).
+//!
 //! Per-node grouping ([`crate::batch_wire`]): as 3FS packs up to 128 reads into one `BatchReadReq`
 //! per storage node, chunk reads bound for one node queue up and leave together in one batch-read
 //! request (at most [`BatchConfig::max_reads_per_batch`] reads and
@@ -40,230 +44,22 @@
 //! never writes outside `buf[..len]` (for an [`ExternalBuf`], outside the range it was made over);
 //! a read holds its buffer, and so an `ExternalBuf`'s `owner`, until its completion is sent or
 //! dropped; the in-flight count never exceeds the configured depth.
-use std::any::Any;
-use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use t3fs_common::bulk::Registration;
 use t3fs_common::proto;
-use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode};
+use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::Client;
+pub use crate::batch_buf::{BufferPool, ExternalBuf, PooledBuf, ReadBuf};
 use crate::batch_wire::{Batcher, NodeLimits};
 use crate::data::{ChunkPiece, bulk_addr, chain_for, clamp_read, file_layout, readable_targets, split_range};
-
-/// A bounded pool of equally sized read buffers, allocated once (see the module note).
-#[derive(Clone)]
-pub struct BufferPool {
-    inner: Arc<PoolInner>,
-}
-
-struct PoolInner {
-    buf_size: usize,
-    count: usize,
-    /// Invariant: holds at least as many buffers as `permits` has available permits (a buffer is
-    /// pushed back before its permit is released).
-    free: Mutex<Vec<Box<[u8]>>>,
-    permits: Arc<Semaphore>,
-}
-
-impl BufferPool {
-    /// Allocates `count` zeroed buffers of `buf_size` bytes each.
-    pub fn new(buf_size: usize, count: usize) -> BufferPool {
-        let free = (0..count).map(|_| vec![0u8; buf_size].into_boxed_slice()).collect();
-        BufferPool {
-            inner: Arc::new(PoolInner {
-                buf_size,
-                count,
-                free: Mutex::new(free),
-                permits: Arc::new(Semaphore::new(count)),
-            }),
-        }
-    }
-
-    /// Takes a buffer, waiting while all are in use.
-    pub async fn acquire(&self) -> PooledBuf {
-        let permit = self.inner.permits.clone().acquire_owned().await.expect("the pool semaphore is never closed");
-        self.take(permit)
-    }
-
-    /// Takes a buffer if one is free now.
-    pub fn try_acquire(&self) -> Option<PooledBuf> {
-        self.inner.permits.clone().try_acquire_owned().ok().map(|p| self.take(p))
-    }
-
-    fn take(&self, permit: OwnedSemaphorePermit) -> PooledBuf {
-        let buf = self.inner.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        PooledBuf {
-            buf: Some(buf.expect("a permit guarantees a free buffer")),
-            pool: self.inner.clone(),
-            _permit: permit,
-        }
-    }
-
-    /// Size of every buffer, in bytes.
-    pub fn buf_size(&self) -> usize {
-        self.inner.buf_size
-    }
-
-    /// Number of buffers in the pool.
-    pub fn capacity(&self) -> usize {
-        self.inner.count
-    }
-
-    /// Buffers free right now.
-    pub fn available(&self) -> usize {
-        self.inner.permits.available_permits()
-    }
-}
-
-/// A buffer on loan from a [`BufferPool`]; derefs to all `buf_size` bytes and goes back to the
-/// pool when dropped. Contents are not cleared between loans.
-pub struct PooledBuf {
-    buf: Option<Box<[u8]>>,
-    pool: Arc<PoolInner>,
-    /// Released after `Drop::drop` has put the buffer back (fields drop after `drop` runs).
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Deref for PooledBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.buf.as_deref().expect("present until drop")
-    }
-}
-
-impl DerefMut for PooledBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.buf.as_deref_mut().expect("present until drop")
-    }
-}
-
-impl Drop for PooledBuf {
-    fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(b);
-        }
-    }
-}
-
-/// `len` bytes of caller-owned memory at `ptr`, kept alive by `owner` (see the module note): the
-/// destination of a read that must land in place, e.g. one sample's range of a pinned batch
-/// buffer. Derefs to exactly those `len` bytes.
-pub struct ExternalBuf {
-    ptr: *mut u8,
-    len: usize,
-    owner: Arc<dyn Any + Send + Sync>,
-}
-
-// SAFETY: an ExternalBuf is the only handle to its range (the contract of `new`), like a
-// `Box<[u8]>` that some `owner` frees; moving it to another thread moves that exclusive access
-// with it, and `owner` is itself Send + Sync.
-unsafe impl Send for ExternalBuf {}
-// SAFETY: `&ExternalBuf` only gives `&[u8]` (reads); writes need `&mut`. No one else writes the
-// range while the ExternalBuf lives (the contract of `new`), so shared reads from several threads
-// do not race. (Keeps `ReadBuf`, `ReadReq` and `Completion` Sync, as they were before.)
-unsafe impl Sync for ExternalBuf {}
-
-impl ExternalBuf {
-    /// A read destination over `len` bytes at `ptr`, kept alive by `owner`. A zero `len` needs no
-    /// valid pointer (it may be null).
-    ///
-    /// # Safety
-    /// - `ptr..ptr + len` is one allocation (or part of one), valid for reads and writes of `len`
-    ///   bytes for as long as `owner` (any clone of it) is alive, and `len <= isize::MAX`. Dropping
-    ///   the last clone of `owner` may free it; nothing else may.
-    /// - Nothing else reads, writes or borrows that range from this call until the `ExternalBuf`
-    ///   is dropped (ranges handed to different `ExternalBuf`s must be disjoint).
-    /// - The bytes are initialized (any values: every bit pattern is a valid `u8`), since the
-    ///   `ExternalBuf` derefs to slices over them (e.g. zero a fresh pinned allocation first).
-    pub unsafe fn new(ptr: *mut u8, len: usize, owner: Arc<dyn Any + Send + Sync>) -> ExternalBuf {
-        // `from_raw_parts` needs a non-null, aligned pointer even for an empty slice.
-        let ptr = if len == 0 { std::ptr::NonNull::dangling().as_ptr() } else { ptr };
-        ExternalBuf { ptr, len, owner }
-    }
-
-    /// The handle that keeps the memory alive (the one given to [`ExternalBuf::new`]).
-    pub fn owner(&self) -> &Arc<dyn Any + Send + Sync> {
-        &self.owner
-    }
-}
-
-impl Deref for ExternalBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `new`'s contract: `ptr..ptr + len` is valid while `owner` lives (we hold a
-        // clone, so at least as long as `self`) and no one else writes it; `ptr` is non-null (a
-        // dangling, aligned pointer when `len == 0`) and u8 needs no alignment.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl DerefMut for ExternalBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; the range is exclusively ours (`new`'s contract) and `&mut self`
-        // makes this the only borrow of it.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl std::fmt::Debug for ExternalBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExternalBuf").field("ptr", &self.ptr).field("len", &self.len).finish_non_exhaustive()
-    }
-}
-
-/// Where a read lands: a pooled (registered) buffer, a plain `Vec` (its current length is the
-/// room available; it is never resized), or caller-owned external memory.
-pub enum ReadBuf {
-    Pooled(PooledBuf),
-    Owned(Vec<u8>),
-    External(ExternalBuf),
-}
-
-impl Deref for ReadBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            ReadBuf::Pooled(b) => b,
-            ReadBuf::Owned(v) => v,
-            ReadBuf::External(e) => e,
-        }
-    }
-}
-
-impl DerefMut for ReadBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        match self {
-            ReadBuf::Pooled(b) => b,
-            ReadBuf::Owned(v) => v,
-            ReadBuf::External(e) => e,
-        }
-    }
-}
-
-impl From<ExternalBuf> for ReadBuf {
-    fn from(b: ExternalBuf) -> Self {
-        ReadBuf::External(b)
-    }
-}
-
-impl From<PooledBuf> for ReadBuf {
-    fn from(b: PooledBuf) -> Self {
-        ReadBuf::Pooled(b)
-    }
-}
-
-impl From<Vec<u8>> for ReadBuf {
-    fn from(v: Vec<u8>) -> Self {
-        ReadBuf::Owned(v)
-    }
-}
 
 /// One read: `len` bytes at `offset` of `inode` into `buf[..len]` (`buf` must hold `len` bytes).
 pub struct ReadReq {
@@ -328,6 +124,9 @@ pub struct BatchStats {
     /// mean batch size).
     pub wire_batches: u64,
     pub wire_reads: u64,
+    /// Chunk reads sent alone as a plain read whose bytes land straight in the read's buffer (the
+    /// node had nothing queued and a free slot); not counted in `wire_batches`/`wire_reads`.
+    pub direct_reads: u64,
 }
 
 #[derive(Default)]
@@ -508,6 +307,7 @@ impl BatchReader {
             failovers: c.failovers.load(Ordering::SeqCst),
             wire_batches: self.shared.wire.batches.load(Ordering::Relaxed),
             wire_reads: self.shared.wire.reads.load(Ordering::Relaxed),
+            direct_reads: self.shared.wire.direct.load(Ordering::Relaxed),
         }
     }
 }
@@ -528,7 +328,8 @@ fn launch(shared: &Arc<Shared>, req: ReadReq, permit: OwnedSemaphorePermit) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let ReadReq { inode, offset, len, mut buf, user_data } = req;
-        let result = shared.read_into(&inode, offset, len, &mut buf).await;
+        let (dst, reg) = buf.parts();
+        let result = shared.read_into(&inode, offset, len, dst, reg).await;
         shared.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
         shared.counters.completed.fetch_add(1, Ordering::SeqCst);
         drop(permit);
@@ -539,27 +340,56 @@ fn launch(shared: &Arc<Shared>, req: ReadReq, permit: OwnedSemaphorePermit) {
 
 impl Shared {
     /// Reads `len` bytes at `offset` into `buf[..len]`; returns the bytes read (clamped at EOF).
-    async fn read_into(&self, inode: &proto::Inode, offset: u64, len: u32, buf: &mut [u8]) -> Result<usize> {
+    /// `reg` is `buf`'s transport registration, if any. Each piece owns its own disjoint part of
+    /// `buf` (pieces tile `buf[..n]` in order), so pieces land in place concurrently.
+    async fn read_into(
+        &self,
+        inode: &proto::Inode,
+        offset: u64,
+        len: u32,
+        buf: &mut [u8],
+        reg: Option<&Registration>,
+    ) -> Result<usize> {
         if len as usize > buf.len() {
             return Err(Error::invalid(format!("a {len}-byte read into a {}-byte buffer", buf.len())));
         }
         let l = file_layout(inode)?;
         let (n, pieces) = plan_read(offset, len, inode.length, l.chunk_size, self.cfg.max_bytes_per_op)?;
         let id = InodeId(inode.id);
-        let mut reads: FuturesUnordered<_> =
-            pieces.into_iter().map(|p| async move { self.read_piece(l, id, p).await.map(|d| (p, d)) }).collect();
+        let mut rest = &mut buf[..n];
+        let mut at = 0;
+        let mut reads = FuturesUnordered::new();
+        for p in pieces {
+            if p.buf_offset != at || p.len as usize > rest.len() {
+                return Err(Error::internal(format!("piece at {} of {} bytes breaks the tiling", p.buf_offset, p.len)));
+            }
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(p.len as usize);
+            rest = tail;
+            at += p.len as usize;
+            reads.push(self.read_piece(l, id, p, dst, reg));
+        }
         while let Some(r) = reads.next().await {
-            let (p, data) = r?;
-            place(buf, &p, &data)?;
+            r?;
         }
         Ok(n)
     }
 
-    /// Reads one piece from the least loaded serving replica, failing over to the others, and
-    /// retrying the whole round with backoff. A short result means the rest is a hole.
-    async fn read_piece(&self, l: &proto::Layout, inode: InodeId, p: ChunkPiece) -> Result<Bytes> {
+    /// Reads one piece into `dst` (exactly the piece's bytes) from the least loaded serving
+    /// replica, failing over to the others, and retrying the whole round with backoff. What the
+    /// chunk does not hold is a hole: zeros.
+    async fn read_piece(
+        &self,
+        l: &proto::Layout,
+        inode: InodeId,
+        p: ChunkPiece,
+        dst: &mut [u8],
+        reg: Option<&Registration>,
+    ) -> Result<()> {
         let client = &self.client;
         let chunk = ChunkId::new(inode, p.index);
+        // Each try borrows `dst` in turn (tries never overlap).
+        let dst = tokio::sync::Mutex::new(dst);
+        let dst = &dst;
         client
             .retrying("batch read chunk", move || async move {
                 let routing = client.routing.get();
@@ -578,9 +408,27 @@ impl Shared {
                 cands.sort_by_key(|c| (c.0, c.1));
                 for (_, _, target, addr) in cands {
                     let sem = self.nodes.ops(&addr);
-                    match self.wire.read(&addr, &sem, target, chunk, p.offset, p.len).await {
-                        Ok(data) => return Ok(data),
-                        Err(e) if e.code == StatusCode::ChunkNotFound => return Ok(Bytes::new()),
+                    let mut d = dst.lock().await;
+                    let r = match self.wire.try_direct(&addr, &sem) {
+                        // Nothing queued for the node and a slot free: this read would go out
+                        // alone anyway, so send it as a plain read that lands in place.
+                        Some(slot) => {
+                            let r = self.read_direct(&addr, target, chunk, p, &mut d, reg).await;
+                            drop(slot);
+                            self.wire.pump(&addr, &sem);
+                            r
+                        }
+                        None => match self.wire.read(&addr, &sem, target, chunk, p.offset, p.len).await {
+                            Ok(data) => place(&mut d, &ChunkPiece { buf_offset: 0, ..p }, &data),
+                            Err(e) => Err(e),
+                        },
+                    };
+                    match r {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.code == StatusCode::ChunkNotFound => {
+                            d.fill(0);
+                            return Ok(());
+                        }
                         Err(e) => {
                             self.counters.failovers.fetch_add(1, Ordering::SeqCst);
                             self.nodes.mark_failed(&addr);
@@ -593,12 +441,60 @@ impl Shared {
             })
             .await
     }
+
+    /// One plain chunk read whose payload the transport puts straight into `dst` (TCP: from the
+    /// socket; RDMA with `reg`: written by the storage node). The CRC is checked on the bytes in
+    /// `dst`; the rest of `dst` past them is a hole and is zeroed.
+    async fn read_direct(
+        &self,
+        addr: &str,
+        target: TargetId,
+        chunk: ChunkId,
+        p: ChunkPiece,
+        dst: &mut [u8],
+        reg: Option<&Registration>,
+    ) -> Result<()> {
+        let req = proto::BulkRequest {
+            request_id: t3fs_common::new_request_id(),
+            token: self.client.cfg.token.clone(),
+            op: Some(proto::bulk_request::Op::Read(proto::ReadChunk {
+                target_id: target.0,
+                chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
+                offset: p.offset,
+                length: p.len,
+                relaxed: false,
+            })),
+        };
+        let (rsp, n) = self.client.bulk.call_into(addr, &req, &[], dst, reg).await?;
+        let (filled, hole) = dst
+            .split_at_mut_checked(n)
+            .ok_or_else(|| Error::internal(format!("target {target} returned {n} bytes for a {}-byte read", p.len)))?;
+        let got = crc32c::crc32c(filled);
+        if got != rsp.payload_crc32c {
+            return Err(Error::new(
+                StatusCode::ChecksumMismatch,
+                format!(
+                    "chunk {chunk} from target {target}: crc {got:#010x}, header says {:#010x}",
+                    rsp.payload_crc32c
+                ),
+            ));
+        }
+        hole.fill(0);
+        Ok(())
+    }
 }
 
 impl Client {
     /// An empty batch read queue on this client (see [`crate::batch`]).
     pub fn batch_reader(self: &Arc<Self>, cfg: BatchConfig) -> BatchReader {
         BatchReader::new(self.clone(), cfg)
+    }
+
+    /// A [`BufferPool`] whose buffers are registered with this client's bulk transport (see
+    /// [`BufferPool::registered`]): over RDMA, batch reads into them are written by the storage
+    /// node straight into the buffer.
+    pub fn buffer_pool(&self, buf_size: usize, count: usize) -> Result<BufferPool> {
+        BufferPool::registered(buf_size, count, &self.bulk)
     }
 
     /// Submits `reqs` (default [`BatchConfig`]) and returns the reader their completions come from,
@@ -681,83 +577,5 @@ mod tests {
         let mut b = [9u8; 8];
         place(&mut b, &p, &[1, 2]).unwrap();
         assert_eq!(b, [9, 9, 1, 2, 0, 0, 9, 9]);
-    }
-
-    #[tokio::test]
-    async fn buffer_pool_is_bounded_and_buffers_return_on_drop() {
-        let pool = BufferPool::new(1024, 2);
-        assert_eq!((pool.buf_size(), pool.capacity(), pool.available()), (1024, 2, 2));
-        let mut a = pool.acquire().await;
-        a[0] = 7;
-        let b = pool.try_acquire().unwrap();
-        assert_eq!(b.len(), 1024);
-        assert!(pool.try_acquire().is_none());
-        assert_eq!(pool.available(), 0);
-        // A waiter is woken when a buffer comes back.
-        let p2 = pool.clone();
-        let waiter = tokio::spawn(async move { p2.acquire().await.len() });
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished());
-        drop(a);
-        assert_eq!(waiter.await.unwrap(), 1024);
-        drop(b);
-        assert_eq!(pool.available(), 2);
-        // Buffers are reused, not reallocated: a written byte is still there on the next loan.
-        let seen: Vec<u8> = vec![pool.acquire().await[0], pool.acquire().await[0]];
-        assert!(seen.contains(&7));
-        let rb: ReadBuf = pool.acquire().await.into();
-        assert_eq!(rb.len(), 1024);
-        let rb: ReadBuf = vec![0u8; 3].into();
-        assert_eq!(rb.len(), 3);
-    }
-
-    /// An Arc-owned buffer and the base pointer of its bytes, taken once through exclusive access
-    /// (the way a loader lends a batch buffer).
-    fn owned(len: usize, fill: u8) -> (Arc<Mutex<Vec<u8>>>, *mut u8) {
-        let mut owner = Arc::new(Mutex::new(vec![fill; len]));
-        let v = Arc::get_mut(&mut owner).unwrap().get_mut().unwrap();
-        let ptr = v.as_mut_ptr();
-        (owner, ptr)
-    }
-
-    #[test]
-    fn external_bufs_deref_to_exactly_their_range_and_keep_the_owner_alive() {
-        let (owner, base) = owned(32, 0xEE);
-        // Two disjoint ranges with a gap between them: [4, 12) and [20, 30).
-        let erased: Arc<dyn Any + Send + Sync> = owner.clone();
-        // SAFETY: both ranges lie inside the 32-byte Vec that `owner` keeps alive, are disjoint,
-        // and nothing touches the Vec until both ExternalBufs are gone (the try_unwrap below).
-        let (mut a, mut b) =
-            unsafe { (ExternalBuf::new(base.add(4), 8, erased.clone()), ExternalBuf::new(base.add(20), 10, erased)) };
-        assert_eq!((a.len(), b.len()), (8, 10));
-        assert!(a.iter().chain(b.iter()).all(|&x| x == 0xEE), "they see the owner's bytes");
-        a.fill(1);
-        b.copy_from_slice(&[2; 10]);
-        let mut rb: ReadBuf = b.into();
-        rb[9] = 3;
-        assert_eq!(Arc::strong_count(&owner), 3, "each ExternalBuf holds a clone of the owner");
-        assert!(Arc::ptr_eq(a.owner(), &(owner.clone() as Arc<dyn Any + Send + Sync>)));
-        // Dropping our handle does not free the memory while an ExternalBuf holds the owner.
-        let weak = Arc::downgrade(&owner);
-        drop(owner);
-        assert_eq!(&a[..], &[1; 8]);
-        drop((a, rb));
-        assert!(weak.upgrade().is_none(), "the last ExternalBuf freed the buffer");
-
-        // Writes stayed inside the two ranges.
-        let (owner, base) = owned(16, 0);
-        // SAFETY: [8, 16) of the Vec `owner` keeps alive; untouched until the ExternalBuf is gone.
-        let mut e = unsafe { ExternalBuf::new(base.add(8), 8, owner.clone()) };
-        e.fill(9);
-        drop(e);
-        let v = Arc::try_unwrap(owner).unwrap().into_inner().unwrap();
-        assert_eq!(v, [[0u8; 8], [9u8; 8]].concat());
-
-        // Zero length: a null pointer is fine and derefs to an empty slice.
-        // SAFETY: zero bytes are never accessed.
-        let mut z = unsafe { ExternalBuf::new(std::ptr::null_mut(), 0, Arc::new(())) };
-        assert!(z.is_empty() && z.deref_mut().is_empty());
-        let z: ReadBuf = z.into();
-        assert!(z.is_empty());
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use t3fs_common::proto::{self, bulk_request};
 use t3fs_common::{ChunkId, Error, Result, StatusCode, TargetId};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::Client;
 
@@ -91,6 +91,8 @@ pub(crate) struct Batcher {
     /// Batch requests sent, and chunk reads they carried.
     pub batches: AtomicU64,
     pub reads: AtomicU64,
+    /// Chunk reads sent alone as plain reads ([`Batcher::try_direct`]).
+    pub direct: AtomicU64,
 }
 
 impl Batcher {
@@ -104,7 +106,23 @@ impl Batcher {
             max_load: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             reads: AtomicU64::new(0),
+            direct: AtomicU64::new(0),
         }
+    }
+
+    /// A slot for a read to go to `addr` alone, outside any batch, when nothing is queued for the
+    /// node and a slot is free (exactly when the pump would send it as a batch of one). The caller
+    /// sends it, drops the slot and calls [`Batcher::pump`] so reads queued meanwhile go out.
+    pub fn try_direct(&self, addr: &str, slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if queues.get(addr).is_some_and(|q| !q.is_empty()) {
+            return None;
+        }
+        let slot = slots.clone().try_acquire_owned().ok()?;
+        drop(queues);
+        self.direct.fetch_add(1, Ordering::Relaxed);
+        self.max_load.fetch_max(self.max_reads_in_flight(slots), Ordering::SeqCst);
+        Some(slot)
     }
 
     /// Reads `len` bytes at `offset` of `chunk` on `target` (at `addr`, whose in-flight limit is
@@ -152,7 +170,7 @@ impl Batcher {
     }
 
     /// Sends queued reads to `addr` while it has free slots (module note).
-    fn pump(self: &Arc<Self>, addr: &str, slots: &Arc<Semaphore>) {
+    pub fn pump(self: &Arc<Self>, addr: &str, slots: &Arc<Semaphore>) {
         loop {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 return; // a request in flight pumps again when it finishes

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod batch;
+mod batch_buf;
 mod batch_wire;
 pub mod channels;
 pub mod config;

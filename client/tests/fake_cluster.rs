@@ -738,3 +738,40 @@ async fn batch_reads_go_out_in_per_node_batches_and_match_single_reads() {
     assert!(s.failovers > 0, "{s:?}");
     assert!(c.storage.batches.load(Ordering::SeqCst) as u64 == s.wire_batches, "{s:?}");
 }
+
+#[tokio::test]
+async fn lone_batch_reads_land_in_place_in_a_registered_pool_with_crc_checked() {
+    use t3fs_client::{BatchConfig, ReadReq};
+
+    let c = cluster().await;
+    let inode = Arc::new(c.inode(6 * u64::from(CS)));
+    // Data up to 4·CS + 300; the rest of the file is a hole.
+    let data = pattern(4 * CS as usize + 300, 11);
+    c.client.write(&inode, 0, &data).await.unwrap();
+    let mut want = data.clone();
+    want.resize(6 * CS as usize, 0);
+    // One replica of chain 1 answers with bad CRCs: a direct read from it must fail its check on
+    // the bytes in the pool buffer and fail over, never deliver them.
+    c.storage.corrupt.lock().unwrap().insert(101);
+    let pool = c.client.buffer_pool(3 * CS as usize, 2).unwrap();
+    assert!(pool.is_registered());
+    let mut reader = c.client.batch_reader(BatchConfig { max_bytes_per_op: 1500, ..BatchConfig::default() });
+    let mut rng = t3fs_common::layout::SplitMix64::new(17);
+    for i in 0..40u64 {
+        let offset = rng.next_u64() % (6 * u64::from(CS));
+        let len = (rng.next_u64() % (3 * u64::from(CS))) as u32;
+        let mut buf = pool.acquire().await;
+        buf.fill(0xAA); // stale bytes must not show through holes
+        // One read at a time: nothing is queued for a node, so every chunk read goes alone.
+        reader.submit(ReadReq { inode: inode.clone(), offset, len, buf: buf.into(), user_data: i }).await;
+        let done = reader.next().await.unwrap();
+        let n = done.result.unwrap();
+        let o = offset as usize;
+        assert_eq!(n, (want.len() - o).min(len as usize));
+        assert!(done.buf[..n] == want[o..o + n], "read {offset}+{len}");
+    }
+    let s = reader.stats();
+    assert!(s.direct_reads > 0, "{s:?}");
+    assert!(s.failovers > 0, "the corrupt replica was never tried: {s:?}");
+    assert_eq!(c.storage.batches.load(Ordering::SeqCst) as u64, s.wire_batches, "{s:?}");
+}

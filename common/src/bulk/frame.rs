@@ -129,6 +129,33 @@ pub async fn read_frame_flags<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Re
     Ok(Some((p.flags, hdr.freeze(), payload.freeze())))
 }
 
+/// Reads one frame whose payload goes straight into `out[..n]` (no frame buffer): returns the header
+/// and `n`; `Ok(None)` on a clean end of stream. A payload larger than `out` is an error and leaves
+/// the stream mid-frame (the caller drops the connection).
+pub async fn read_frame_into<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    out: &mut [u8],
+) -> std::io::Result<Option<(Bytes, usize)>> {
+    let mut prefix = [0u8; FRAME_PREFIX];
+    match r.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let p = parse_prefix(&prefix)?;
+    let mut hdr = BytesMut::zeroed(p.header_len);
+    r.read_exact(&mut hdr).await?;
+    let cap = out.len();
+    let dst = out.get_mut(..p.payload_len).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {}-byte payload does not fit a {cap}-byte buffer", p.payload_len),
+        )
+    })?;
+    r.read_exact(dst).await?;
+    Ok(Some((hdr.freeze(), p.payload_len)))
+}
+
 /// Encodes one whole frame into a buffer (tests, fuzz seeds).
 pub fn encode_frame(header: &impl Message, payload: &[u8]) -> std::io::Result<Vec<u8>> {
     let hdr = header.encode_to_vec();

@@ -20,11 +20,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{check_request, read_frame, read_frame_flags, write_frame};
-use super::transport::{CallFuture, Transport, TransportKind, check_response};
+use super::frame::{check_request, read_frame, read_frame_flags, read_frame_into, write_frame};
+use super::transport::{CallFuture, Registration, Transport, TransportKind, check_response};
 use crate::proto::{BulkRequest, BulkResponse};
 use crate::status::{Error, StatusCode};
 
@@ -142,11 +142,12 @@ impl TcpTransport {
         self.peer(addr).idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    async fn call_tcp(&self, addr: &str, req: &BulkRequest, payload: &[u8]) -> Result<(BulkResponse, Bytes), Error> {
+    /// A connection to `addr` (pooled or new) and the pool slot it holds.
+    async fn checkout(&self, addr: &str) -> Result<(Arc<Peer>, OwnedSemaphorePermit, TcpStream), Error> {
         let peer = self.peer(addr);
-        let _slot = peer.slots.acquire().await.map_err(|_| Error::internal("bulk peer pool closed"))?;
+        let slot = peer.slots.clone().acquire_owned().await.map_err(|_| Error::internal("bulk peer pool closed"))?;
         let pooled = peer.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut sock = match pooled {
+        let sock = match pooled {
             Some(s) => s,
             None => {
                 let s = tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr))
@@ -157,6 +158,19 @@ impl TcpTransport {
                 s
             }
         };
+        Ok((peer, slot, sock))
+    }
+
+    /// Returns a connection that finished a call cleanly to the idle pool.
+    fn checkin(&self, peer: &Peer, sock: TcpStream) {
+        let mut idle = peer.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.cfg.max_conns_per_peer {
+            idle.push(sock);
+        }
+    }
+
+    async fn call_tcp(&self, addr: &str, req: &BulkRequest, payload: &[u8]) -> Result<(BulkResponse, Bytes), Error> {
+        let (peer, _slot, mut sock) = self.checkout(addr).await?;
         let exchange = async {
             write_frame(&mut sock, req, payload).await?;
             read_frame(&mut sock).await
@@ -168,13 +182,33 @@ impl TcpTransport {
         let (hdr, data) = frame.ok_or_else(|| Error::unavailable(format!("bulk peer {addr} closed the connection")))?;
         let rsp =
             BulkResponse::decode(hdr).map_err(|e| Error::internal(format!("bad bulk response from {addr}: {e}")))?;
-        {
-            let mut idle = peer.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < self.cfg.max_conns_per_peer {
-                idle.push(sock);
-            }
-        }
+        self.checkin(&peer, sock);
         check_response(rsp, data)
+    }
+
+    /// As `call_tcp`, reading the response payload from the socket straight into `out`.
+    async fn call_tcp_into(
+        &self,
+        addr: &str,
+        req: &BulkRequest,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(BulkResponse, usize), Error> {
+        let (peer, _slot, mut sock) = self.checkout(addr).await?;
+        let exchange = async {
+            write_frame(&mut sock, req, payload).await?;
+            read_frame_into(&mut sock, out).await
+        };
+        let frame = tokio::time::timeout(self.cfg.timeout, exchange)
+            .await
+            .map_err(|_| Error::new(StatusCode::Timeout, format!("bulk call to {addr} timed out")))?
+            .map_err(|e| Error::unavailable(format!("bulk call to {addr}: {e}")))?;
+        let (hdr, n) = frame.ok_or_else(|| Error::unavailable(format!("bulk peer {addr} closed the connection")))?;
+        let rsp =
+            BulkResponse::decode(hdr).map_err(|e| Error::internal(format!("bad bulk response from {addr}: {e}")))?;
+        self.checkin(&peer, sock);
+        let (rsp, _) = check_response(rsp, Bytes::new())?;
+        Ok((rsp, n))
     }
 }
 
@@ -190,6 +224,18 @@ impl Transport for TcpTransport {
         payload: &'a [u8],
     ) -> CallFuture<'a, (BulkResponse, Bytes)> {
         Box::pin(self.call_tcp(addr, req, payload))
+    }
+
+    /// Zero-copy on receive: the payload goes from the socket into `out` (no registration needed).
+    fn call_into<'a>(
+        &'a self,
+        addr: &'a str,
+        req: &'a BulkRequest,
+        payload: &'a [u8],
+        out: &'a mut [u8],
+        _reg: Option<&'a Registration>,
+    ) -> CallFuture<'a, (BulkResponse, usize)> {
+        Box::pin(self.call_tcp_into(addr, req, payload, out))
     }
 }
 
@@ -235,6 +281,17 @@ mod tests {
         assert_eq!(c.call(&addr, &read, b"x").await.unwrap_err().code, StatusCode::InvalidArgument);
         let bad = BulkRequest { request_id: "fail".into(), ..Default::default() };
         assert_eq!(c.call(&addr, &bad, &[]).await.unwrap_err().code, StatusCode::NotFound);
+        // call_into: the payload lands in the caller's buffer; bytes past it are untouched; a
+        // buffer too small is an error; an error response is an error.
+        let mut out = vec![0xEEu8; data.len() + 8];
+        let (rsp, n) = c.call_into(&addr, &req, &data, &mut out, None).await.unwrap();
+        assert_eq!((n, rsp.payload_crc32c), (data.len(), crc32c::crc32c(&data)));
+        assert_eq!(&out[..n], &data[..]);
+        assert!(out[n..].iter().all(|&b| b == 0xEE));
+        assert!(c.call_into(&addr, &req, &data, &mut out[..100], None).await.is_err());
+        assert_eq!(c.call_into(&addr, &bad, &[], &mut out, None).await.unwrap_err().code, StatusCode::NotFound);
+        let (_, back) = c.call(&addr, &req, b"after").await.unwrap();
+        assert_eq!(back.as_ref(), b"after");
         cancel.cancel();
     }
 

@@ -10,9 +10,15 @@
 //! it and the host has an RDMA device; TCP otherwise, with a log line saying why.
 //!
 //! Registered buffers: [`Transport::call_into`] reads a response payload straight into a caller
-//! buffer. Both backends copy today (TCP from its frame buffer, RDMA from its per-connection
-//! registered region); it is the hook for a backend that registers caller memory (the batch
-//! reader's `BufferPool`) and lets the server RDMA-WRITE into it directly. Nothing calls it yet.
+//! buffer, and [`Transport::register`] registers caller memory (the batch reader's `BufferPool`
+//! registers each of its buffers once, for the pool's life) and returns a [`Registration`] that is
+//! released on drop. TCP: registration is a no-op handle, and `call_into` reads the frame payload
+//! from the socket directly into the caller's buffer (no frame buffer, no copy). RDMA: registration
+//! is an `ibv_reg_mr` on the device's protection domain, and `call_into` with a registered
+//! destination asks the storage node to RDMA-WRITE the result straight into it (an unregistered
+//! destination gets the copy out of the connection's own region). The RDMA path is untested on
+//! hardware (see `super::rdma`).
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,15 +54,18 @@ pub trait Transport: Send + Sync + 'static {
     ) -> CallFuture<'a, (BulkResponse, Bytes)>;
 
     /// [`Transport::call`], with the response payload placed into `out` (which must be large
-    /// enough); returns the response and the payload length. Backends with registered memory
-    /// override this to avoid the copy.
+    /// enough); returns the response and the payload length. `reg`, when given, is a registration
+    /// (from this transport) covering `out`: a backend with registered memory lets the peer write
+    /// there directly. The default copies from [`Transport::call`]'s payload.
     fn call_into<'a>(
         &'a self,
         addr: &'a str,
         req: &'a BulkRequest,
         payload: &'a [u8],
         out: &'a mut [u8],
+        reg: Option<&'a Registration>,
     ) -> CallFuture<'a, (BulkResponse, usize)> {
+        let _ = reg;
         Box::pin(async move {
             let (rsp, data) = self.call(addr, req, payload).await?;
             let cap = out.len();
@@ -66,6 +75,77 @@ pub trait Transport: Send + Sync + 'static {
             dst.copy_from_slice(&data);
             Ok((rsp, data.len()))
         })
+    }
+
+    /// Registers `len` bytes at `ptr` for transfers by this transport, until the returned
+    /// [`Registration`] is dropped. The default (TCP) is a no-op handle.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` is one live allocation (or part of one) that stays allocated and does not
+    /// move until the returned `Registration` is dropped: a registered region may be written by
+    /// the NIC at any time a call names it.
+    unsafe fn register(&self, ptr: *mut u8, len: usize) -> Result<Registration, Error> {
+        Ok(Registration::noop(self.kind(), ptr, len))
+    }
+}
+
+/// Memory registered with a transport ([`Transport::register`]); released when dropped.
+pub struct Registration {
+    kind: TransportKind,
+    addr: usize,
+    len: usize,
+    /// Remote key the peer uses to address this memory (RDMA); `None` for a no-op registration.
+    rkey: Option<u32>,
+    /// The backend's registration object (RDMA: the memory region), dropped with the handle.
+    _keep: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Registration {
+    /// A registration that registers nothing (TCP).
+    pub fn noop(kind: TransportKind, ptr: *mut u8, len: usize) -> Registration {
+        Registration { kind, addr: ptr as usize, len, rkey: None, _keep: None }
+    }
+
+    /// A registration of `len` bytes at `ptr` with remote key `rkey`; `keep` (the backend's
+    /// registration object) is dropped, releasing the registration, when the handle is.
+    pub fn new(
+        kind: TransportKind,
+        ptr: *mut u8,
+        len: usize,
+        rkey: Option<u32>,
+        keep: Box<dyn Any + Send + Sync>,
+    ) -> Registration {
+        Registration { kind, addr: ptr as usize, len, rkey, _keep: Some(keep) }
+    }
+
+    pub fn kind(&self) -> TransportKind {
+        self.kind
+    }
+
+    /// True when nothing was registered (the TCP backend).
+    pub fn is_noop(&self) -> bool {
+        self.rkey.is_none() && self._keep.is_none()
+    }
+
+    pub fn rkey(&self) -> Option<u32> {
+        self.rkey
+    }
+
+    /// Whether `buf` lies wholly inside the registered memory.
+    pub fn covers(&self, buf: &[u8]) -> bool {
+        let a = buf.as_ptr() as usize;
+        a >= self.addr && a.checked_add(buf.len()).is_some_and(|end| end <= self.addr + self.len)
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("kind", &self.kind)
+            .field("addr", &self.addr)
+            .field("len", &self.len)
+            .field("rkey", &self.rkey)
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,8 +213,18 @@ impl BulkClient {
         req: &BulkRequest,
         payload: &[u8],
         out: &mut [u8],
+        reg: Option<&Registration>,
     ) -> Result<(BulkResponse, usize), Error> {
-        self.inner.call_into(addr, req, payload, out).await
+        self.inner.call_into(addr, req, payload, out, reg).await
+    }
+
+    /// See [`Transport::register`].
+    ///
+    /// # Safety
+    /// As for [`Transport::register`].
+    pub unsafe fn register(&self, ptr: *mut u8, len: usize) -> Result<Registration, Error> {
+        // SAFETY: the caller upholds `Transport::register`'s contract.
+        unsafe { self.inner.register(ptr, len) }
     }
 }
 
@@ -159,5 +249,18 @@ mod tests {
         }
         assert_eq!(c.kind(), TransportKind::Tcp);
         assert_eq!(BulkClient::choose(&TransportPrefs::default()).kind(), TransportKind::Tcp);
+    }
+
+    #[test]
+    fn tcp_registration_is_a_noop_that_covers_its_range() {
+        let mut buf = vec![0u8; 64];
+        let c = BulkClient::default();
+        // SAFETY: `buf` outlives the registration (dropped first, below) and is not moved.
+        let reg = unsafe { c.register(buf.as_mut_ptr(), buf.len()) }.unwrap();
+        assert!(reg.is_noop());
+        assert_eq!((reg.kind(), reg.rkey()), (TransportKind::Tcp, None));
+        assert!(reg.covers(&buf) && reg.covers(&buf[10..20]));
+        assert!(!reg.covers(&[0u8; 4]));
+        drop(reg);
     }
 }

@@ -15,16 +15,20 @@
 //!    `rdma_written`. RC completion at the server (after the peer's ack) precedes the TCP answer, so
 //!    the bytes are in client memory when the client reads the header.
 //!
-//! Buffers: each connection has one send and one receive region of [`REGION_BYTES`] registered once
-//! (the registered buffer pool is the set of pooled connections); larger payloads go over TCP on the
-//! same connection. Concurrency and pooling are as in TCP: up to `max_conns_per_peer` connections per
+//! Buffers: each connection has one send and one receive region of [`REGION_BYTES`] registered once;
+//! larger payloads go over TCP on the same connection. Caller memory can be registered too
+//! ([`Transport::register`]: one `ibv_reg_mr` on the device's protection domain, shared by every
+//! connection, for the life of the returned handle; the batch reader's `BufferPool` registers
+//! each buffer once): `call_into` with a registered destination names that memory (address and
+//! rkey) as the response region, so the storage node RDMA-WRITEs the result straight into it and
+//! the client copies nothing. An unregistered destination gets the copy out of the receive region. Concurrency and pooling are as in TCP: up to `max_conns_per_peer` connections per
 //! peer, one call at a time each.
 //!
 //! UNTESTED ON HARDWARE: the build machines have no InfiniBand/RoCE device. This compiles (CI runs
 //! clippy with `--features rdma`) and the protocol is exercised only up to the device probe; the
 //! first run on real NICs should be treated as bring-up. Known gaps: no RoCE GID index selection
-//! (index 0), MTU fixed at 1024, busy-polling completions, and the client copies payloads into and
-//! out of its regions (true zero-copy needs caller buffers registered: `Transport::call_into`).
+//! (index 0), MTU fixed at 1024, busy-polling completions, request payloads are copied into the
+//! send region, and the server still stages a write through its own region (one copy there).
 mod verbs;
 
 use std::collections::HashMap;
@@ -38,10 +42,10 @@ use tokio::sync::Semaphore;
 
 use super::frame::{FLAG_RDMA_CALL, FLAG_RDMA_CONNECT, read_frame, write_frame_flags};
 use super::tcp::{BulkHandler, TcpConfig, error_response};
-use super::transport::{CallFuture, Transport, TransportKind, TransportPrefs, check_response};
+use super::transport::{CallFuture, Registration, Transport, TransportKind, TransportPrefs, check_response};
 use crate::proto::{BulkRequest, BulkResponse, RdmaBuf, RdmaCall, RdmaEndpoint};
 use crate::status::{Error, StatusCode};
-use verbs::{Device, Mr, Op, Qp};
+use verbs::{Device, ExtMr, Mr, Op, Qp};
 
 /// Size of each registered region (per connection, each direction).
 pub const REGION_BYTES: usize = 8 << 20;
@@ -115,6 +119,20 @@ impl RdmaTransport {
     }
 
     async fn call_rdma(&self, addr: &str, req: &BulkRequest, payload: &[u8]) -> Result<(BulkResponse, Bytes), Error> {
+        self.call_rdma_to(addr, req, payload, None).await
+    }
+
+    /// A call whose response lands in `dest` (a registered caller buffer: its address, rkey and
+    /// length) when given and it fits, else in the connection's receive region. Returns the
+    /// response, its inline payload (empty when the server wrote by RDMA) and the bytes written by
+    /// RDMA into the response region.
+    async fn call_rdma_raw(
+        &self,
+        addr: &str,
+        req: &BulkRequest,
+        payload: &[u8],
+        dest: Option<RdmaBuf>,
+    ) -> Result<(BulkResponse, Bytes, usize, Option<Bytes>), Error> {
         let peer = self.peer(addr);
         let _slot = peer.slots.acquire().await.map_err(|_| Error::internal("rdma peer pool closed"))?;
         let pooled = peer.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -132,11 +150,11 @@ impl RdmaTransport {
                         rkey: conn.send.rkey(),
                         len: payload.len() as u32,
                     }),
-                    response: Some(RdmaBuf {
+                    response: Some(dest.unwrap_or(RdmaBuf {
                         addr: conn.recv.addr(),
                         rkey: conn.recv.rkey(),
                         len: conn.recv.len() as u32,
-                    }),
+                    })),
                 };
                 (FLAG_RDMA_CALL, call.encode_to_vec(), &[])
             } else {
@@ -152,18 +170,62 @@ impl RdmaTransport {
         let (hdr, data) = frame.ok_or_else(|| Error::unavailable(format!("bulk peer {addr} closed the connection")))?;
         let rsp =
             BulkResponse::decode(hdr).map_err(|e| Error::internal(format!("bad bulk response from {addr}: {e}")))?;
-        let data = match rsp.rdma_written as usize {
-            0 => data,
-            n if n <= conn.recv.len() => Bytes::copy_from_slice(&conn.recv.bytes()[..n]),
-            n => return Err(Error::internal(format!("rdma peer {addr} claims {n} bytes written"))),
-        };
+        let written = rsp.rdma_written as usize;
+        let limit = dest.as_ref().map_or(conn.recv.len(), |d| d.len as usize);
+        if written > limit {
+            return Err(Error::internal(format!("rdma peer {addr} claims {written} bytes written")));
+        }
+        // Bytes the server wrote into the connection's own region (no caller destination).
+        let from_region =
+            (dest.is_none() && written > 0).then(|| Bytes::copy_from_slice(&conn.recv.bytes()[..written]));
         {
             let mut idle = peer.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.cfg.max_conns_per_peer {
                 idle.push(conn);
             }
         }
-        check_response(rsp, data)
+        Ok((rsp, data, written, from_region))
+    }
+
+    async fn call_rdma_to(
+        &self,
+        addr: &str,
+        req: &BulkRequest,
+        payload: &[u8],
+        dest: Option<RdmaBuf>,
+    ) -> Result<(BulkResponse, Bytes), Error> {
+        let (rsp, data, _, from_region) = self.call_rdma_raw(addr, req, payload, dest).await?;
+        check_response(rsp, from_region.unwrap_or(data))
+    }
+
+    /// `call_into`: with a registration covering `out`, the server RDMA-WRITEs into `out` itself;
+    /// otherwise the payload is copied into `out` from wherever it arrived.
+    async fn call_rdma_into(
+        &self,
+        addr: &str,
+        req: &BulkRequest,
+        payload: &[u8],
+        out: &mut [u8],
+        reg: Option<&Registration>,
+    ) -> Result<(BulkResponse, usize), Error> {
+        let dest = match reg {
+            Some(r) if r.kind() == TransportKind::Rdma && r.covers(out) && u32::try_from(out.len()).is_ok() => {
+                r.rkey().map(|rkey| RdmaBuf { addr: out.as_ptr() as u64, rkey, len: out.len() as u32 })
+            }
+            _ => None,
+        };
+        let direct = dest.is_some();
+        let (rsp, data, written, from_region) = self.call_rdma_raw(addr, req, payload, dest).await?;
+        let (rsp, data) = check_response(rsp, from_region.unwrap_or(data))?;
+        if direct && written > 0 {
+            return Ok((rsp, written)); // already in `out`, written by the NIC
+        }
+        let cap = out.len();
+        let dst = out.get_mut(..data.len()).ok_or_else(|| {
+            Error::internal(format!("bulk response of {} bytes does not fit a {cap}-byte buffer", data.len()))
+        })?;
+        dst.copy_from_slice(&data);
+        Ok((rsp, data.len()))
     }
 }
 
@@ -179,6 +241,24 @@ impl Transport for RdmaTransport {
         payload: &'a [u8],
     ) -> CallFuture<'a, (BulkResponse, Bytes)> {
         Box::pin(self.call_rdma(addr, req, payload))
+    }
+
+    fn call_into<'a>(
+        &'a self,
+        addr: &'a str,
+        req: &'a BulkRequest,
+        payload: &'a [u8],
+        out: &'a mut [u8],
+        reg: Option<&'a Registration>,
+    ) -> CallFuture<'a, (BulkResponse, usize)> {
+        Box::pin(self.call_rdma_into(addr, req, payload, out, reg))
+    }
+
+    /// One `ibv_reg_mr` on the device's protection domain (shared by every connection).
+    unsafe fn register(&self, ptr: *mut u8, len: usize) -> Result<Registration, Error> {
+        // SAFETY: the caller upholds `Transport::register`'s contract, which is `ExtMr::new`'s.
+        let mr = unsafe { ExtMr::new(&self.dev, ptr, len) }?;
+        Ok(Registration::new(TransportKind::Rdma, ptr, len, Some(mr.rkey()), Box::new(mr)))
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Invariants: each wrapper owns exactly one verbs object (plus its parents through an `Arc`, so a
 //! parent outlives its children) and destroys it exactly once in `Drop`; a memory region's buffer is
-//! heap memory owned by the region and never moves or shrinks while registered; a queue pair has at
+//! heap memory owned by the region and never moves or shrinks while registered (an [`ExtMr`] names
+//! caller memory instead, under the contract of its `unsafe` constructor: allocated and unmoved
+//! until the `ExtMr` is dropped); a queue pair has at
 //! most one work request outstanding at a time (each post is followed by [`Qp::wait`]), so the local
 //! buffer of a post stays untouched until its completion.
 //!
@@ -169,6 +171,53 @@ impl Mr {
 impl Drop for Mr {
     fn drop(&mut self) {
         // SAFETY: registered in `new`, deregistered once, before `buf` is freed.
+        unsafe { ibv_dereg_mr(self.mr) };
+    }
+}
+
+/// Caller memory (not owned) registered with the device for remote write: a `BufferPool`
+/// buffer. Only the registration is owned; the memory belongs to the caller of [`ExtMr::new`].
+pub struct ExtMr {
+    _dev: Arc<Device>,
+    mr: *mut ibv_mr,
+}
+
+// SAFETY: the handle only holds the MR pointer (verbs MRs may be used and deregistered from any
+// thread); it gives no access to the memory itself.
+unsafe impl Send for ExtMr {}
+// SAFETY: shared access only reads the MR's keys.
+unsafe impl Sync for ExtMr {}
+
+impl ExtMr {
+    /// Registers `len` bytes at `ptr` on the device's protection domain.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` is one live allocation (or part of one) that stays allocated and does not
+    /// move until the `ExtMr` is dropped (the NIC may write it whenever a call names its key).
+    pub unsafe fn new(dev: &Arc<Device>, ptr: *mut u8, len: usize) -> Result<ExtMr, Error> {
+        if len == 0 {
+            return Err(Error::invalid("rdma: cannot register an empty buffer"));
+        }
+        let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE;
+        // SAFETY: the caller guarantees `ptr..ptr + len` stays a live, unmoved allocation until
+        // this `ExtMr` is dropped, which deregisters it; `dev.pd` lives as long as `_dev`.
+        let mr = unsafe { ibv_reg_mr(dev.pd, ptr.cast::<c_void>(), len, access.0 as c_int) };
+        if mr.is_null() {
+            return Err(unavailable("ibv_reg_mr (caller memory)"));
+        }
+        Ok(ExtMr { _dev: dev.clone(), mr })
+    }
+
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: `mr` is valid until Drop.
+        unsafe { (*self.mr).rkey }
+    }
+}
+
+impl Drop for ExtMr {
+    fn drop(&mut self) {
+        // SAFETY: registered in `new`, deregistered once; the caller's memory is still allocated
+        // (the contract of `new`).
         unsafe { ibv_dereg_mr(self.mr) };
     }
 }
