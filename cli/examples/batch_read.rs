@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use t3fs_cli::local::inproc::LocalCluster;
-use t3fs_client::{BatchConfig, BufferPool, Client, ReadReq};
+use t3fs_client::{BatchConfig, Client, ReadReq};
 use t3fs_common::InodeId;
 use t3fs_common::layout::SplitMix64;
 use t3fs_common::proto;
@@ -44,7 +44,7 @@ async fn write_file(client: &Client, data: &Arc<Vec<u8>>) -> proto::Inode {
 
 /// 4 KiB random reads at `depth` for `secs`: reads per second.
 async fn t3fs_iops(client: &Arc<Client>, inode: &Arc<proto::Inode>, data: &[u8], depth: usize, secs: f64) -> f64 {
-    let pool = BufferPool::new(SMALL, depth);
+    let pool = client.buffer_pool(SMALL, depth).expect("registered pool");
     let mut reader = client.batch_reader(BatchConfig { max_in_flight_requests: depth, ..BatchConfig::default() });
     let mut rng = SplitMix64::new(depth as u64);
     let blocks = (data.len() / SMALL) as u64;
@@ -73,7 +73,7 @@ async fn t3fs_iops(client: &Arc<Client>, inode: &Arc<proto::Inode>, data: &[u8],
 /// The whole file in 1 MiB reads at depth 32: GB/s.
 async fn t3fs_seq(client: &Arc<Client>, inode: &Arc<proto::Inode>, data: &[u8]) -> f64 {
     let depth = 32;
-    let pool = BufferPool::new(BIG, depth);
+    let pool = client.buffer_pool(BIG, depth).expect("registered pool");
     let mut reader = client.batch_reader(BatchConfig { max_in_flight_requests: depth, ..BatchConfig::default() });
     let chunks = data.len().div_ceil(BIG);
     let t = Instant::now();
