@@ -10,78 +10,13 @@
 //! (unknown path, bad mode, wrong token, invalid chain table specs, no cluster given) and usage
 //! errors exit 2.
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use serde_json::Value;
 use t3fs_cli::local::inproc::LocalCluster;
 use t3fs_common::{ChunkId, InodeId};
 
-const BIN: &str = env!("CARGO_BIN_EXE_t3fs");
-
-struct Env {
-    tmp: tempfile::TempDir,
-    data: PathBuf,
-}
-
-impl Env {
-    /// Runs `t3fs admin --data-dir DATA ARGS...`.
-    async fn run(&self, args: &[&str]) -> Output {
-        self.run_with(&["--data-dir", self.data.to_str().unwrap()], args).await
-    }
-
-    /// Runs `t3fs admin PRE... ARGS...` (PRE picks the cluster).
-    async fn run_with(&self, pre: &[&str], args: &[&str]) -> Output {
-        tokio::process::Command::new(BIN)
-            .arg("admin")
-            .args(pre)
-            .args(args)
-            .env_remove("T3FS_CONFIG")
-            .env_remove("RUST_LOG")
-            .output()
-            .await
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert_ok(args, &out)
-    }
-
-    /// Runs a command with `--json` that must succeed; returns the parsed document.
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let s = self.ok(&a).await;
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{a:?}: not JSON ({e}):\n{s}"))
-    }
-
-    /// Runs a command that must fail with exit 1 and one line `t3fs: ...` on stderr; returns that line.
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert_fails(args, &out)
-    }
-
-    fn local(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-}
-
-fn assert_ok(args: &[&str], out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
-    stdout
-}
-
-fn assert_fails(args: &[&str], out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: expected exit 1, stderr: {stderr}");
-    assert!(stderr.starts_with("t3fs: "), "{args:?}: stderr {stderr:?}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: stderr is not one line: {stderr:?}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{args:?}: {stderr}");
-    stderr
-}
+mod admin_env;
+use admin_env::{BIN, Env, assert_fails, assert_ok};
 
 /// Deterministic bytes.
 fn pattern(n: usize, seed: u32) -> Vec<u8> {
@@ -198,10 +133,8 @@ async fn node_and_layout_ops(env: &Env) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_commands_against_a_cluster() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let cluster = LocalCluster::start(&data).await.unwrap();
-    let env = Env { tmp, data };
+    let env = Env::new();
+    let cluster = LocalCluster::start(&env.data).await.unwrap();
 
     // --- Cluster and placement.
     let s = env.ok(&["list-nodes"]).await;

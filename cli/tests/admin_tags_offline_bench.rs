@@ -2,66 +2,18 @@
 //! binary against an in-process cluster (three storage servers, 3-replica chains): human output
 //! and `--json` for each, the state they leave (list-nodes tags, list-targets/list-chains states),
 //! and bad input (one line on stderr, exit 1; usage errors exit 2).
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use t3fs_cli::local::inproc::LocalCluster;
 
-const BIN: &str = env!("CARGO_BIN_EXE_t3fs");
+mod admin_env;
+use admin_env::{BIN, Env, assert_fails as fails, assert_ok as ok};
 
-struct Env {
-    data: PathBuf,
-}
-
-impl Env {
-    /// Runs `t3fs SUB --data-dir DATA ARGS...` (SUB: `admin` or `bench`).
-    async fn run_sub(&self, sub: &[&str], args: &[&str]) -> Output {
-        tokio::process::Command::new(BIN)
-            .args(sub)
-            .args(["--data-dir", self.data.to_str().unwrap()])
-            .args(args)
-            .env_remove("T3FS_CONFIG")
-            .env_remove("RUST_LOG")
-            .output()
-            .await
-            .unwrap()
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        self.run_sub(&["admin"], args).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        ok(args, &self.run(args).await)
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let s = self.ok(&a).await;
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{a:?}: not JSON ({e}):\n{s}"))
-    }
-
-    async fn fails(&self, args: &[&str]) -> String {
-        fails(args, &self.run(args).await)
-    }
-}
-
-fn ok(args: &[&str], out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{args:?} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-fn fails(args: &[&str], out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: expected exit 1, stderr: {stderr}");
-    assert!(stderr.starts_with("t3fs: "), "{args:?}: stderr {stderr:?}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: stderr is not one line: {stderr:?}");
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    stderr
+/// Node `id`'s entry in a `list-nodes --json` document.
+fn node_of(v: &Value, id: &str) -> Value {
+    let nodes = v["nodes"].as_array().unwrap();
+    nodes.iter().find(|n| n["node_id"].as_u64().map(|i| i.to_string()).as_deref() == Some(id)).unwrap().clone()
 }
 
 async fn chain_of(env: &Env, id: u64) -> Value {
@@ -96,13 +48,7 @@ async fn node_tags(env: &Env) {
     let s = env.ok(&["list-nodes"]).await;
     assert!(s.contains("rack=r7,zone=b"), "{s}");
     let v = env.json(&["list-nodes"]).await;
-    let n = v["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"].as_u64().map(|i| i.to_string()).as_deref() == Some(storage.as_str()))
-        .unwrap()
-        .clone();
+    let n = node_of(&v, &storage);
     assert_eq!(n["tags"], serde_json::json!({"rack": "r7", "zone": "b"}), "{n}");
 
     // Bad input changes nothing.
@@ -116,13 +62,7 @@ async fn node_tags(env: &Env) {
     assert!(e.contains("twice"), "{e}");
     assert_eq!(env.run(&["set-node-tags", &storage, "--add", "--remove", "a"]).await.status.code(), Some(2));
     let v = env.json(&["list-nodes"]).await;
-    let n = v["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"].as_u64().map(|i| i.to_string()).as_deref() == Some(storage.as_str()))
-        .unwrap()
-        .clone();
+    let n = node_of(&v, &storage);
     assert_eq!(n["tags"], serde_json::json!({"rack": "r7", "zone": "b"}), "{n}");
     // Replace with nothing: cleared.
     let v = env.json(&["set-node-tags", &storage]).await;
@@ -253,10 +193,8 @@ async fn bench(env: &Env) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tags_offline_target_and_bench() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let _cluster = LocalCluster::start(&data).await.unwrap();
-    let env = Env { data };
+    let env = Env::new();
+    let _cluster = LocalCluster::start(&env.data).await.unwrap();
     node_tags(&env).await;
     offline_target(&env).await;
     bench(&env).await;
