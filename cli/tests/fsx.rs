@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 
 mod support;
 use support::Env;
@@ -105,6 +105,13 @@ impl Fsx {
         }
     }
 
+    /// `len` random bytes (filled in one call: per-byte generation dominated debug-build runs).
+    fn bytes(&mut self, len: u64) -> Vec<u8> {
+        let mut data = vec![0u8; len as usize];
+        self.rng.fill_bytes(&mut data);
+        data
+    }
+
     fn fail(&self, what: &str) -> ! {
         let mut f = File::create(&self.log_path).unwrap();
         for l in &self.log {
@@ -166,7 +173,7 @@ impl Fsx {
         match self.rng.random_range(0..100) {
             0..=34 => {
                 let (off, len) = (self.offset(), self.len());
-                let data: Vec<u8> = (0..len).map(|_| self.rng.random()).collect();
+                let data = self.bytes(len);
                 self.log.push(format!("{} write f{i} off={off} len={len}", self.step));
                 let p = &self.files[i];
                 p.mnt.as_ref().unwrap().write_all_at(&data, off).unwrap();
@@ -176,7 +183,7 @@ impl Fsx {
                 // Append at the current end.
                 let end = self.files[i].local.metadata().unwrap().len();
                 let len = self.len();
-                let data: Vec<u8> = (0..len).map(|_| self.rng.random()).collect();
+                let data = self.bytes(len);
                 self.log.push(format!("{} write-at-end f{i} off={end} len={len}", self.step));
                 let p = &self.files[i];
                 p.mnt.as_ref().unwrap().write_all_at(&data, end).unwrap();
