@@ -7,13 +7,12 @@
 //! mount B of the same cluster and compares it whole (close-to-open consistency).
 //!
 //! Seeded: `T3FS_FSX_SEED` replays a run (the seed is printed at start); `T3FS_FSX_OPS` sets the
-//! op count (CI default below; the `_long` variants, ignored by default, run 20,000). A mismatch
-//! panics with the seed, the step and the last ops, and writes the whole op log next to the test
-//! data (path in the message).
+//! op count (default 20,000 per variant, the figure CI runs). A mismatch panics with the seed, the
+//! step and the last ops, and writes the whole op log next to the test data (path in the message).
 //!
 //! Cost: every op is a round trip to meta or storage (the per-step check flushes the handle's
-//! buffer), about 40-50 ms per op in a debug build on a loaded 2-core machine: 2,000 ops took about
-//! 80 s, 20,000 (`fsx_one_mount_long`, passed) 17 minutes, a quarter of it in the checks.
+//! buffer). Debug build, idle 2-core machine, dependencies at opt-level 2: about 8-9 ms per op,
+//! so each 20,000-op variant takes about 3 minutes, a third of it in the checks.
 //!
 //! Skips (with a message) only where /dev/fuse is missing.
 use std::fs::{File, OpenOptions};
@@ -28,10 +27,8 @@ mod support;
 use support::Env;
 use support::sys::fallocate;
 
-/// Ops per run in CI (each variant); `T3FS_FSX_OPS` overrides.
-const CI_OPS: usize = 2_000;
-/// Ops per run of the `_long` variants (the acceptance figure).
-const LONG_OPS: usize = 20_000;
+/// Ops per run (each variant, in CI too); `T3FS_FSX_OPS` overrides (e.g. 500 for a quick run).
+const OPS: usize = 20_000;
 /// Files operated on at once.
 const FILES: usize = 3;
 
@@ -322,22 +319,10 @@ async fn run(ops: usize, two_mounts: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fsx_one_mount() {
-    run(ops(CI_OPS), false).await;
+    run(ops(OPS), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fsx_writer_and_reader_on_two_mounts() {
-    run(ops(CI_OPS), true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "long (20,000 ops, minutes); run with --ignored"]
-async fn fsx_one_mount_long() {
-    run(ops(LONG_OPS), false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "long (20,000 ops, minutes); run with --ignored"]
-async fn fsx_writer_and_reader_on_two_mounts_long() {
-    run(ops(LONG_OPS), true).await;
+    run(ops(OPS), true).await;
 }
