@@ -288,11 +288,12 @@ async fn unlink_deletes_chunks_on_every_replica() {
         .fs(move |m| {
             let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(m.join("open.bin")).unwrap();
             f.write_all(&pattern(3 * cs, 5)).unwrap();
+            f.sync_data().unwrap();
             f
         })
         .await;
     let inode = env.inode("/open.bin").await;
-    assert!(!env.chunks_of(inode.id).await.is_empty(), "full chunks were written out");
+    assert!(!env.chunks_of(inode.id).await.is_empty(), "fsync wrote the chunks out");
     let f = env
         .fs(move |m| {
             std::fs::remove_file(m.join("open.bin")).unwrap();

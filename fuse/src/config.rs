@@ -41,6 +41,16 @@ pub struct MountConfig {
     /// Serve `readdir` as readdirplus (entries with their attributes, so `ls -l` needs no lookup
     /// per entry) where the kernel supports it.
     pub readdirplus: bool,
+    /// Bytes one open file buffers from sequential writes before sending them to storage in one
+    /// parallel write (see docs/fuse.md "Write path").
+    pub write_buffer_bytes: u64,
+    /// Bytes all open files together may hold in write buffers; past it every write goes to
+    /// storage at once.
+    pub write_buffer_memory_bytes: u64,
+    /// Every this many milliseconds, open files with unsent or unreported writes are written out
+    /// and their length reported to meta, so other clients see a long-running writer's data without
+    /// it closing (0: only on close, fsync and the other flush points).
+    pub flush_interval_ms: u64,
 }
 
 impl Default for MountConfig {
@@ -59,6 +69,9 @@ impl Default for MountConfig {
             prefetch_max_window_bytes: 16 << 20,
             prefetch_memory_bytes: 512 << 20,
             readdirplus: true,
+            write_buffer_bytes: crate::handles::DEFAULT_WRITE_BUFFER as u64,
+            write_buffer_memory_bytes: crate::handles::DEFAULT_WRITE_MEMORY,
+            flush_interval_ms: 5000,
         }
     }
 }

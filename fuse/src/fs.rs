@@ -42,7 +42,7 @@ const STATFS_BSIZE: u64 = 4096;
 /// Shared state of one mount; ops hold it by `Arc` inside their tasks.
 pub(crate) struct Inner {
     pub(crate) client: Arc<Client>,
-    rt: tokio::runtime::Handle,
+    pub(crate) rt: tokio::runtime::Handle,
     pub(crate) handles: Handles,
     pub(crate) attr_ttl: Duration,
     pub(crate) entry_ttl: Duration,
@@ -54,6 +54,14 @@ pub(crate) struct Inner {
     readdirplus: bool,
     /// Invalidations sent to the kernel (close-to-open, see [`crate::coherence`]).
     pub(crate) kernel: KernelCache,
+    /// Stops the mount's background jobs ([`crate::flusher`]) when the mount's state goes.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// The t3fs FUSE filesystem.
@@ -102,19 +110,25 @@ pub(crate) fn fail(op: &'static str, e: &Error) -> Errno {
 
 impl T3Fs {
     pub fn new(client: Arc<Client>, rt: tokio::runtime::Handle, cfg: &MountConfig) -> Self {
-        Self {
+        let fs = Self {
             inner: Arc::new(Inner {
                 client,
                 rt,
-                handles: Handles::new(),
+                handles: Handles::with_write_buffers(
+                    usize::try_from(cfg.write_buffer_bytes).unwrap_or(usize::MAX),
+                    cfg.write_buffer_memory_bytes,
+                ),
                 attr_ttl: Duration::from_millis(cfg.attr_timeout_ms),
                 entry_ttl: Duration::from_millis(cfg.entry_timeout_ms),
                 groups: GroupCache::default(),
                 prefetch: crate::prefetch::Prefetcher::new(cfg.prefetch_config()),
                 readdirplus: cfg.readdirplus,
                 kernel: KernelCache::default(),
+                stop: tokio_util::sync::CancellationToken::new(),
             }),
-        }
+        };
+        crate::flusher::start(&fs.inner, Duration::from_millis(cfg.flush_interval_ms));
+        fs
     }
 
     pub(crate) fn inner(&self) -> Arc<Inner> {
@@ -167,29 +181,47 @@ impl Inner {
         Some(a)
     }
 
-    /// Writes out a handle's buffered data.
+    /// Writes out a handle's buffered data. The buffer is gone either way, so a failure the client
+    /// stopped retrying (storage unavailable past its retry timeout) is EIO, not EAGAIN: trying
+    /// the call again would not bring the data back.
     async fn flush_buf(&self, f: &mut OpenFile) -> t3fs_common::Result<()> {
-        match f.buf.take() {
-            Some((offset, data)) => self.client.write(&f.inode, offset, &data).await,
-            None => Ok(()),
-        }
+        let Some((offset, data)) = f.buf.take() else { return Ok(()) };
+        self.client.write(&f.inode, offset, &data).await.map_err(|e| {
+            if e.errno() == libc::EAGAIN {
+                Error::new(StatusCode::Io, format!("writing {} buffered bytes at {offset}: {e}", data.len()))
+            } else {
+                e
+            }
+        })
     }
 
     /// Writes out buffered data and, if the handle wrote since the last report, tells meta the
     /// length (Close with the length hint). What flush, fsync and release do; `last` (release)
-    /// always closes and ends the handle's write session. An unlinked file still reports its
-    /// length (meta keeps its inode until GC, which removes the chunks that length covers).
-    async fn sync_handle(&self, user: &UserInfo, f: &mut OpenFile, last: bool) -> t3fs_common::Result<()> {
-        self.flush_buf(f).await?;
-        if f.dirty || (last && (f.writable || f.session != 0)) {
+    /// always closes and ends the handle's write session, even after a failed write-out. An
+    /// unlinked file still reports its length (meta keeps its inode until GC, which removes the
+    /// chunks that length covers). The first error wins: a background write-out that failed
+    /// earlier ([`OpenFile::failed`]), then this write-out, then the Close.
+    pub(crate) async fn sync_handle(&self, user: &UserInfo, f: &mut OpenFile, last: bool) -> t3fs_common::Result<()> {
+        let flushed = self.flush_buf(f).await;
+        let earlier = f.failed.take();
+        let mut closed = Ok(());
+        if (flushed.is_ok() || last) && (f.dirty || (last && (f.writable || f.session != 0))) {
             let ino = f.inode.id;
             let hint = self.handles.local_len(ino);
             let session = if last { std::mem::take(&mut f.session) } else { 0 };
-            let inode = self.client.close_session(user, InodeId(ino), session, hint, f.dirty).await?;
-            self.handles.seen(ino, inode.length);
-            f.dirty = false;
+            closed = match self.client.close_session(user, InodeId(ino), session, hint, f.dirty).await {
+                Ok(inode) => {
+                    self.handles.seen(ino, inode.length);
+                    f.dirty = false;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
         }
-        Ok(())
+        match earlier {
+            Some(e) => Err(e),
+            None => flushed.and(closed),
+        }
     }
 
     /// Writes out the buffers of every open handle of `ino` (before a truncate or a read).

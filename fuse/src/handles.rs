@@ -1,8 +1,8 @@
 //! Open-file and open-directory state of the FUSE daemon.
 //!
-//! - [`WriteBuffer`]: per-handle write coalescing. Contiguous writes accumulate and go to storage
-//!   in one `Client::write` when the buffer reaches a chunk boundary or [`MAX_BUFFER`], or when the
-//!   handle is flushed (non-contiguous write, read, flush, fsync, release, truncate).
+//! - a [`WriteBuffer`] per file handle (see [`crate::wbuf`]: contiguous writes go to storage in one
+//!   `Client::write` when the buffer is full or the mount's write-buffer budget is spent, or when
+//!   the handle is flushed), all counted in one [`WriteBudget`];
 //! - [`Handles`]: the fh -> state tables, plus per-inode length tracking. The length in meta is
 //!   lazy (updated on close/fsync from the writer's length hint), so while a file is open here the
 //!   size we report is `max(meta length, local length)`, where the local length is the highest
@@ -22,65 +22,7 @@ use std::sync::{Arc, Mutex};
 use fuser::FileType;
 use t3fs_common::proto;
 
-/// Most bytes a handle buffers before writing them out.
-pub const MAX_BUFFER: usize = 4 << 20;
-
-/// Coalesces contiguous writes of one handle.
-#[derive(Debug)]
-pub struct WriteBuffer {
-    start: u64,
-    data: Vec<u8>,
-    chunk_size: u64,
-    max_bytes: usize,
-}
-
-impl WriteBuffer {
-    pub fn new(chunk_size: u32, max_bytes: usize) -> Self {
-        Self { start: 0, data: Vec::new(), chunk_size: u64::from(chunk_size.max(1)), max_bytes }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.data.len()
-    }
-
-    /// One past the last buffered byte (meaningless when empty).
-    pub fn end(&self) -> u64 {
-        self.start + self.data.len() as u64
-    }
-
-    /// Whether a write at `offset` may extend the buffer: it is empty or the write starts at its end.
-    pub fn can_append(&self, offset: u64) -> bool {
-        self.data.is_empty() || offset == self.end()
-    }
-
-    /// Appends a write; the caller checked [`can_append`](Self::can_append) (else it flushes first).
-    pub fn append(&mut self, offset: u64, data: &[u8]) {
-        debug_assert!(self.can_append(offset), "non-contiguous append");
-        if self.data.is_empty() {
-            self.start = offset;
-        }
-        self.data.extend_from_slice(data);
-    }
-
-    /// Whether the buffer should go to storage now: it reached the end of the chunk it started in,
-    /// or holds `max_bytes`.
-    pub fn should_flush(&self) -> bool {
-        !self.data.is_empty()
-            && (self.data.len() >= self.max_bytes || self.end() / self.chunk_size > self.start / self.chunk_size)
-    }
-
-    /// Empties the buffer, returning `(offset, bytes)` if it held anything.
-    pub fn take(&mut self) -> Option<(u64, Vec<u8>)> {
-        if self.data.is_empty() {
-            return None;
-        }
-        Some((self.start, std::mem::take(&mut self.data)))
-    }
-}
+pub use crate::wbuf::{WriteBudget, WriteBuffer};
 
 /// State of one open file handle.
 #[derive(Debug)]
@@ -94,6 +36,9 @@ pub struct OpenFile {
     pub dirty: bool,
     /// The write session meta recorded for this handle (0: none); ended by the final Close.
     pub session: u64,
+    /// A write-out that failed in the background (the periodic flush): the next flush, fsync or
+    /// release reports it, so an application never loses written data without an error.
+    pub failed: Option<t3fs_common::Error>,
 }
 
 /// A shared open-file handle; its mutex serialises the ops on one handle.
@@ -118,14 +63,28 @@ struct InodeLen {
     hold: u64,
 }
 
+/// What a handle buffers by default before writing out (see `MountConfig::write_buffer_bytes`).
+pub const DEFAULT_WRITE_BUFFER: usize = 16 << 20;
+/// What all handles together buffer by default (`MountConfig::write_buffer_memory_bytes`).
+pub const DEFAULT_WRITE_MEMORY: u64 = 512 << 20;
+
 /// File and directory handle tables of one mount.
-#[derive(Default)]
 pub struct Handles {
     next_fh: AtomicU64,
     /// fh -> (inode id, handle).
     files: Mutex<HashMap<u64, (u64, FileRef)>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
     lens: Mutex<HashMap<u64, InodeLen>>,
+    /// Bytes each handle buffers before writing out.
+    write_buffer: usize,
+    /// Counts the bytes all handles' buffers hold.
+    budget: Arc<WriteBudget>,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        Self::with_write_buffers(DEFAULT_WRITE_BUFFER, DEFAULT_WRITE_MEMORY)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,7 +93,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Handles {
     pub fn new() -> Self {
-        Self { next_fh: AtomicU64::new(1), ..Default::default() }
+        Self::default()
+    }
+
+    /// Tables whose handles buffer up to `per_handle` bytes each, all together `memory` bytes
+    /// before every write goes straight out.
+    pub fn with_write_buffers(per_handle: usize, memory: u64) -> Self {
+        Self {
+            next_fh: AtomicU64::new(1),
+            files: Mutex::default(),
+            dirs: Mutex::default(),
+            lens: Mutex::default(),
+            write_buffer: per_handle,
+            budget: WriteBudget::new(memory),
+        }
+    }
+
+    /// The mount's write-buffer budget.
+    pub fn budget(&self) -> &Arc<WriteBudget> {
+        &self.budget
     }
 
     fn alloc_fh(&self) -> u64 {
@@ -145,15 +122,14 @@ impl Handles {
     pub fn open_file(&self, inode: proto::Inode, writable: bool) -> u64 {
         let fh = self.alloc_fh();
         let ino = inode.id;
-        let chunk_size = inode.layout.as_ref().map(|l| l.chunk_size).unwrap_or(1 << 20);
         {
             let mut lens = lock(&self.lens);
             let st = lens.entry(ino).or_default();
             st.open += 1;
             st.meta_len = inode.length;
         }
-        let file =
-            OpenFile { inode, buf: WriteBuffer::new(chunk_size, MAX_BUFFER), writable, dirty: false, session: 0 };
+        let buf = WriteBuffer::new(self.write_buffer, self.budget.clone());
+        let file = OpenFile { inode, buf, writable, dirty: false, session: 0, failed: None };
         lock(&self.files).insert(fh, (ino, Arc::new(tokio::sync::Mutex::new(file))));
         fh
     }
@@ -268,54 +244,6 @@ impl Handles {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buffer_coalesces_contiguous_writes() {
-        let mut b = WriteBuffer::new(4096, MAX_BUFFER);
-        assert!(b.is_empty() && b.can_append(12345));
-        b.append(100, &[1; 50]);
-        assert!(b.can_append(150));
-        assert!(!b.can_append(149) && !b.can_append(151) && !b.can_append(0));
-        b.append(150, &[2; 50]);
-        assert_eq!((b.len(), b.end()), (100, 200));
-        assert!(!b.should_flush());
-        let (off, data) = b.take().unwrap();
-        assert_eq!(off, 100);
-        assert_eq!(&data[..50], &[1; 50]);
-        assert_eq!(&data[50..], &[2; 50]);
-        assert!(b.is_empty() && b.take().is_none());
-        // After a take the next write may start anywhere.
-        assert!(b.can_append(7));
-    }
-
-    #[test]
-    fn buffer_flushes_at_chunk_boundary() {
-        let mut b = WriteBuffer::new(4096, MAX_BUFFER);
-        b.append(0, &[0; 4095]);
-        assert!(!b.should_flush());
-        b.append(4095, &[0; 1]); // ends exactly at the boundary
-        assert!(b.should_flush());
-        b.take();
-        // Starting mid-chunk and crossing into the next one.
-        b.append(4096 + 4000, &[0; 200]);
-        assert!(b.should_flush());
-        b.take();
-        // Starting exactly at a chunk start and staying inside it.
-        b.append(8192, &[0; 100]);
-        assert!(!b.should_flush());
-    }
-
-    #[test]
-    fn buffer_flushes_at_size_limit() {
-        let mut b = WriteBuffer::new(64 << 20, 1000);
-        b.append(0, &[0; 999]);
-        assert!(!b.should_flush());
-        b.append(999, &[0; 1]);
-        assert!(b.should_flush());
-        let mut big = WriteBuffer::new(64 << 20, 1000);
-        big.append(5, &[0; 5000]);
-        assert!(big.should_flush());
-    }
 
     fn file_inode(id: u64, length: u64) -> proto::Inode {
         proto::Inode {

@@ -1,9 +1,10 @@
 //! t3fs-fuse: the FUSE daemon, as a library (`t3fs fuse` calls [`run`]).
 //!
-//! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles with write
-//! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
-//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in [`coherence`]; the
-//! permission checks the daemon makes itself (open, access) in [`perm`]; the
+//! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles and local
+//! length tracking live in [`handles`], write buffering under a mount-wide budget in [`wbuf`];
+//! inode <-> FUSE attribute conversion in [`attr`]; rename and links in [`links`]; extended
+//! attributes in [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in
+//! [`coherence`]; the permission checks the daemon makes itself (open, access) in [`perm`]; the
 //! caller's supplementary groups (for meta's permission checks) in [`creds`]; sequential read-ahead
 //! under a mount-wide memory budget in [`prefetch`]; readdirplus and the kernel capabilities in
 //! [`dirplus`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
@@ -23,12 +24,14 @@ pub mod config;
 pub mod creds;
 pub mod dirplus;
 pub mod falloc;
+pub mod flusher;
 pub mod fs;
 pub mod handles;
 pub mod links;
 pub mod metrics;
 pub mod perm;
 pub mod prefetch;
+pub mod wbuf;
 pub mod xattr;
 
 pub use config::MountConfig;

@@ -14,6 +14,8 @@
 //! | `t3fs_fuse_prefetch_fetched_bytes_total` | counter | | bytes fetched ahead |
 //! | `t3fs_fuse_prefetch_denied_total` | counter | | prefetch segments not started because the memory budget was spent |
 //! | `t3fs_fuse_prefetch_memory_bytes` | gauge | | bytes held in prefetched segments now (at most `prefetch_memory_bytes`) |
+//! | `t3fs_fuse_write_buffer_memory_bytes` | gauge | | bytes held in handles' write buffers now (past `write_buffer_memory_bytes`, writes go straight out) |
+//! | `t3fs_fuse_periodic_flushes_total` | counter | | handles written out and their length reported by the periodic flush (`flush_interval_ms`) |
 //!
 //! The handles are process-wide ([`metrics`]): a mount daemon serves one mount, and the FUSE op
 //! code reaches them without threading a handle through every reply path. [`register`] adds them
@@ -56,6 +58,8 @@ pub struct FuseMetrics {
     pub prefetch_bytes: Counter,
     pub prefetch_denied: Counter,
     pub prefetch_memory: Gauge,
+    pub write_buffer_memory: Gauge,
+    pub periodic_flushes: Counter,
 }
 
 /// The process-wide handles.
@@ -73,6 +77,8 @@ pub fn metrics() -> &'static FuseMetrics {
         prefetch_bytes: Counter::default(),
         prefetch_denied: Counter::default(),
         prefetch_memory: Gauge::default(),
+        write_buffer_memory: Gauge::default(),
+        periodic_flushes: Counter::default(),
     })
 }
 
@@ -113,6 +119,16 @@ pub fn register(registry: &mut Registry) {
         "t3fs_fuse_prefetch_memory_bytes",
         "Bytes held in prefetched segments",
         m.prefetch_memory.clone(),
+    );
+    registry.register(
+        "t3fs_fuse_write_buffer_memory_bytes",
+        "Bytes held in write buffers",
+        m.write_buffer_memory.clone(),
+    );
+    registry.register(
+        "t3fs_fuse_periodic_flushes",
+        "Handles written out and their length reported by the periodic flush",
+        m.periodic_flushes.clone(),
     );
 }
 
