@@ -41,6 +41,10 @@ pub struct MountConfig {
     /// Serve `readdir` as readdirplus (entries with their attributes, so `ls -l` needs no lookup
     /// per entry) where the kernel supports it.
     pub readdirplus: bool,
+    /// How often the mount tells mgmtd it is alive (its client session), in milliseconds. Must stay
+    /// well below mgmtd's `client_session_timeout_ms`: when the session lapses, meta drops this
+    /// mount's file locks and write sessions (docs/fuse.md "Locks").
+    pub session_extend_ms: u64,
 }
 
 impl Default for MountConfig {
@@ -59,6 +63,7 @@ impl Default for MountConfig {
             prefetch_max_window_bytes: 16 << 20,
             prefetch_memory_bytes: 512 << 20,
             readdirplus: true,
+            session_extend_ms: ClientConfig::default().session_extend_ms,
         }
     }
 }
@@ -77,7 +82,12 @@ impl MountConfig {
 
     /// The client-library config this mount uses.
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig { mgmtd_addr: self.mgmtd_addr.clone(), token: self.token.clone(), ..ClientConfig::default() }
+        ClientConfig {
+            mgmtd_addr: self.mgmtd_addr.clone(),
+            token: self.token.clone(),
+            session_extend_ms: self.session_extend_ms,
+            ..ClientConfig::default()
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     readdirplus: bool,
     /// Invalidations sent to the kernel (close-to-open, see [`crate::coherence`]).
     pub(crate) kernel: KernelCache,
+    /// Owners this mount set file locks for ([`crate::locks`]).
+    pub(crate) lock_holders: crate::locks::Holders,
 }
 
 /// The t3fs FUSE filesystem.
@@ -113,6 +115,7 @@ impl T3Fs {
                 prefetch: crate::prefetch::Prefetcher::new(cfg.prefetch_config()),
                 readdirplus: cfg.readdirplus,
                 kernel: KernelCache::default(),
+                lock_holders: crate::locks::Holders::default(),
             }),
         }
     }
@@ -348,6 +351,7 @@ impl Filesystem for T3Fs {
         let p = self.inner.prefetch.config();
         let readahead = if p.enabled { u32::try_from(p.min_window).unwrap_or(u32::MAX) } else { 0 };
         crate::dirplus::negotiate(config, self.inner.readdirplus, readahead);
+        crate::locks::negotiate(config);
         Ok(())
     }
 
@@ -595,12 +599,12 @@ impl Filesystem for T3Fs {
         });
     }
 
-    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        self.sync(req, ino, fh, "flush", reply);
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.sync_then(req, ino, fh, "flush", Some(lock_owner), reply);
     }
 
     fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.sync(req, ino, fh, "fsync", reply);
+        self.sync_then(req, ino, fh, "fsync", None, reply);
     }
 
     fn release(
@@ -609,12 +613,16 @@ impl Filesystem for T3Fs {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let user = self.user(req);
         self.spawn("release", tracing::debug_span!("release", ino = ino.0, fh = fh.0), |fs| async move {
+            // FUSE_RELEASE_FLOCK_UNLOCK: the flock of this open file description goes with it.
+            if let Some(owner) = lock_owner {
+                fs.release_locks(ino.0, owner.0).await;
+            }
             let Some(f) = fs.handles.file(fh.0) else { return reply.ok() };
             let res = {
                 let mut g = f.lock().await;
@@ -732,6 +740,37 @@ impl Filesystem for T3Fs {
         self.access_op(req, ino, mask, reply);
     }
 
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        self.getlk_op(req, ino, lock_owner, start, end, typ, pid, reply);
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.setlk_op(req, ino, fh, lock_owner, start, end, typ, pid, sleep, reply);
+    }
+
     fn fallocate(
         &self,
         req: &Request,
@@ -767,12 +806,27 @@ impl T3Fs {
         });
     }
 
-    fn sync(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: &'static str, reply: ReplyEmpty) {
+    /// Writes out the handle's buffer; with `unlock` (flush, i.e. close) then drops that lock
+    /// owner's POSIX locks on the file ([`crate::locks`]).
+    fn sync_then(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        op: &'static str,
+        unlock: Option<LockOwner>,
+        reply: ReplyEmpty,
+    ) {
         let user = self.user(req);
         self.spawn(op, tracing::debug_span!("sync", op, ino = ino.0, fh = fh.0), |fs| async move {
             let Some(f) = fs.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
             let mut g = f.lock().await;
-            match fs.sync_handle(&user, &mut g, false).await {
+            let res = fs.sync_handle(&user, &mut g, false).await;
+            drop(g);
+            if let Some(owner) = unlock {
+                fs.release_locks(ino.0, owner.0).await;
+            }
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail(op, &e)),
             }

@@ -2,7 +2,7 @@
 //!
 //! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles with write
 //! buffering and local length tracking live in [`handles`]; inode <-> FUSE attribute conversion in
-//! [`attr`]; rename and links in [`links`]; extended attributes in [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in [`coherence`]; the
+//! [`attr`]; rename and links in [`links`]; cluster-wide fcntl/flock locks in [`locks`]; extended attributes in [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in [`coherence`]; the
 //! permission checks the daemon makes itself (open, access) in [`perm`]; the
 //! caller's supplementary groups (for meta's permission checks) in [`creds`]; sequential read-ahead
 //! under a mount-wide memory budget in [`prefetch`]; readdirplus and the kernel capabilities in
@@ -26,6 +26,7 @@ pub mod falloc;
 pub mod fs;
 pub mod handles;
 pub mod links;
+pub mod locks;
 pub mod metrics;
 pub mod perm;
 pub mod prefetch;
@@ -137,6 +138,7 @@ pub async fn run(cfg: MountConfig, mountpoint: PathBuf, shutdown: CancellationTo
 
     metrics_cancel.cancel();
     inner.sync_all().await;
+    inner.release_all_locks().await;
     let mp = mountpoint.clone();
     let res = tokio::task::spawn_blocking(move || match session.umount_and_join() {
         // Open files or a working directory on the mount: unmount lazily (as `umount -l`), since this

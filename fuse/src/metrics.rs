@@ -14,6 +14,7 @@
 //! | `t3fs_fuse_prefetch_fetched_bytes_total` | counter | | bytes fetched ahead |
 //! | `t3fs_fuse_prefetch_denied_total` | counter | | prefetch segments not started because the memory budget was spent |
 //! | `t3fs_fuse_prefetch_memory_bytes` | gauge | | bytes held in prefetched segments now (at most `prefetch_memory_bytes`) |
+//! | `t3fs_fuse_lock_conflicts_total` | counter | | lock requests (`getlk`, `setlk`) that met another owner's lock; a blocking `setlk` counts each try it waited; requests themselves count in `t3fs_fuse_ops_total{op="getlk"/"setlk"}` |
 //!
 //! The handles are process-wide ([`metrics`]): a mount daemon serves one mount, and the FUSE op
 //! code reaches them without threading a handle through every reply path. [`register`] adds them
@@ -56,6 +57,7 @@ pub struct FuseMetrics {
     pub prefetch_bytes: Counter,
     pub prefetch_denied: Counter,
     pub prefetch_memory: Gauge,
+    pub lock_conflicts: Counter,
 }
 
 /// The process-wide handles.
@@ -73,6 +75,7 @@ pub fn metrics() -> &'static FuseMetrics {
         prefetch_bytes: Counter::default(),
         prefetch_denied: Counter::default(),
         prefetch_memory: Gauge::default(),
+        lock_conflicts: Counter::default(),
     })
 }
 
@@ -114,6 +117,11 @@ pub fn register(registry: &mut Registry) {
         "Bytes held in prefetched segments",
         m.prefetch_memory.clone(),
     );
+    registry.register(
+        "t3fs_fuse_lock_conflicts",
+        "Lock requests that met a conflicting lock of another owner (blocking ones: every try)",
+        m.lock_conflicts.clone(),
+    );
 }
 
 #[cfg(test)]
@@ -141,6 +149,7 @@ mod tests {
             "t3fs_fuse_prefetch_fetched_bytes_total",
             "t3fs_fuse_prefetch_denied_total",
             "t3fs_fuse_prefetch_memory_bytes",
+            "t3fs_fuse_lock_conflicts_total",
         ] {
             assert!(body.contains(name), "{name} missing:\n{body}");
         }
