@@ -105,7 +105,9 @@ async fn fcntl_byte_ranges_across_mounts() {
         let fb = rw(&pb);
         fcntl_lock(&fa, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
         fcntl_lock(&fb, libc::F_SETLK, libc::F_WRLCK, 100, 100).unwrap();
+        let conflicts = t3fs_fuse::metrics::metrics().lock_conflicts.get();
         let e = fcntl_lock(&fb, libc::F_SETLK, libc::F_WRLCK, 50, 100).unwrap_err();
+        assert!(t3fs_fuse::metrics::metrics().lock_conflicts.get() > conflicts, "the conflict is counted");
         assert!(e == libc::EAGAIN || e == libc::EACCES, "overlap with A's range: errno {e}");
         // F_GETLK on B names A's lock: type, range; pid 0 (another host's process).
         let got = fcntl_getlk(&fb, libc::F_WRLCK, 50, 100);

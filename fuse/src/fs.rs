@@ -819,13 +819,15 @@ impl T3Fs {
     ) {
         let user = self.user(req);
         self.spawn(op, tracing::debug_span!("sync", op, ino = ino.0, fh = fh.0), |fs| async move {
-            let Some(f) = fs.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
-            let mut g = f.lock().await;
-            let res = fs.sync_handle(&user, &mut g, false).await;
-            drop(g);
+            // Data first, then the locks: the next holder must see what was written under them.
+            let res = match fs.handles.file(fh.0) {
+                Some(f) => Some(fs.sync_handle(&user, &mut *f.lock().await, false).await),
+                None => None,
+            };
             if let Some(owner) = unlock {
                 fs.release_locks(ino.0, owner.0).await;
             }
+            let Some(res) = res else { return reply.error(Errno::EBADF) };
             match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail(op, &e)),

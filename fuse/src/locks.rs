@@ -16,7 +16,9 @@
 //!   caller instead: when the waiting thread has a signal pending that it does not block (from
 //!   `/proc/<tid>/status`), or is gone, the request ends with EINTR. The kernel restarts the call
 //!   after a handler with SA_RESTART, returns EINTR otherwise, and a killed process dies: no wait
-//!   ever hangs a process beyond the next backoff step.
+//!   ever hangs a process beyond the next backoff step. A caller the daemon cannot see (pid 0: in
+//!   a pid namespace the daemon's does not contain) waits at most [`UNSEEN_CALLER_WAIT`], then gets
+//!   ENOLCK.
 //! - Release: flush (every close) drops the closing process's POSIX locks on the file; release
 //!   with `FUSE_RELEASE_FLOCK_UNLOCK` drops the flock of that open file description; unmounting
 //!   drops what is left; a daemon that dies leaves its locks until meta prunes its client session.
@@ -39,6 +41,9 @@ use crate::fs::{Inner, T3Fs, fail};
 pub const BACKOFF_START: Duration = Duration::from_millis(5);
 /// Longest wait between tries (also the longest a signal waits to be noticed).
 pub const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// How long a blocking request waits when the caller's pid is 0 (a process outside the daemon's
+/// pid namespace, whose signals cannot be watched): then it fails with ENOLCK.
+pub const UNSEEN_CALLER_WAIT: Duration = Duration::from_secs(60);
 /// The kernel's "to the end of the file" (`OFFSET_MAX`).
 const KERNEL_EOF: u64 = i64::MAX as u64;
 
@@ -173,6 +178,7 @@ impl T3Fs {
         let span = tracing::debug_span!("setlk", ino = ino.0, owner = owner.0, start, end, typ, sleep);
         self.spawn("setlk", span, move |fs| async move {
             let mut delay = BACKOFF_START;
+            let started = std::time::Instant::now();
             loop {
                 match fs.client.set_lock(&user, InodeId(ino.0), owner.0, &spec).await {
                     Ok(None) => {
@@ -189,9 +195,13 @@ impl T3Fs {
                 if !sleep {
                     return reply.error(Errno::EAGAIN);
                 }
-                if interrupted(tid) {
+                if tid != 0 && interrupted(tid) {
                     tracing::debug!("blocking lock request interrupted by a signal");
                     return reply.error(Errno::EINTR);
+                }
+                if tid == 0 && started.elapsed() >= UNSEEN_CALLER_WAIT {
+                    tracing::info!("blocking lock request of a caller outside this pid namespace gave up");
+                    return reply.error(Errno::ENOLCK);
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(BACKOFF_MAX);

@@ -1,8 +1,8 @@
 //! Cluster-wide file locks (`LOCK` records, issue 7): the `Lock` RPC's get / set / release-owner,
 //! and pruning the locks of clients that died.
 //!
-//! Each request is one KV transaction: it reads the inode (it must exist; any inode type, since
-//! flock works on directories too) and the inode's whole lock table with a conflicting read, decides
+//! Each request is one KV transaction: it reads the inode (it must exist, except for a release;
+//! any inode type, since flock works on directories too) and the inode's whole lock table with a conflicting read, decides
 //! with [`crate::lock_table`] and writes the table back (or clears the key when it is empty). Two
 //! concurrent setters on one inode therefore conflict in the KV and one retries against the
 //! other's result: check-and-set is atomic across meta servers.
@@ -60,7 +60,10 @@ impl MetaStore {
             Box::pin(async move {
                 // GET reads a snapshot: it changes nothing and need not conflict with setters.
                 let snapshot = op == LockOp::Get;
-                must_inode(txn, id, true).await?;
+                // Releasing needs no inode: a file deleted meanwhile must not keep its locks.
+                if op != LockOp::ReleaseOwner {
+                    must_inode(txn, id, true).await?;
+                }
                 let mut locks = read_table(txn, id, snapshot).await?;
                 match op {
                     LockOp::Get => {
@@ -203,6 +206,8 @@ mod tests {
         assert_eq!(e.code, StatusCode::InvalidArgument);
         let e = s.lock(InodeId(999_999), LockOp::Set, lk("a", 1, LockType::Write, 0, 1)).await.unwrap_err();
         assert_eq!(e.code, StatusCode::NotFound);
+        let gone = s.lock(InodeId(999_999), LockOp::ReleaseOwner, lk("a", 1, LockType::Unlock, 0, 0)).await;
+        assert!(gone.unwrap().granted, "releasing on a deleted inode is fine");
         assert_eq!(
             s.lock(id, LockOp::Unspecified, lk("a", 1, LockType::Write, 0, 1)).await.unwrap_err().code,
             StatusCode::InvalidArgument
