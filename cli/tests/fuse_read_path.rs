@@ -1,7 +1,7 @@
 //! The FUSE read path through a real mount over a real in-process cluster: readdirplus (listings
 //! with attributes), O_DIRECT handles (no page cache, no read-ahead, writes go through at once),
-//! sequential read-ahead (bytes right, served from prefetched data) and random reads, and the
-//! kernel-local locks the mount leaves to the kernel (docs/fuse.md "Locks").
+//! sequential read-ahead (bytes right, served from prefetched data) and random reads, and file
+//! locks between open files of one mount (docs/fuse.md "Locks"; across mounts: fuse_locks.rs).
 //!
 //! Metrics are process-wide and only grow, so checks compare before/after counts of this test's
 //! own operations. Skips (with a message) only where /dev/fuse is missing.
@@ -149,21 +149,23 @@ async fn sequential_reads_are_prefetched_and_random_reads_are_right() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn locks_are_kept_by_the_kernel_on_this_mount() {
+async fn locks_between_open_files_of_one_mount() {
     let Some(env) = Env::start().await else { return };
     env.fs(|m| {
         let p = m.join("lock");
         std::fs::write(&p, b"x").unwrap();
         let a = File::open(&p).unwrap();
         let b = File::open(&p).unwrap();
-        // flock: per open file description, so two opens conflict (answered by the kernel, no ENOSYS).
+        // flock: per open file description, so two opens conflict (answered through meta, no ENOSYS).
         // SAFETY: flock on valid descriptors.
         assert_eq!(unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
         let r = unsafe { libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EWOULDBLOCK)));
         assert_eq!(unsafe { libc::flock(a.as_raw_fd(), libc::LOCK_UN) }, 0);
         assert_eq!(unsafe { libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
-        // fcntl (POSIX) locks succeed too.
+        // fcntl (POSIX) locks succeed too, once the flock is gone (on t3fs a flock and an fcntl
+        // lock of different owners conflict, as on NFS: docs/fuse.md "Locks").
+        assert_eq!(unsafe { libc::flock(b.as_raw_fd(), libc::LOCK_UN) }, 0);
         let w = OpenOptions::new().write(true).open(&p).unwrap();
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as i16;

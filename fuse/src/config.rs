@@ -51,6 +51,10 @@ pub struct MountConfig {
     /// and their length reported to meta, so other clients see a long-running writer's data without
     /// it closing (0: only on close, fsync and the other flush points).
     pub flush_interval_ms: u64,
+    /// How often the mount tells mgmtd it is alive (its client session), in milliseconds. Must stay
+    /// well below mgmtd's `client_session_timeout_ms`: when the session lapses, meta drops this
+    /// mount's file locks and write sessions (docs/fuse.md "Locks").
+    pub session_extend_ms: u64,
 }
 
 impl Default for MountConfig {
@@ -72,6 +76,7 @@ impl Default for MountConfig {
             write_buffer_bytes: crate::handles::DEFAULT_WRITE_BUFFER as u64,
             write_buffer_memory_bytes: crate::handles::DEFAULT_WRITE_MEMORY,
             flush_interval_ms: 5000,
+            session_extend_ms: ClientConfig::default().session_extend_ms,
         }
     }
 }
@@ -90,7 +95,12 @@ impl MountConfig {
 
     /// The client-library config this mount uses.
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig { mgmtd_addr: self.mgmtd_addr.clone(), token: self.token.clone(), ..ClientConfig::default() }
+        ClientConfig {
+            mgmtd_addr: self.mgmtd_addr.clone(),
+            token: self.token.clone(),
+            session_extend_ms: self.session_extend_ms,
+            ..ClientConfig::default()
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     readdirplus: bool,
     /// Invalidations sent to the kernel (close-to-open, see [`crate::coherence`]).
     pub(crate) kernel: KernelCache,
+    /// Owners this mount set file locks for ([`crate::locks`]).
+    pub(crate) lock_holders: crate::locks::Holders,
     /// Stops the mount's background jobs ([`crate::flusher`]) when the mount's state goes.
     pub(crate) stop: tokio_util::sync::CancellationToken,
 }
@@ -125,6 +127,7 @@ impl T3Fs {
                 readdirplus: cfg.readdirplus,
                 kernel: KernelCache::default(),
                 stop: tokio_util::sync::CancellationToken::new(),
+                lock_holders: crate::locks::Holders::default(),
             }),
         };
         crate::flusher::start(&fs.inner, Duration::from_millis(cfg.flush_interval_ms));
@@ -380,6 +383,7 @@ impl Filesystem for T3Fs {
         let p = self.inner.prefetch.config();
         let readahead = if p.enabled { u32::try_from(p.min_window).unwrap_or(u32::MAX) } else { 0 };
         crate::dirplus::negotiate(config, self.inner.readdirplus, readahead);
+        crate::locks::negotiate(config);
         Ok(())
     }
 
@@ -627,12 +631,12 @@ impl Filesystem for T3Fs {
         });
     }
 
-    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        self.sync(req, ino, fh, "flush", reply);
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.sync_then(req, ino, fh, "flush", Some(lock_owner), reply);
     }
 
     fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.sync(req, ino, fh, "fsync", reply);
+        self.sync_then(req, ino, fh, "fsync", None, reply);
     }
 
     fn release(
@@ -641,12 +645,16 @@ impl Filesystem for T3Fs {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let user = self.user(req);
         self.spawn("release", tracing::debug_span!("release", ino = ino.0, fh = fh.0), |fs| async move {
+            // FUSE_RELEASE_FLOCK_UNLOCK: the flock of this open file description goes with it.
+            if let Some(owner) = lock_owner {
+                fs.release_locks(ino.0, owner.0).await;
+            }
             let Some(f) = fs.handles.file(fh.0) else { return reply.ok() };
             let res = {
                 let mut g = f.lock().await;
@@ -764,6 +772,37 @@ impl Filesystem for T3Fs {
         self.access_op(req, ino, mask, reply);
     }
 
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        self.getlk_op(req, ino, lock_owner, start, end, typ, pid, reply);
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.setlk_op(req, ino, fh, lock_owner, start, end, typ, pid, sleep, reply);
+    }
+
     fn fallocate(
         &self,
         req: &Request,
@@ -799,12 +838,29 @@ impl T3Fs {
         });
     }
 
-    fn sync(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: &'static str, reply: ReplyEmpty) {
+    /// Writes out the handle's buffer; with `unlock` (flush, i.e. close) then drops that lock
+    /// owner's POSIX locks on the file ([`crate::locks`]).
+    fn sync_then(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        op: &'static str,
+        unlock: Option<LockOwner>,
+        reply: ReplyEmpty,
+    ) {
         let user = self.user(req);
         self.spawn(op, tracing::debug_span!("sync", op, ino = ino.0, fh = fh.0), |fs| async move {
-            let Some(f) = fs.handles.file(fh.0) else { return reply.error(Errno::EBADF) };
-            let mut g = f.lock().await;
-            match fs.sync_handle(&user, &mut g, false).await {
+            // Data first, then the locks: the next holder must see what was written under them.
+            let res = match fs.handles.file(fh.0) {
+                Some(f) => Some(fs.sync_handle(&user, &mut *f.lock().await, false).await),
+                None => None,
+            };
+            if let Some(owner) = unlock {
+                fs.release_locks(ino.0, owner.0).await;
+            }
+            let Some(res) = res else { return reply.error(Errno::EBADF) };
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail(op, &e)),
             }

@@ -1,10 +1,11 @@
 //! t3fs-fuse: the FUSE daemon, as a library (`t3fs fuse` calls [`run`]).
 //!
 //! A thin adapter ([`fs`]) maps kernel requests onto the client library; file handles and local
-//! length tracking live in [`handles`], write buffering under a mount-wide budget in [`wbuf`];
-//! inode <-> FUSE attribute conversion in [`attr`]; rename and links in [`links`]; extended
-//! attributes in [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in
-//! [`coherence`]; the permission checks the daemon makes itself (open, access) in [`perm`]; the
+//! length tracking live in [`handles`], write buffering under a mount-wide budget in [`wbuf`] and
+//! its periodic flush in [`flusher`]; inode <-> FUSE attribute conversion in [`attr`]; rename and
+//! links in [`links`]; cluster-wide fcntl/flock locks in [`locks`]; extended attributes in
+//! [`xattr`]; fallocate in [`falloc`]; close-to-open for cached attributes in [`coherence`]; the
+//! permission checks the daemon makes itself (open, access) in [`perm`]; the
 //! caller's supplementary groups (for meta's permission checks) in [`creds`]; sequential read-ahead
 //! under a mount-wide memory budget in [`prefetch`]; readdirplus and the kernel capabilities in
 //! [`dirplus`]. The mount is pure Rust (fuser, no libfuse); FUSE threads only dispatch, the work runs
@@ -28,6 +29,7 @@ pub mod flusher;
 pub mod fs;
 pub mod handles;
 pub mod links;
+pub mod locks;
 pub mod metrics;
 pub mod perm;
 pub mod prefetch;
@@ -140,6 +142,7 @@ pub async fn run(cfg: MountConfig, mountpoint: PathBuf, shutdown: CancellationTo
 
     metrics_cancel.cancel();
     inner.sync_all().await;
+    inner.release_all_locks().await;
     let mp = mountpoint.clone();
     let res = tokio::task::spawn_blocking(move || match session.umount_and_join() {
         // Open files or a working directory on the mount: unmount lazily (as `umount -l`), since this

@@ -16,6 +16,7 @@
 //! | `t3fs_fuse_prefetch_memory_bytes` | gauge | | bytes held in prefetched segments now (at most `prefetch_memory_bytes`) |
 //! | `t3fs_fuse_write_buffer_memory_bytes` | gauge | | bytes held in handles' write buffers now (past `write_buffer_memory_bytes`, writes go straight out) |
 //! | `t3fs_fuse_periodic_flushes_total` | counter | | handles written out and their length reported by the periodic flush (`flush_interval_ms`) |
+//! | `t3fs_fuse_lock_conflicts_total` | counter | | lock requests (`getlk`, `setlk`) that met another owner's lock; a blocking `setlk` counts each try it waited; requests themselves count in `t3fs_fuse_ops_total{op="getlk"/"setlk"}` |
 //!
 //! The handles are process-wide ([`metrics`]): a mount daemon serves one mount, and the FUSE op
 //! code reaches them without threading a handle through every reply path. [`register`] adds them
@@ -60,6 +61,7 @@ pub struct FuseMetrics {
     pub prefetch_memory: Gauge,
     pub write_buffer_memory: Gauge,
     pub periodic_flushes: Counter,
+    pub lock_conflicts: Counter,
 }
 
 /// The process-wide handles.
@@ -79,6 +81,7 @@ pub fn metrics() -> &'static FuseMetrics {
         prefetch_memory: Gauge::default(),
         write_buffer_memory: Gauge::default(),
         periodic_flushes: Counter::default(),
+        lock_conflicts: Counter::default(),
     })
 }
 
@@ -130,6 +133,11 @@ pub fn register(registry: &mut Registry) {
         "Handles written out and their length reported by the periodic flush",
         m.periodic_flushes.clone(),
     );
+    registry.register(
+        "t3fs_fuse_lock_conflicts",
+        "Lock requests that met a conflicting lock of another owner (blocking ones: every try)",
+        m.lock_conflicts.clone(),
+    );
 }
 
 #[cfg(test)]
@@ -157,6 +165,7 @@ mod tests {
             "t3fs_fuse_prefetch_fetched_bytes_total",
             "t3fs_fuse_prefetch_denied_total",
             "t3fs_fuse_prefetch_memory_bytes",
+            "t3fs_fuse_lock_conflicts_total",
         ] {
             assert!(body.contains(name), "{name} missing:\n{body}");
         }

@@ -18,7 +18,8 @@
 //! Session pruning, every `session_prune_interval_ms`: write sessions whose client no longer has a
 //! client session at mgmtd (`ListClientSessions`), and that are older than one prune interval (so
 //! a client that just started is not pruned before mgmtd lists it), are deleted. Without an answer
-//! from mgmtd nothing is pruned.
+//! from mgmtd nothing is pruned. The file locks of such clients (`LOCK` records,
+//! `crate::namespace` locks) are released in the same pass, under the same rules.
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,6 +241,11 @@ pub fn spawn_session_pruner(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(pruned = n, "write sessions of dead clients pruned"),
                     Err(e) => tracing::warn!(error = %e, "pruning write sessions failed"),
+                }
+                match store.prune_locks(&live, older_than).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "file locks of dead clients released"),
+                    Err(e) => tracing::warn!(error = %e, "pruning file locks failed"),
                 }
             }
         },

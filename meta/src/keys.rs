@@ -11,6 +11,7 @@
 //! | `IDEM` + request id (UTF-8 bytes) | prost [`crate::idem::IdemRecord`] | result of a remove/rename, expires after a TTL |
 //! | `GCQU` + unlink time (ns, u64 BE) + inode id (u64 LE) | empty | a file whose last link went, waiting for GC (its `INOD` stays, nlink 0) |
 //! | `INOS` + inode id (u64 LE) + session id (u64 BE) | prost `proto::WriteSession` | the file is open for write by that client session |
+//! | `LOCK` + inode id (u64 LE) | prost `proto::LockTable` | every file lock (fcntl, flock) held on the inode; absent when none ([`crate::lock_table`]) |
 //!
 //! Values are prost messages: fields are only ever added under new tags, so old servers skip fields
 //! they do not know and new servers read old values with defaults (the encoding is versioned by its
@@ -28,6 +29,7 @@ pub const XATTR_PREFIX: &[u8; 4] = b"XATR";
 pub const IDEM_PREFIX: &[u8; 4] = b"IDEM";
 pub const GC_PREFIX: &[u8; 4] = b"GCQU";
 pub const SESSION_PREFIX: &[u8; 4] = b"INOS";
+pub const LOCK_PREFIX: &[u8; 4] = b"LOCK";
 /// The inode id allocation counter.
 pub const INODE_ALLOC_KEY: &[u8] = b"SINGinode-alloc";
 /// The sharded allocation's fixed parameters ([`crate::alloc::AllocMeta`]).
@@ -178,6 +180,19 @@ pub fn session_key_parts(key: &[u8]) -> Option<(InodeId, u64)> {
     Some((InodeId(u64::from_le_bytes(id)), u64::from_be_bytes(s)))
 }
 
+/// `LOCK` + inode id (8 B LE): the lock table of `id`.
+pub fn lock_key(id: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12);
+    k.extend_from_slice(LOCK_PREFIX);
+    k.extend_from_slice(&id.0.to_le_bytes());
+    k
+}
+
+/// The range of every lock table.
+pub fn all_locks_range() -> (Vec<u8>, Vec<u8>) {
+    (LOCK_PREFIX.to_vec(), t3fs_kv::prefix_end(LOCK_PREFIX).expect("ASCII prefix has an end"))
+}
+
 /// `SINGinode-alloc-shard` + shard (4 B LE).
 pub fn shard_counter_key(shard: u32) -> Vec<u8> {
     let mut k = INODE_ALLOC_SHARD_PREFIX.to_vec();
@@ -256,6 +271,9 @@ mod tests {
         assert_eq!(INODE_ALLOC_KEY, b"SINGinode-alloc");
         assert_eq!(xattr_key(InodeId(0x0102), b"user.a"), b"XATR\x02\x01\0\0\0\0\0\0user.a".to_vec());
         assert_eq!(idem_key("r-1"), b"IDEMr-1".to_vec());
+        assert_eq!(lock_key(InodeId(0x0102)), b"LOCK\x02\x01\0\0\0\0\0\0".to_vec());
+        let (b, e) = all_locks_range();
+        assert!(b <= lock_key(InodeId(u64::MAX)) && lock_key(InodeId(u64::MAX)) < e);
         let (b, e) = xattr_range(InodeId(3));
         assert!(b <= xattr_key(InodeId(3), &[0xff; 255]) && xattr_key(InodeId(3), &[0xff; 255]) < e);
         assert!(xattr_key(InodeId(4), b"") >= e && xattr_key(InodeId(2), &[0xff; 9]) < b);

@@ -17,6 +17,7 @@ pub mod gc;
 pub mod idem;
 pub mod keys;
 pub mod length;
+pub mod lock_table;
 pub mod metrics;
 pub mod mgmtd_link;
 pub mod namespace;

@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | `t3fs_meta_ops_total` | counter | `op`, `code` | gRPC operations answered, by operation (`mkdir`, `lookup`, ...) and outcome status code (`Ok`, `NotFound`, ...) |
 //! | `t3fs_meta_op_duration_seconds` | histogram | `op` | time from the handler's start to its answer |
+//! | `t3fs_meta_lock_conflicts_total` | counter | | lock requests (F_GETLK, F_SETLK) that found a conflicting lock of another owner; lock requests themselves count in `t3fs_meta_ops_total{op="lock"}` |
 //! | `t3fs_meta_kv_transactions_total` | counter | | KV transaction attempts begun (a retried transaction counts once per attempt) |
 //! | `t3fs_meta_kv_conflicts_total` | counter | | KV transaction attempts that failed with a retryable error (conflict, too old); the retry loop starts them over unless its attempts are used up |
 //!
@@ -46,6 +47,7 @@ pub struct MetaMetrics {
     op_duration: HistogramFamily<Op>,
     kv_transactions: Counter,
     kv_conflicts: Counter,
+    lock_conflicts: Counter,
 }
 
 impl Default for MetaMetrics {
@@ -56,6 +58,7 @@ impl Default for MetaMetrics {
             op_duration: Family::new_with_constructor(latency_histogram),
             kv_transactions: Counter::default(),
             kv_conflicts: Counter::default(),
+            lock_conflicts: Counter::default(),
         }
     }
 }
@@ -80,7 +83,17 @@ impl MetaMetrics {
             "KV transaction attempts that failed with a retryable error (conflict, too old)",
             m.kv_conflicts.clone(),
         );
+        registry.register(
+            "t3fs_meta_lock_conflicts",
+            "Lock requests that found a conflicting lock of another owner",
+            m.lock_conflicts.clone(),
+        );
         m
+    }
+
+    /// Counts one lock request that met a conflicting lock.
+    pub fn lock_conflict(&self) {
+        self.lock_conflicts.inc();
     }
 
     /// Records one answered operation that started at `started`.

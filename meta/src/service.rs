@@ -313,6 +313,22 @@ impl Meta for MetaService {
         .await
     }
 
+    async fn lock(&self, req: Request<proto::LockReq>) -> Result<Response<proto::LockRsp>, Status> {
+        let r = req.into_inner();
+        self.auth(r.header.as_ref()).await?;
+        let op = proto::LockOp::try_from(r.op).unwrap_or(proto::LockOp::Unspecified);
+        let span = tracing::debug_span!("meta.lock", req = request_id(&r.header), inode = r.inode, op = ?op);
+        self.traced("lock", span, async {
+            let lock = r.lock.clone().ok_or_else(|| Error::invalid("lock request without a lock"))?;
+            let rsp = self.store.lock(InodeId(r.inode), op, lock).await?;
+            if !rsp.granted {
+                self.metrics.lock_conflict();
+            }
+            Ok(rsp)
+        })
+        .await
+    }
+
     async fn open(&self, req: Request<proto::OpenReq>) -> Result<Response<proto::InodeRsp>, Status> {
         let r = req.into_inner();
         let caller = self.auth(r.header.as_ref()).await?;

@@ -522,3 +522,75 @@ async fn set_layout_mkdirs_and_real_path_over_grpc() {
     server.shutdown().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_locks_over_grpc() {
+    let stop = CancellationToken::new();
+    let mgmtd_addr = spawn_fake(FakeMgmtd::default(), stop.clone()).await;
+    let mut config = Config::new(mgmtd_addr, KvConfig::Mem);
+    config.metrics_listen = Some("127.0.0.1:0".into());
+    let server = t3fs_meta::start(config).await.unwrap();
+    let maddr = server.metrics_addr().expect("metrics endpoint configured");
+    let mut c = MetaClient::connect(format!("http://{}", server.grpc_addr())).await.unwrap();
+    let create =
+        proto::CreateReq { header: header(""), parent: 1, name: "f".into(), mode: 0o644, ..Default::default() };
+    let f = c.create(create).await.unwrap().into_inner().inode.unwrap();
+    use proto::{LockKind, LockOp, LockType};
+    let lock = |client: &str, t: LockType, start: u64, end: u64| proto::FileLock {
+        client_id: client.into(),
+        owner: 7,
+        kind: LockKind::Posix as i32,
+        lock_type: t as i32,
+        start,
+        end,
+        pid: 99,
+        acquired_ns: 0,
+    };
+    let req = |op: LockOp, l: proto::FileLock| proto::LockReq {
+        header: header(""),
+        inode: f.id,
+        op: op as i32,
+        lock: Some(l),
+    };
+    // Host A write-locks 0..=99; host B gets 100..=199 but not 50..=149, and GET names A's lock.
+    let rsp = c.lock(req(LockOp::Set, lock("host-a", LockType::Write, 0, 99))).await.unwrap().into_inner();
+    assert!(rsp.granted && rsp.conflict.is_none());
+    assert!(c.lock(req(LockOp::Set, lock("host-b", LockType::Write, 100, 199))).await.unwrap().into_inner().granted);
+    let rsp = c.lock(req(LockOp::Set, lock("host-b", LockType::Write, 50, 149))).await.unwrap().into_inner();
+    let conflict = rsp.conflict.expect("the conflicting lock");
+    assert!(!rsp.granted);
+    assert_eq!((conflict.client_id.as_str(), conflict.start, conflict.end, conflict.pid), ("host-a", 0, 99, 99));
+    let rsp = c.lock(req(LockOp::Get, lock("host-b", LockType::Read, 0, u64::MAX))).await.unwrap().into_inner();
+    assert_eq!(rsp.conflict.map(|l| l.lock_type), Some(LockType::Write as i32));
+    // Releasing A's owner frees the range for B.
+    assert!(
+        c.lock(req(LockOp::ReleaseOwner, lock("host-a", LockType::Unlock, 0, 0))).await.unwrap().into_inner().granted
+    );
+    assert!(c.lock(req(LockOp::Set, lock("host-b", LockType::Write, 50, 149))).await.unwrap().into_inner().granted);
+    // Bad requests are refused and change nothing.
+    assert_eq!(
+        code(c.lock(req(LockOp::Set, lock("host-a", LockType::Write, 9, 1))).await),
+        StatusCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.lock(req(LockOp::Get, lock("host-a", LockType::Unlock, 0, 1))).await),
+        StatusCode::InvalidArgument
+    );
+    assert_eq!(
+        code(c.lock(req(LockOp::Unspecified, lock("host-a", LockType::Write, 0, 1))).await),
+        StatusCode::InvalidArgument
+    );
+    let mut no_lock = req(LockOp::Set, lock("host-a", LockType::Write, 0, 1));
+    no_lock.lock = None;
+    assert_eq!(code(c.lock(no_lock).await), StatusCode::InvalidArgument);
+    let mut missing = req(LockOp::Set, lock("host-a", LockType::Write, 0, 1));
+    missing.inode = 999_999;
+    assert_eq!(code(c.lock(missing).await), StatusCode::NotFound);
+
+    let body = scrape(maddr).await;
+    assert_eq!(sample(&body, "t3fs_meta_lock_conflicts_total"), Some(2.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_meta_ops_total{op=\"lock\",code=\"Ok\"}"), Some(6.0), "{body}");
+    drop(c);
+    server.shutdown().await;
+    stop.cancel();
+}

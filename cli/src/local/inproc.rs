@@ -28,7 +28,14 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts (or restarts) a cluster on `dir`: mgmtd, meta, storage servers, then the chain table.
     pub async fn start(dir: &Path) -> anyhow::Result<LocalCluster> {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// [`Self::start`] with the daemons' configs adjusted by `tweak` first (e.g. short client
+    /// session timeouts for tests).
+    pub async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Plan)) -> anyhow::Result<LocalCluster> {
         let mut plan = Plan::load_or_create(dir, Some("127.0.0.1:0"))?;
+        tweak(&mut plan);
         let mgmtd = t3fs_mgmtd::start(plan.mgmtd.clone()).await.context("starting mgmtd")?;
         let addr = mgmtd.grpc_addr().to_string();
         plan.meta.mgmtd_addr = addr.clone();

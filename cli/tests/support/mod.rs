@@ -30,6 +30,15 @@ impl Env {
 
     /// [`Env::start`] with the mount config adjusted by `tweak` (e.g. `allow_other`).
     pub async fn start_with(tweak: impl FnOnce(&mut t3fs_fuse::MountConfig)) -> Option<Env> {
+        Self::start_tweaked(|_| {}, tweak).await
+    }
+
+    /// [`Env::start`] with the cluster's configs adjusted by `plan` (e.g. short client session
+    /// timeouts) and the mount's by `mount`.
+    pub async fn start_tweaked(
+        plan: impl FnOnce(&mut t3fs_cli::local::plan::Plan),
+        tweak: impl FnOnce(&mut t3fs_fuse::MountConfig),
+    ) -> Option<Env> {
         if !Path::new("/dev/fuse").exists() {
             eprintln!("SKIPPED: /dev/fuse is missing on this machine; the FUSE tests cannot run");
             return None;
@@ -37,7 +46,7 @@ impl Env {
         let tmp = tempfile::tempdir().unwrap();
         let mnt = tmp.path().join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
-        let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+        let cluster = LocalCluster::start_with(&tmp.path().join("data"), plan).await.unwrap();
         let client = cluster.client().await.unwrap();
         let session = {
             let mut cfg = cluster.mount_config();

@@ -22,6 +22,7 @@
 #[cfg(test)]
 mod check;
 pub mod layout;
+mod locks;
 #[cfg(test)]
 mod model_tests;
 mod mutate;
