@@ -452,7 +452,7 @@ impl MetaStore {
                 }
                 if !wrote {
                     // Nothing about the file changes: a snapshot read, so no conflict with writers.
-                    return Ok(must_inode(txn, id, true).await?);
+                    return must_inode(txn, id, true).await;
                 }
                 let mut inode = must_inode(txn, id, false).await?;
                 check_file(&inode)?;
