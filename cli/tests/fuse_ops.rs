@@ -504,3 +504,49 @@ async fn statfs_reports_the_space_storage_reports() {
     assert!(free > 0 && free <= blocks, "free {free} of {blocks} blocks");
     env.stop().await;
 }
+
+/// The daemon answers a directory's GETATTR after this mount's own creates and unlinks in it from
+/// attributes it keeps (fuse/src/dirattr.rs): what `stat` shows must still be exactly meta's, after
+/// each kind of change through the mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn directory_attributes_follow_this_mounts_changes() {
+    let Some(env) = Env::start().await else { return };
+    async fn stat(env: &Env, rel: &'static str) -> (i64, i64, u32, u64) {
+        env.fs(move |m| {
+            let md = std::fs::metadata(m.join(rel)).unwrap();
+            let ns = |s: i64, n: i64| s * 1_000_000_000 + n;
+            (ns(md.mtime(), md.mtime_nsec()), ns(md.ctime(), md.ctime_nsec()), md.mode() & 0o7777, md.nlink())
+        })
+        .await
+    }
+    let meta = |i: t3fs_common::proto::Inode| (i.mtime_ns, i.ctime_ns, i.mode & 0o7777, u64::from(i.nlink.max(1)));
+    env.fs(|m| std::fs::create_dir(m.join("d")).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await));
+    // Exclusive creates, one after another (each one re-reads the directory's attributes).
+    for i in 0..3 {
+        let name = format!("d/f{i}");
+        env.fs(move |m| OpenOptions::new().write(true).create_new(true).open(m.join(name)).map(drop).unwrap()).await;
+        assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after create {i}");
+    }
+    // A chmod, then a create: the new mode stays.
+    env.fs(|m| std::fs::set_permissions(m.join("d"), std::fs::Permissions::from_mode(0o700)).unwrap()).await;
+    env.fs(|m| OpenOptions::new().write(true).create_new(true).open(m.join("d/g")).map(drop).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after chmod and create");
+    assert_eq!(stat(&env, "d").await.2, 0o700);
+    // mkdir (nlink), a non-exclusive create of an existing file, an unlink, a rename, a symlink.
+    env.fs(|m| std::fs::create_dir(m.join("d/sub")).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after mkdir");
+    assert_eq!(stat(&env, "d").await.3, 3);
+    env.fs(|m| File::create(m.join("d/g")).map(drop).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after create of an existing file");
+    env.fs(|m| std::fs::remove_file(m.join("d/f0")).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after unlink");
+    env.fs(|m| std::fs::rename(m.join("d/f1"), m.join("d/f9")).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after rename");
+    env.fs(|m| std::os::unix::fs::symlink("f9", m.join("d/l")).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after symlink");
+    env.fs(|m| std::fs::remove_dir(m.join("d/sub")).unwrap()).await;
+    assert_eq!(stat(&env, "d").await, meta(env.inode("/d").await), "after rmdir");
+    assert_eq!(stat(&env, "d").await.3, 2);
+    env.stop().await;
+}

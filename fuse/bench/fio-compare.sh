@@ -6,7 +6,8 @@
 #   fuse/bench/fio-compare.sh [SIZE] [RUNTIME_S] [FILES]
 #   (defaults: 512M file, 10 s per random-read run, 2000 files for the metadata ops;
 #   T3FS=path/to/t3fs, default $CARGO_TARGET_DIR/release/t3fs or target/release/t3fs;
-#   WORK=/var/tmp by default: the local directory lives there, on the same disk as the cluster)
+#   WORK=/var/tmp by default: the local directory lives there, on the same disk as the cluster;
+#   META_ONLY=1 runs only the create / stat / unlink part, without fio)
 #
 # Starts `t3fs local up --mount MNT --detach` (3 storage servers, 3-replica chains, default mount
 # config: read-ahead on, readdirplus on) in a fresh directory under $WORK and runs every workload
@@ -25,7 +26,10 @@ if [[ -z $T3FS ]]; then
   done
 fi
 [[ -x ${T3FS:-} ]] || { echo "t3fs binary not found: cargo build --release -p t3fs, or set T3FS" >&2; exit 1; }
-for tool in fio jq python3; do
+META_ONLY=${META_ONLY:-}
+tools="fio jq python3"
+[[ -n $META_ONLY ]] && tools=python3
+for tool in $tools; do
   command -v $tool >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
 
@@ -81,10 +85,12 @@ declare -A R
 for side in mnt local; do
   dir=$MNT
   [[ $side == local ]] && dir=$LOCAL
-  R[$side.seqw]=$(fio_run "$dir" seq --rw=write --bs=1M --end_fsync=1)
-  R[$side.seqr]=$(fio_run "$dir" seq --rw=read --bs=1M)
-  R[$side.randr]=$(fio_run "$dir" seq --rw=randread --bs=4k --runtime="$RUNTIME" --time_based)
-  R[$side.randrd]=$(fio_run "$dir" seq --rw=randread --bs=4k --direct=1 --runtime="$RUNTIME" --time_based)
+  if [[ -z $META_ONLY ]]; then
+    R[$side.seqw]=$(fio_run "$dir" seq --rw=write --bs=1M --end_fsync=1)
+    R[$side.seqr]=$(fio_run "$dir" seq --rw=read --bs=1M)
+    R[$side.randr]=$(fio_run "$dir" seq --rw=randread --bs=4k --runtime="$RUNTIME" --time_based)
+    R[$side.randrd]=$(fio_run "$dir" seq --rw=randread --bs=4k --direct=1 --runtime="$RUNTIME" --time_based)
+  fi
   R[$side.meta]=$(meta_run "$dir")
   rm -f "$dir/seq.dat"
 done
@@ -94,11 +100,15 @@ iops() { awk '{printf "%.0f IOPS", $2}' <<<"$1"; }
 col() { awk -v i="$2" '{printf "%s ops/s", $i}' <<<"$1"; }
 echo "t3fs FUSE mount vs local directory ($(date -u +%F), $(nproc) cores, file $SIZE, random reads ${RUNTIME}s, $FILES files)"
 printf '%-34s %-18s %-18s\n' workload "t3fs mount" "local dir"
-printf '%-34s %-18s %-18s\n' "fio seq write 1 MiB (+fsync)" "$(mib "${R[mnt.seqw]}")" "$(mib "${R[local.seqw]}")"
-printf '%-34s %-18s %-18s\n' "fio seq read 1 MiB (cold)" "$(mib "${R[mnt.seqr]}")" "$(mib "${R[local.seqr]}")"
-printf '%-34s %-18s %-18s\n' "fio rand read 4 KiB" "$(iops "${R[mnt.randr]}")" "$(iops "${R[local.randr]}")"
-printf '%-34s %-18s %-18s\n' "fio rand read 4 KiB O_DIRECT" "$(iops "${R[mnt.randrd]}")" "$(iops "${R[local.randrd]}")"
+if [[ -z $META_ONLY ]]; then
+  printf '%-34s %-18s %-18s\n' "fio seq write 1 MiB (+fsync)" "$(mib "${R[mnt.seqw]}")" "$(mib "${R[local.seqw]}")"
+  printf '%-34s %-18s %-18s\n' "fio seq read 1 MiB (cold)" "$(mib "${R[mnt.seqr]}")" "$(mib "${R[local.seqr]}")"
+  printf '%-34s %-18s %-18s\n' "fio rand read 4 KiB" "$(iops "${R[mnt.randr]}")" "$(iops "${R[local.randr]}")"
+  printf '%-34s %-18s %-18s\n' "fio rand read 4 KiB O_DIRECT" "$(iops "${R[mnt.randrd]}")" "$(iops "${R[local.randrd]}")"
+fi
 printf '%-34s %-18s %-18s\n' "create (open O_CREAT|O_EXCL+close)" "$(col "${R[mnt.meta]}" 1)" "$(col "${R[local.meta]}" 1)"
 printf '%-34s %-18s %-18s\n' "stat" "$(col "${R[mnt.meta]}" 2)" "$(col "${R[local.meta]}" 2)"
 printf '%-34s %-18s %-18s\n' "unlink" "$(col "${R[mnt.meta]}" 3)" "$(col "${R[local.meta]}" 3)"
-echo "fio: --ioengine=psync --size=$SIZE --invalidate=1; seq: --bs=1M (--end_fsync=1 for write); rand: --bs=4k --runtime=$RUNTIME --time_based [--direct=1]"
+if [[ -z $META_ONLY ]]; then
+  echo "fio: --ioengine=psync --size=$SIZE --invalidate=1; seq: --bs=1M (--end_fsync=1 for write); rand: --bs=4k --runtime=$RUNTIME --time_based [--direct=1]"
+fi

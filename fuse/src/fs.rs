@@ -12,7 +12,8 @@
 //! each open makes the kernel forget the file's cached attributes ([`crate::coherence`]), so the
 //! size is re-read from meta (close-to-open consistency). Reads go through the read-ahead of
 //! [`crate::prefetch`]; O_DIRECT opens get `FOPEN_DIRECT_IO` (no page cache, no read-ahead, writes go
-//! out before they are answered). readdirplus: [`crate::dirplus`].
+//! out before they are answered). readdirplus: [`crate::dirplus`]. A directory's attributes, which
+//! the kernel re-reads after every create or unlink in it, are answered from [`crate::dirattr`].
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) kernel: KernelCache,
     /// Owners this mount set file locks for ([`crate::locks`]).
     pub(crate) lock_holders: crate::locks::Holders,
+    /// Directory attributes kept across this mount's creates and unlinks ([`crate::dirattr`]).
+    pub(crate) dir_attrs: crate::dirattr::DirAttrs,
     /// Stops the mount's background jobs ([`crate::flusher`]) when the mount's state goes.
     pub(crate) stop: tokio_util::sync::CancellationToken,
 }
@@ -128,6 +131,7 @@ impl T3Fs {
                 kernel: KernelCache::default(),
                 stop: tokio_util::sync::CancellationToken::new(),
                 lock_holders: crate::locks::Holders::default(),
+                dir_attrs: crate::dirattr::DirAttrs::new(Duration::from_millis(cfg.attr_timeout_ms)),
             }),
         };
         crate::flusher::start(&fs.inner, Duration::from_millis(cfg.flush_interval_ms));
@@ -405,8 +409,15 @@ impl Filesystem for T3Fs {
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let user = self.user(req);
         self.spawn("getattr", tracing::debug_span!("getattr", ino = ino.0), |fs| async move {
+            if let Some((i, ttl)) = fs.dir_attrs.get(ino.0) {
+                return reply.attr(&ttl, &fs.attr(&i));
+            }
+            let generation = fs.dir_attrs.generation();
             match fs.client.getattr(&user, InodeId(ino.0)).await {
-                Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
+                Ok(i) => {
+                    fs.dir_attrs.fetched(&i, generation);
+                    reply.attr(&fs.attr_ttl, &fs.attr(&i))
+                }
                 // fstat of a file unlinked while open here: meta forgot it, its handles did not.
                 Err(e) if e.code == StatusCode::NotFound && fs.handles.is_unlinked(ino.0) => {
                     match fs.unlinked_attr(ino.0).await {
@@ -440,8 +451,14 @@ impl Filesystem for T3Fs {
         let user = self.user(req);
         self.spawn("setattr", tracing::debug_span!("setattr", ino = ino.0, ?size), |fs| async move {
             match fs.setattr(&user, ino.0, mode, uid, gid, size, atime, mtime).await {
-                Ok(i) => reply.attr(&fs.attr_ttl, &fs.attr(&i)),
-                Err(e) => reply.error(fail("setattr", &e)),
+                Ok(i) => {
+                    fs.dir_attrs.clear();
+                    reply.attr(&fs.attr_ttl, &fs.attr(&i))
+                }
+                Err(e) => {
+                    fs.dir_attrs.clear();
+                    reply.error(fail("setattr", &e))
+                }
             }
         });
     }
@@ -467,8 +484,14 @@ impl Filesystem for T3Fs {
         let span = tracing::debug_span!("mknod", parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn("mknod", span, |fs| async move {
             match fs.client.create(&user, InodeId(parent.0), &name, mode & !umask, true).await {
-                Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
-                Err(e) => reply.error(fail("mknod", &e)),
+                Ok(i) => {
+                    fs.dir_attrs.touched(parent.0, i.ctime_ns);
+                    reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0))
+                }
+                Err(e) => {
+                    fs.dir_attrs.clear();
+                    reply.error(fail("mknod", &e))
+                }
             }
         });
     }
@@ -482,8 +505,14 @@ impl Filesystem for T3Fs {
         let span = tracing::debug_span!("mkdir", parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn("mkdir", span, |fs| async move {
             match fs.client.mkdir(&user, InodeId(parent.0), &name, mode & !umask).await {
-                Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
-                Err(e) => reply.error(fail("mkdir", &e)),
+                Ok(i) => {
+                    fs.dir_attrs.clear();
+                    reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0))
+                }
+                Err(e) => {
+                    fs.dir_attrs.clear();
+                    reply.error(fail("mkdir", &e))
+                }
             }
         });
     }
@@ -571,10 +600,19 @@ impl Filesystem for T3Fs {
         self.spawn("create", span, |fs| async move {
             match fs.create(&user, parent.0, &name, mode & !umask, flags).await {
                 Ok((i, fh)) => {
+                    // Only an exclusive create surely made a new file (else it may have opened one).
+                    if flags & libc::O_EXCL != 0 {
+                        fs.dir_attrs.touched(parent.0, i.ctime_ns);
+                    } else {
+                        fs.dir_attrs.clear();
+                    }
                     let attr = fs.attr(&i);
                     reply.created(&fs.entry_ttl, &attr, Generation(0), FileHandle(fh), fs.open_flags(fh, flags))
                 }
-                Err(e) => reply.error(fail("create", &e)),
+                Err(e) => {
+                    fs.dir_attrs.clear();
+                    reply.error(fail("create", &e))
+                }
             }
         });
     }
@@ -830,10 +868,19 @@ impl T3Fs {
             let request_id = t3fs_common::new_request_id();
             match fs.client.remove_entry(&user, &request_id, InodeId(parent.0), &name, is_dir).await {
                 Ok(inode) => {
+                    // Meta set the parent's times and the removed inode's ctime from one clock.
+                    if is_dir {
+                        fs.dir_attrs.clear();
+                    } else {
+                        fs.dir_attrs.touched(parent.0, inode.ctime_ns);
+                    }
                     fs.after_unlink(&inode).await;
                     reply.ok()
                 }
-                Err(e) => reply.error(fail(op, &e)),
+                Err(e) => {
+                    fs.dir_attrs.clear();
+                    reply.error(fail(op, &e))
+                }
             }
         });
     }

@@ -76,7 +76,9 @@ impl T3Fs {
         self.spawn("rename", span, |fs| async move {
             let request_id = t3fs_common::new_request_id();
             let (src, dst) = (InodeId(parent.0), InodeId(newparent.0));
-            match fs.client.rename_entry(&user, &request_id, src, &name, dst, &newname, flags).await {
+            let res = fs.client.rename_entry(&user, &request_id, src, &name, dst, &newname, flags).await;
+            fs.dir_attrs.clear();
+            match res {
                 Ok(replaced) => {
                     if let Some(inode) = replaced {
                         fs.after_unlink(&inode).await;
@@ -96,7 +98,9 @@ impl T3Fs {
         let user = self.user(req);
         let span = tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, newname = %String::from_utf8_lossy(&newname));
         self.spawn("link", span, |fs| async move {
-            match fs.client.link(&user, InodeId(ino.0), InodeId(newparent.0), &newname).await {
+            let res = fs.client.link(&user, InodeId(ino.0), InodeId(newparent.0), &newname).await;
+            fs.dir_attrs.clear();
+            match res {
                 Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
                 Err(e) => reply.error(fail("link", &e)),
             }
@@ -122,7 +126,9 @@ impl T3Fs {
         let user = self.user(req);
         let span = tracing::debug_span!("symlink", parent = parent.0, name = %String::from_utf8_lossy(&name));
         self.spawn("symlink", span, |fs| async move {
-            match fs.client.symlink(&user, InodeId(parent.0), &name, &target).await {
+            let res = fs.client.symlink(&user, InodeId(parent.0), &name, &target).await;
+            fs.dir_attrs.clear();
+            match res {
                 Ok(i) => reply.entry_with_ttls(&fs.attr_ttl, &fs.entry_ttl, &fs.attr(&i), Generation(0)),
                 Err(e) => reply.error(fail("symlink", &e)),
             }

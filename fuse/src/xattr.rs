@@ -108,7 +108,9 @@ impl T3Fs {
         let user = self.user(req);
         let span = tracing::debug_span!("setxattr", ino = ino.0, name = %String::from_utf8_lossy(&name), ?mode);
         self.spawn("setxattr", span, |fs| async move {
-            match fs.client.set_xattr(&user, InodeId(ino.0), &name, &value, mode).await {
+            let res = fs.client.set_xattr(&user, InodeId(ino.0), &name, &value, mode).await;
+            fs.dir_attrs.clear();
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(xattr_errno("setxattr", &e)),
             }
@@ -157,7 +159,9 @@ impl T3Fs {
         let user = self.user(req);
         let span = tracing::debug_span!("removexattr", ino = ino.0, name = %String::from_utf8_lossy(&name));
         self.spawn("removexattr", span, |fs| async move {
-            match fs.client.remove_xattr(&user, InodeId(ino.0), &name).await {
+            let res = fs.client.remove_xattr(&user, InodeId(ino.0), &name).await;
+            fs.dir_attrs.clear();
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(xattr_errno("removexattr", &e)),
             }

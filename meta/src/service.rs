@@ -236,10 +236,10 @@ impl Meta for MetaService {
         let caller = self.auth(r.header.as_ref()).await?;
         let span = tracing::debug_span!("meta.create", req = request_id(&r.header), parent = r.parent);
         self.traced("create", span, async {
-            let inode = self.store.create(&caller, InodeId(r.parent), &r.name, r.mode, r.exclusive).await?;
-            if let Some(s) = r.session.clone() {
-                self.store.add_session(&caller, InodeId(inode.id), s).await?;
-            }
+            let inode = self
+                .store
+                .create_open(&caller, InodeId(r.parent), &r.name, r.mode, r.exclusive, r.session.clone())
+                .await?;
             Ok(inode_rsp(inode))
         })
         .await
@@ -306,8 +306,7 @@ impl Meta for MetaService {
                     Err(e) => tracing::debug!(error = %e, "exact length unknown; using the hint"),
                 }
             }
-            let inode = self.store.close_with(id, r.wrote, len).await?;
-            self.store.end_session(InodeId(r.inode), r.session_id).await?;
+            let inode = self.store.close_session(id, r.wrote, len, r.session_id).await?;
             Ok(inode_rsp(inode))
         })
         .await

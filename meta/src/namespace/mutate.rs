@@ -8,11 +8,12 @@
 //! write permission on the parent, sticky bit, then type checks (docs/meta.md).
 use prost::Message;
 use t3fs_common::names::validate_name;
-use t3fs_common::proto::{DirEntry, Inode, InodeType, RemoveRsp};
+use t3fs_common::proto::{DirEntry, Inode, InodeType, OpenSession, RemoveRsp};
 use t3fs_common::{Error, InodeId, Result, StatusCode, now_ns};
 use t3fs_kv::{KvError, RangeOpts, Transaction};
 
 use super::perm::{self, S_ISGID, S_ISUID};
+use super::sessions::put_session;
 use super::{
     Caller, MetaStore, delete_inode, get_dentry, get_dir, get_entry_inode, is_dir, must_inode, put_dentry, put_inode,
     retire_file, show,
@@ -145,13 +146,31 @@ impl MetaStore {
         mode: u32,
         exclusive: bool,
     ) -> Result<Inode> {
+        self.create_open(caller, parent, name, mode, exclusive, None).await
+    }
+
+    /// [`Self::create`] that with `session` also records a write session for the file (new or
+    /// existing) in the same transaction, so a create-for-write is one durable commit.
+    pub async fn create_open(
+        &self,
+        caller: &Caller,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        exclusive: bool,
+        session: Option<OpenSession>,
+    ) -> Result<Inode> {
         validate_name(name)?;
+        if let Some(s) = &session {
+            super::sessions::check_session(s)?;
+        }
         // The layout comes from the directory (round-robin counter) and this routing snapshot.
         let (routing, placement) = (self.routing.get(), self.placement.clone());
         let id = self.ids.alloc(&*self.db).await?;
         let (caller, name) = (caller.clone(), name.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             let (caller, name, routing, placement) = (caller.clone(), name.clone(), routing.clone(), placement.clone());
+            let session = session.clone();
             Box::pin(async move {
                 let mut dir = get_dir(txn, parent, false).await?;
                 perm::check(&caller, &dir, perm::X)?;
@@ -166,6 +185,9 @@ impl MetaStore {
                             format!("{} in directory {parent} is a directory", show(&name)),
                         )
                         .into());
+                    }
+                    if let Some(s) = &session {
+                        put_session(txn, InodeId(inode.id), s, caller.uid);
                     }
                     return Ok(inode);
                 }
@@ -189,6 +211,9 @@ impl MetaStore {
                 put_inode(txn, &inode);
                 put_dentry(txn, parent, &DirEntry { name: name.into(), inode: id.0, inode_type: inode.inode_type });
                 touch_dir(txn, &mut dir, now);
+                if let Some(s) = &session {
+                    put_session(txn, id, s, caller.uid);
+                }
                 Ok(inode)
             })
         })
@@ -404,15 +429,31 @@ impl MetaStore {
     /// the length grows to it; otherwise to the hint, unless the hint's truncate version is older
     /// than the file's (a truncate made it stale; 0 = the client does not track it).
     pub async fn close_with(&self, id: InodeId, wrote: bool, len: CloseLength) -> Result<Inode> {
-        if !wrote {
+        self.close_session(id, wrote, len, 0).await
+    }
+
+    /// [`Self::close_with`] that also ends write session `session_id` (0: none) in the same
+    /// transaction, so a Close is at most one durable commit, and none when the client neither
+    /// wrote nor held a session. A missing session is fine (close may be retried).
+    pub async fn close_session(&self, id: InodeId, wrote: bool, len: CloseLength, session_id: u64) -> Result<Inode> {
+        if !wrote && session_id == 0 {
             return self.getattr(id).await;
         }
-        check_length(len.hint)?;
-        if let Some((exact, _)) = len.exact {
-            check_length(exact)?;
+        if wrote {
+            check_length(len.hint)?;
+            if let Some((exact, _)) = len.exact {
+                check_length(exact)?;
+            }
         }
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             Box::pin(async move {
+                if session_id != 0 {
+                    txn.clear(&keys::session_key(id, session_id));
+                }
+                if !wrote {
+                    // Nothing about the file changes: a snapshot read, so no conflict with writers.
+                    return must_inode(txn, id, true).await;
+                }
                 let mut inode = must_inode(txn, id, false).await?;
                 check_file(&inode)?;
                 let now = now_ns();

@@ -8,8 +8,10 @@
 //! (`crate::gc::prune_sessions`).
 //!
 //! Open checks the caller's permission on the file itself (read, plus write for `write`); create
-//! checks the parent as before. Records are small and written in their own transaction after the
-//! create (a lost race with an unlink is harmless: GC waits `gc_delay_ms` before it looks).
+//! checks the parent as before. A create names its session in the create request and the record is
+//! written in the create's own transaction ([`MetaStore::create_open`]); a close ends it in the
+//! close's transaction ([`MetaStore::close_session`]). So opening a new file for write and closing
+//! it cost one durable commit each, not two.
 use prost::Message;
 use t3fs_common::proto::{Inode, InodeType, OpenSession, WriteSession};
 use t3fs_common::{Error, InodeId, Result, StatusCode, now_ns};
@@ -21,7 +23,7 @@ use crate::keys;
 /// Longest client id accepted in a session.
 pub const MAX_CLIENT_ID: usize = 256;
 
-fn check_session(s: &OpenSession) -> Result<()> {
+pub(super) fn check_session(s: &OpenSession) -> Result<()> {
     if s.client_id.is_empty() || s.client_id.len() > MAX_CLIENT_ID || s.session_id == 0 {
         return Err(Error::invalid(format!(
             "a write session needs a client id of 1 to {MAX_CLIENT_ID} bytes and a non-zero session id"
@@ -30,7 +32,7 @@ fn check_session(s: &OpenSession) -> Result<()> {
     Ok(())
 }
 
-fn put_session(txn: &mut dyn Transaction, id: InodeId, s: &OpenSession, uid: u32) {
+pub(super) fn put_session(txn: &mut dyn Transaction, id: InodeId, s: &OpenSession, uid: u32) {
     let value = WriteSession { client_id: s.client_id.clone(), uid, opened_ns: now_ns() };
     txn.set(&keys::session_key(id, s.session_id), &value.encode_to_vec());
 }
@@ -163,10 +165,67 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::namespace::CloseLength;
     use crate::namespace::tests::store;
 
     fn sess(id: u64) -> OpenSession {
         OpenSession { client_id: "client-a".into(), session_id: id }
+    }
+
+    /// The newest commit version: each durable commit adds one.
+    async fn version(s: &MetaStore) -> u64 {
+        s.db().begin().await.unwrap().read_version()
+    }
+
+    #[tokio::test]
+    async fn create_for_write_and_close_are_one_commit_each() {
+        let s = store().await;
+        let root = Caller::default();
+        // The first create takes an id batch (its own commit); measure after it.
+        s.create(&root, InodeId::ROOT, b"warm", 0o644, true).await.unwrap();
+        let v0 = version(&s).await;
+        let f = s.create_open(&root, InodeId::ROOT, b"f", 0o644, true, Some(sess(7))).await.unwrap();
+        let id = InodeId(f.id);
+        assert_eq!(version(&s).await, v0 + 1, "create and its session in one commit");
+        let got = s.sessions_of(id).await.unwrap();
+        assert_eq!(got.iter().map(|(sid, w)| (*sid, w.uid)).collect::<Vec<_>>(), [(7, 0)]);
+
+        // Opening the existing file through create records the session too, still one commit.
+        let again = s.create_open(&root, InodeId::ROOT, b"f", 0o644, false, Some(sess(8))).await.unwrap();
+        assert_eq!(again.id, f.id);
+        assert_eq!(version(&s).await, v0 + 2);
+        assert_eq!(s.sessions_of(id).await.unwrap().len(), 2);
+
+        // A close that wrote nothing ends the session in one commit and changes nothing else.
+        let v1 = version(&s).await;
+        let c = s.close_session(id, false, CloseLength { hint: 123, ..Default::default() }, 7).await.unwrap();
+        assert_eq!((c.length, c.mtime_ns), (f.length, f.mtime_ns));
+        assert_eq!(version(&s).await, v1 + 1);
+        // A close that wrote grows the length and ends the session in the same commit.
+        let c = s.close_session(id, true, CloseLength { hint: 4096, ..Default::default() }, 8).await.unwrap();
+        assert_eq!(c.length, 4096);
+        assert_eq!(version(&s).await, v1 + 2);
+        assert!(s.sessions_of(id).await.unwrap().is_empty());
+        // Neither wrote nor held a session: no commit at all. Retried closes are harmless.
+        s.close_session(id, false, CloseLength::default(), 0).await.unwrap();
+        assert_eq!(version(&s).await, v1 + 2);
+        s.close_session(id, false, CloseLength::default(), 8).await.unwrap();
+        assert!(s.sessions_of(id).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn create_with_a_bad_session_changes_nothing() {
+        let s = store().await;
+        let root = Caller::default();
+        let bad = OpenSession { client_id: String::new(), session_id: 3 };
+        let e = s.create_open(&root, InodeId::ROOT, b"f", 0o644, true, Some(bad)).await.unwrap_err();
+        assert_eq!(e.code, StatusCode::InvalidArgument);
+        assert_eq!(s.lookup(&root, InodeId::ROOT, b"f").await.unwrap_err().code, StatusCode::NotFound);
+        // A refused create (name exists, exclusive) records no session either.
+        let f = s.create(&root, InodeId::ROOT, b"g", 0o644, true).await.unwrap();
+        let e = s.create_open(&root, InodeId::ROOT, b"g", 0o644, true, Some(sess(5))).await.unwrap_err();
+        assert_eq!(e.code, StatusCode::AlreadyExists);
+        assert!(s.sessions_of(InodeId(f.id)).await.unwrap().is_empty());
     }
 
     #[tokio::test]
