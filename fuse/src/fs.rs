@@ -34,7 +34,7 @@ use crate::attr::{file_type, ns_from_time, to_file_attr};
 use crate::coherence::KernelCache;
 use crate::config::MountConfig;
 use crate::creds::GroupCache;
-use crate::handles::{DirItem, FileRef, Handles, OpenFile};
+use crate::handles::{DirItem, Handles};
 use crate::perm::{may_access, open_mask};
 
 /// Block size reported by statfs.
@@ -188,69 +188,6 @@ impl Inner {
         Some(a)
     }
 
-    /// Writes out a handle's buffered data. The buffer is gone either way, so a failure the client
-    /// stopped retrying (storage unavailable past its retry timeout) is EIO, not EAGAIN: trying
-    /// the call again would not bring the data back.
-    async fn flush_buf(&self, f: &mut OpenFile) -> t3fs_common::Result<()> {
-        let Some((offset, data)) = f.buf.take() else { return Ok(()) };
-        self.client.write(&f.inode, offset, &data).await.map_err(|e| {
-            if e.errno() == libc::EAGAIN {
-                Error::new(StatusCode::Io, format!("writing {} buffered bytes at {offset}: {e}", data.len()))
-            } else {
-                e
-            }
-        })
-    }
-
-    /// Writes out buffered data and, if the handle wrote since the last report, tells meta the
-    /// length (Close with the length hint). What flush, fsync and release do; `last` (release)
-    /// always closes and ends the handle's write session, even after a failed write-out. An
-    /// unlinked file still reports its length (meta keeps its inode until GC, which removes the
-    /// chunks that length covers). The first error wins: a background write-out that failed
-    /// earlier ([`OpenFile::failed`]), then this write-out, then the Close.
-    pub(crate) async fn sync_handle(&self, user: &UserInfo, f: &mut OpenFile, last: bool) -> t3fs_common::Result<()> {
-        let flushed = self.flush_buf(f).await;
-        let earlier = f.failed.take();
-        let mut closed = Ok(());
-        if (flushed.is_ok() || last) && (f.dirty || (last && (f.writable || f.session != 0))) {
-            let ino = f.inode.id;
-            let hint = self.handles.local_len(ino);
-            let session = if last { std::mem::take(&mut f.session) } else { 0 };
-            closed = match self.client.close_session(user, InodeId(ino), session, hint, f.dirty).await {
-                Ok(inode) => {
-                    self.handles.seen(ino, inode.length);
-                    f.dirty = false;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-        }
-        match earlier {
-            Some(e) => Err(e),
-            None => flushed.and(closed),
-        }
-    }
-
-    /// Writes out the buffers of every open handle of `ino` (before a truncate or a read).
-    async fn flush_inode(&self, ino: u64) -> t3fs_common::Result<()> {
-        for f in self.handles.files_of(ino) {
-            let mut g = f.lock().await;
-            self.flush_buf(&mut g).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes out every handle's buffer and reports lengths (before unmounting). Best effort.
-    pub(crate) async fn sync_all(&self) {
-        for f in self.handles.all_files() {
-            let mut g = f.lock().await;
-            let ino = g.inode.id;
-            if let Err(e) = self.sync_handle(&UserInfo::root(), &mut g, false).await {
-                tracing::warn!(inode = ino, error = %e, "flushing an open file at unmount failed");
-            }
-        }
-    }
-
     async fn create(
         &self,
         user: &UserInfo,
@@ -313,43 +250,6 @@ impl Inner {
             None => self.client.getattr(user, InodeId(ino)).await,
         }
     }
-
-    async fn read(&self, fh: u64, f: FileRef, offset: u64, size: u32) -> t3fs_common::Result<Vec<u8>> {
-        let mut inode = f.lock().await.inode.clone();
-        // Buffered writes of every handle of this inode go out first, so a read through one handle
-        // sees what was written through another (as on a local file system), not a hole.
-        self.flush_inode(inode.id).await?;
-        inode.length = self.handles.read_len(inode.id, inode.length);
-        let (ino, len) = (inode.id, inode.length);
-        let client = self.client.clone();
-        let inode = Arc::new(inode);
-        let fetch: crate::prefetch::Fetch = Arc::new(move |off, n| {
-            let (client, inode) = (client.clone(), inode.clone());
-            Box::pin(async move { client.read(&inode, off, n).await })
-        });
-        self.prefetch.read(fh, ino, len, offset, size, fetch).await
-    }
-
-    /// Buffers (or with `direct`, O_DIRECT, writes through) one write.
-    async fn write(&self, f: FileRef, offset: u64, data: &[u8], direct: bool) -> t3fs_common::Result<()> {
-        let mut g = f.lock().await;
-        // Prefetched bytes of this inode are stale from now on (and again once the write is out).
-        self.prefetch.invalidate(g.inode.id);
-        if !g.buf.can_append(offset) {
-            self.flush_buf(&mut g).await?;
-        }
-        let end =
-            offset.checked_add(data.len() as u64).ok_or_else(|| Error::invalid("write past the largest offset"))?;
-        g.buf.append(offset, data);
-        g.dirty = true;
-        self.handles.note_write(g.inode.id, end);
-        if direct || g.buf.should_flush() {
-            self.flush_buf(&mut g).await?;
-        }
-        self.prefetch.invalidate(g.inode.id);
-        Ok(())
-    }
-
     /// The reply flags of an open of handle `fh` with `flags`: O_DIRECT opens bypass the page
     /// cache (FOPEN_DIRECT_IO) and read-ahead, and write through.
     fn open_flags(&self, fh: u64, flags: i32) -> FopenFlags {
@@ -856,35 +756,6 @@ impl Filesystem for T3Fs {
 }
 
 impl T3Fs {
-    fn remove(&self, req: &Request, parent: INodeNo, name: &OsStr, is_dir: bool, reply: ReplyEmpty) {
-        let name = match check_name(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let user = self.user(req);
-        let op = if is_dir { "rmdir" } else { "unlink" };
-        let span = tracing::debug_span!("remove", op, parent = parent.0, name = %String::from_utf8_lossy(&name));
-        self.spawn(op, span, |fs| async move {
-            let request_id = t3fs_common::new_request_id();
-            match fs.client.remove_entry(&user, &request_id, InodeId(parent.0), &name, is_dir).await {
-                Ok(inode) => {
-                    // Meta set the parent's times and the removed inode's ctime from one clock.
-                    if is_dir {
-                        fs.dir_attrs.clear();
-                    } else {
-                        fs.dir_attrs.touched(parent.0, inode.ctime_ns);
-                    }
-                    fs.after_unlink(&inode).await;
-                    reply.ok()
-                }
-                Err(e) => {
-                    fs.dir_attrs.clear();
-                    reply.error(fail(op, &e))
-                }
-            }
-        });
-    }
-
     /// Writes out the handle's buffer; with `unlock` (flush, i.e. close) then drops that lock
     /// owner's POSIX locks on the file ([`crate::locks`]).
     fn sync_then(

@@ -23,6 +23,7 @@ pub mod attr;
 pub mod coherence;
 pub mod config;
 pub mod creds;
+pub mod data;
 pub mod dirattr;
 mod dirplus;
 pub mod falloc;

@@ -1,4 +1,5 @@
-//! FUSE rename, hard links and symbolic links, and what an unlink means for open files.
+//! FUSE unlink/rmdir, rename, hard links and symbolic links, and what an unlink means for open
+//! files.
 //!
 //! Open-file state ([`crate::handles`]) is keyed by inode, so renaming an open file changes nothing
 //! there. What does matter is a file losing its last link while this mount has it open, by unlink
@@ -141,6 +142,39 @@ impl T3Fs {
             match fs.client.readlink(&user, InodeId(ino.0)).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(fail("readlink", &e)),
+            }
+        });
+    }
+}
+
+impl T3Fs {
+    /// unlink and rmdir: the entry goes at meta; the parent's kept attributes follow
+    /// ([`crate::dirattr`]) and an open file keeps its chunks ([`Inner::after_unlink`]).
+    pub(crate) fn remove(&self, req: &Request, parent: INodeNo, name: &OsStr, is_dir: bool, reply: ReplyEmpty) {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let user = self.user(req);
+        let op = if is_dir { "rmdir" } else { "unlink" };
+        let span = tracing::debug_span!("remove", op, parent = parent.0, name = %String::from_utf8_lossy(&name));
+        self.spawn(op, span, |fs| async move {
+            let request_id = t3fs_common::new_request_id();
+            match fs.client.remove_entry(&user, &request_id, InodeId(parent.0), &name, is_dir).await {
+                Ok(inode) => {
+                    // Meta set the parent's times and the removed inode's ctime from one clock.
+                    if is_dir {
+                        fs.dir_attrs.clear();
+                    } else {
+                        fs.dir_attrs.touched(parent.0, inode.ctime_ns);
+                    }
+                    fs.after_unlink(&inode).await;
+                    reply.ok()
+                }
+                Err(e) => {
+                    fs.dir_attrs.clear();
+                    reply.error(fail(op, &e))
+                }
             }
         });
     }
