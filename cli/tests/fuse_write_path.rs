@@ -135,3 +135,25 @@ async fn a_failed_background_flush_is_reported_at_close() {
     client.shutdown().await;
     env.stop().await;
 }
+
+/// A truncate racing the periodic flush (every 1 ms here) never gets the cut length back: the flush
+/// could report the length from before the truncate after meta applied it (found by fsx).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn truncate_racing_the_periodic_flush_keeps_its_length() {
+    let Some(env) = Env::start_with(|c| c.flush_interval_ms = 1).await else { return };
+    let a = env.mnt.clone();
+    blocking(move || {
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(a.join("t")).unwrap();
+        for i in 0..150u64 {
+            f.write_all_at(&pattern(9000, i), (1 << 20) + 200_000 + i).unwrap();
+            let mut one = [0u8; 1];
+            f.read_exact_at(&mut one, 0).unwrap();
+            let small = 900_000 + i;
+            f.set_len(small).unwrap();
+            f.write_all_at(b"x", 600_000).unwrap();
+            assert_eq!(f.metadata().unwrap().len(), small, "round {i}: size after the truncate");
+        }
+    })
+    .await;
+    env.stop().await;
+}

@@ -204,7 +204,8 @@ impl Inner {
             (self.client.create(user, InodeId(parent), name, mode, exclusive).await?, 0)
         };
         if flags & libc::O_TRUNC != 0 && inode.length > 0 {
-            inode = self.client.truncate(user, InodeId(inode.id), 0).await?;
+            // As a truncate by setattr: other handles' buffers go out first and the local length drops.
+            inode = self.setattr(user, inode.id, None, None, None, Some(0), None, None).await?;
         }
         let fh = self.handles.open_file(inode.clone(), writable);
         if let Some(f) = self.handles.file(fh) {
@@ -228,10 +229,20 @@ impl Inner {
         let mut inode = None;
         if let Some(size) = size {
             self.prefetch.invalidate(ino);
-            self.flush_inode(ino).await?;
+            // Every handle of the inode stays locked from its write-out until the local length is
+            // lowered: a flush in between (the periodic one) would otherwise report the old
+            // length to meta after the truncate and bring the cut bytes' size back.
+            let files = self.handles.files_of(ino);
+            let mut guards = Vec::with_capacity(files.len());
+            for f in &files {
+                let mut g = f.lock().await;
+                self.flush_buf(&mut g).await?;
+                guards.push(g);
+            }
             let known = self.handles.local_len(ino);
             inode = Some(self.client.truncate_from(user, InodeId(ino), size, known).await?);
             self.handles.truncated(ino, size);
+            drop(guards);
         }
         let attr = SetAttr {
             mode,
