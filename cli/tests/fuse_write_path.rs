@@ -143,7 +143,8 @@ async fn truncate_racing_the_periodic_flush_keeps_its_length() {
     let Some(env) = Env::start_with(|c| c.flush_interval_ms = 1).await else { return };
     let a = env.mnt.clone();
     blocking(move || {
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(a.join("t")).unwrap();
+        let f =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(a.join("t")).unwrap();
         for i in 0..150u64 {
             f.write_all_at(&pattern(9000, i), (1 << 20) + 200_000 + i).unwrap();
             let mut one = [0u8; 1];
