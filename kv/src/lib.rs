@@ -24,11 +24,13 @@ pub mod embedded;
 pub mod fdb;
 pub mod mem;
 mod resolver;
+mod scan;
 
 use std::sync::Arc;
 
 pub use error::KvError;
 pub use retry::{RetryPolicy, run, run_with};
+pub use scan::PageScan;
 
 pub type Result<T, E = KvError> = std::result::Result<T, E>;
 

@@ -112,12 +112,13 @@ pub fn release_owner(locks: &mut Vec<FileLock>, owner: &FileLock) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const EOF: u64 = u64::MAX;
 
-    fn lk(client: &str, owner: u64, t: LockType, start: u64, end: u64) -> FileLock {
+    /// A POSIX lock of `client`'s `owner` (pid 42) on `[start, end]`.
+    pub(crate) fn lk(client: &str, owner: u64, t: LockType, start: u64, end: u64) -> FileLock {
         FileLock {
             client_id: client.into(),
             owner,
@@ -125,7 +126,7 @@ mod tests {
             lock_type: t as i32,
             start,
             end,
-            pid: 0,
+            pid: 42,
             acquired_ns: 0,
         }
     }

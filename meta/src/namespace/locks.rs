@@ -14,7 +14,7 @@
 use prost::Message;
 use t3fs_common::proto::{FileLock, LockOp, LockRsp, LockTable};
 use t3fs_common::{Error, InodeId, Result, now_ns};
-use t3fs_kv::{KvError, RangeOpts, Transaction};
+use t3fs_kv::{KvError, Transaction};
 
 use super::{MetaStore, must_inode};
 use crate::keys;
@@ -99,19 +99,10 @@ impl MetaStore {
     /// Drops the locks whose client is not in `live` and that were granted before `older_than_ns`;
     /// returns how many.
     pub async fn prune_locks(&self, live: &std::collections::HashSet<String>, older_than_ns: i64) -> Result<usize> {
-        const PAGE: usize = 1000;
         let dead = |l: &FileLock| !live.contains(&l.client_id) && l.acquired_ns < older_than_ns;
-        let (mut begin, end) = keys::all_locks_range();
+        let mut scan = t3fs_kv::PageScan::new(keys::all_locks_range(), 1000);
         let mut pruned = 0;
-        loop {
-            let (b, e) = (begin.clone(), end.clone());
-            let page = t3fs_kv::run(&*self.db, move |txn| {
-                let (b, e) = (b.clone(), e.clone());
-                Box::pin(async move {
-                    txn.get_range(&b, &e, RangeOpts { limit: PAGE, reverse: false, snapshot: true }).await
-                })
-            })
-            .await?;
+        while let Some(page) = scan.next(&*self.db).await? {
             for kv in &page {
                 let id = keys::inode_id_of(&kv.key);
                 let any_dead = match LockTable::decode(kv.value.as_slice()) {
@@ -147,11 +138,8 @@ impl MetaStore {
                 .await?;
                 tracing::debug!(inode = id.0, "locks of dead clients pruned");
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE => begin = t3fs_kv::key_after(&last.key),
-                _ => return Ok(pruned),
-            }
         }
+        Ok(pruned)
     }
 }
 
@@ -161,21 +149,9 @@ mod tests {
     use t3fs_common::proto::{LockKind, LockType};
 
     use super::*;
+    use crate::lock_table::tests::lk;
     use crate::namespace::Caller;
     use crate::namespace::tests::store;
-
-    fn lk(client: &str, owner: u64, t: LockType, start: u64, end: u64) -> FileLock {
-        FileLock {
-            client_id: client.into(),
-            owner,
-            kind: LockKind::Posix as i32,
-            lock_type: t as i32,
-            start,
-            end,
-            pid: 42,
-            acquired_ns: 0,
-        }
-    }
 
     #[tokio::test]
     async fn set_get_release_and_prune_through_the_store() {

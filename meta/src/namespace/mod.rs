@@ -318,19 +318,10 @@ impl MetaStore {
     /// Totals by a paged scan of the inodes (each page its own snapshot transaction); capacity
     /// and free space from routing info ([`space_of`]).
     pub async fn statfs(&self) -> Result<StatFs> {
-        let (mut begin, end) = keys::inode_range();
         let (capacity_bytes, free_bytes) = space_of(&self.routing.get());
         let mut out = StatFs { capacity_bytes, free_bytes, ..Default::default() };
-        loop {
-            let (b, e) = (begin.clone(), end.clone());
-            let page = t3fs_kv::run(&*self.db, move |txn| {
-                let (b, e) = (b.clone(), e.clone());
-                Box::pin(async move {
-                    let opts = RangeOpts { limit: STATFS_PAGE, reverse: false, snapshot: true };
-                    txn.get_range(&b, &e, opts).await
-                })
-            })
-            .await?;
+        let mut scan = t3fs_kv::PageScan::new(keys::inode_range(), STATFS_PAGE);
+        while let Some(page) = scan.next(&*self.db).await? {
             for kv in &page {
                 let inode = keys::decode_inode(keys::inode_id_of(&kv.key), &kv.value)?;
                 // Unlinked files waiting for GC still hold space but are no longer in the namespace.
@@ -341,11 +332,8 @@ impl MetaStore {
                     out.used_bytes = out.used_bytes.saturating_add(inode.length);
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == STATFS_PAGE => begin = t3fs_kv::key_after(&last.key),
-                _ => return Ok(out),
-            }
         }
+        Ok(out)
     }
 }
 

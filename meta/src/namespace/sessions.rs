@@ -103,18 +103,9 @@ impl MetaStore {
     /// Deletes the write sessions whose client is not in `live` and that were opened before
     /// `older_than_ns`; returns how many.
     pub async fn prune_sessions(&self, live: &std::collections::HashSet<String>, older_than_ns: i64) -> Result<usize> {
-        const PAGE: usize = 1000;
-        let (mut begin, end) = keys::all_sessions_range();
+        let mut scan = t3fs_kv::PageScan::new(keys::all_sessions_range(), 1000);
         let mut pruned = 0;
-        loop {
-            let (b, e) = (begin.clone(), end.clone());
-            let page = t3fs_kv::run(&*self.db, move |txn| {
-                let (b, e) = (b.clone(), e.clone());
-                Box::pin(async move {
-                    txn.get_range(&b, &e, RangeOpts { limit: PAGE, reverse: false, snapshot: true }).await
-                })
-            })
-            .await?;
+        while let Some(page) = scan.next(&*self.db).await? {
             let dead: Vec<Vec<u8>> = page
                 .iter()
                 .filter(|kv| match WriteSession::decode(kv.value.as_slice()) {
@@ -134,11 +125,8 @@ impl MetaStore {
                 .await?;
                 pruned += n;
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE => begin = t3fs_kv::key_after(&last.key),
-                _ => return Ok(pruned),
-            }
         }
+        Ok(pruned)
     }
 
     /// The write sessions of `id` (session id, record).
