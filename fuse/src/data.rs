@@ -13,6 +13,9 @@ use t3fs_common::{Error, InodeId, StatusCode};
 use crate::fs::Inner;
 use crate::handles::{FileRef, OpenFile};
 
+/// A handle kept locked past the call that locked it.
+pub(crate) type OwnedFileGuard = tokio::sync::OwnedMutexGuard<OpenFile>;
+
 impl Inner {
     /// Writes out a handle's buffered data. The buffer is gone either way, so a failure the client
     /// stopped retrying (storage unavailable past its retry timeout) is EIO, not EAGAIN: trying
@@ -57,13 +60,23 @@ impl Inner {
         }
     }
 
-    /// Writes out the buffers of every open handle of `ino` (before a truncate or a read).
+    /// Writes out the buffers of every open handle of `ino` (before a read).
     pub(crate) async fn flush_inode(&self, ino: u64) -> t3fs_common::Result<()> {
-        for f in self.handles.files_of(ino) {
-            let mut g = f.lock().await;
+        self.flush_inode_locked(ino).await.map(drop)
+    }
+
+    /// Writes out the buffers of every open handle of `ino` and returns them still locked, in
+    /// handle order ([`crate::handles::Handles::files_of`]), so no write or background flush can
+    /// touch them until the guards drop (a truncate holds them until the local length is lowered).
+    pub(crate) async fn flush_inode_locked(&self, ino: u64) -> t3fs_common::Result<Vec<OwnedFileGuard>> {
+        let files = self.handles.files_of(ino);
+        let mut guards = Vec::with_capacity(files.len());
+        for f in files {
+            let mut g = f.lock_owned().await;
             self.flush_buf(&mut g).await?;
+            guards.push(g);
         }
-        Ok(())
+        Ok(guards)
     }
 
     /// Writes out every handle's buffer and reports lengths (before unmounting). Best effort.

@@ -232,13 +232,7 @@ impl Inner {
             // Every handle of the inode stays locked from its write-out until the local length is
             // lowered: a flush in between (the periodic one) would otherwise report the old
             // length to meta after the truncate and bring the cut bytes' size back.
-            let files = self.handles.files_of(ino);
-            let mut guards = Vec::with_capacity(files.len());
-            for f in &files {
-                let mut g = f.lock().await;
-                self.flush_buf(&mut g).await?;
-                guards.push(g);
-            }
+            let guards = self.flush_inode_locked(ino).await?;
             let known = self.handles.local_len(ino);
             inode = Some(self.client.truncate_from(user, InodeId(ino), size, known).await?);
             self.handles.truncated(ino, size);

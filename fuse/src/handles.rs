@@ -138,9 +138,14 @@ impl Handles {
         lock(&self.files).get(&fh).map(|(_, f)| f.clone())
     }
 
-    /// Every open handle of an inode.
+    /// Every open handle of an inode, in handle-number order: whoever locks several handles locks
+    /// them in this order, so two such lockers cannot deadlock (a `HashMap`'s own order can differ
+    /// between two calls once it has grown).
     pub fn files_of(&self, ino: u64) -> Vec<FileRef> {
-        lock(&self.files).values().filter(|(i, _)| *i == ino).map(|(_, f)| f.clone()).collect()
+        let mut files: Vec<(u64, FileRef)> =
+            lock(&self.files).iter().filter(|(_, (i, _))| *i == ino).map(|(fh, (_, f))| (*fh, f.clone())).collect();
+        files.sort_unstable_by_key(|(fh, _)| *fh);
+        files.into_iter().map(|(_, f)| f).collect()
     }
 
     /// Every open file handle.
@@ -308,6 +313,23 @@ mod tests {
         let d = h.open_file(file_inode(9, 10), false);
         assert!(h.unlinked(9, 9000));
         assert_eq!(h.release_file(d), None);
+    }
+
+    #[test]
+    fn files_of_lists_an_inodes_handles_in_handle_order() {
+        // Lockers of several handles rely on one order; a HashMap's changes as it grows.
+        let h = Handles::new();
+        let mut mine = Vec::new();
+        for i in 0..200 {
+            let fh = h.open_file(file_inode(if i % 3 == 0 { 7 } else { 8 }, 0), true);
+            if i % 3 == 0 {
+                mine.push(fh);
+            }
+        }
+        h.release_file(mine.remove(5));
+        let got: Vec<*const _> = h.files_of(7).iter().map(Arc::as_ptr).collect();
+        let want: Vec<*const _> = mine.iter().map(|&fh| Arc::as_ptr(&h.file(fh).unwrap())).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
