@@ -114,7 +114,7 @@ async fn gpu_decode(
 ) -> Res<()> {
     use t3fs_kernels::check::{calc_diff, check_allclose};
     use t3fs_kernels::gpu::mla::{MlaDecoder, MlaDeviceArgs, Workspace};
-    use t3fs_kernels::gpu::{Gpu, kvload, staging::PinnedPool};
+    use t3fs_kernels::gpu::{Gpu, direct::DeviceRegion, kvload, staging::PinnedPool};
     let gpu = match Gpu::new(0) {
         Ok(g) => g,
         Err(e) => {
@@ -123,19 +123,38 @@ async fn gpu_decode(
         }
     };
     let sh = inp.shape;
-    // Storage -> pinned host -> device paged cache (block table and seqlens uploaded with it).
-    let staging = PinnedPool::new(&gpu, sh.num_blocks * page_bytes(sh.h_kv), 1)?;
+    let bytes = sh.num_blocks * page_bytes(sh.h_kv);
+    // GPUDirect RDMA when this host has it (storage writes into the device cache), else
+    // storage -> pinned host -> device. Both upload the block table and seqlens.
+    let region = match DeviceRegion::new(&gpu, client, bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            println!("GPUDirect RDMA unavailable ({e}); staging through pinned host memory");
+            None
+        }
+    };
     let t = Instant::now();
-    let kv =
-        kvload::load_to_device(&gpu, client, paths, sh.h_kv, &staging, t3fs_client::BatchConfig::default()).await?;
+    let (staged, direct);
+    let (kplan, kcache, ktable, kseqlens) = match &region {
+        Some(r) => {
+            direct = kvload::load_to_region(&gpu, client, paths, sh.h_kv, r, 64).await?;
+            (&direct.plan, r.as_u16(), &direct.block_table, &direct.seqlens)
+        }
+        None => {
+            let staging = PinnedPool::new(&gpu, bytes, 1)?;
+            let cfg = t3fs_client::BatchConfig::default();
+            staged = kvload::load_to_device(&gpu, client, paths, sh.h_kv, &staging, cfg).await?;
+            (&staged.plan, &staged.cache, &staged.block_table, &staged.seqlens)
+        }
+    };
     let secs = t.elapsed().as_secs_f64();
-    let bytes = kv.plan.num_blocks * page_bytes(sh.h_kv);
     println!(
-        "storage -> GPU paged cache: {} pages in {secs:.3} s = {:.2} GB/s",
-        kv.plan.num_blocks,
-        bytes as f64 / secs / 1e9
+        "storage -> GPU paged cache ({}): {} pages in {secs:.3} s = {:.2} GB/s",
+        if region.is_some() { "GPUDirect RDMA" } else { "pinned staging" },
+        kplan.num_blocks,
+        (kplan.num_blocks * page_bytes(sh.h_kv)) as f64 / secs / 1e9
     );
-    if kv.plan.block_table != inp.block_table {
+    if kplan.block_table != inp.block_table {
         return Err("device load planned a different block table".into());
     }
     let dec = MlaDecoder::new(gpu.clone())?;
@@ -144,13 +163,13 @@ async fn gpu_decode(
     let q = s.clone_htod(&q)?;
     let mut out = s.clone_htod(&vec![0xffffu16; sh.out_len()])?;
     let mut lse = s.clone_htod(&vec![f32::NAN; sh.lse_len()])?;
-    let plan = dec.plan(&sh, &kv.plan.seqlens, None)?;
+    let plan = dec.plan(&sh, &kplan.seqlens, None)?;
     let args = MlaDeviceArgs {
         shape: sh,
         q: &q,
-        kcache: &kv.cache,
-        block_table: &kv.block_table,
-        seqlens: &kv.seqlens,
+        kcache,
+        block_table: ktable,
+        seqlens: kseqlens,
         softmax_scale: inp.softmax_scale,
         causal: inp.causal,
     };

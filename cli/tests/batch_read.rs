@@ -8,7 +8,9 @@
 //! - a storage server stopped while a large batch is in flight: every read still completes
 //!   correctly from the remaining replicas;
 //! - the queue depth and per-node limits are never exceeded (and are reached), and bad requests
-//!   complete with an error instead of stalling the queue.
+//!   complete with an error instead of stalling the queue;
+//! - region reads (`Client::read_to_region`, the GPUDirect path) over TCP land at their offset
+//!   with holes zeroed, before and after a storage server stops.
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -324,6 +326,53 @@ async fn queue_depth_and_node_limits_hold_and_bad_requests_complete_with_errors(
     }
     codes.sort_by_key(|c| c.0);
     assert_eq!(codes, vec![(7, StatusCode::InvalidArgument), (8, StatusCode::IsDirectory)]);
+    drop(client);
+    cluster.shutdown().await;
+}
+
+/// `Client::read_to_region` (the GPUDirect path) over TCP: every part comes back inline or as a
+/// hole, and applying the parts to a host buffer standing for the region gives exactly what the
+/// read returns, at the asked offset, touching nothing else; still so with a storage server down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn region_reads_land_at_their_offset_with_holes_zeroed_and_survive_a_stopped_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let files = write_files(&client, &[3 << 20, 5_000_000, 1 << 20, 777, 0, 2_500_001], 21).await;
+    let mut region = vec![0u8; 8 << 20];
+    // SAFETY: `region` is neither moved nor freed until `reg` is dropped at the end of the test.
+    let reg = unsafe { client.bulk().register(region.as_mut_ptr(), region.len()) }.unwrap();
+    assert!(!reg.is_device());
+    let mut reads = random_reads(&files, 300, 3 << 20, 21);
+    reads.push((1, 4_999_990, 100)); // crosses EOF
+    reads.push((4, 0, 10)); // empty file
+    reads.push((2, 1 << 20, 5)); // at EOF
+    for (round, &(fi, offset, len)) in reads.iter().enumerate() {
+        if round == reads.len() / 2 {
+            assert!(cluster.stop_storage(1).await);
+        }
+        let at = (offset as usize * 7 + round) % (region.len() - len as usize);
+        region.fill(0xA5);
+        let read = client.read_to_region(&files[fi].inode, offset, len, &reg, at).await.unwrap();
+        let want = expected(&files[fi], offset, len);
+        assert_eq!(read.len, want.len(), "read {round}: ({fi}, {offset}, {len})");
+        let mut next = at;
+        for part in &read.parts {
+            let (o, n) = part.span();
+            assert_eq!(o, next, "read {round}: parts tile the range in order");
+            assert!(n > 0);
+            next += n;
+            assert!(!matches!(part, t3fs_client::RegionPart::Written { .. }), "TCP cannot write in place");
+        }
+        assert_eq!(next, at + want.len());
+        read.apply_to_host(&mut region).unwrap();
+        assert!(region[at..at + want.len()] == *want, "read {round}: ({fi}, {offset}, {len}) at {at}");
+        assert!(region[..at].iter().chain(&region[at + want.len()..]).all(|&b| b == 0xA5), "read {round}");
+    }
+    // A range past the registered memory is refused before anything is sent.
+    let e = client.read_to_region(&files[0].inode, 0, 1 << 20, &reg, region.len() - 10).await.unwrap_err();
+    assert_eq!(e.code, StatusCode::InvalidArgument);
+    drop(reg);
     drop(client);
     cluster.shutdown().await;
 }

@@ -10,7 +10,9 @@
 //!   the file and the sample.
 //! - KV caches: sequences of 1, 64 and 130 tokens (h_kv = 1) and a 70-token h_kv = 2 sequence
 //!   written with `write_sequence`, loaded into a 0xFF-filled (bf16 NaN) paged cache: every token's
-//!   bytes sit where the block table says, and every byte no token owns is still 0xFF.
+//!   bytes sit where the block table says, and every byte no token owns is still 0xFF; the same
+//!   batch through `load_batch_to_region` (the GPUDirect loader, host memory standing for the
+//!   device region over TCP) fills exactly the same bytes.
 //! - Cancellation: epochs dropped while their reads are in flight (the batch buffer then outlives
 //!   the aborted producer and is freed by the last read, never leaked), a KV-cache load dropped
 //!   mid-way; the loader and the cluster keep working afterwards. Reads land in place (the
@@ -448,6 +450,26 @@ async fn kv_cache_pages_land_in_their_blocks_and_unused_slots_stay_nan() {
     assert!(dest[1152..pb].iter().all(|&b| b == 0xFF));
     assert!(dest[4 * pb + 2 * 1152..5 * pb].iter().all(|&b| b == 0xFF));
     assert!(dest[5 * pb..].iter().all(|&b| b == 0xFF));
+
+    // The GPUDirect loader's host side: the same batch through `load_batch_to_region`, with host
+    // memory standing for the device region (over TCP every page comes back inline and is
+    // applied by the callback, which is what `DeviceRegion::apply` does with device copies).
+    let mut region = vec![0xFFu8; 7 * pb];
+    // SAFETY: `region` is not moved or freed until `reg` is dropped below.
+    let reg = unsafe { client.bulk().register(region.as_mut_ptr(), region.len()) }.unwrap();
+    let mut host = vec![0xFFu8; 7 * pb];
+    let plan2 = kvcache::load_batch_to_region(&client, &paths, 1, &reg, 2, |r| {
+        r.apply_to_host(&mut host).map_err(KernelError::from)
+    })
+    .await
+    .unwrap();
+    assert_eq!(plan2, plan);
+    assert!(host == dest, "the region load fills the same bytes as load_batch, and nothing else");
+    // SAFETY: as above.
+    let small = unsafe { client.bulk().register(region.as_mut_ptr(), 4 * pb) }.unwrap();
+    let err = kvcache::load_batch_to_region(&client, &paths, 1, &small, 2, |_| Ok(())).await.unwrap_err();
+    assert!(matches!(err, KernelError::InvalidArgument(_)), "a region one block short: {err}");
+    drop((reg, small));
 
     // h_kv = 2 and an empty sequence; an exact-size cache.
     let values = random_bf16(70, 2, 7);

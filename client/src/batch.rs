@@ -49,7 +49,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use t3fs_common::bulk::Registration;
 use t3fs_common::proto;
@@ -59,7 +58,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::Client;
 pub use crate::batch_buf::{BufferPool, ExternalBuf, PooledBuf, ReadBuf};
 use crate::batch_wire::{Batcher, NodeLimits};
-use crate::data::{ChunkPiece, bulk_addr, chain_for, clamp_read, file_layout, readable_targets, split_range};
+use crate::data::{
+    ChunkPiece, bulk_addr, chain_for, check_read, clamp_read, file_layout, readable_targets, split_range,
+};
 
 /// One read: `len` bytes at `offset` of `inode` into `buf[..len]` (`buf` must hold `len` bytes).
 pub struct ReadReq {
@@ -454,31 +455,12 @@ impl Shared {
         dst: &mut [u8],
         reg: Option<&Registration>,
     ) -> Result<()> {
-        let req = proto::BulkRequest {
-            request_id: t3fs_common::new_request_id(),
-            token: self.client.cfg.token.clone(),
-            op: Some(proto::bulk_request::Op::Read(proto::ReadChunk {
-                target_id: target.0,
-                chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
-                offset: p.offset,
-                length: p.len,
-                relaxed: false,
-            })),
-        };
+        let req = self.client.read_request(target, chunk, p, &t3fs_common::new_request_id());
         let (rsp, n) = self.client.bulk.call_into(addr, &req, &[], dst, reg).await?;
         let (filled, hole) = dst
             .split_at_mut_checked(n)
             .ok_or_else(|| Error::internal(format!("target {target} returned {n} bytes for a {}-byte read", p.len)))?;
-        let got = crc32c::crc32c(filled);
-        if got != rsp.payload_crc32c {
-            return Err(Error::new(
-                StatusCode::ChecksumMismatch,
-                format!(
-                    "chunk {chunk} from target {target}: crc {got:#010x}, header says {:#010x}",
-                    rsp.payload_crc32c
-                ),
-            ));
-        }
+        check_read(filled, p, target, chunk, rsp.payload_crc32c)?;
         hole.fill(0);
         Ok(())
     }

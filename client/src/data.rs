@@ -76,6 +76,26 @@ pub fn chunk_count(length: u64, chunk_size: u32) -> u64 {
     if chunk_size == 0 { 0 } else { length.div_ceil(u64::from(chunk_size)) }
 }
 
+/// Checks a chunk read's payload: no longer than the piece asked for, and its CRC32C equal to the
+/// one the storage node computed (`crc`).
+pub(crate) fn check_read(data: &[u8], p: ChunkPiece, target: TargetId, chunk: ChunkId, crc: u32) -> Result<()> {
+    if data.len() > p.len as usize {
+        return Err(Error::internal(format!(
+            "target {target} returned {} bytes for a {}-byte read",
+            data.len(),
+            p.len
+        )));
+    }
+    let got = crc32c::crc32c(data);
+    if got != crc {
+        return Err(Error::new(
+            StatusCode::ChecksumMismatch,
+            format!("chunk {chunk} from target {target}: crc {got:#010x}, header says {crc:#010x}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A storage-side change to one chunk, as truncate and remove need them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkOp {
@@ -176,16 +196,38 @@ impl Client {
         let chunk = ChunkId::new(inode, p.index);
         let request_id = t3fs_common::new_request_id();
         let request_id = &request_id;
-        self.retrying("read chunk", move || async move {
+        let read = |routing: &Routing, target| {
+            let addr = bulk_addr(routing, target);
+            async move { self.read_from(&addr?, target, chunk, p, request_id).await }
+        };
+        self.read_replicas("read chunk", l, chunk, &read).await.map(Option::unwrap_or_default)
+    }
+
+    /// Runs `read` against the serving replicas of `chunk` (starting round robin, the next replica
+    /// on failure) inside the client's retry loop, re-reading the chain from routing on each try.
+    /// `read` gets the routing snapshot and a target; its future must not borrow the snapshot.
+    /// `Ok(None)` when a replica answers `ChunkNotFound`: the chunk is a hole.
+    pub(crate) async fn read_replicas<T, F, Fut>(
+        &self,
+        what: &str,
+        l: &proto::Layout,
+        chunk: ChunkId,
+        read: &F,
+    ) -> Result<Option<T>>
+    where
+        F: Fn(&Routing, TargetId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.retrying(what, move || async move {
             let routing = self.routing.get();
-            let targets = readable_targets(chain_for(&routing, l, p.index)?)?;
+            let targets = readable_targets(chain_for(&routing, l, chunk.index)?)?;
             let start = self.next_rr();
             let mut last = None;
             for i in 0..targets.len() {
                 let target = targets[(start + i) % targets.len()];
-                match self.read_from(&routing, target, chunk, p, request_id).await {
-                    Ok(data) => return Ok(data),
-                    Err(e) if e.code == StatusCode::ChunkNotFound => return Ok(Bytes::new()),
+                match read(&routing, target).await {
+                    Ok(data) => return Ok(Some(data)),
+                    Err(e) if e.code == StatusCode::ChunkNotFound => return Ok(None),
                     Err(e) => {
                         tracing::debug!(%chunk, %target, error = %e, "chunk read failed; trying the next replica");
                         last = Some(e);
@@ -197,18 +239,15 @@ impl Client {
         .await
     }
 
-    /// Reads one piece from one replica and checks its CRC32C. A result shorter than `p.len` means
-    /// the rest of the piece is a hole; `ChunkNotFound` means the whole piece is.
-    pub(crate) async fn read_from(
+    /// The bulk request that reads piece `p` of `chunk` from `target`.
+    pub(crate) fn read_request(
         &self,
-        routing: &Routing,
         target: TargetId,
         chunk: ChunkId,
         p: ChunkPiece,
         request_id: &str,
-    ) -> Result<Bytes> {
-        let addr = bulk_addr(routing, target)?;
-        let req = proto::BulkRequest {
+    ) -> proto::BulkRequest {
+        proto::BulkRequest {
             request_id: request_id.to_string(),
             token: self.cfg.token.clone(),
             op: Some(bulk_request::Op::Read(proto::ReadChunk {
@@ -218,25 +257,22 @@ impl Client {
                 length: p.len,
                 relaxed: false,
             })),
-        };
-        let (rsp, data) = self.bulk.call(&addr, &req, &[]).await?;
-        if data.len() > p.len as usize {
-            return Err(Error::internal(format!(
-                "target {target} returned {} bytes for a {}-byte read",
-                data.len(),
-                p.len
-            )));
         }
-        let crc = crc32c::crc32c(&data);
-        if crc != rsp.payload_crc32c {
-            return Err(Error::new(
-                StatusCode::ChecksumMismatch,
-                format!(
-                    "chunk {chunk} from target {target}: crc {crc:#010x}, header says {:#010x}",
-                    rsp.payload_crc32c
-                ),
-            ));
-        }
+    }
+
+    /// Reads one piece from one replica and checks its CRC32C. A result shorter than `p.len` means
+    /// the rest of the piece is a hole; `ChunkNotFound` means the whole piece is.
+    pub(crate) async fn read_from(
+        &self,
+        addr: &str,
+        target: TargetId,
+        chunk: ChunkId,
+        p: ChunkPiece,
+        request_id: &str,
+    ) -> Result<Bytes> {
+        let req = self.read_request(target, chunk, p, request_id);
+        let (rsp, data) = self.bulk.call(addr, &req, &[]).await?;
+        check_read(&data, p, target, chunk, rsp.payload_crc32c)?;
         Ok(data)
     }
 

@@ -14,6 +14,9 @@
 //!   periodic length hints, set_len, sync, close) that holds a write session while open.
 //! - Batch reads ([`batch`]): many reads in flight into pooled buffers, completions in any order
 //!   (the role of 3FS's USRBIO), for data loaders.
+//! - Region reads ([`region`]): a read into registered memory the host may not address (GPU
+//!   memory, for GPUDirect RDMA): the storage node writes in place where the transport can, and
+//!   the client says which parts the caller must copy in or zero.
 //!
 //! Retries: every operation retries retryable errors ([`StatusCode::is_retryable`]) with exponential
 //! backoff until `retry_timeout_ms`, refreshing routing info between tries and re-reading the chain
@@ -40,6 +43,7 @@ pub mod file;
 pub mod links;
 pub mod locks;
 pub mod meta;
+pub mod region;
 pub mod session;
 pub mod xattr;
 
@@ -53,6 +57,7 @@ pub use file::{File, OpenOptions};
 pub use links::RenameFlags;
 pub use locks::LockSpec;
 pub use meta::SetAttr;
+pub use region::{RegionPart, RegionRead};
 pub use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};
 pub use xattr::SetXattrMode;
 
@@ -171,6 +176,12 @@ impl Client {
     /// The current routing snapshot.
     pub fn routing(&self) -> Arc<Routing> {
         self.routing.get()
+    }
+
+    /// The bulk-plane client (to register memory with the transport, e.g. GPU memory for
+    /// [`region`] reads).
+    pub fn bulk(&self) -> &BulkClient {
+        &self.bulk
     }
 
     pub fn config(&self) -> &ClientConfig {

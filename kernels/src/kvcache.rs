@@ -31,7 +31,9 @@
 use std::ops::DerefMut;
 use std::sync::Arc;
 
-use t3fs_client::{BatchConfig, Client, ReadReq};
+use futures::StreamExt;
+use t3fs_client::{BatchConfig, Client, ReadReq, RegionRead};
+use t3fs_common::bulk::Registration;
 use t3fs_common::proto;
 use tokio::task::JoinSet;
 
@@ -150,34 +152,13 @@ pub async fn load_batch<B>(
 where
     B: DerefMut<Target = [u8]> + Send + 'static,
 {
-    check_h_kv(h_kv)?;
-    let (tb, pb) = (token_bytes(h_kv), page_bytes(h_kv));
-    let inodes = stat_all(client, paths).await?;
-    let mut seqlens = Vec::with_capacity(paths.len());
-    for (path, inode) in paths.iter().zip(&inodes) {
-        if !inode.length.is_multiple_of(tb as u64) {
-            return Err(KernelError::Format(format!(
-                "{path}: {} bytes is not a whole number of {tb}-byte tokens (h_kv = {h_kv})",
-                inode.length
-            )));
-        }
-        let tokens = inode.length / tb as u64;
-        seqlens.push(i32::try_from(tokens).map_err(|_| KernelError::Format(format!("{path}: {tokens} tokens")))?);
-    }
-    let plan = plan_blocks(&seqlens)?;
+    let pb = page_bytes(h_kv);
+    let Loading { plan, inodes, pages } = plan_load(client, paths, h_kv).await?;
     let need = plan.num_blocks.checked_mul(pb);
     ensure(need.is_some_and(|n| n <= dest.len()), || {
         format!("the cache holds {} bytes; {} blocks of {pb} bytes are needed", dest.len(), plan.num_blocks)
     })?;
 
-    // (sequence, page, bytes) of every block, indexed by block (blocks go in page order).
-    let mut pages = Vec::with_capacity(plan.num_blocks);
-    for (s, inode) in inodes.iter().enumerate() {
-        for p in 0..pages_of(seqlens[s]) {
-            debug_assert_eq!(plan.block(s, p), Some(pages.len()));
-            pages.push((s, p, (inode.length - (p * pb) as u64).min(pb as u64) as usize));
-        }
-    }
     // SAFETY (memory): the reads run in spawned tasks (t3fs_client::batch), so they must own what
     // they write into: the cache is lent, block range by block range, and every read's
     // ExternalBuf co-owns it (module note). Blocks go in increasing order, so the ranges are
@@ -210,6 +191,91 @@ where
     // no read holds the cache any more.
     let dest = lent.reclaim().ok().expect("every page read completed and released its block");
     Ok((plan, dest))
+}
+
+/// What a batch load reads: the plan, each sequence's inode, and `(sequence, page, bytes)` of
+/// every block, indexed by block.
+struct Loading {
+    plan: KvBatchPlan,
+    inodes: Vec<Arc<proto::Inode>>,
+    pages: Vec<(usize, usize, usize)>,
+}
+
+/// Stats the sequences, checks their lengths and assigns blocks.
+async fn plan_load(client: &Arc<Client>, paths: &[String], h_kv: usize) -> Result<Loading> {
+    check_h_kv(h_kv)?;
+    let (tb, pb) = (token_bytes(h_kv), page_bytes(h_kv));
+    let inodes = stat_all(client, paths).await?;
+    let mut seqlens = Vec::with_capacity(paths.len());
+    for (path, inode) in paths.iter().zip(&inodes) {
+        if !inode.length.is_multiple_of(tb as u64) {
+            return Err(KernelError::Format(format!(
+                "{path}: {} bytes is not a whole number of {tb}-byte tokens (h_kv = {h_kv})",
+                inode.length
+            )));
+        }
+        let tokens = inode.length / tb as u64;
+        seqlens.push(i32::try_from(tokens).map_err(|_| KernelError::Format(format!("{path}: {tokens} tokens")))?);
+    }
+    let plan = plan_blocks(&seqlens)?;
+    let mut pages = Vec::with_capacity(plan.num_blocks);
+    for (s, inode) in inodes.iter().enumerate() {
+        for p in 0..pages_of(seqlens[s]) {
+            debug_assert_eq!(plan.block(s, p), Some(pages.len()));
+            pages.push((s, p, (inode.length - (p * pb) as u64).min(pb as u64) as usize));
+        }
+    }
+    Ok(Loading { plan, inodes, pages })
+}
+
+/// Loads the sequences at `paths` into a paged cache in registered memory `reg` (block `k` at
+/// byte `k · page_bytes(h_kv)` of it), usually GPU memory registered for GPUDirect RDMA
+/// ([`crate::gpu::direct`]): each page is one [`Client::read_to_region`], at most `depth` at
+/// once, and `apply` is called with each page's [`t3fs_client::RegionRead`] to copy in what did
+/// not land in place (inline payloads) and zero its holes (a sparse file). Returns the plan. Bytes of a block past a sequence's end are never named by a read.
+///
+/// The reads borrow `reg` and run on this task, so dropping this future stops them; a storage
+/// node may still complete an RDMA write already issued, so the memory behind `reg` must outlive
+/// the registration (the [`t3fs_common::bulk::Registration`] contract) as usual.
+pub async fn load_batch_to_region<A>(
+    client: &Arc<Client>,
+    paths: &[String],
+    h_kv: usize,
+    reg: &Registration,
+    depth: usize,
+    mut apply: A,
+) -> Result<KvBatchPlan>
+where
+    A: FnMut(&RegionRead) -> Result<()>,
+{
+    let pb = page_bytes(h_kv);
+    let Loading { plan, inodes, pages } = plan_load(client, paths, h_kv).await?;
+    ensure(plan.num_blocks.checked_mul(pb).is_some_and(|n| n <= reg.len()), || {
+        format!("the region holds {} bytes; {} blocks of {pb} bytes are needed", reg.len(), plan.num_blocks)
+    })?;
+    let (inodes, pages_ref) = (&inodes, &pages);
+    let mut reads = futures::stream::iter(0..pages.len())
+        .map(|block| async move {
+            let (s, _, len) = pages_ref[block];
+            let r =
+                client.read_to_region(&inodes[s], (pages_ref[block].1 * pb) as u64, len as u32, reg, block * pb).await;
+            (block, r)
+        })
+        .buffer_unordered(depth.max(1));
+    while let Some((block, r)) = reads.next().await {
+        let (s, p, want) = pages[block];
+        let name = || format!("{}: page {p}", paths[s]);
+        let read = r.map_err(|e| client_err(&name(), e))?;
+        if read.len != want {
+            return Err(KernelError::Format(format!(
+                "{}: read {} of {want} bytes (file truncated?)",
+                name(),
+                read.len
+            )));
+        }
+        apply(&read)?;
+    }
+    Ok(plan)
 }
 
 /// Resolves every path concurrently; inodes in the order of `paths`.

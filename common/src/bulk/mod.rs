@@ -17,7 +17,7 @@ pub use frame::{
     FRAME_PREFIX, MAGIC, MAX_HEADER, MAX_PAYLOAD, VERSION, decode_request, encode_frame, read_frame, write_frame,
 };
 pub use tcp::{BulkHandler, TcpConfig, TcpTransport, error_response, serve};
-pub use transport::{BulkClient, CallFuture, Registration, Transport, TransportKind, TransportPrefs};
+pub use transport::{BulkClient, CallFuture, Placed, Registration, Transport, TransportKind, TransportPrefs};
 
 /// Most reads one batch-read request may carry (3FS packs up to 128 per `BatchReadReq`).
 pub const MAX_BATCH_READS: usize = 1024;

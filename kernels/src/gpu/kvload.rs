@@ -2,8 +2,10 @@
 //! batch-read API into a pinned host buffer laid out as the paged cache, then copied to the
 //! device in one DMA. The result is what [`super::mla::MlaDecoder::decode`] takes.
 //!
-//! GPUDirect (storage writing into device memory) needs the RDMA transport, which does not exist
-//! yet; [`dmabuf_supported`] reports whether this GPU could export device buffers for it.
+//! With GPUDirect RDMA (a [`DeviceRegion`]: device memory registered with the RDMA transport),
+//! [`load_to_region`] has the storage nodes write the pages straight into the device cache
+//! instead: no staging buffer and no host copy. [`DeviceRegion::new`] says why when that path is
+//! not available (no DMA-BUF export, no RDMA NIC), and the pinned path is the fallback.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use cudarc::driver::{CudaSlice, sys};
 use t3fs_client::{BatchConfig, Client};
 
 use super::Gpu;
+use super::direct::DeviceRegion;
 use super::staging::PinnedPool;
 use crate::kvcache::{self, KvBatchPlan, page_bytes};
 use crate::{KernelError, Result};
@@ -52,9 +55,38 @@ pub async fn load_to_device(
     Ok(DeviceKvBatch { cache, plan, block_table, seqlens })
 }
 
+/// A batch loaded into a [`DeviceRegion`]: the region is the paged cache
+/// ([`DeviceRegion::as_u16`]); the plan, block table and seqlens address it.
+pub struct RegionKvBatch {
+    pub plan: KvBatchPlan,
+    pub block_table: CudaSlice<i32>,
+    pub seqlens: CudaSlice<i32>,
+}
+
+/// Loads the sequences at `paths` into `region` as a paged cache (block `k` at byte
+/// `k · page_bytes(h_kv)`), `depth` page reads at a time, by GPUDirect RDMA: storage nodes write
+/// the pages in place; what comes back inline is copied in and holes are zeroed on the GPU's
+/// stream. Returns once the cache is complete on the device.
+pub async fn load_to_region(
+    gpu: &Arc<Gpu>,
+    client: &Arc<Client>,
+    paths: &[String],
+    h_kv: usize,
+    region: &DeviceRegion,
+    depth: usize,
+) -> Result<RegionKvBatch> {
+    let plan =
+        kvcache::load_batch_to_region(client, paths, h_kv, region.registration(), depth, |r| region.apply(r)).await?;
+    let s = gpu.stream();
+    let block_table = s.clone_htod(&plan.block_table)?;
+    let seqlens = s.clone_htod(&plan.seqlens)?;
+    gpu.synchronize()?;
+    Ok(RegionKvBatch { plan, block_table, seqlens })
+}
+
 /// Whether the device can export its memory as DMA-BUF file descriptors
 /// (`CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED`), the route for GPUDirect RDMA registration
-/// (`ibv_reg_dmabuf_mr`) once the RDMA transport exists.
+/// (`ibv_reg_dmabuf_mr`, see [`super::direct`]).
 pub fn dmabuf_supported(gpu: &Gpu) -> Result<bool> {
     Ok(gpu.context().attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED)? != 0)
 }

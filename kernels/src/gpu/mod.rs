@@ -1,7 +1,7 @@
 //! GPU side (feature `cuda`): a [`Gpu`] (one device context + stream + loaded kernel modules),
 //! NVRTC compilation with an on-disk cache ([`nvrtc`]), the MLA decode and FP8 GEMM launchers
-//! ([`mla`], [`gemm`]), device-side random fills ([`fill`]) and pinned host staging for loaders
-//! ([`staging`]).
+//! ([`mla`], [`gemm`]), device-side random fills ([`fill`]), pinned host staging for loaders
+//! ([`staging`]) and GPUDirect RDMA regions that storage writes into ([`direct`]).
 //!
 //! Invariants: nothing touches cudarc before [`crate::gpu_available`] (libcuda loadable) and, for
 //! compilation, [`nvrtc::nvrtc_available`]: cudarc panics when a library is missing, and every
@@ -9,6 +9,7 @@
 //! compiled for the device's own architecture (`sm_90a` on Hopper); the launchers check shapes and
 //! buffer lengths before every launch, so a bad argument is an error, never an out-of-bounds access.
 
+pub mod direct;
 pub mod fill;
 pub mod gemm;
 pub mod kvload;

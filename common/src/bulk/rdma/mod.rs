@@ -21,8 +21,11 @@
 //! connection, for the life of the returned handle; the batch reader's `BufferPool` registers
 //! each buffer once): `call_into` with a registered destination names that memory (address and
 //! rkey) as the response region, so the storage node RDMA-WRITEs the result straight into it and
-//! the client copies nothing. An unregistered destination gets the copy out of the receive region. Concurrency and pooling are as in TCP: up to `max_conns_per_peer` connections per
-//! peer, one call at a time each.
+//! the client copies nothing. An unregistered destination gets the copy out of the receive region.
+//! GPU memory is registered the same way through a DMA-BUF ([`Transport::register_dmabuf`]:
+//! `ibv_reg_dmabuf_mr`), and `call_into_region` names an offset of it as the response region.
+//! Concurrency and pooling are as in TCP: up to `max_conns_per_peer` connections per peer, one
+//! call at a time each.
 //!
 //! UNTESTED ON HARDWARE: the build machines have no InfiniBand/RoCE device. This compiles (CI runs
 //! clippy with `--features rdma`) and the protocol is exercised only up to the device probe; the
@@ -42,10 +45,10 @@ use tokio::sync::Semaphore;
 
 use super::frame::{FLAG_RDMA_CALL, FLAG_RDMA_CONNECT, read_frame, write_frame_flags};
 use super::tcp::{BulkHandler, TcpConfig, error_response};
-use super::transport::{CallFuture, Registration, Transport, TransportKind, TransportPrefs, check_response};
+use super::transport::{CallFuture, Placed, Registration, Transport, TransportKind, TransportPrefs, check_response};
 use crate::proto::{BulkRequest, BulkResponse, RdmaBuf, RdmaCall, RdmaEndpoint};
 use crate::status::{Error, StatusCode};
-use verbs::{Device, ExtMr, Mr, Op, Qp};
+use verbs::{Device, DmabufMr, ExtMr, Mr, Op, Qp};
 
 /// Size of each registered region (per connection, each direction).
 pub const REGION_BYTES: usize = 8 << 20;
@@ -229,6 +232,35 @@ impl RdmaTransport {
     }
 }
 
+impl RdmaTransport {
+    /// `call_into_region`: with one of this transport's registrations, the server RDMA-WRITEs
+    /// the payload at `reg.addr() + offset`; a payload the server sent in the frame instead (it
+    /// did not fit its staging region) comes back inline.
+    async fn call_rdma_region(
+        &self,
+        addr: &str,
+        req: &BulkRequest,
+        payload: &[u8],
+        reg: &Registration,
+        offset: usize,
+        len: usize,
+    ) -> Result<(BulkResponse, Placed), Error> {
+        let dest = match (reg.kind(), reg.rkey(), u32::try_from(len)) {
+            (TransportKind::Rdma, Some(rkey), Ok(len32)) if reg.contains(offset, len) => {
+                Some(RdmaBuf { addr: reg.addr() + offset as u64, rkey, len: len32 })
+            }
+            _ => None,
+        };
+        let direct = dest.is_some();
+        let (rsp, data, written, from_region) = self.call_rdma_raw(addr, req, payload, dest).await?;
+        let (rsp, data) = check_response(rsp, from_region.unwrap_or(data))?;
+        if direct && written > 0 {
+            return Ok((rsp, Placed::Written(written)));
+        }
+        Ok((rsp, Placed::Inline(data)))
+    }
+}
+
 impl Transport for RdmaTransport {
     fn kind(&self) -> TransportKind {
         TransportKind::Rdma
@@ -259,6 +291,32 @@ impl Transport for RdmaTransport {
         // SAFETY: the caller upholds `Transport::register`'s contract, which is `ExtMr::new`'s.
         let mr = unsafe { ExtMr::new(&self.dev, ptr, len) }?;
         Ok(Registration::new(TransportKind::Rdma, ptr, len, Some(mr.rkey()), Box::new(mr)))
+    }
+
+    /// One `ibv_reg_dmabuf_mr` on the device's protection domain (GPUDirect RDMA).
+    unsafe fn register_dmabuf(
+        &self,
+        fd: std::os::fd::RawFd,
+        fd_offset: u64,
+        len: usize,
+        iova: u64,
+    ) -> Result<Registration, Error> {
+        // SAFETY: the caller upholds `Transport::register_dmabuf`'s contract, which is
+        // `DmabufMr::new`'s.
+        let mr = unsafe { DmabufMr::new(&self.dev, fd, fd_offset, len, iova) }?;
+        Ok(Registration::device(TransportKind::Rdma, iova, len, mr.rkey(), Box::new(mr)))
+    }
+
+    fn call_into_region<'a>(
+        &'a self,
+        addr: &'a str,
+        req: &'a BulkRequest,
+        payload: &'a [u8],
+        reg: &'a Registration,
+        offset: usize,
+        len: usize,
+    ) -> CallFuture<'a, (BulkResponse, Placed)> {
+        Box::pin(self.call_rdma_region(addr, req, payload, reg, offset, len))
     }
 }
 

@@ -222,6 +222,53 @@ impl Drop for ExtMr {
     }
 }
 
+/// Device memory (GPU) registered through a DMA-BUF file descriptor for remote write:
+/// `ibv_reg_dmabuf_mr`, GPUDirect RDMA's registration path without nvidia-peermem. Only the
+/// registration is owned; the memory belongs to whoever exported the DMA-BUF.
+pub struct DmabufMr {
+    _dev: Arc<Device>,
+    mr: *mut ibv_mr,
+}
+
+// SAFETY: as for `ExtMr`: the handle only holds the MR pointer and gives no access to the memory.
+unsafe impl Send for DmabufMr {}
+// SAFETY: shared access only reads the MR's keys.
+unsafe impl Sync for DmabufMr {}
+
+impl DmabufMr {
+    /// Registers `len` bytes at `fd_offset` of the DMA-BUF `fd`, addressed by peers as `iova`.
+    ///
+    /// # Safety
+    /// The memory behind `fd` stays allocated until the `DmabufMr` is dropped. The kernel takes
+    /// its own reference on the DMA-BUF, so `fd` itself may be closed after this returns.
+    pub unsafe fn new(dev: &Arc<Device>, fd: c_int, fd_offset: u64, len: usize, iova: u64) -> Result<DmabufMr, Error> {
+        if len == 0 {
+            return Err(Error::invalid("rdma: cannot register an empty device buffer"));
+        }
+        let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE;
+        // SAFETY: `dev.pd` is valid while `_dev` lives; the caller guarantees the DMA-BUF's memory
+        // outlives this registration, which `Drop` releases.
+        let mr = unsafe { ibv_reg_dmabuf_mr(dev.pd, fd_offset, len, iova, fd, access.0 as c_int) };
+        if mr.is_null() {
+            return Err(unavailable("ibv_reg_dmabuf_mr (is GPUDirect RDMA supported here?)"));
+        }
+        Ok(DmabufMr { _dev: dev.clone(), mr })
+    }
+
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: `mr` is valid until Drop.
+        unsafe { (*self.mr).rkey }
+    }
+}
+
+impl Drop for DmabufMr {
+    fn drop(&mut self) {
+        // SAFETY: registered in `new`, deregistered once; the memory is still allocated (the
+        // contract of `new`).
+        unsafe { ibv_dereg_mr(self.mr) };
+    }
+}
+
 /// One-sided operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
