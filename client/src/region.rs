@@ -17,9 +17,10 @@
 //! serving replica with failover and retries, as [`Client::read`] does.
 //!
 //! Checksums: inline payloads are checked against the CRC32C the storage node sends, as every
-//! read is. Bytes written in place cannot be checked by the host; the storage node verified them
-//! against the chunk's stored block CRCs when it read them from disk, and the RDMA link checks
-//! every packet (ICRC). Checking them on the device is left to the caller.
+//! read is. Bytes written in place cannot be read by the host, so their part carries the node's
+//! CRC32C and the caller checks it where the bytes are (`t3fs-kernels` does, with a CRC32C
+//! kernel). The node also verified them against the chunk's stored block CRCs when it read them,
+//! and the RDMA link checks every packet (ICRC).
 //!
 //! Invariants: parts are in destination order, do not overlap, and tile
 //! `[reg_offset, reg_offset + len)` where `len` is the clamped read length; nothing outside that
@@ -28,7 +29,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use t3fs_common::bulk::{Placed, Registration};
 use t3fs_common::proto;
-use t3fs_common::{ChunkId, Error, InodeId, Result};
+use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode};
 
 use crate::Client;
 use crate::data::{ChunkPiece, MAX_CONCURRENT_CHUNKS, bulk_addr, check_read, clamp_read, file_layout, split_range};
@@ -36,8 +37,9 @@ use crate::data::{ChunkPiece, MAX_CONCURRENT_CHUNKS, bulk_addr, check_read, clam
 /// One part of a [`RegionRead`]; offsets are in the registered region.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegionPart {
-    /// `len` bytes at `offset` were written into the region by the storage node.
-    Written { offset: usize, len: usize },
+    /// `len` bytes at `offset` were written into the region by the storage node, whose CRC32C
+    /// the node computed as `crc` (the caller checks it where the bytes are, e.g. on the GPU).
+    Written { offset: usize, len: usize, crc: u32 },
     /// These bytes belong at `offset`; the caller puts them there.
     Inline { offset: usize, data: Bytes },
     /// `len` bytes at `offset` are a hole; the caller zeroes them.
@@ -48,7 +50,7 @@ impl RegionPart {
     /// Where the part starts in the region, and how long it is.
     pub fn span(&self) -> (usize, usize) {
         match self {
-            RegionPart::Written { offset, len } | RegionPart::Zero { offset, len } => (*offset, *len),
+            RegionPart::Written { offset, len, .. } | RegionPart::Zero { offset, len } => (*offset, *len),
             RegionPart::Inline { offset, data } => (*offset, data.len()),
         }
     }
@@ -70,8 +72,8 @@ impl RegionRead {
     }
 
     /// Applies the read to a host buffer standing for the region (`region[i]` is byte `i` of it):
-    /// inline bytes are copied, holes zeroed; written parts are assumed in place. What a caller
-    /// whose region is host memory does, and what the tests check.
+    /// inline bytes are copied, holes zeroed, and parts written in place are checked against
+    /// their CRC32C (`ChecksumMismatch`). What a caller whose region is host memory does.
     pub fn apply_to_host(&self, region: &mut [u8]) -> Result<()> {
         for part in &self.parts {
             let (at, n) = part.span();
@@ -79,7 +81,15 @@ impl RegionRead {
                 .get_mut(at..at + n)
                 .ok_or_else(|| Error::invalid(format!("part of {n} bytes at {at} is outside the region")))?;
             match part {
-                RegionPart::Written { .. } => {}
+                RegionPart::Written { crc, .. } => {
+                    let got = crc32c::crc32c(dst);
+                    if got != *crc {
+                        return Err(Error::new(
+                            StatusCode::ChecksumMismatch,
+                            format!("{n} bytes written at {at}: crc {got:#010x}, the storage node sent {crc:#010x}"),
+                        ));
+                    }
+                }
                 RegionPart::Inline { data, .. } => dst.copy_from_slice(data),
                 RegionPart::Zero { .. } => dst.fill(0),
             }
@@ -89,12 +99,12 @@ impl RegionRead {
 }
 
 /// The parts one piece of `want` bytes at region offset `at` turns into, given where its first
-/// `placed` bytes went.
-fn piece_parts(at: usize, want: usize, placed: Option<Placed>) -> Result<Vec<RegionPart>> {
+/// bytes went (and the CRC32C the node sent for them).
+fn piece_parts(at: usize, want: usize, placed: Option<(Placed, u32)>) -> Result<Vec<RegionPart>> {
     let (mut parts, got) = match placed {
         None => (Vec::new(), 0),
-        Some(Placed::Written(n)) => (vec![RegionPart::Written { offset: at, len: n }], n),
-        Some(Placed::Inline(data)) => {
+        Some((Placed::Written(n), crc)) => (vec![RegionPart::Written { offset: at, len: n, crc }], n),
+        Some((Placed::Inline(data), _)) => {
             let n = data.len();
             (vec![RegionPart::Inline { offset: at, data }], n)
         }
@@ -146,7 +156,7 @@ impl Client {
                         if let Placed::Inline(data) = &placed {
                             check_read(data, p, target, chunk, rsp.payload_crc32c)?;
                         }
-                        Ok(placed)
+                        Ok((placed, rsp.payload_crc32c))
                     }
                 };
                 let placed = self.read_replicas("read chunk into a region", l, chunk, &read).await?;
@@ -171,19 +181,19 @@ mod tests {
     fn a_piece_is_its_placed_bytes_then_a_hole() {
         assert_eq!(piece_parts(10, 5, None).unwrap(), vec![RegionPart::Zero { offset: 10, len: 5 }]);
         assert_eq!(
-            piece_parts(10, 5, Some(Placed::Written(3))).unwrap(),
-            vec![RegionPart::Written { offset: 10, len: 3 }, RegionPart::Zero { offset: 13, len: 2 }]
+            piece_parts(10, 5, Some((Placed::Written(3), 9))).unwrap(),
+            vec![RegionPart::Written { offset: 10, len: 3, crc: 9 }, RegionPart::Zero { offset: 13, len: 2 }]
         );
         assert_eq!(
-            piece_parts(0, 2, Some(Placed::Inline(Bytes::from_static(b"ab")))).unwrap(),
+            piece_parts(0, 2, Some((Placed::Inline(Bytes::from_static(b"ab")), 0))).unwrap(),
             vec![RegionPart::Inline { offset: 0, data: Bytes::from_static(b"ab") }]
         );
         assert_eq!(
-            piece_parts(4, 2, Some(Placed::Inline(Bytes::new()))).unwrap(),
+            piece_parts(4, 2, Some((Placed::Inline(Bytes::new()), 0))).unwrap(),
             vec![RegionPart::Zero { offset: 4, len: 2 }],
             "an empty payload is all hole"
         );
-        assert!(piece_parts(0, 2, Some(Placed::Written(3))).is_err());
+        assert!(piece_parts(0, 2, Some((Placed::Written(3), 0))).is_err());
     }
 
     #[test]
@@ -191,7 +201,7 @@ mod tests {
         let read = RegionRead {
             len: 6,
             parts: vec![
-                RegionPart::Written { offset: 1, len: 2 },
+                RegionPart::Written { offset: 1, len: 2, crc: crc32c::crc32c(b"bc") },
                 RegionPart::Inline { offset: 3, data: Bytes::from_static(b"xy") },
                 RegionPart::Zero { offset: 5, len: 2 },
             ],
@@ -201,5 +211,8 @@ mod tests {
         assert_eq!(&region, b"abcxy\0\0h");
         assert_eq!(read.inline_bytes(), 2);
         assert!(read.apply_to_host(&mut [0u8; 6]).is_err(), "a part past the region is refused");
+        let mut bad = *b"aXcdefgh";
+        let e = read.apply_to_host(&mut bad).unwrap_err();
+        assert_eq!(e.code, StatusCode::ChecksumMismatch, "bytes written in place are checked");
     }
 }

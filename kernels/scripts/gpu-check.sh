@@ -81,9 +81,9 @@ echo "## t3fs-kernels GPU check $(date -u +%F) on $(nvidia-smi --query-gpu=name 
 echo "| check | result |"
 echo "| --- | --- |"
 echo "| NVRTC compile (sm_90a, no spills) | $(status $r_nvrtc) |"
-echo "| GPU tests vs CPU references | $(status $r_tests): $(grep -E 'cases passed' "$out/tests.txt" | tr '\n' ' ') |"
+echo "| GPU tests vs CPU references | $(status $r_tests): $(grep -E 'cases passed|^ok   (quant|crc32c)' "$out/tests.txt" | tr '\n' ' ') |"
 echo "| benchmarks | $(status $r_bench) |"
-echo "| decode_from_t3fs | $r_decode: $(grep -E 'GB/s|matches|GPU decode' "$out/decode.txt" 2>/dev/null | tr '\n' ';') |"
+echo "| decode_from_t3fs | $r_decode: $(grep -E 'GB/s|matches|GPU decode|GPUDirect' "$out/decode.txt" 2>/dev/null | tr '\n' ';') |"
 echo "| train_step_from_t3fs | $r_train: $(grep -E 'GB/s|first training' "$out/train.txt" 2>/dev/null | tr '\n' ';') |"
 cat "$out/torch.txt" | sed 's/^/| ceiling | /; s/$/ |/'
 grep -E "^device copy|^\| " "$out/bench.txt"

@@ -5,7 +5,8 @@
 //! - CPU references (always compiled): [`fp8`] (e4m3 codec), [`quant`] (1×128 activation and
 //!   128×128 weight quantizers), [`gemm_ref`] (block-scaled FP8 GEMM), [`mla_ref`] (MLA decode),
 //!   [`plan`] (FlashMLA-style split-KV planner and the LSE-weighted combine), [`check`] (the
-//!   comparison metrics tests and benchmarks use).
+//!   comparison metrics tests and benchmarks use), [`crc`] (segmented CRC32C, the GPU CRC
+//!   kernel's reference).
 //! - GPU kernels (feature `cuda`): CUDA C++ sources embedded in the crate, compiled at run time by
 //!   NVRTC for the device's architecture and cached on disk; launched through cudarc (`gpu`).
 //! - Loaders: [`records`] (the record-file format for training samples), [`sample_loader`]
@@ -17,6 +18,7 @@
 //! [`KernelError::NoGpu`] instead of panicking.
 
 pub mod check;
+pub mod crc;
 pub mod error;
 pub mod fp8;
 pub mod gemm_ref;

@@ -14,6 +14,7 @@ const GEMM: &str = include_str!("../cuda/fp8_gemm.cu");
 const GEMM_WGMMA: &str = include_str!("../cuda/fp8_gemm_wgmma.cu");
 const UTIL: &str = include_str!("../cuda/util.cu");
 const QUANT: &str = include_str!("../cuda/quant.cu");
+const CRC: &str = include_str!("../cuda/crc32c.cu");
 
 /// Row-tile heights the MLA kernel is compiled for (q rows per CTA).
 pub const MLA_TILES: [usize; 3] = [16, 32, 64];
@@ -103,6 +104,11 @@ pub fn quant() -> KernelSource {
     KernelSource::build("quant".into(), &[], QUANT, vec!["quant_1x128_f32"])
 }
 
+/// CRC32C of device memory in segments (checks of bytes written in place by GPUDirect RDMA).
+pub fn crc32c() -> KernelSource {
+    KernelSource::build("crc32c".into(), &[], CRC, vec!["crc32c_segments"])
+}
+
 /// Device-side random fills for benchmarks and tests.
 pub fn util() -> KernelSource {
     KernelSource::build("util".into(), &[], UTIL, vec!["fill_bf16", "fill_e4m3", "fill_f32"])
@@ -117,6 +123,7 @@ pub fn all() -> Vec<KernelSource> {
     v.push(fp8_gemm_wgmma(crate::gpu_consts::GEMM_STAGES));
     v.push(util());
     v.push(quant());
+    v.push(crc32c());
     v
 }
 

@@ -4,7 +4,8 @@
 //! cos_diff ≤ 5e-6, LSE abs 1e-6 / rel 8.01/65536, NaN/inf positions equal) with NaN in every
 //! unused cache slot and out-of-range block-table entries; for the FP8 GEMM, the bf16 output
 //! against the f32 block-scaled reference (rel L2 < 4e-3) and DeepGEMM's quality bound against
-//! the unquantized product (calc_diff < 1e-3). Outputs are poisoned before each launch.
+//! the unquantized product (calc_diff < 1e-3). Outputs are poisoned before each launch. Also the
+//! GPU quantizer (bit-identical to the CPU one) and the GPU CRC32C (equal to the CPU one).
 #![cfg(feature = "cuda")]
 
 use std::sync::Arc;
@@ -246,4 +247,24 @@ fn gpu_quantizer_is_bit_identical_to_cpu() {
         assert_eq!(got.scales, want.scales, "{rows}x{cols}: scales differ");
         eprintln!("ok   quant {rows}x{cols}: bit-identical");
     }
+}
+
+/// The GPU CRC32C (the check of bytes GPUDirect RDMA wrote into device memory) equals the CPU
+/// CRC32C for lengths around the segment size, at unaligned offsets, and sees a flipped byte.
+#[test]
+fn gpu_crc32c_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let s = gpu.stream();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let dev = s.clone_htod(&data).expect("upload");
+    for &(off, len) in &[(0usize, 0usize), (0, 1), (3, 4095), (0, 4096), (1, 4097), (5, 73_728), (7, 299_993)] {
+        let got = t3fs_kernels::gpu::crc::crc32c(&gpu, &dev.slice(off..off + len)).expect("gpu crc");
+        assert_eq!(got, crc32c::crc32c(&data[off..off + len]), "offset {off}, {len} bytes");
+    }
+    let mut flipped = data.clone();
+    flipped[150_001] ^= 0x10;
+    let dev = s.clone_htod(&flipped).expect("upload");
+    let got = t3fs_kernels::gpu::crc::crc32c(&gpu, &dev.slice(..)).expect("gpu crc");
+    assert_ne!(got, crc32c::crc32c(&data), "a flipped byte changes the CRC");
+    eprintln!("ok   crc32c: 7 ranges equal the CPU CRC, a flipped byte detected");
 }

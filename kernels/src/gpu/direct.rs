@@ -6,7 +6,9 @@
 //! the client's bulk transport (`BulkClient::register_dmabuf`, `ibv_reg_dmabuf_mr` on RDMA), with
 //! the device address as the I/O virtual address. Reads go through
 //! [`t3fs_client::Client::read_to_region`]; [`DeviceRegion::apply`] then copies in the parts that
-//! came back to the host (a node may answer in its frame) and zeroes holes, on the GPU's stream.
+//! came back to the host (a node may answer in its frame) and zeroes holes, on the GPU's stream,
+//! and [`DeviceRegion::verify`] checks what the nodes wrote in place against the CRC32C they sent,
+//! with a CRC kernel on the GPU.
 //!
 //! When: only where the device exports DMA-BUFs (`CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED`, Linux
 //! with the open kernel modules) and the transport can register them (feature `rdma` and an RDMA
@@ -101,6 +103,28 @@ impl DeviceRegion {
 
     pub fn is_empty(&self) -> bool {
         self.mem.is_empty()
+    }
+
+    /// Checks every part a storage node wrote in place against the CRC32C it sent, with the GPU
+    /// CRC kernel ([`super::crc`]); `Format` naming the part on a mismatch. Waits for the GPU.
+    pub fn verify(&self, read: &RegionRead) -> Result<()> {
+        for part in &read.parts {
+            let RegionPart::Written { offset, len, crc } = *part else { continue };
+            if offset.checked_add(len).is_none_or(|end| end > self.len()) {
+                return Err(KernelError::InvalidArgument(format!("{len} bytes at {offset} outside the region")));
+            }
+            // SAFETY: u16 -> u8 reinterprets initialized device memory as bytes (any bit pattern is a
+            // valid u8); the view covers the region's `len()` bytes exactly.
+            let bytes = unsafe { self.mem.transmute::<u8>(self.len()) }
+                .ok_or_else(|| KernelError::InvalidArgument("region view".into()))?;
+            let got = super::crc::crc32c(&self.gpu, &bytes.slice(offset..offset + len))?;
+            if got != crc {
+                return Err(KernelError::Format(format!(
+                    "{len} bytes written into GPU memory at {offset}: crc {got:#010x}, the storage node sent {crc:#010x}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Copies in what a region read returned inline and zeroes its holes, on the GPU's stream

@@ -65,8 +65,9 @@ pub struct RegionKvBatch {
 
 /// Loads the sequences at `paths` into `region` as a paged cache (block `k` at byte
 /// `k · page_bytes(h_kv)`), `depth` page reads at a time, by GPUDirect RDMA: storage nodes write
-/// the pages in place; what comes back inline is copied in and holes are zeroed on the GPU's
-/// stream. Returns once the cache is complete on the device.
+/// the pages in place (each checked against the node's CRC32C on the GPU); what comes back
+/// inline (CRC-checked on the host) is copied in and holes are zeroed on the GPU's stream.
+/// Returns once the cache is complete on the device.
 pub async fn load_to_region(
     gpu: &Arc<Gpu>,
     client: &Arc<Client>,
@@ -75,8 +76,11 @@ pub async fn load_to_region(
     region: &DeviceRegion,
     depth: usize,
 ) -> Result<RegionKvBatch> {
-    let plan =
-        kvcache::load_batch_to_region(client, paths, h_kv, region.registration(), depth, |r| region.apply(r)).await?;
+    let plan = kvcache::load_batch_to_region(client, paths, h_kv, region.registration(), depth, |r| {
+        region.apply(r)?;
+        region.verify(r)
+    })
+    .await?;
     let s = gpu.stream();
     let block_table = s.clone_htod(&plan.block_table)?;
     let seqlens = s.clone_htod(&plan.seqlens)?;

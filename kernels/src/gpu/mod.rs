@@ -9,6 +9,7 @@
 //! compiled for the device's own architecture (`sm_90a` on Hopper); the launchers check shapes and
 //! buffer lengths before every launch, so a bad argument is an error, never an out-of-bounds access.
 
+pub mod crc;
 pub mod direct;
 pub mod fill;
 pub mod gemm;

@@ -48,7 +48,7 @@ use super::tcp::{BulkHandler, TcpConfig, error_response};
 use super::transport::{CallFuture, Placed, Registration, Transport, TransportKind, TransportPrefs, check_response};
 use crate::proto::{BulkRequest, BulkResponse, RdmaBuf, RdmaCall, RdmaEndpoint};
 use crate::status::{Error, StatusCode};
-use verbs::{Device, DmabufMr, ExtMr, Mr, Op, Qp};
+use verbs::{Device, ExtMr, Mr, Op, Qp};
 
 /// Size of each registered region (per connection, each direction).
 pub const REGION_BYTES: usize = 8 << 20;
@@ -302,8 +302,8 @@ impl Transport for RdmaTransport {
         iova: u64,
     ) -> Result<Registration, Error> {
         // SAFETY: the caller upholds `Transport::register_dmabuf`'s contract, which is
-        // `DmabufMr::new`'s.
-        let mr = unsafe { DmabufMr::new(&self.dev, fd, fd_offset, len, iova) }?;
+        // `ExtMr::from_dmabuf`'s.
+        let mr = unsafe { ExtMr::from_dmabuf(&self.dev, fd, fd_offset, len, iova) }?;
         Ok(Registration::device(TransportKind::Rdma, iova, len, mr.rkey(), Box::new(mr)))
     }
 

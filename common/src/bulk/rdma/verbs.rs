@@ -176,7 +176,8 @@ impl Drop for Mr {
 }
 
 /// Caller memory (not owned) registered with the device for remote write: a `BufferPool`
-/// buffer. Only the registration is owned; the memory belongs to the caller of [`ExtMr::new`].
+/// buffer ([`ExtMr::new`]) or GPU memory exported as a DMA-BUF ([`ExtMr::from_dmabuf`]). Only the
+/// registration is owned; the memory belongs to the caller.
 pub struct ExtMr {
     _dev: Arc<Device>,
     mr: *mut ibv_mr,
@@ -208,40 +209,20 @@ impl ExtMr {
         Ok(ExtMr { _dev: dev.clone(), mr })
     }
 
-    pub fn rkey(&self) -> u32 {
-        // SAFETY: `mr` is valid until Drop.
-        unsafe { (*self.mr).rkey }
-    }
-}
-
-impl Drop for ExtMr {
-    fn drop(&mut self) {
-        // SAFETY: registered in `new`, deregistered once; the caller's memory is still allocated
-        // (the contract of `new`).
-        unsafe { ibv_dereg_mr(self.mr) };
-    }
-}
-
-/// Device memory (GPU) registered through a DMA-BUF file descriptor for remote write:
-/// `ibv_reg_dmabuf_mr`, GPUDirect RDMA's registration path without nvidia-peermem. Only the
-/// registration is owned; the memory belongs to whoever exported the DMA-BUF.
-pub struct DmabufMr {
-    _dev: Arc<Device>,
-    mr: *mut ibv_mr,
-}
-
-// SAFETY: as for `ExtMr`: the handle only holds the MR pointer and gives no access to the memory.
-unsafe impl Send for DmabufMr {}
-// SAFETY: shared access only reads the MR's keys.
-unsafe impl Sync for DmabufMr {}
-
-impl DmabufMr {
-    /// Registers `len` bytes at `fd_offset` of the DMA-BUF `fd`, addressed by peers as `iova`.
+    /// Registers device memory (GPU) through a DMA-BUF file descriptor for remote write:
+    /// `len` bytes at `fd_offset` of the DMA-BUF `fd`, addressed by peers as `iova`
+    /// (`ibv_reg_dmabuf_mr`, GPUDirect RDMA's registration path without nvidia-peermem).
     ///
     /// # Safety
-    /// The memory behind `fd` stays allocated until the `DmabufMr` is dropped. The kernel takes
-    /// its own reference on the DMA-BUF, so `fd` itself may be closed after this returns.
-    pub unsafe fn new(dev: &Arc<Device>, fd: c_int, fd_offset: u64, len: usize, iova: u64) -> Result<DmabufMr, Error> {
+    /// The memory behind `fd` stays allocated until the `ExtMr` is dropped. The kernel takes its
+    /// own reference on the DMA-BUF, so `fd` itself may be closed after this returns.
+    pub unsafe fn from_dmabuf(
+        dev: &Arc<Device>,
+        fd: c_int,
+        fd_offset: u64,
+        len: usize,
+        iova: u64,
+    ) -> Result<ExtMr, Error> {
         if len == 0 {
             return Err(Error::invalid("rdma: cannot register an empty device buffer"));
         }
@@ -252,7 +233,7 @@ impl DmabufMr {
         if mr.is_null() {
             return Err(unavailable("ibv_reg_dmabuf_mr (is GPUDirect RDMA supported here?)"));
         }
-        Ok(DmabufMr { _dev: dev.clone(), mr })
+        Ok(ExtMr { _dev: dev.clone(), mr })
     }
 
     pub fn rkey(&self) -> u32 {
@@ -261,10 +242,10 @@ impl DmabufMr {
     }
 }
 
-impl Drop for DmabufMr {
+impl Drop for ExtMr {
     fn drop(&mut self) {
-        // SAFETY: registered in `new`, deregistered once; the memory is still allocated (the
-        // contract of `new`).
+        // SAFETY: registered in `new`, deregistered once; the caller's memory is still allocated
+        // (the contract of `new`).
         unsafe { ibv_dereg_mr(self.mr) };
     }
 }
