@@ -9,7 +9,8 @@
 //!    tiny training step. The first batch's GEMM output is checked against the CPU reference.
 //!
 //! `cargo run --release -p t3fs --features cuda --example train_step_from_t3fs -- [SAMPLES] [K] [BATCH]`
-//! (defaults 4096, 4096, 256: 64 MiB of samples, 4 record files)
+//! (defaults 4096, 4096, 256: 64 MiB of samples, 4 record files); `T3FS_DIRECT_IO=0` makes the
+//! storage servers read through the page cache instead of O_DIRECT.
 use std::time::Instant;
 
 use t3fs_cli::local::inproc::LocalCluster;
@@ -29,7 +30,11 @@ async fn main() -> Res<()> {
     let k = args.get(1).copied().unwrap_or(4096).div_ceil(128) * 128;
     let batch = args.get(2).copied().unwrap_or(256).max(1);
     let dir = tempfile::tempdir()?;
-    let cluster = LocalCluster::start(dir.path()).await?;
+    // T3FS_DIRECT_IO=0: storage reads through the page cache instead of O_DIRECT (the default).
+    let direct_io = std::env::var("T3FS_DIRECT_IO").map_or(true, |v| v != "0");
+    let cluster =
+        LocalCluster::start_with(dir.path(), |p| p.storage.iter_mut().for_each(|s| s.direct_io = direct_io)).await?;
+    println!("storage direct_io = {direct_io}");
     let client = cluster.client().await?;
     client.mkdir(&UserInfo::root(), InodeId::ROOT, b"ds", 0o755).await?;
 
