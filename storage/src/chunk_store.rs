@@ -69,8 +69,8 @@ mod record;
 
 #[cfg(test)]
 pub(crate) use apply::Failpoint;
-pub use record::CRC_BLOCK_SIZE;
 use record::Record;
+pub use record::{MAX_CRC_BLOCK_SIZE, MIN_CRC_BLOCK_SIZE, crc_block_size};
 
 const META_DIR: &str = "meta";
 const ENGINE_DIR: &str = "engine";

@@ -41,8 +41,8 @@
 //! **I/O.** With [`EngineOptions::direct_io`] (the default) group files are opened with O_DIRECT: writes
 //! go from a 4 KiB-aligned buffer ([`aligned::AlignedBuf`]) padded with zeros to a multiple of 4 KiB (the
 //! record keeps the real length; slots are at least 64 KiB and aligned, so the padding stays inside the
-//! slot), and reads cover the 4 KiB-aligned range around what is asked ([`Engine::read_bytes`]; a 64 KiB CRC
-//! block is already aligned). If the engine directory's file system refuses O_DIRECT (EINVAL, e.g. tmpfs)
+//! slot), and reads cover the 4 KiB-aligned range around what is asked ([`Engine::read_bytes`]; CRC
+//! blocks, 4–64 KiB, are already aligned). If the engine directory's file system refuses O_DIRECT (EINVAL, e.g. tmpfs)
 //! the engine logs one warning and uses buffered `pread`/`pwrite`. Either way every write is followed by
 //! `fdatasync` before its record commits. O_DIRECT bypasses the page cache: hot chunks are read from the
 //! device every time (docs/storage.md).

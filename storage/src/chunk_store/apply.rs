@@ -23,8 +23,8 @@
 //! Sync updates ([`ChunkStore::apply_sync`]) and [`ChunkStore::forget`] drop any pending version.
 use t3fs_common::{ChunkId, Error, StatusCode};
 
-use super::record::{BlockCrcs, Record};
-use super::{Applied, CRC_BLOCK_SIZE, ChunkGuard, ChunkMeta, ChunkStore, Update, blocking, kv_err};
+use super::record::{BlockCrcs, Record, crc_block_size};
+use super::{Applied, ChunkGuard, ChunkMeta, ChunkStore, Update, blocking, kv_err};
 use crate::engine::Slot;
 use crate::engine::aligned::{AlignedBuf, align_up};
 
@@ -271,7 +271,7 @@ impl ChunkStore {
         let content = self.new_content(chunk, old.as_ref(), update)?;
         let rec = match &content {
             Some(c) => {
-                let (blocks, crc32c) = BlockCrcs::compute(c.bytes(), CRC_BLOCK_SIZE);
+                let (blocks, crc32c) = BlockCrcs::compute(c.bytes(), crc_block_size(c.bytes().len()));
                 let meta = ChunkMeta { version, length: c.len as u32, crc32c, chain_version: cv };
                 Record { meta, removed: false, file_gen: 0, slot: None, blocks: Some(blocks) }
             }
@@ -280,7 +280,7 @@ impl ChunkStore {
                 removed: true,
                 file_gen: 0,
                 slot: None,
-                blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: Vec::new() }),
+                blocks: Some(BlockCrcs { block_size: crc_block_size(0), crcs: Vec::new() }),
             },
         };
         let slot = match &content {

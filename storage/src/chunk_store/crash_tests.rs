@@ -344,7 +344,7 @@ fn write_old_layout(dir: &Path, chunks: &[OldChunk<'_>]) {
 #[tokio::test]
 async fn file_per_chunk_targets_migrate_into_the_engine() {
     let d = tempfile::tempdir().unwrap();
-    let big = pattern(3 * CRC_BLOCK_SIZE as usize + 5, 9);
+    let big = pattern(3 * MIN_CRC_BLOCK_SIZE as usize + 5, 9);
     // Chunk 4's file is lost, chunk 5's does not match its record.
     write_old_layout(
         d.path(),
@@ -373,7 +373,7 @@ async fn file_per_chunk_targets_migrate_into_the_engine() {
         assert_eq!(s.read(c, 0, 1).await.unwrap_err().code, StatusCode::ChecksumMismatch);
     }
     // Partial reads use the block CRCs computed by the import.
-    let b = CRC_BLOCK_SIZE as usize;
+    let b = crc_block_size(big.len()) as usize;
     assert_eq!(&s.read(id(0), b as u32 - 1, 2).await.unwrap().0[..], &big[b - 1..b + 1]);
     assert_no_leak(&s);
     s.close();

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use t3fs_common::{ChunkId, Error, StatusCode};
 
-use super::record::{BlockCrcs, Record};
-use super::{CRC_BLOCK_SIZE, ChunkStore, io_err, kv_err};
+use super::record::{BlockCrcs, Record, crc_block_size};
+use super::{ChunkStore, io_err, kv_err};
 use crate::engine::Slot;
 
 /// The file naming the format of a target directory.
@@ -140,7 +140,7 @@ impl ChunkStore {
                 Record {
                     file_gen: 0,
                     slot: None,
-                    blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: vec![] }),
+                    blocks: Some(BlockCrcs { block_size: crc_block_size(0), crcs: vec![] }),
                     ..rec
                 }
             } else {
@@ -153,7 +153,7 @@ impl ChunkStore {
                         continue;
                     }
                 };
-                let (blocks, crc) = BlockCrcs::compute(&data, CRC_BLOCK_SIZE);
+                let (blocks, crc) = BlockCrcs::compute(&data, crc_block_size(data.len()));
                 if data.len() != rec.meta.length as usize || crc != rec.meta.crc32c {
                     tracing::error!(target_id = self.inner.target.0, %chunk, file = %p.display(), meta = ?rec.meta,
                         len = data.len(), crc, "migration: chunk file does not match its record; chunk left damaged");

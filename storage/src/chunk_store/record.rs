@@ -1,8 +1,9 @@
 //! The chunk metadata record (the value of the `chunks` keyspace) and its per-block CRC32Cs.
 //!
-//! A record holds a chunk version's metadata and, since format 3, the CRC32C of every
-//! [`CRC_BLOCK_SIZE`] block of its data (the last block may be short), so a partial read reads and
-//! verifies only the blocks it touches instead of the whole chunk. The whole-chunk CRC stays in the record
+//! A record holds a chunk version's metadata and, since format 3, the CRC32C of every block of its
+//! data (the last block may be short; the block size is stored in the record, chosen by
+//! [`crc_block_size`] when the version is written), so a partial read reads and verifies only the
+//! blocks it touches instead of the whole chunk. The whole-chunk CRC stays in the record
 //! (it is on the wire, in QueryChunk/ListChunks and in fsck); it is derived from the block CRCs with
 //! `crc32c_combine`'s algebra, so writing a version costs one CRC pass over its data, and so does verifying
 //! a whole chunk against both its block CRCs and its whole-chunk CRC.
@@ -17,9 +18,21 @@ use t3fs_common::{Error, StatusCode};
 
 use super::ChunkMeta;
 
-/// Bytes covered by one block CRC in records written now (format 3 stores the size it was written with,
-/// so this can change without a new format). 64 KiB: a 1 MiB chunk has 16 block CRCs (64 bytes).
-pub const CRC_BLOCK_SIZE: u32 = 64 * 1024;
+/// Smallest block a CRC covers in records written now: the O_DIRECT alignment, so a small read costs
+/// at most the 4 KiB blocks around it.
+pub const MIN_CRC_BLOCK_SIZE: u32 = 4 * 1024;
+/// Largest block a CRC covers in records written now (a 64 MiB chunk has 1,024 block CRCs, 4 KiB).
+pub const MAX_CRC_BLOCK_SIZE: u32 = 64 * 1024;
+
+/// Bytes covered by one block CRC for a chunk version of `len` bytes: the smallest power of two that
+/// gives at most 256 blocks, within [`MIN_CRC_BLOCK_SIZE`, `MAX_CRC_BLOCK_SIZE`]. A 1 MiB chunk gets
+/// 4 KiB blocks (256 CRCs, 1 KiB of record), 4 MiB 16 KiB, 16 MiB and more 64 KiB. Records store the
+/// size they were written with (formats 3 and 4), so this can change without a new format; before
+/// 2026-12-03 it was always 64 KiB, which made every small read cost a 64 KiB device read.
+pub fn crc_block_size(len: usize) -> u32 {
+    let per_block = len.div_ceil(256).next_power_of_two();
+    per_block.clamp(MIN_CRC_BLOCK_SIZE as usize, MAX_CRC_BLOCK_SIZE as usize) as u32
+}
 
 /// Record encodings, little-endian.
 /// - format 1 (22 bytes): `[1][flags u8: bit0 removed][version u64][length u32][crc u32][chain_version u32]`,
@@ -317,7 +330,7 @@ mod tests {
             removed: true,
             file_gen: 0,
             slot: None,
-            blocks: Some(BlockCrcs { block_size: CRC_BLOCK_SIZE, crcs: vec![] }),
+            blocks: Some(BlockCrcs { block_size: crc_block_size(0), crcs: vec![] }),
         };
         let tb = t.encode();
         assert_eq!(tb.len(), 34);
@@ -331,10 +344,28 @@ mod tests {
     }
 
     #[test]
+    fn block_size_grows_with_the_chunk_within_its_bounds() {
+        let cases = [
+            (0, 4096),
+            (1, 4096),
+            (16 << 10, 4096),
+            (1 << 20, 4096),
+            ((1 << 20) + 1, 8192),
+            (4 << 20, 16 << 10),
+            (16 << 20, 64 << 10),
+            (64 << 20, 64 << 10),
+        ];
+        for (len, bs) in cases {
+            assert_eq!(crc_block_size(len), bs, "len {len}");
+            assert!(len.div_ceil(bs as usize) <= 1024, "len {len}: at most 1,024 CRCs");
+        }
+    }
+
+    #[test]
     fn block_crcs_combine_to_the_whole_crc() {
         let data: Vec<u8> = (0..(1u32 << 20) + 7).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         for len in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 100, 1 << 20, (1 << 20) + 7] {
-            for bs in [4096u32, CRC_BLOCK_SIZE] {
+            for bs in [MIN_CRC_BLOCK_SIZE, crc_block_size(len), MAX_CRC_BLOCK_SIZE] {
                 let d = &data[..len];
                 let (blocks, whole) = BlockCrcs::compute(d, bs);
                 assert_eq!(whole, crc32c::crc32c(d), "len {len} block size {bs}");

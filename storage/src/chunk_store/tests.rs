@@ -448,10 +448,13 @@ async fn forget_drops_the_record() {
 
 /// A chunk of 3 full blocks and a short fourth one (1000 bytes), pseudo-random bytes.
 fn four_blocks() -> Vec<u8> {
-    (0..3 * CRC_BLOCK_SIZE + 1000).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect()
+    let data: Vec<u8> = (0..3 * B + 1000).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    assert_eq!(crc_block_size(data.len()), B);
+    data
 }
 
-const B: u32 = CRC_BLOCK_SIZE;
+/// The block size of chunks this small.
+const B: u32 = MIN_CRC_BLOCK_SIZE;
 
 async fn read_range(s: &ChunkStore, c: ChunkId, offset: u32, len: u32) -> Result<Vec<u8>, Error> {
     s.read(c, offset, len).await.map(|(d, _)| d.to_vec())
