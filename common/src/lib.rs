@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod bulk;
 pub mod config;
+pub mod crc;
 pub mod hot_config;
 pub mod ids;
 pub mod layout;

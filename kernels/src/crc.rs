@@ -15,13 +15,14 @@ pub fn segment_crcs(data: &[u8], seg: usize) -> Vec<u32> {
     data.chunks(seg.max(1)).map(crc32c::crc32c).collect()
 }
 
-/// The CRC32C of a `len`-byte range from the CRCs of its consecutive `seg`-byte segments.
+/// The CRC32C of a `len`-byte range (below 4 GiB) from the CRCs of its consecutive `seg`-byte
+/// segments (precomputed GF(2) operators, a few µs for a whole KV page).
 pub fn combine(segs: &[u32], seg: usize, len: usize) -> u32 {
     let mut crc = 0u32; // the CRC32C of no bytes
     let mut left = len;
     for &s in segs {
         let n = seg.min(left);
-        crc = crc32c::crc32c_combine(crc, s, n);
+        crc = t3fs_common::crc::concat(crc, s, n as u32);
         left -= n;
     }
     crc

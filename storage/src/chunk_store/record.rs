@@ -12,8 +12,7 @@
 //! checks it against the record's own length before allocating anything); formats 1 and 2 have none and
 //! their chunks are verified as a whole. On-disk formats: add a new format byte, never change an existing
 //! one (docs/formats.md).
-use std::sync::OnceLock;
-
+use t3fs_common::crc::shift;
 use t3fs_common::{Error, StatusCode};
 
 use super::ChunkMeta;
@@ -84,7 +83,7 @@ impl BlockCrcs {
     }
 
     /// The CRC32C of the whole chunk (`length` bytes) these are the block CRCs of:
-    /// `crc(A || B) = shift(crc(A), |B|) ^ crc(B)`, block by block (see [`shift`]).
+    /// `crc(A || B) = shift(crc(A), |B|) ^ crc(B)`, block by block (see [`shift`], precomputed operators).
     pub fn whole_crc(&self, length: u32) -> u32 {
         (0..self.crcs.len()).fold(0, |acc, i| {
             let (start, end) = self.block_range(i, length);
@@ -115,38 +114,6 @@ impl BlockCrcs {
             }
         }
         Ok(())
-    }
-}
-
-/// A CRC32C value advanced over `len` zero bytes: `crc32c_combine(v, 0, len)`, so that
-/// `crc(A || B) = shift(crc(A), |B|) ^ crc(B)`. The map is linear over GF(2); it is applied as the product
-/// of precomputed operators for the powers of two in `len` (one for a 64 KiB block), because
-/// `crc32c_combine` rebuilds its operator on every call (~50 µs for 64 KiB, slower than a CRC pass over
-/// a whole 1 MiB chunk).
-fn shift(v: u32, len: u32) -> u32 {
-    static POW2: OnceLock<[Gf2Matrix; 32]> = OnceLock::new();
-    let ops = POW2.get_or_init(|| {
-        let mut ops = [Gf2Matrix([0; 32]); 32];
-        ops[0] = Gf2Matrix(std::array::from_fn(|bit| crc32c::crc32c_combine(1 << bit, 0, 1)));
-        for k in 1..32 {
-            ops[k] = ops[k - 1].squared();
-        }
-        ops
-    });
-    (0..32).filter(|k| len >> k & 1 == 1).fold(v, |v, k| ops[k].apply(v))
-}
-
-/// A 32×32 matrix over GF(2), as the images of the 32 unit vectors (bits).
-#[derive(Clone, Copy)]
-struct Gf2Matrix([u32; 32]);
-
-impl Gf2Matrix {
-    fn apply(&self, v: u32) -> u32 {
-        (0..32).filter(|bit| v >> bit & 1 == 1).fold(0, |acc, bit| acc ^ self.0[bit])
-    }
-
-    fn squared(&self) -> Self {
-        Self(std::array::from_fn(|bit| self.apply(self.0[bit])))
     }
 }
 
@@ -377,16 +344,7 @@ mod tests {
                 assert_eq!(blocks.verify(0, d), Ok(()));
             }
         }
-        // The precomputed shift agrees with `crc32c_combine` for any length.
-        for (i, len) in [0u32, 1, 2, 3, 1000, 4096, 65535, 65536, 65537, 1 << 20, (1 << 26) + 12345, u32::MAX]
-            .into_iter()
-            .enumerate()
-        {
-            let (a, b) = (0x9E37_79B9u32.wrapping_mul(i as u32 + 1), 0x7F4A_7C15u32.rotate_left(i as u32));
-            // (`crc32c_combine` returns `crc1` for an empty B, whatever `crc2` says: the CRC of nothing is 0.)
-            let b = if len == 0 { 0 } else { b };
-            assert_eq!(shift(a, len) ^ b, crc32c::crc32c_combine(a, b, len as usize), "len {len}");
-        }
+        // (`shift` itself is tested against `crc32c_combine` in t3fs_common::crc.)
         let (blocks, _) = BlockCrcs::compute(&data[..10_000], 4096);
         assert_eq!(blocks.covering(0, 1), (0, 0));
         assert_eq!(blocks.covering(4095, 4097), (0, 1));
