@@ -20,7 +20,8 @@
 //! for the region (`cli/tests/batch_read.rs`, `cli/tests/loaders.rs`).
 //!
 //! Invariants: the registration is dropped before the memory it names (field order); the region
-//! is at least as large as asked, rounded up to 2 MiB (DMA-BUF export wants page-aligned ranges);
+//! is at least as large as asked, rounded up to 2 MiB, and allocated with plain `cuMemAlloc`
+//! (DMA-BUF export wants page-aligned ranges of such memory, not stream-ordered pool memory);
 //! [`DeviceRegion::apply`] writes only inside the region (each part is bounds-checked).
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -54,13 +55,22 @@ impl DeviceRegion {
         }
         let len = bytes.max(1).div_ceil(ALIGN) * ALIGN;
         let s = gpu.stream();
-        let mem = s.alloc_zeros::<u16>(len / 2)?;
+        // A plain cuMemAlloc allocation, not one from the stream-ordered pool that cudarc's
+        // `alloc` uses where it can: DMA-BUF export is documented for cuMemAlloc'd memory. The
+        // slice frees it on drop (cuMemFreeAsync accepts cuMemAlloc'd pointers).
+        gpu.context().bind_to_thread()?;
+        // SAFETY: a fresh allocation of `len` bytes (> 0), owned by the slice made from it below.
+        let raw = unsafe { result::malloc_sync(len) }?;
+        // SAFETY: `raw` is a live allocation of `len` bytes = `len / 2` u16 values, owned from here
+        // on by `mem` (freed on its drop); it is zeroed right away (any bit pattern is a valid u16).
+        let mut mem = unsafe { s.upgrade_device_ptr::<u16>(raw, len / 2) };
+        s.memset_zeros(&mut mem)?;
         let dptr = {
             let (p, _sync) = mem.device_ptr(s);
             p
         };
-        if dptr % ALIGN as u64 != 0 {
-            return Err(KernelError::Unsupported(format!("device allocation at {dptr:#x} is not 2 MiB aligned")));
+        if dptr % 4096 != 0 {
+            return Err(KernelError::Unsupported(format!("device allocation at {dptr:#x} is not page aligned")));
         }
         let mut fd: std::os::raw::c_int = -1;
         // SAFETY: `dptr..dptr + len` is one live allocation (`mem`, owned by the returned region);
