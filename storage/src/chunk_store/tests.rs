@@ -566,3 +566,46 @@ async fn last_chunk_skips_tombstones_and_other_files() {
     let (c, m) = s.last_chunk(inode).unwrap().unwrap();
     assert_eq!((c, m.length), (id(5), 5), "a removed chunk is not the last one");
 }
+
+/// The block size is chosen per version: a chunk written big (64 KiB blocks), cut small (4 KiB
+/// blocks) and grown again reads right at every step, partial reads included, and the old
+/// version's blocks verify the content a partial update starts from.
+#[tokio::test]
+async fn block_size_changes_between_versions_of_one_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+    let block_size = |s: &ChunkStore| s.record(id(0)).unwrap().unwrap().blocks.unwrap().block_size;
+    apply(&s, id(0), 1, replace(&big)).await.unwrap();
+    assert_eq!(block_size(&s), MAX_CRC_BLOCK_SIZE);
+    assert_eq!(read_range(&s, id(0), 70_000, 5).await.unwrap(), &big[70_000..70_005]);
+    // A partial update of the 64 KiB-block version (its old content verified with 64 KiB blocks).
+    apply(&s, id(0), 2, w(65_530, b"0123456789")).await.unwrap();
+    let mut want = big.clone();
+    want[65_530..65_540].copy_from_slice(b"0123456789");
+    assert_eq!(block_size(&s), MAX_CRC_BLOCK_SIZE);
+    assert_eq!(read_range(&s, id(0), 65_520, 30).await.unwrap(), &want[65_520..65_550]);
+    // Cut to 1 MiB: the new version has 4 KiB blocks.
+    let cut = Update::Truncate { length: 1 << 20, chunk_size: 64 << 20 };
+    apply(&s, id(0), 3, cut).await.unwrap();
+    want.truncate(1 << 20);
+    assert_eq!(block_size(&s), MIN_CRC_BLOCK_SIZE);
+    for (off, n) in [(0u32, 1u32), (4095, 2), (65_530, 10), ((1 << 20) - 3, 100)] {
+        let end = (off + n).min(1 << 20) as usize;
+        assert_eq!(read_range(&s, id(0), off, n).await.unwrap(), &want[off as usize..end], "offset {off}");
+    }
+    // Grown back past 1 MiB by a write: 8 KiB blocks, and every byte still right.
+    let grow = Update::Write {
+        offset: (1 << 20) + 10,
+        data: Bytes::from_static(b"tail"),
+        payload_crc32c: crc32c::crc32c(b"tail"),
+        chunk_size: 64 << 20,
+    };
+    apply(&s, id(0), 4, grow).await.unwrap();
+    want.extend_from_slice(&[0u8; 10]);
+    want.extend_from_slice(b"tail");
+    assert_eq!(block_size(&s), 8 << 10);
+    let got = read_range(&s, id(0), 0, u32::MAX).await.unwrap();
+    assert!(got == want, "whole chunk after growing: {} bytes, want {}", got.len(), want.len());
+    assert!(s.scrub().await.unwrap().is_empty());
+}
