@@ -201,8 +201,9 @@ impl RdmaTransport {
         check_response(rsp, from_region.unwrap_or(data))
     }
 
-    /// `call_into`: with a registration covering `out`, the server RDMA-WRITEs into `out` itself;
-    /// otherwise the payload is copied into `out` from wherever it arrived.
+    /// `call_into`: with a registration covering `out`, the server RDMA-WRITEs into `out` itself
+    /// (a region call at `out`'s offset in the registration); otherwise the payload is copied into
+    /// `out` from wherever it arrived.
     async fn call_rdma_into(
         &self,
         addr: &str,
@@ -211,18 +212,20 @@ impl RdmaTransport {
         out: &mut [u8],
         reg: Option<&Registration>,
     ) -> Result<(BulkResponse, usize), Error> {
-        let dest = match reg {
-            Some(r) if r.kind() == TransportKind::Rdma && r.covers(out) && u32::try_from(out.len()).is_ok() => {
-                r.rkey().map(|rkey| RdmaBuf { addr: out.as_ptr() as u64, rkey, len: out.len() as u32 })
+        let (rsp, placed) = match reg {
+            Some(r) if r.covers(out) => {
+                let offset = out.as_ptr() as usize - r.addr() as usize;
+                self.call_rdma_region(addr, req, payload, r, offset, out.len()).await?
             }
-            _ => None,
+            _ => {
+                let (rsp, data) = self.call_rdma_to(addr, req, payload, None).await?;
+                (rsp, Placed::Inline(data))
+            }
         };
-        let direct = dest.is_some();
-        let (rsp, data, written, from_region) = self.call_rdma_raw(addr, req, payload, dest).await?;
-        let (rsp, data) = check_response(rsp, from_region.unwrap_or(data))?;
-        if direct && written > 0 {
-            return Ok((rsp, written)); // already in `out`, written by the NIC
-        }
+        let data = match placed {
+            Placed::Written(n) => return Ok((rsp, n)), // already in `out`, written by the NIC
+            Placed::Inline(data) => data,
+        };
         let cap = out.len();
         let dst = out.get_mut(..data.len()).ok_or_else(|| {
             Error::internal(format!("bulk response of {} bytes does not fit a {cap}-byte buffer", data.len()))
@@ -230,9 +233,7 @@ impl RdmaTransport {
         dst.copy_from_slice(&data);
         Ok((rsp, data.len()))
     }
-}
 
-impl RdmaTransport {
     /// `call_into_region`: with one of this transport's registrations, the server RDMA-WRITEs
     /// the payload at `reg.addr() + offset`; a payload the server sent in the frame instead (it
     /// did not fit its staging region) comes back inline.
