@@ -376,15 +376,17 @@ impl Client {
         Ok(if rsp.found { rsp.meta } else { None })
     }
 
-    /// Every chunk on one target (for tests and tools).
+    /// Every live chunk on one target, in chunk id order (for tests and tools).
     pub async fn list_chunks(&self, target: TargetId) -> Result<Vec<proto::ChunkMeta>> {
+        self.list_target_chunks(target, false).await
+    }
+
+    /// Every chunk record on one target, tombstones too if `include_removed` (`removed` set), in chunk
+    /// id order; listed page by page.
+    pub async fn list_target_chunks(&self, target: TargetId, include_removed: bool) -> Result<Vec<proto::ChunkMeta>> {
         let mut admin = self.storage_admin(target).await?;
-        let req = proto::ListChunksReq {
-            header: Some(self.header(&crate::UserInfo::root(), &t3fs_common::new_request_id())),
-            target_id: target.0,
-            include_removed: false,
-        };
-        Ok(admin.list_chunks(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner().chunks)
+        let header = || self.header(&crate::UserInfo::root(), &t3fs_common::new_request_id());
+        t3fs_common::chunk_list::list_chunks(&mut admin, header, target, include_removed, 0).await
     }
 
     async fn storage_admin(

@@ -11,6 +11,7 @@
 //! - [`hot_config`]: configs mgmtd pushes with heartbeat replies, applied without a restart.
 pub mod auth;
 pub mod bulk;
+pub mod chunk_list;
 pub mod config;
 pub mod crc;
 pub mod hot_config;

@@ -533,6 +533,44 @@ impl ChunkStore {
             .collect())
     }
 
+    /// One page of [`ChunkStore::list_all`] (the `ListChunks` RPC): the records after `start_after`
+    /// (exclusive; `None`: from the first), at most `limit` of them, tombstones only if
+    /// `include_removed`. At most `max_scan` records are looked at, so a long run of skipped tombstones
+    /// cannot make one page unbounded. The second value is where the next page starts (`None`: the
+    /// listing is complete).
+    pub fn list_page(
+        &self,
+        start_after: Option<ChunkId>,
+        limit: usize,
+        max_scan: usize,
+        include_removed: bool,
+    ) -> Result<(Vec<ListedChunk>, Option<ChunkId>), Error> {
+        use std::ops::Bound;
+        let (limit, max_scan) = (limit.max(1), max_scan.max(1));
+        let from = start_after.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_bytes().to_vec()));
+        self.with_db(|db| {
+            let (mut out, mut scanned, mut last) = (Vec::new(), 0, None);
+            for kv in db.metas.range::<Vec<u8>, _>((from, Bound::Unbounded)) {
+                if out.len() == limit || scanned == max_scan {
+                    return Ok((out, last));
+                }
+                let (k, v) = kv.into_inner().map_err(kv_err)?;
+                let (chunk, r) = (ChunkId::from_bytes(&k)?, Record::decode_head(&v)?);
+                scanned += 1;
+                last = Some(chunk);
+                if r.removed && !include_removed {
+                    continue;
+                }
+                let pending_version = match db.pending.get(k).map_err(kv_err)? {
+                    Some(p) => Record::decode_head(&p)?.meta.version,
+                    None => 0,
+                };
+                out.push(ListedChunk { chunk, meta: r.meta, removed: r.removed, pending_version });
+            }
+            Ok((out, None))
+        })
+    }
+
     /// The chunk's committed state under the caller's lock: `None` if it never existed, else its record
     /// and, for a live chunk, its whole verified content (`None` for a tombstone).
     pub async fn snapshot(&self, guard: &ChunkGuard) -> Result<Option<(ChunkMeta, Option<Bytes>)>, Error> {

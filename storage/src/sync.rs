@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use t3fs_common::bulk::BulkClient;
+use t3fs_common::chunk_list;
 use t3fs_common::proto::storage_admin_client::StorageAdminClient;
 use t3fs_common::proto::{self, BulkRequest, PublicTargetState, bulk_request};
 use t3fs_common::routing::{Routing, RoutingCache, connect_channel};
@@ -288,8 +289,7 @@ async fn run_sync(ctx: &SyncCtx, job: SyncJob) -> Result<(), Error> {
     store.update_barrier().await;
     still_current(ctx, &job)?;
     let mut admin = StorageAdminClient::new(connect_channel(&grpc_addr).await?);
-    let req = proto::ListChunksReq { header: Some(header(&ctx.token)), target_id: job.to.0, include_removed: true };
-    let listed = admin.list_chunks(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner().chunks;
+    let listed = chunk_list::list_chunks(&mut admin, || header(&ctx.token), job.to, true, 0).await?;
     let mut remote = HashMap::with_capacity(listed.len());
     for m in listed {
         let r = Remote {

@@ -163,12 +163,24 @@ async fn bad_requests_get_their_status_and_change_nothing() {
     // The storage admin service refuses a request without a header, too.
     let mut admin = c.admin(1).await;
     let bad = admin
-        .list_chunks(proto::ListChunksReq { header: None, target_id: 201, include_removed: false })
+        .list_chunks(proto::ListChunksReq { header: None, target_id: 201, ..Default::default() })
         .await
         .unwrap_err();
     let bad = t3fs_common::Error::from_tonic(&bad);
     assert_eq!(bad.code, StatusCode::Unauthenticated, "{bad}");
     assert!(!bad.message.is_empty());
+    // A page start that is not a chunk id.
+    let bad = admin
+        .list_chunks(proto::ListChunksReq {
+            header: Some(header()),
+            target_id: 201,
+            start_after: vec![1, 2, 3].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let bad = t3fs_common::Error::from_tonic(&bad);
+    assert_eq!(bad.code, StatusCode::InvalidArgument, "{bad}");
 
     // The chain still works: the next write is version 3 everywhere.
     let (rsp, _) = client.call(&c.bulk(0), &w(0, b"third"), b"third").await.unwrap();

@@ -49,11 +49,17 @@ async fn writes_replicate_head_to_tail() {
     let err = |r: Result<_, t3fs_common::Error>| r.unwrap_err().code;
     let mut admin = c.admin(1).await;
     let list = admin
-        .list_chunks(proto::ListChunksReq { header: Some(header()), target_id: 201, include_removed: false })
+        .list_chunks(proto::ListChunksReq {
+            header: Some(header()),
+            target_id: 201,
+            include_removed: false,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(list.chunks, vec![meta.clone()]);
+    assert!(list.next_start_after.is_empty(), "one page holds the whole listing");
 
     // Heartbeats report every target as up to date, with its used bytes, chain version and disk space.
     tokio::time::sleep(Duration::from_millis(300)).await;
