@@ -24,6 +24,26 @@ async fn replicas(c: &Client, inode: u64) -> usize {
     n
 }
 
+/// Every record of `inode` (live chunks and tombstones) over every target.
+async fn records(c: &Client, inode: u64) -> usize {
+    let mut n = 0;
+    for t in &c.routing().info.targets {
+        for m in c.list_target_chunks(TargetId(t.target_id), true).await.unwrap() {
+            n += usize::from(ChunkId::from_bytes(&m.chunk_id).unwrap().inode == InodeId(inode));
+        }
+    }
+    n
+}
+
+async fn wait_inode_gone(c: &Client, inode: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.getattr(&UserInfo::root(), InodeId(inode)).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the inode outlived its chunks");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.getattr(&UserInfo::root(), InodeId(inode)).await.unwrap_err().code, StatusCode::NotFound);
+}
+
 async fn wait_replicas(c: &Client, inode: u64, want: usize) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -52,12 +72,19 @@ async fn unlinked_files_are_collected_unless_open_for_write() {
     let gone = b.remove(&root, InodeId::ROOT, b"plain", false).await.unwrap();
     assert_eq!(gone.nlink, 0);
     assert_eq!(wait_replicas(&a, f.id, 0).await, 0, "chunks of an unlinked file are collected");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while a.getattr(&root, InodeId(f.id)).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "the inode outlived its chunks");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(a.getattr(&root, InodeId(f.id)).await.unwrap_err().code, StatusCode::NotFound);
+    wait_inode_gone(&a, f.id).await;
+    // Their tombstones went too (purged before the inode was deleted).
+    assert_eq!(records(&a, f.id).await, 0, "no tombstones left");
+
+    // A sparse file: one chunk written at index 5. GC removes indexes 0..=5 (a REMOVE of a hole
+    // leaves a tombstone) and purges all of them: nothing of the file is left on any target.
+    let s = a.create(&root, InodeId::ROOT, b"sparse", 0o644, true).await.unwrap();
+    a.write(&s, 5 * CHUNK as u64, b"tail").await.unwrap();
+    a.close(&root, InodeId(s.id), 5 * CHUNK as u64 + 4, true).await.unwrap();
+    assert_eq!(records(&a, s.id).await, 3);
+    b.remove(&root, InodeId::ROOT, b"sparse", false).await.unwrap();
+    wait_inode_gone(&a, s.id).await;
+    assert_eq!(records(&a, s.id).await, 0, "no tombstones of the holes either");
 
     // Open for write by A, unlinked by B: kept while A writes, collected after A closes.
     let (w, session) = a.create_for_write(&root, InodeId::ROOT, b"written", 0o644, true).await.unwrap();

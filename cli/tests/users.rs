@@ -80,8 +80,17 @@ async fn user_tokens_end_to_end() {
     let chunk = t3fs_common::ids::ChunkId::new(InodeId(f.id), 0);
     let tail = chain.targets.last().unwrap().target_id;
     let tail_addr = r.node_of_target(t3fs_common::ids::TargetId(tail)).unwrap().bulk_addr.clone();
+    let head = chain.targets[0].target_id;
+    let head_addr = r.node_of_target(t3fs_common::ids::TargetId(head)).unwrap().bulk_addr.clone();
     let before = admin.query_chunk(t3fs_common::ids::TargetId(tail), chunk).await.unwrap().unwrap();
-    for (what, version, sync) in [("forwarded", before.version + 1, false), ("sync", before.version + 1, true)] {
+    let (write, replace, purge) = (proto::UpdateType::Write, proto::UpdateType::Replace, proto::UpdateType::Purge);
+    // Nor purge tombstones (only meta's GC and admins do), at the head or further down.
+    for (what, ty, target, addr, version, sync) in [
+        ("forwarded", write, tail, &tail_addr, before.version + 1, false),
+        ("sync", replace, tail, &tail_addr, before.version + 1, true),
+        ("purge", purge, head, &head_addr, 0, false),
+        ("forwarded purge", purge, tail, &tail_addr, before.version + 1, false),
+    ] {
         let payload = b"mallory's bytes!";
         let req = proto::BulkRequest {
             request_id: "r".into(),
@@ -89,9 +98,9 @@ async fn user_tokens_end_to_end() {
             op: Some(proto::bulk_request::Op::Update(proto::UpdateChunk {
                 chain_id: chain.chain_id,
                 chain_version: chain.chain_version,
-                target_id: tail,
+                target_id: target,
                 chunk_id: chunk.to_bytes().to_vec().into(),
-                update_type: if sync { proto::UpdateType::Replace } else { proto::UpdateType::Write } as i32,
+                update_type: ty as i32,
                 chunk_size: lay.chunk_size,
                 payload_crc32c: crc32c::crc32c(payload),
                 update_version: version,
@@ -99,7 +108,7 @@ async fn user_tokens_end_to_end() {
                 ..Default::default()
             })),
         };
-        let e = t3fs_common::bulk::BulkClient::default().call(&tail_addr, &req, payload).await.unwrap_err();
+        let e = t3fs_common::bulk::BulkClient::default().call(addr, &req, payload).await.unwrap_err();
         assert_eq!(e.code, StatusCode::PermissionDenied, "{what}: {e}");
     }
     let after = admin.query_chunk(t3fs_common::ids::TargetId(tail), chunk).await.unwrap().unwrap();

@@ -6,7 +6,9 @@
 //! oldest first, and for each:
 //! 1. skips it (moving it to the back of the queue) while a write session holds it;
 //! 2. removes its chunks on storage: a REMOVE update to the head of each chunk's chain, for every
-//!    chunk its length covers (a missing chunk is fine), 16 at a time, retried a few times;
+//!    chunk its length covers (a missing chunk is fine), 16 at a time, retried a few times; then a
+//!    PURGE of each, which drops the tombstones the removals left (best effort: a tombstone that
+//!    stays is logged and costs one record; storage `service/purge.rs` says why this is safe);
 //! 3. deletes the inode, its xattrs and the queue entry in one transaction, unless a write session
 //!    appeared meanwhile.
 //!
@@ -103,7 +105,7 @@ impl Gc {
     }
 
     /// Removes every chunk up to the file's end (its length, or further where storage has data
-    /// past it); returns how many removals were sent.
+    /// past it), then purges their tombstones; returns how many removals were sent.
     async fn remove_chunks(&self, inode: &proto::Inode) -> Result<u64> {
         if inode.inode_type != InodeType::File as i32 {
             return Ok(0);
@@ -124,16 +126,47 @@ impl Gc {
             u32::try_from(count).map_err(|_| Error::internal(format!("inode {}: too many chunks", inode.id)))?;
         let id = InodeId(inode.id);
         let mut runs = futures::stream::iter(0..count)
-            .map(|index| self.remove_chunk(layout, id, index))
+            .map(|index| self.chunk_update(layout, id, index, UpdateType::Remove))
             .buffer_unordered(CHUNKS_IN_FLIGHT);
         while let Some(r) = runs.next().await {
             r?;
         }
+        self.purge_chunks(layout, id, count).await;
         Ok(u64::from(count))
     }
 
-    /// One REMOVE to the head of the chunk's chain, retried on retryable errors.
-    async fn remove_chunk(&self, layout: &proto::Layout, inode: InodeId, index: u32) -> Result<()> {
+    /// Drops the tombstones the removals left (storage `service/purge.rs`): the file is gone and its
+    /// chunk ids are never used again. Best effort: a tombstone left behind (a failed or refused
+    /// purge) costs one record and is logged, so it does not hold up the collection.
+    async fn purge_chunks(&self, layout: &proto::Layout, id: InodeId, count: u32) {
+        let (mut purged, mut kept, mut failed) = (0u32, 0u32, 0u32);
+        let mut runs = futures::stream::iter(0..count)
+            .map(|index| self.chunk_update(layout, id, index, UpdateType::Purge))
+            .buffer_unordered(CHUNKS_IN_FLIGHT);
+        while let Some(r) = runs.next().await {
+            match r {
+                Ok(Some(m)) if m.version != 0 => kept += 1,
+                Ok(_) => purged += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::debug!(inode = id.0, error = %e, "GC: purging a tombstone failed");
+                }
+            }
+        }
+        if kept + failed > 0 {
+            tracing::warn!(inode = id.0, purged, kept, failed, "GC: some tombstones of a removed file stay");
+        }
+    }
+
+    /// One update (REMOVE or PURGE) to the head of the chunk's chain, retried on retryable errors;
+    /// returns the chunk's metadata on the head afterwards (`None`: the chunk was not found).
+    async fn chunk_update(
+        &self,
+        layout: &proto::Layout,
+        inode: InodeId,
+        index: u32,
+        ty: UpdateType,
+    ) -> Result<Option<proto::ChunkMeta>> {
         let chunk = ChunkId::new(inode, index);
         let request_id = t3fs_common::new_request_id();
         let mut backoff = Duration::from_millis(20);
@@ -153,7 +186,7 @@ impl Gc {
                         chain_version: chain.chain_version,
                         target_id: head.0,
                         chunk_id: Bytes::copy_from_slice(&chunk.to_bytes()),
-                        update_type: UpdateType::Remove as i32,
+                        update_type: ty as i32,
                         offset: 0,
                         chunk_size: layout.chunk_size,
                         payload_crc32c: 0,
@@ -162,17 +195,17 @@ impl Gc {
                         ..Default::default()
                     })),
                 };
-                self.bulk.call(&addr, &req, &[]).await.map(|_| ())
+                self.bulk.call(&addr, &req, &[]).await.map(|(rsp, _)| rsp.meta)
             }
             .await;
             match res {
-                Ok(()) => return Ok(()),
-                Err(e) if e.code == StatusCode::ChunkNotFound => return Ok(()),
+                Ok(meta) => return Ok(meta),
+                Err(e) if e.code == StatusCode::ChunkNotFound => return Ok(None),
                 Err(e) if e.is_retryable() && tries < TRIES => {
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                 }
-                Err(e) => return Err(Error::new(e.code, format!("removing chunk {chunk}: {}", e.message))),
+                Err(e) => return Err(Error::new(e.code, format!("{ty:?} of chunk {chunk}: {}", e.message))),
             }
         }
     }

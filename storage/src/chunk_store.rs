@@ -32,8 +32,9 @@
 //!
 //! **Versions.** Each record carries the update version that produced it. Removals leave a *tombstone*
 //! record so versions of a chunk id stay monotonic across remove/re-create, which is what lets chain
-//! successors recognise a replayed update as a duplicate (`version <= local version`). Tombstones are
-//! never purged yet. **Sync updates** ([`ChunkStore::apply_sync`]: REPLACE or REMOVE from the SERVING
+//! successors recognise a replayed update as a duplicate (`version <= local version`). The tombstones
+//! of deleted files' chunks are dropped by [`ChunkStore::purge`] (`service/purge.rs` says when that is
+//! safe). **Sync updates** ([`ChunkStore::apply_sync`]: REPLACE or REMOVE from the SERVING
 //! predecessor of a SYNCING target, see `crate::sync`) set exactly the given version and content even if
 //! the local version is higher, or equal with other content; [`ChunkStore::forget`] drops a record
 //! altogether. [`ChunkStore::list_all`] lists tombstones and pending versions as well, for resync diffs.
@@ -179,6 +180,17 @@ fn check_crc(data: &[u8], expected: u32) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// A chunk's records on this target ([`ChunkStore::state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordState {
+    /// The committed record's metadata (all 0 when only a pending version exists).
+    pub meta: ChunkMeta,
+    /// The committed record is a tombstone.
+    pub removed: bool,
+    /// The version of a pending update, 0 if none.
+    pub pending_version: u64,
 }
 
 /// Result of [`ChunkStore::apply`].
@@ -486,6 +498,21 @@ impl ChunkStore {
     /// Every committed record, without block CRCs (see [`Record::decode_head`]).
     fn records(&self) -> Result<Vec<(ChunkId, Record)>, Error> {
         self.with_db(|db| scan(&db.metas))
+    }
+
+    /// The chunk's records under the caller's lock: `None` if it has none (never written, or purged).
+    pub fn state(&self, guard: &ChunkGuard) -> Result<Option<RecordState>, Error> {
+        self.state_of(guard.chunk())
+    }
+
+    fn state_of(&self, chunk: ChunkId) -> Result<Option<RecordState>, Error> {
+        let (rec, pending) = (self.record(chunk)?, self.pending_record(chunk)?);
+        let pending_version = pending.as_ref().map_or(0, |p| p.meta.version);
+        Ok(match rec {
+            None if pending.is_none() => None,
+            None => Some(RecordState { meta: ChunkMeta::default(), removed: false, pending_version }),
+            Some(r) => Some(RecordState { meta: r.meta, removed: r.removed, pending_version }),
+        })
     }
 
     /// Metadata of a live chunk (`None` if missing or removed).

@@ -12,6 +12,7 @@
 //! | `t3fs_storage_checksum_errors_total` | counter | `target` | requests failed with ChecksumMismatch: stored data not matching its CRC on a read, or a payload not matching its CRC on an update |
 //! | `t3fs_storage_forwarded_updates_total` | counter | | updates forwarded to a chain successor and acknowledged |
 //! | `t3fs_storage_forward_failures_total` | counter | | updates whose forwarding to the successor failed (the update fails) |
+//! | `t3fs_storage_purged_tombstones_total` | counter | | tombstones of deleted files' chunks dropped by PURGE (`service/purge.rs`) |
 //! | `t3fs_storage_resync_chunks_total` | counter | | chunk states sent to a SYNCING successor by resync (replacements, removals, forgets) |
 //! | `t3fs_storage_resync_bytes_total` | counter | | chunk bytes resync sent |
 //! | `t3fs_storage_syncs_completed_total` | counter | | resyncs that finished (SyncDone sent) |
@@ -82,6 +83,8 @@ pub struct StorageMetrics {
     pub repairs: Counter,
     /// Client updates answered from an update channel's record (retries of applied updates).
     pub replayed_updates: Counter,
+    /// Tombstones dropped by PURGE.
+    pub purged_tombstones: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -104,6 +107,7 @@ impl Default for StorageMetrics {
             resync_remaining_chunks: Gauge::default(),
             repairs: Counter::default(),
             replayed_updates: Counter::default(),
+            purged_tombstones: Counter::default(),
         }
     }
 }
@@ -147,6 +151,7 @@ impl StorageMetrics {
             "Retried client updates answered from the update channel record",
             m.replayed_updates.clone(),
         );
+        r.register("t3fs_storage_purged_tombstones", "Tombstones dropped by PURGE", m.purged_tombstones.clone());
         r.register_collector(Box::new(StateCollector { stores, fence }));
         m
     }

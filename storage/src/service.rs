@@ -61,6 +61,7 @@ use crate::metrics::{Outcome, StorageMetrics};
 
 mod batch_read;
 pub mod channels;
+mod purge;
 mod repair;
 
 use channels::{Admit, UpdateChannels};
@@ -365,10 +366,12 @@ impl StorageService {
 /// Who may send which update: clients (any valid token) send plain writes, truncates and removals to a
 /// head (`update_version = 0`); chain-internal updates (forwarded at a version, sync replacements and
 /// removals) come only from storage nodes, which carry the cluster token; a repair of a damaged replica
-/// (checked against that replica's own record, see `repair.rs`) needs an admin. Without this, a user
+/// (checked against that replica's own record, see `repair.rs`) needs an admin, and so does a PURGE
+/// sent to a head (meta's GC sends it with the cluster token; `purge.rs`). Without this, a user
 /// token could write straight to a middle or tail and make replicas differ.
 fn may_send(principal: &Principal, u: &proto::UpdateChunk) -> Result<(), Error> {
-    if u.repair {
+    let purge = u.update_type == proto::UpdateType::Purge as i32;
+    if u.repair || (purge && u.update_version == 0 && !u.sync) {
         principal.require_admin()
     } else if u.sync || u.update_version > 0 {
         principal.require_cluster()
@@ -415,7 +418,9 @@ impl BulkHandler for StorageService {
                 );
                 let (target, len) = (u.target_id, payload.len());
                 // Updates report the payload they carried, not the (empty) response payload.
+                let purge = u.update_type == proto::UpdateType::Purge as i32;
                 let res = match self.channels.admit(&u) {
+                    _ if purge => self.purge(&req.request_id, u).instrument(span).await,
                     Err(e) => Err(e),
                     Ok(Admit::Replay(rsp)) => {
                         self.metrics.replayed_updates.inc();

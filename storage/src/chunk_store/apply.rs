@@ -24,7 +24,7 @@
 use t3fs_common::{ChunkId, Error, StatusCode};
 
 use super::record::{BlockCrcs, Record, crc_block_size};
-use super::{Applied, ChunkGuard, ChunkMeta, ChunkStore, Update, blocking, kv_err};
+use super::{Applied, ChunkGuard, ChunkMeta, ChunkStore, RecordState, Update, blocking, kv_err};
 use crate::engine::Slot;
 use crate::engine::aligned::{AlignedBuf, align_up};
 
@@ -132,6 +132,28 @@ impl ChunkStore {
     pub async fn forget(&self, guard: &ChunkGuard) -> Result<Applied, Error> {
         let (store, chunk) = (self.clone(), guard.chunk());
         blocking(move || store.forget_blocking(chunk)).await
+    }
+
+    /// Drops the chunk's record if it is a committed tombstone at or below `at_most` with no pending
+    /// version (PURGE, `service/purge.rs`); anything else is left as it is. Returns what is left
+    /// ([`ChunkStore::state`] after the call).
+    pub async fn purge(&self, guard: &ChunkGuard, at_most: u64) -> Result<Option<RecordState>, Error> {
+        let (store, chunk) = (self.clone(), guard.chunk());
+        blocking(move || store.purge_blocking(chunk, at_most)).await
+    }
+
+    fn purge_blocking(&self, chunk: ChunkId, at_most: u64) -> Result<Option<RecordState>, Error> {
+        match self.state_of(chunk)? {
+            Some(s) if s.removed && s.pending_version == 0 && s.meta.version <= at_most => {}
+            left => return Ok(left),
+        }
+        self.with_db(|db| {
+            let mut batch = db.db.batch().durability(Some(fjall::PersistMode::SyncAll));
+            batch.remove(&db.metas, chunk.to_bytes());
+            batch.commit().map_err(kv_err)
+        })?;
+        self.fail(Failpoint::MetaCommitted)?;
+        Ok(None)
     }
 
     #[cfg(test)]

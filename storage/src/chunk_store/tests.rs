@@ -296,6 +296,46 @@ async fn paged_listings_equal_the_whole_listing() {
 }
 
 #[tokio::test]
+async fn purge_drops_only_a_committed_tombstone_within_its_bound() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    apply(&s, id(0), 1, w(0, b"live")).await.unwrap();
+    apply(&s, id(1), 1, w(0, b"gone")).await.unwrap();
+    apply(&s, id(1), 2, Update::Remove).await.unwrap();
+    apply(&s, id(2), 1, Update::Remove).await.unwrap();
+    let g = s.lock(id(2)).await;
+    s.prepare(&g, 2, 1, w(0, b"pending")).await.unwrap();
+    drop(g);
+    let purge = |c, at_most| {
+        let s = s.clone();
+        async move {
+            let g = s.lock(c).await;
+            s.purge(&g, at_most).await.unwrap()
+        }
+    };
+    // A live chunk, a tombstone above the bound, a tombstone with a pending update: all kept.
+    let live = purge(id(0), u64::MAX).await.unwrap();
+    assert_eq!((live.meta.version, live.removed), (1, false));
+    assert_eq!(purge(id(1), 1).await.unwrap().meta.version, 2);
+    let kept = purge(id(2), u64::MAX).await.unwrap();
+    assert_eq!((kept.meta.version, kept.removed, kept.pending_version), (1, true, 2));
+    // The tombstone within the bound goes, durably; a chunk without records stays without.
+    assert_eq!(purge(id(1), 2).await, None);
+    assert_eq!(purge(id(1), 2).await, None);
+    assert_eq!(purge(id(9), u64::MAX).await, None);
+    s.close();
+    let (s, report) = ChunkStore::open(TargetId(7), d.path()).unwrap();
+    assert_eq!((report.live_chunks, report.tombstones), (1, 1), "{report:?}");
+    let listed: Vec<_> = s.list_all().unwrap().iter().map(|c| c.chunk).collect();
+    assert_eq!(listed, vec![id(0), id(2)]);
+    // Written again, the chunk starts over at version 1.
+    let a = apply(&s, id(1), 1, w(0, b"new")).await.unwrap();
+    assert!(!a.duplicate && a.exists);
+    assert_eq!(content(&s, id(1)).await, b"new");
+    assert_no_leak(&s);
+}
+
+#[tokio::test]
 async fn update_barrier_waits_for_permits() {
     let d = tempfile::tempdir().unwrap();
     let s = open(d.path());
