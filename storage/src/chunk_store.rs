@@ -350,7 +350,13 @@ impl ChunkStore {
     /// the engine is sealed.
     pub fn begin_open(target: TargetId, path: &Path, choice: &EngineChoice) -> Result<OpeningStore, Error> {
         let layout = migrate::check_format(path)?;
-        let db = fjall::Database::builder(path.join(META_DIR)).worker_threads(1).open().map_err(kv_err)?;
+        let db = fjall::Database::builder(path.join(META_DIR)).worker_threads(1).open().map_err(|e| match e {
+            fjall::Error::Locked => Error::new(
+                StatusCode::Busy,
+                format!("target directory {} is in use by another storage process", path.display()),
+            ),
+            e => kv_err(e),
+        })?;
         let metas = db.keyspace(KEYSPACE, fjall::KeyspaceCreateOptions::default).map_err(kv_err)?;
         let pending = db.keyspace(PENDING_KEYSPACE, fjall::KeyspaceCreateOptions::default).map_err(kv_err)?;
         let db = Db { db, metas, pending };
@@ -665,6 +671,7 @@ impl ChunkStore {
                 tracing::warn!(target_id = %self.inner.target, error = %e, "persisting chunk metadata on close");
             }
             drop(db);
+            self.inner.engine.detach(self.inner.target.0);
         }
     }
 }

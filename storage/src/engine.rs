@@ -181,10 +181,38 @@ pub struct Engine {
     direct: bool,
     state: Mutex<State>,
     gate: RwLock<()>,
+    /// `<dir>/LOCK`, held (flock, exclusive) from the open until the last attached owner detaches.
+    lock: Mutex<Option<fs::File>>,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(&context, e)
+}
+
+/// Takes `<dir>/LOCK` (an exclusive `flock`, released when the file is closed, also by a crash): two
+/// engines over one directory would hand out the same slots. The target's fjall database has its own
+/// lock, but a shared disk's engine belongs to no single target: without this, a second storage
+/// process configured with the same disk directory could allocate from it too.
+fn lock_dir(dir: &Path) -> Result<fs::File, Error> {
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::new(
+            StatusCode::Busy,
+            format!(
+                "chunk engine {} is in use by another storage process (it holds {})",
+                dir.display(),
+                path.display()
+            ),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(&format!("locking {}", path.display()), e)),
+    }
 }
 
 impl Engine {
@@ -192,6 +220,7 @@ impl Engine {
     /// every owner has attached and [`Engine::seal`] is called.
     pub fn open(dir: &Path, options: EngineOptions) -> Result<Arc<Self>, Error> {
         fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let lock = lock_dir(dir)?;
         let direct = options.direct_io && {
             let ok = aligned::probe_direct(dir).map_err(io(format!("probing O_DIRECT in {}", dir.display())))?;
             if !ok {
@@ -222,7 +251,14 @@ impl Engine {
                 state.groups.insert((class, group), Group { file: Arc::new(file), bits: [0; 4], used: 0 });
             }
         }
-        let engine = Self { dir: dir.to_path_buf(), options, direct, state: Mutex::new(state), gate: RwLock::new(()) };
+        let engine = Self {
+            dir: dir.to_path_buf(),
+            options,
+            direct,
+            state: Mutex::new(state),
+            gate: RwLock::new(()),
+            lock: Mutex::new(Some(lock)),
+        };
         Ok(Arc::new(engine))
     }
 
@@ -279,6 +315,16 @@ impl Engine {
     }
 
     /// The targets attached.
+    /// `owner`'s target was closed. When no owner is left, the directory's lock is released (so the
+    /// engine can be opened again, by this process or another); this engine must not be used after.
+    pub fn detach(&self, owner: u64) {
+        let mut st = self.state();
+        st.owners.remove(&owner);
+        if st.owners.is_empty() {
+            drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
+        }
+    }
+
     pub fn owners(&self) -> usize {
         self.state().owners.len()
     }

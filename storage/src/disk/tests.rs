@@ -141,3 +141,29 @@ async fn a_shared_engine_allocates_only_once_every_target_attached() {
     a.close();
     b.close();
 }
+
+#[tokio::test]
+async fn a_disk_is_opened_by_one_process_at_a_time() {
+    let d = tempfile::tempdir().unwrap();
+    let c = config(d.path(), &[(1, Some(0)), (2, Some(0))]);
+    let stores = open(&c).unwrap();
+    put(&stores[&1], chunk(0), 1, b"one").await;
+    // A second storage process configured with the same disk, with other targets: refused before it
+    // touches anything (flock on the engine's LOCK file, which a second open in one process sees too).
+    let other = config(d.path(), &[(3, Some(0))]);
+    let e = open(&other).err().expect("refused");
+    assert_eq!(e.code, StatusCode::Busy, "{}", e.message);
+    assert!(e.message.contains("in use by another storage process"), "{}", e.message);
+    assert!(!d.path().join("t3").exists());
+    // The same for a private engine (in its target's directory).
+    let mut private = config(d.path(), &[(4, None)]);
+    private.disks.clear();
+    let p = open(&private).unwrap();
+    assert_eq!(open(&private).err().expect("refused").code, StatusCode::Busy);
+    close(p);
+    // Closed (or the process gone): the next open takes the disk.
+    close(stores);
+    let stores = open(&c).unwrap();
+    assert_eq!(&stores[&1].read(chunk(0), 0, 3).await.unwrap().0[..], b"one");
+    close(stores);
+}
