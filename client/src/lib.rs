@@ -43,6 +43,7 @@ pub mod file;
 pub mod links;
 pub mod locks;
 pub mod meta;
+mod orphans;
 pub mod region;
 pub mod session;
 pub mod xattr;

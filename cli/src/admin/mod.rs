@@ -8,7 +8,8 @@
 //! - Users and sessions ([`users`]): user-add/remove/set-token/list, list-sessions.
 //! - Resync progress ([`syncs`]): list-syncs.
 //! - Configs ([`config`]): the hot configs mgmtd pushes to storage and meta nodes.
-//! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica.
+//! - Data ([`fsck`]): one chunk's metadata on a target; fsck of a file or tree against every replica;
+//!   records of deleted files swept up ([`orphans`]: gc-orphans).
 //! - Namespace ([`namespace`], [`transfer`], [`layout`]): ls, stat, mkdir, rm, mv, ln, chmod, chown,
 //!   du, put, get, set-layout, as root unless `--uid/--gid` say otherwise.
 //!
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod fsck;
 pub mod layout;
 pub mod namespace;
+pub mod orphans;
 pub mod output;
 pub mod repair;
 pub mod syncs;
@@ -267,6 +269,14 @@ pub enum AdminCmd {
         #[arg(long)]
         repair: bool,
     },
+    /// Find chunk records (live chunks and tombstones) of files that no longer exist, on every
+    /// SERVING replica, and drop them: REMOVE where live, then PURGE. GC does this for every file it
+    /// deletes; this sweeps up what it could not (and tombstones from before it purged).
+    GcOrphans {
+        /// Report what would be dropped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List a directory (or show one file).
     Ls {
         /// Long listing: type, mode, owner, size, inode.
@@ -395,6 +405,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCmd::QueryChunk { target, inode, index } => fsck::query_chunk(&ctx, target, inode, index).await,
         AdminCmd::DumpChunkmeta { target, inode } => fsck::dump_chunkmeta(&ctx, target, inode).await,
         AdminCmd::Fsck { path, meta_only, repair } => fsck::fsck(&ctx, &path, !meta_only, repair).await,
+        AdminCmd::GcOrphans { dry_run } => orphans::gc_orphans(&ctx, dry_run).await,
         AdminCmd::Ls { long, path } => namespace::ls(&ctx, &path, long).await,
         AdminCmd::Stat { path } => namespace::stat(&ctx, &path).await,
         AdminCmd::Mkdir { parents, mode, path } => namespace::mkdir(&ctx, &path, parents, &mode).await,
