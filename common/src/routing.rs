@@ -274,7 +274,12 @@ pub async fn connect_channel(addr: &str) -> Result<tonic::transport::Channel, Er
         .map_err(|e| Error::unavailable(format!("connecting to {addr}: {e}")))
 }
 
+/// Largest message a client takes from mgmtd. The routing info lists every node, chain and target
+/// (about 60 bytes per target with its chain); tonic's default limit of 4 MiB would be passed at
+/// about 70,000 targets, and then no client or daemon could learn the routing at all.
+pub const MAX_MGMTD_MESSAGE: usize = 256 << 20;
+
 /// Connects to one mgmtd address (not a list; use [`MgmtdConn`] to follow the primary).
 pub async fn connect_mgmtd(addr: &str) -> Result<MgmtdClient, Error> {
-    Ok(proto::mgmtd_client::MgmtdClient::new(connect_channel(addr).await?))
+    Ok(proto::mgmtd_client::MgmtdClient::new(connect_channel(addr).await?).max_decoding_message_size(MAX_MGMTD_MESSAGE))
 }

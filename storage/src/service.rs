@@ -418,20 +418,23 @@ impl BulkHandler for StorageService {
                 );
                 let (target, len) = (u.target_id, payload.len());
                 // Updates report the payload they carried, not the (empty) response payload.
-                let purge = u.update_type == proto::UpdateType::Purge as i32;
-                let res = match self.channels.admit(&u) {
-                    _ if purge => self.purge(&req.request_id, u).instrument(span).await,
-                    Err(e) => Err(e),
-                    Ok(Admit::Replay(rsp)) => {
-                        self.metrics.replayed_updates.inc();
-                        Ok((rsp, Bytes::new()))
-                    }
-                    Ok(_) if u.repair => self.repair(u, payload).instrument(span).await,
-                    Ok(Admit::Untracked) => self.update(&req.request_id, u, payload).instrument(span).await,
-                    Ok(Admit::Fresh(ticket)) => {
-                        let res = self.update(&req.request_id, u, payload).instrument(span).await;
-                        ticket.finish(&res);
-                        res
+                // A purge is idempotent and takes no update channel.
+                let res = if u.update_type == proto::UpdateType::Purge as i32 {
+                    self.purge(&req.request_id, u).instrument(span).await
+                } else {
+                    match self.channels.admit(&u) {
+                        Err(e) => Err(e),
+                        Ok(Admit::Replay(rsp)) => {
+                            self.metrics.replayed_updates.inc();
+                            Ok((rsp, Bytes::new()))
+                        }
+                        Ok(_) if u.repair => self.repair(u, payload).instrument(span).await,
+                        Ok(Admit::Untracked) => self.update(&req.request_id, u, payload).instrument(span).await,
+                        Ok(Admit::Fresh(ticket)) => {
+                            let res = self.update(&req.request_id, u, payload).instrument(span).await;
+                            ticket.finish(&res);
+                            res
+                        }
                     }
                 };
                 ("update", target, res.map(|(rsp, data)| (rsp, data, len)))

@@ -31,6 +31,9 @@ pub struct FakeState {
     pub heartbeats: Vec<proto::HeartbeatReq>,
     /// The pushed config: sent with every heartbeat reply whose request reports another version.
     pub config: Option<proto::NodeConfig>,
+    /// More chains (and their targets) listed in the routing info, on no node of the cluster.
+    pub extra_chains: Vec<proto::ChainInfo>,
+    pub extra_targets: Vec<proto::TargetInfo>,
 }
 
 #[derive(Clone)]
@@ -50,7 +53,7 @@ impl FakeMgmtd {
 
     pub fn info(&self) -> proto::RoutingInfo {
         let s = self.0.lock().unwrap();
-        let targets = s
+        let mut targets: Vec<_> = s
             .chain
             .targets
             .iter()
@@ -62,12 +65,15 @@ impl FakeMgmtd {
                 ..Default::default()
             })
             .collect();
+        targets.extend(s.extra_targets.iter().cloned());
+        let mut chains = vec![s.chain.clone()];
+        chains.extend(s.extra_chains.iter().cloned());
         proto::RoutingInfo {
             version: s.version,
             bootstrapping: false,
             nodes: s.nodes.clone(),
             tables: vec![proto::ChainTable { table_id: 1, version: 1, chains: vec![1], desc: String::new() }],
-            chains: vec![s.chain.clone()],
+            chains,
             targets,
         }
     }
