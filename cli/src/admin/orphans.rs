@@ -6,21 +6,22 @@
 //! purge GC could not finish (logged there), and live chunks of a deleted file (a writer whose update
 //! arrived after GC removed the file's chunks). They cost a record each, and a live one its data.
 //!
-//! How: every SERVING replica of every chain lists its records, tombstones included (paged
-//! `ListChunks`); the inodes they name are looked up in meta (`BatchStat`). An inode meta does not
+//! How, chain by chain (memory holds one chain's records and one flag per inode seen): every
+//! SERVING replica lists its records, tombstones included (paged `ListChunks`); the inodes they
+//! name are looked up in meta (`BatchStat`, each inode once). An inode meta does not
 //! have is gone for good: ids are never reused, and a file waiting for GC still has its inode, so it
 //! is left alone. For each record of a gone inode, a REMOVE goes to the chain's head if some replica
 //! still has the chunk live, then a PURGE. Both follow the chain's normal rules, so nothing a live
 //! file owns can be touched, and a replica that is not SERVING now drops its records when it is
-//! resynced. A lookup failure stops the command before anything changes; a failed update is counted
-//! and makes the command exit 1 after its report.
+//! resynced. A listing or lookup failure stops the command (chains already swept stay swept); a
+//! failed update is counted and makes the command exit 1 after its report.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use t3fs_client::{Client, UserInfo};
-use t3fs_common::proto::{PublicTargetState, UpdateType};
+use t3fs_common::proto::{ChainInfo, PublicTargetState, UpdateType};
 use t3fs_common::{ChainId, ChunkId, InodeId, TargetId};
 
 use super::Ctx;
@@ -56,20 +57,50 @@ struct Done {
 pub async fn gc_orphans(ctx: &Ctx, dry_run: bool) -> anyhow::Result<()> {
     let c = ctx.client().await?;
     let routing = c.routing();
-    let (mut records, mut targets, mut skipped) = (HashMap::<(ChainId, ChunkId), Seen>::new(), 0, 0);
+    let mut scan = Scan::default();
+    let mut done = Done::default();
+    // One chain at a time, so memory holds one chain's records (and a bit per inode seen).
     for chain in &routing.info.chains {
+        let todo = scan.chain(&c, chain).await?;
+        if !dry_run {
+            clean(&c, todo, &mut done).await;
+        }
+    }
+    report(ctx, dry_run, &scan, &done);
+    c.shutdown().await;
+    if done.failed > 0 {
+        bail!("{} chunk updates failed; run gc-orphans again", done.failed);
+    }
+    Ok(())
+}
+
+/// What the listings found so far.
+#[derive(Default)]
+struct Scan {
+    targets: usize,
+    skipped: usize,
+    chunks: usize,
+    /// Every inode looked up: whether meta has it.
+    exists: HashMap<InodeId, bool>,
+    orphans: BTreeMap<u64, Orphan>,
+}
+
+impl Scan {
+    /// Lists the chain's SERVING replicas and returns its orphan chunks: (chain, chunk, live somewhere).
+    async fn chain(&mut self, c: &Client, chain: &ChainInfo) -> anyhow::Result<Vec<(ChainId, ChunkId, bool)>> {
+        let mut records = BTreeMap::<ChunkId, Seen>::new();
         for t in &chain.targets {
             if t.public_state != PublicTargetState::Serving as i32 {
-                skipped += 1;
+                self.skipped += 1;
                 continue;
             }
-            targets += 1;
+            self.targets += 1;
             let listed = c
                 .list_target_chunks(TargetId(t.target_id), true)
                 .await
                 .with_context(|| format!("listing target {}", t.target_id))?;
             for m in listed {
-                let seen = records.entry((ChainId(chain.chain_id), ChunkId::from_bytes(&m.chunk_id)?)).or_default();
+                let seen = records.entry(ChunkId::from_bytes(&m.chunk_id)?).or_default();
                 if m.removed {
                     seen.tombstones += 1;
                 } else {
@@ -78,39 +109,36 @@ pub async fn gc_orphans(ctx: &Ctx, dry_run: bool) -> anyhow::Result<()> {
                 }
             }
         }
-    }
-    let inodes: Vec<InodeId> =
-        records.keys().map(|(_, chunk)| chunk.inode).collect::<HashSet<_>>().into_iter().collect();
-    let found = c.batch_stat(&UserInfo::root(), &inodes).await.context("looking the files up in meta")?;
-    let gone: HashSet<InodeId> = inodes.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(i, _)| *i).collect();
-    let mut orphans = BTreeMap::<u64, Orphan>::new();
-    let mut todo = Vec::new();
-    for (&(chain, chunk), seen) in &records {
-        if !gone.contains(&chunk.inode) {
-            continue;
+        self.chunks += records.len();
+        let new: Vec<InodeId> = records
+            .keys()
+            .map(|chunk| chunk.inode)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|i| !self.exists.contains_key(i))
+            .collect();
+        let found = c.batch_stat(&UserInfo::root(), &new).await.context("looking the files up in meta")?;
+        self.exists.extend(new.into_iter().zip(found).map(|(i, f)| (i, f.is_some())));
+        let mut todo = Vec::new();
+        for (chunk, seen) in records {
+            if self.exists.get(&chunk.inode) != Some(&false) {
+                continue;
+            }
+            let o = self.orphans.entry(chunk.inode.0).or_default();
+            if seen.live > 0 {
+                o.live_chunks += 1;
+                o.bytes += seen.bytes;
+            } else {
+                o.tombstones += 1;
+            }
+            todo.push((ChainId(chain.chain_id), chunk, seen.live > 0));
         }
-        let o = orphans.entry(chunk.inode.0).or_default();
-        if seen.live > 0 {
-            o.live_chunks += 1;
-            o.bytes += seen.bytes;
-        } else {
-            o.tombstones += 1;
-        }
-        todo.push((chain, chunk, seen.live > 0));
+        Ok(todo)
     }
-    todo.sort();
-    let done = if dry_run { Done::default() } else { clean(&c, todo).await };
-    report(ctx, dry_run, (records.len(), inodes.len(), targets, skipped), &orphans, &done);
-    c.shutdown().await;
-    if done.failed > 0 {
-        bail!("{} chunk updates failed; run gc-orphans again", done.failed);
-    }
-    Ok(())
 }
 
 /// REMOVE (where live) then PURGE of every orphan record, [`PARALLEL`] at a time.
-async fn clean(c: &Client, todo: Vec<(ChainId, ChunkId, bool)>) -> Done {
-    let mut done = Done::default();
+async fn clean(c: &Client, todo: Vec<(ChainId, ChunkId, bool)>, done: &mut Done) {
     let mut runs = futures::stream::iter(todo)
         .map(|(chain, chunk, live)| async move {
             let removed = if live {
@@ -135,16 +163,11 @@ async fn clean(c: &Client, todo: Vec<(ChainId, ChunkId, bool)>) -> Done {
             }
         }
     }
-    done
 }
 
-fn report(
-    ctx: &Ctx,
-    dry_run: bool,
-    (records, files, targets, skipped): (usize, usize, usize, usize),
-    orphans: &BTreeMap<u64, Orphan>,
-    done: &Done,
-) {
+fn report(ctx: &Ctx, dry_run: bool, scan: &Scan, done: &Done) {
+    let (orphans, records, files) = (&scan.orphans, scan.chunks, scan.exists.len());
+    let (targets, skipped) = (scan.targets, scan.skipped);
     let live: u64 = orphans.values().map(|o| o.live_chunks).sum();
     let bytes: u64 = orphans.values().map(|o| o.bytes).sum();
     let tombstones: u64 = orphans.values().map(|o| o.tombstones).sum();
