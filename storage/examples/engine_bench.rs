@@ -9,6 +9,8 @@
 //! - sequential write: JOBS tasks write TOTAL_MIB of whole chunks (`Update::Replace`), each chunk a
 //!   slot write + `fdatasync` + a durable metadata commit; fio: `rw=write`, `bs=CHUNK`, `fdatasync=1`,
 //!   JOBS jobs over one file;
+//! - sequential overwrite: the same again over every chunk, so each update also frees the chunk's old
+//!   slot (punched out of its group file); then the bytes the group files hold on disk are printed;
 //! - the page cache of the data files is dropped (`posix_fadvise(DONTNEED)`; fio: `invalidate=1`);
 //! - sequential read: JOBS tasks read every chunk whole (CRC-verified); fio: `rw=read`, `bs=CHUNK`;
 //! - random read: 16 tasks read 4 KiB at random 4 KiB-aligned offsets of random chunks for RAND_SECS (each
@@ -103,6 +105,30 @@ async fn main() -> anyhow::Result<()> {
     }
     let write = mib_s(n_chunks * u64::from(chunk_len), t0.elapsed().as_secs_f64());
 
+    // Sequential overwrite: every chunk replaced once more, each update freeing its old slot.
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for j in 0..jobs {
+        let (store, data) = (store.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (j..n_chunks).step_by(jobs as usize) {
+                let g = store.lock(chunk(i)).await;
+                let u = Update::Replace { data: data.clone(), payload_crc32c: crc32c::crc32c(&data) };
+                store.apply(&g, 2, 1, u).await?;
+            }
+            Ok::<_, t3fs_common::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let overwrite = mib_s(n_chunks * u64::from(chunk_len), t0.elapsed().as_secs_f64());
+    println!(
+        "after the overwrite: {} MiB of chunk data, {} MiB allocated on disk by the group files",
+        (n_chunks * u64::from(chunk_len)) >> 20,
+        allocated_bytes(&target) >> 20
+    );
+
     // Sequential read, cold.
     drop_cache(&target);
     let t0 = Instant::now();
@@ -155,9 +181,25 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|");
     let f = |v: Option<f64>, unit: &str| v.map_or("n/a (fio not run)".to_string(), |v| format!("{v:.0} {unit}"));
     println!("| sequential write ({chunk_kib} KiB, synced) | {write:.0} MiB/s | {} |", f(fio.map(|x| x.0), "MiB/s"));
+    println!("| sequential overwrite ({chunk_kib} KiB, synced, frees the old slot) | {overwrite:.0} MiB/s | – |");
     println!("| sequential read ({chunk_kib} KiB, cold) | {read:.0} MiB/s | {} |", f(fio.map(|x| x.1), "MiB/s"));
     println!("| random read 4 KiB, {RAND_TASKS} tasks, cold | {iops:.0} IOPS | {} |", f(fio.map(|x| x.2), "IOPS"));
     Ok(())
+}
+
+/// Bytes the files under `dir` have allocated on disk (`st_blocks`).
+fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).expect("listing the bench directory").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            total += allocated_bytes(&p);
+        } else if let Ok(m) = p.metadata() {
+            total += m.blocks() * 512;
+        }
+    }
+    total
 }
 
 /// Runs the equivalent fio jobs; `None` (with a message) if fio is missing or fails.

@@ -10,7 +10,8 @@
 //! (16 MiB of 64 KiB slots … 64 MiB of one 64 MiB slot, 256 slots at most): slot `i` is bytes
 //! `[i * size, (i + 1) * size)`. A group file is created at its full length (sparse, `set_len`, plus
 //! `posix_fallocate` when [`EngineOptions::preallocate`] is on), made durable with its directory entry,
-//! and never shrinks. A slot is named by [`Slot`] (class, group, index), stored in the chunk's record as
+//! and never shrinks. Without `preallocate`, a freed slot's blocks are given back to the file system
+//! (a hole punched) before the slot can be allocated again. A slot is named by [`Slot`] (class, group, index), stored in the chunk's record as
 //! one u64 ([`Slot::encode`]).
 //!
 //! **Sharing.** One engine serves every target of a storage process that is configured on one disk
@@ -50,6 +51,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
@@ -183,6 +185,9 @@ pub struct Engine {
     gate: RwLock<()>,
     /// `<dir>/LOCK`, held (flock, exclusive) from the open until the last attached owner detaches.
     lock: Mutex<Option<fs::File>>,
+    /// Freed slots are punched out of their group file (off with `preallocate`, or once the file
+    /// system refuses).
+    punch: AtomicBool,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -258,6 +263,7 @@ impl Engine {
             state: Mutex::new(state),
             gate: RwLock::new(()),
             lock: Mutex::new(Some(lock)),
+            punch: AtomicBool::new(!options.preallocate),
         };
         Ok(Arc::new(engine))
     }
@@ -486,8 +492,27 @@ impl Engine {
         } else if st.pins.contains_key(&slot) {
             st.deferred.insert(slot);
         } else {
-            clear(&mut st, slot);
+            self.release(&mut st, slot);
         }
+    }
+
+    /// Clears a freed slot's bit, first giving its blocks back to the file system (a hole punched over
+    /// the slot, so `df` on the storage host and the cluster's free space count deleted data as free)
+    /// unless group files are preallocated. Runs with the state locked, so the slot cannot be handed
+    /// out again before the punch is done.
+    fn release(&self, st: &mut State, slot: Slot) {
+        if self.punch.load(Ordering::Relaxed)
+            && let Some(g) = st.groups.get(&(slot.class, slot.group))
+            && let Err(e) = punch_hole(&g.file, slot.offset(), slot.size())
+        {
+            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) {
+                self.punch.store(false, Ordering::Relaxed);
+                tracing::warn!(dir = %self.dir.display(), "file system cannot punch holes: freed chunk space stays allocated");
+            } else {
+                tracing::warn!(?slot, error = %e, "punching a freed slot failed; its blocks stay allocated until reused");
+            }
+        }
+        clear(st, slot);
     }
 
     /// Every used slot, in order (tests, leak checks).
@@ -534,7 +559,7 @@ impl Drop for SlotPin {
         if *n == 0 {
             st.pins.remove(&self.slot);
             if st.deferred.remove(&self.slot) {
-                clear(&mut st, self.slot);
+                self.engine.release(&mut st, self.slot);
             }
         }
     }
@@ -550,6 +575,17 @@ fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
     // SAFETY: the descriptor is open for the duration of the call; no memory is passed.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
+}
+
+/// Deallocates `[offset, offset + len)` of `file`, keeping its size (reads there return zeros).
+fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let off = |v: u64| libc::off_t::try_from(v).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    let (offset, len) = (off(offset)?, off(len)?);
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: the descriptor is open for the duration of the call; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 #[cfg(test)]
@@ -575,6 +611,41 @@ mod tests {
         assert_eq!(Slot::decode(Slot { index: 64, ..s }.encode()), None, "index beyond the group");
         assert_eq!(Slot::decode(Slot { class: 27, ..s }.encode()), None);
         assert_eq!(s.offset(), 63 << 20);
+    }
+
+    #[test]
+    fn freed_slots_give_their_blocks_back_unless_preallocated() {
+        use std::os::unix::fs::MetadataExt;
+        for preallocate in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let options = EngineOptions { preallocate, ..EngineOptions::default() };
+            let (e, _) = Engine::open_single(d.path(), options, 1, &[]).unwrap();
+            let (slot, other) = (e.allocate(1 << 20).unwrap(), e.allocate(1 << 20).unwrap());
+            e.write(slot, &vec![7u8; 1 << 20]).unwrap();
+            e.write(other, &vec![8u8; 1 << 20]).unwrap();
+            let path = e.group_path(slot.class, slot.group);
+            let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+            let before = allocated();
+            // Freed while a reader pins it: nothing is released until the last unpin.
+            let pin = e.pin(slot);
+            e.free(slot);
+            assert_eq!(allocated(), before, "preallocate {preallocate}");
+            drop(pin);
+            let after = allocated();
+            if preallocate {
+                assert_eq!(after, before, "preallocated blocks stay reserved");
+            } else {
+                assert_eq!(before - after, 1 << 20, "the slot's MiB went back to the file system");
+            }
+            // The neighbour is intact; the slot is reused and holds what is written next.
+            let mut buf = [0u8; 4];
+            e.read(other, (1 << 20) - 4, &mut buf).unwrap();
+            assert_eq!(buf, [8; 4]);
+            assert_eq!(e.allocate(1 << 20).unwrap(), slot);
+            e.write(slot, b"next").unwrap();
+            e.read(slot, 0, &mut buf).unwrap();
+            assert_eq!(&buf, b"next");
+        }
     }
 
     #[test]
