@@ -10,11 +10,13 @@
 //!   slot write + `fdatasync` + a durable metadata commit; fio: `rw=write`, `bs=CHUNK`, `fdatasync=1`,
 //!   JOBS jobs over one file;
 //! - sequential overwrite: the same again over every chunk, so each update also frees the chunk's old
-//!   slot (punched out of its group file); then the bytes the group files hold on disk are printed;
+//!   slot; then the bytes the group files hold on disk are printed;
 //! - the page cache of the data files is dropped (`posix_fadvise(DONTNEED)`; fio: `invalidate=1`);
 //! - sequential read: JOBS tasks read every chunk whole (CRC-verified); fio: `rw=read`, `bs=CHUNK`;
 //! - random read: 16 tasks read 4 KiB at random 4 KiB-aligned offsets of random chunks for RAND_SECS (each
-//!   read verifies, and so reads, the 64 KiB CRC block around it); fio: `rw=randread`, `bs=4k`, 16 jobs.
+//!   read verifies, and so reads, the CRC block around it); fio: `rw=randread`, `bs=4k`, 16 jobs;
+//! - every other chunk removed, then two trim passes (`Engine::trim`): the bytes the group files hold
+//!   on disk before and after.
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -173,6 +175,23 @@ async fn main() -> anyhow::Result<()> {
     let iops = ops.load(Ordering::Relaxed) as f64 / rand_secs as f64;
     let (used, files) = store.engine().space();
     println!("engine: {} MiB in slots, {} MiB of group files", used >> 20, files >> 20);
+
+    // Half the chunks removed; two trim passes (what the storage server runs every 10 s) give their
+    // slots' blocks back.
+    for i in (0..n_chunks).step_by(2) {
+        let g = store.lock(chunk(i)).await;
+        store.apply(&g, 3, 1, Update::Remove).await?;
+    }
+    let before_trim = allocated_bytes(&target);
+    let t0 = Instant::now();
+    let trimmed = store.engine().trim(usize::MAX) + store.engine().trim(usize::MAX);
+    println!(
+        "half the chunks removed: {} MiB allocated on disk; trim gave back {} MiB in {:.0} ms: {} MiB allocated",
+        before_trim >> 20,
+        trimmed >> 20,
+        t0.elapsed().as_secs_f64() * 1000.0,
+        allocated_bytes(&target) >> 20
+    );
     store.close();
 
     let fio = run_fio(dir.path(), total_mib, chunk_kib, jobs, rand_secs, direct);

@@ -10,9 +10,10 @@
 //! (16 MiB of 64 KiB slots … 64 MiB of one 64 MiB slot, 256 slots at most): slot `i` is bytes
 //! `[i * size, (i + 1) * size)`. A group file is created at its full length (sparse, `set_len`, plus
 //! `posix_fallocate` when [`EngineOptions::preallocate`] is on), made durable with its directory entry,
-//! and never shrinks. Without `preallocate`, a freed slot's blocks are given back to the file system
-//! (a hole punched) before the slot can be allocated again. A slot is named by [`Slot`] (class, group, index), stored in the chunk's record as
-//! one u64 ([`Slot::encode`]).
+//! and never shrinks. Without `preallocate`, the blocks of a slot that stays free are given back to
+//! the file system by [`Engine::trim`] (a hole punched), which the storage server runs periodically.
+//! A slot is named by [`Slot`] (class, group, index), stored in the chunk's record as one u64
+//! ([`Slot::encode`]).
 //!
 //! **Sharing.** One engine serves every target of a storage process that is configured on one disk
 //! (`crate::disk`), or a single target (a private engine in `<target>/engine`). Each target registers
@@ -86,6 +87,12 @@ impl Default for EngineOptions {
     }
 }
 
+/// How often the storage server runs [`Engine::trim`]: a slot that stays free is punched within two
+/// intervals.
+pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most slots one trim pass punches.
+pub const TRIM_MAX_SLOTS: usize = 16_384;
+
 /// Where one chunk version's content lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slot {
@@ -141,21 +148,45 @@ struct Group {
     file: Arc<File>,
     bits: [u64; 4],
     used: u32,
+    /// Free slots whose blocks may still be allocated in the file ([`Engine::trim`]).
+    dirty: [u64; 4],
+    /// The free dirty slots as the previous trim pass saw them: punched by the next pass if still so.
+    aged: [u64; 4],
 }
 
 impl Group {
+    /// A group with no used and no dirty slot.
+    fn new(file: File) -> Self {
+        Group { file: Arc::new(file), bits: [0; 4], used: 0, dirty: [0; 4], aged: [0; 4] }
+    }
+
     fn is_set(&self, i: u16) -> bool {
         self.bits[usize::from(i / 64)] >> (i % 64) & 1 == 1
     }
 
+    fn is_dirty(&self, i: u16) -> bool {
+        self.dirty[usize::from(i / 64)] >> (i % 64) & 1 == 1
+    }
+
+    /// The slot's blocks were punched out.
+    fn set_clean(&mut self, i: u16) {
+        let (w, b) = (usize::from(i / 64), i % 64);
+        self.dirty[w] &= !(1 << b);
+        self.aged[w] &= !(1 << b);
+    }
+
+    /// Marks the slot used (no longer a trim candidate) or free (dirty: its blocks are allocated).
     fn set(&mut self, i: u16, on: bool) {
         let (w, b) = (usize::from(i / 64), i % 64);
         if on {
             self.bits[w] |= 1 << b;
             self.used += 1;
+            self.dirty[w] &= !(1 << b);
+            self.aged[w] &= !(1 << b);
         } else {
             self.bits[w] &= !(1 << b);
             self.used -= 1;
+            self.dirty[w] |= 1 << b;
         }
     }
 }
@@ -185,8 +216,8 @@ pub struct Engine {
     gate: RwLock<()>,
     /// `<dir>/LOCK`, held (flock, exclusive) from the open until the last attached owner detaches.
     lock: Mutex<Option<fs::File>>,
-    /// Freed slots are punched out of their group file (off with `preallocate`, or once the file
-    /// system refuses).
+    /// [`Engine::trim`] punches free slots out of their group files (off with `preallocate`, or once
+    /// the file system refused).
     punch: AtomicBool,
 }
 
@@ -253,7 +284,13 @@ impl Engine {
                 if len < want {
                     file.set_len(want).and_then(|_| file.sync_all()).map_err(io(format!("sizing {}", p.display())))?;
                 }
-                state.groups.insert((class, group), Group { file: Arc::new(file), bits: [0; 4], used: 0 });
+                let mut g = Group::new(file);
+                // Free slots that hold blocks (from before this open) are what trim gives back.
+                g.dirty = data_slots(&g.file, class).unwrap_or_else(|e| {
+                    tracing::debug!(file = %p.display(), error = %e, "cannot map the file's data; every slot counts");
+                    [u64::MAX; 4]
+                });
+                state.groups.insert((class, group), g);
             }
         }
         let engine = Self {
@@ -320,7 +357,6 @@ impl Engine {
         self.state().sealed = true;
     }
 
-    /// The targets attached.
     /// `owner`'s target was closed. When no owner is left, the directory's lock is released (so the
     /// engine can be opened again, by this process or another); this engine must not be used after.
     pub fn detach(&self, owner: u64) {
@@ -331,6 +367,7 @@ impl Engine {
         }
     }
 
+    /// The targets attached.
     pub fn owners(&self) -> usize {
         self.state().owners.len()
     }
@@ -379,7 +416,7 @@ impl Engine {
             }
         }
         let file = self.create_group(class, next_group)?;
-        let mut g = Group { file: Arc::new(file), bits: [0; 4], used: 0 };
+        let mut g = Group::new(file);
         g.set(0, true);
         st.groups.insert((class, next_group), g);
         Ok(Slot { class, group: next_group, index: 0 })
@@ -496,23 +533,69 @@ impl Engine {
         }
     }
 
-    /// Clears a freed slot's bit, first giving its blocks back to the file system (a hole punched over
-    /// the slot, so `df` on the storage host and the cluster's free space count deleted data as free)
-    /// unless group files are preallocated. Runs with the state locked, so the slot cannot be handed
-    /// out again before the punch is done.
+    /// Clears a freed slot's bit; [`Engine::trim`] gives its blocks back later if it stays free.
     fn release(&self, st: &mut State, slot: Slot) {
-        if self.punch.load(Ordering::Relaxed)
-            && let Some(g) = st.groups.get(&(slot.class, slot.group))
-            && let Err(e) = punch_hole(&g.file, slot.offset(), slot.size())
-        {
-            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) {
-                self.punch.store(false, Ordering::Relaxed);
-                tracing::warn!(dir = %self.dir.display(), "file system cannot punch holes: freed chunk space stays allocated");
-            } else {
-                tracing::warn!(?slot, error = %e, "punching a freed slot failed; its blocks stay allocated until reused");
+        clear(st, slot);
+    }
+
+    /// Gives the blocks of slots that have stayed free since the previous call back to the file
+    /// system (a hole punched over each, at most `max` of them) and returns the bytes released, so
+    /// deleted data becomes free space on the host (`df`) and in the cluster's `statfs`. A slot freed
+    /// and allocated again between two calls is left alone: a steady overwrite load reuses its freed
+    /// slots at once and pays nothing (punching on every free cost a third of synced overwrite
+    /// throughput: docs/benchmarks.md). Nothing is punched with `preallocate` (the blocks are meant to
+    /// stay reserved) or once the file system refused. Each punch runs with the state locked, so the
+    /// slot cannot be handed out while its hole is made. The storage server calls this every
+    /// [`TRIM_INTERVAL`]; after a restart, the free slots of an existing group file that hold blocks
+    /// count as freed. The figure returned counts whole slots.
+    pub fn trim(&self, max: usize) -> u64 {
+        if !self.punch.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let due: Vec<Slot> = {
+            let mut st = self.state();
+            let mut due = Vec::new();
+            for (&(class, group), g) in st.groups.iter_mut() {
+                let slots = slots_per_group(class);
+                for w in 0..4 {
+                    let mut bits = g.aged[w] & g.dirty[w] & !g.bits[w];
+                    while bits != 0 && due.len() < max {
+                        let index = w as u32 * 64 + bits.trailing_zeros();
+                        bits &= bits - 1;
+                        if index < slots {
+                            due.push(Slot { class, group, index: index as u16 });
+                        }
+                    }
+                    g.aged[w] = g.dirty[w] & !g.bits[w];
+                }
+            }
+            due
+        };
+        let mut released = 0;
+        for slot in due {
+            let mut st = self.state();
+            if self.lock.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                // Detached (every target closed): another engine may own the directory now.
+                break;
+            }
+            let Some(g) = st.groups.get_mut(&(slot.class, slot.group)) else { continue };
+            if g.is_set(slot.index) || !g.is_dirty(slot.index) {
+                continue;
+            }
+            match punch_hole(&g.file, slot.offset(), slot.size()) {
+                Ok(()) => {
+                    g.set_clean(slot.index);
+                    released += slot.size();
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
+                    self.punch.store(false, Ordering::Relaxed);
+                    tracing::warn!(dir = %self.dir.display(), "file system cannot punch holes: freed chunk space stays allocated");
+                    break;
+                }
+                Err(e) => tracing::warn!(?slot, error = %e, "punching a free slot failed; retried next pass"),
             }
         }
-        clear(st, slot);
+        released
     }
 
     /// Every used slot, in order (tests, leak checks).
@@ -577,6 +660,35 @@ fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::from_raw_os_error(rc)) }
 }
 
+/// The slots of a group file of `class` that hold allocated blocks (`SEEK_DATA` / `SEEK_HOLE`), as a
+/// bitmap: a few calls per extent, not one per slot.
+fn data_slots(file: &File, class: u8) -> std::io::Result<[u64; 4]> {
+    use std::os::fd::AsRawFd;
+    let seek = |pos: u64, whence: libc::c_int| -> std::io::Result<Option<u64>> {
+        let pos = libc::off_t::try_from(pos).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: the descriptor is open for the duration of the call; no memory is passed.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), pos, whence) };
+        match at {
+            -1 => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+                e => Err(e),
+            },
+            at => Ok(Some(at as u64)),
+        }
+    };
+    let len = u64::from(slots_per_group(class)) << class;
+    let (mut mask, mut pos) = ([0u64; 4], 0);
+    while pos < len {
+        let Some(data) = seek(pos, libc::SEEK_DATA)?.filter(|&d| d < len) else { break };
+        let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+        for i in (data >> class)..=((hole.max(data + 1) - 1) >> class) {
+            mask[(i / 64) as usize] |= 1 << (i % 64);
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(mask)
+}
+
 /// Deallocates `[offset, offset + len)` of `file`, keeping its size (reads there return zeros).
 fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -614,37 +726,56 @@ mod tests {
     }
 
     #[test]
-    fn freed_slots_give_their_blocks_back_unless_preallocated() {
+    fn slots_that_stay_free_give_their_blocks_back_unless_preallocated() {
         use std::os::unix::fs::MetadataExt;
         for preallocate in [false, true] {
             let d = tempfile::tempdir().unwrap();
             let options = EngineOptions { preallocate, ..EngineOptions::default() };
             let (e, _) = Engine::open_single(d.path(), options, 1, &[]).unwrap();
-            let (slot, other) = (e.allocate(1 << 20).unwrap(), e.allocate(1 << 20).unwrap());
-            e.write(slot, &vec![7u8; 1 << 20]).unwrap();
-            e.write(other, &vec![8u8; 1 << 20]).unwrap();
-            let path = e.group_path(slot.class, slot.group);
+            let slots: Vec<Slot> = (0..3).map(|_| e.allocate(1 << 20).unwrap()).collect();
+            for (i, &slot) in slots.iter().enumerate() {
+                e.write(slot, &vec![i as u8 + 1; 1 << 20]).unwrap();
+            }
+            let path = e.group_path(slots[0].class, slots[0].group);
             let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
             let before = allocated();
-            // Freed while a reader pins it: nothing is released until the last unpin.
-            let pin = e.pin(slot);
-            e.free(slot);
-            assert_eq!(allocated(), before, "preallocate {preallocate}");
+            // Slot 0 is freed while a reader pins it, slot 1 freed and reused before it ages.
+            let pin = e.pin(slots[0]);
+            e.free(slots[0]);
+            e.free(slots[1]);
+            assert_eq!(e.trim(usize::MAX), 0, "a first pass only ages the free slots");
+            assert_eq!(e.allocate(1 << 20).unwrap(), slots[1]);
+            assert_eq!(e.trim(usize::MAX), 0, "pinned or reused: nothing to give back");
             drop(pin);
-            let after = allocated();
+            assert_eq!(e.trim(usize::MAX), 0, "slot 0 became free only now");
+            let released = e.trim(usize::MAX);
+            assert_eq!(allocated(), before - released, "preallocate {preallocate}");
             if preallocate {
-                assert_eq!(after, before, "preallocated blocks stay reserved");
+                assert_eq!(released, 0, "preallocated blocks stay reserved");
             } else {
-                assert_eq!(before - after, 1 << 20, "the slot's MiB went back to the file system");
+                assert_eq!(released, 1 << 20, "slot 0's MiB went back to the file system");
             }
-            // The neighbour is intact; the slot is reused and holds what is written next.
+            assert_eq!(e.trim(usize::MAX), 0, "each slot is punched once");
+            // The reused slot and the neighbour are intact; slot 0 is reused and holds what is
+            // written next.
             let mut buf = [0u8; 4];
-            e.read(other, (1 << 20) - 4, &mut buf).unwrap();
-            assert_eq!(buf, [8; 4]);
-            assert_eq!(e.allocate(1 << 20).unwrap(), slot);
-            e.write(slot, b"next").unwrap();
-            e.read(slot, 0, &mut buf).unwrap();
+            e.read(slots[1], 0, &mut buf).unwrap();
+            assert_eq!(buf, [2; 4]);
+            e.read(slots[2], (1 << 20) - 4, &mut buf).unwrap();
+            assert_eq!(buf, [3; 4]);
+            assert_eq!(e.allocate(1 << 20).unwrap(), slots[0]);
+            e.write(slots[0], b"next").unwrap();
+            e.read(slots[0], 0, &mut buf).unwrap();
             assert_eq!(&buf, b"next");
+            drop(e);
+            // Reopened with only slot 2 referenced: the free slots of the existing file are given
+            // back by the second pass, at most `max` per pass.
+            let (e, _) = Engine::open_single(d.path(), options, 1, &[slots[2]]).unwrap();
+            assert_eq!(e.trim(1), 0);
+            let released = e.trim(1) + e.trim(1);
+            assert_eq!(released, if preallocate { 0 } else { 2 << 20 });
+            assert_eq!(allocated(), if preallocate { before } else { 1 << 20 });
+            assert_eq!(e.trim(usize::MAX) + e.trim(usize::MAX), 0, "slots never written are not counted");
         }
     }
 

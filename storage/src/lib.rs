@@ -136,6 +136,40 @@ async fn stop(cancel: CancellationToken, tasks: Vec<JoinHandle<()>>, stores: Arc
     }
 }
 
+/// Runs every engine's trim (`Engine::trim`: free slots punched out) every `TRIM_INTERVAL`.
+fn spawn_trim(
+    stores: &Arc<HashMap<TargetId, ChunkStore>>,
+    metrics: Arc<metrics::StorageMetrics>,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    let mut engines: Vec<Arc<engine::Engine>> = Vec::new();
+    for s in stores.values() {
+        if !engines.iter().any(|e| Arc::ptr_eq(e, s.engine())) {
+            engines.push(s.engine().clone());
+        }
+    }
+    let engines = Arc::new(engines);
+    t3fs_common::periodic::spawn_every(
+        t3fs_common::periodic::First::AfterInterval,
+        || engine::TRIM_INTERVAL,
+        cancel,
+        move || {
+            let (engines, metrics) = (engines.clone(), metrics.clone());
+            async move {
+                let trimmed = tokio::task::spawn_blocking(move || {
+                    engines.iter().map(|e| e.trim(engine::TRIM_MAX_SLOTS)).sum::<u64>()
+                })
+                .await
+                .unwrap_or(0);
+                metrics.trimmed_bytes.inc_by(trimmed);
+                if trimmed > 0 {
+                    tracing::debug!(trimmed, "free chunk slots given back to the file system");
+                }
+            }
+        },
+    )
+}
+
 /// The address to register: the bound one, with an unspecified IP replaced by loopback (skeleton).
 fn advertised(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {
@@ -278,6 +312,7 @@ async fn serve_and_register(
         cancel.clone(),
     ));
     tasks.push(users.spawn_poller(Duration::from_millis(config.routing_refresh_ms), cancel.clone()));
+    tasks.push(spawn_trim(stores, metrics.clone(), cancel.clone()));
     tasks.push(heartbeat::spawn_heartbeats(
         mgmtd,
         me,

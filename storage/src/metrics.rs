@@ -13,6 +13,7 @@
 //! | `t3fs_storage_forwarded_updates_total` | counter | | updates forwarded to a chain successor and acknowledged |
 //! | `t3fs_storage_forward_failures_total` | counter | | updates whose forwarding to the successor failed (the update fails) |
 //! | `t3fs_storage_purged_tombstones_total` | counter | | tombstones of deleted files' chunks dropped by PURGE (`service/purge.rs`) |
+//! | `t3fs_storage_trimmed_bytes_total` | counter | | bytes of free chunk slots given back to the file system (holes punched by the engine's trim) |
 //! | `t3fs_storage_resync_chunks_total` | counter | | chunk states sent to a SYNCING successor by resync (replacements, removals, forgets) |
 //! | `t3fs_storage_resync_bytes_total` | counter | | chunk bytes resync sent |
 //! | `t3fs_storage_syncs_completed_total` | counter | | resyncs that finished (SyncDone sent) |
@@ -85,6 +86,8 @@ pub struct StorageMetrics {
     pub replayed_updates: Counter,
     /// Tombstones dropped by PURGE.
     pub purged_tombstones: Counter,
+    /// Bytes of free slots punched out by the engines' trim.
+    pub trimmed_bytes: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -108,6 +111,7 @@ impl Default for StorageMetrics {
             repairs: Counter::default(),
             replayed_updates: Counter::default(),
             purged_tombstones: Counter::default(),
+            trimmed_bytes: Counter::default(),
         }
     }
 }
@@ -152,6 +156,7 @@ impl StorageMetrics {
             m.replayed_updates.clone(),
         );
         r.register("t3fs_storage_purged_tombstones", "Tombstones dropped by PURGE", m.purged_tombstones.clone());
+        r.register("t3fs_storage_trimmed_bytes", "Bytes of free slots punched out", m.trimmed_bytes.clone());
         r.register_collector(Box::new(StateCollector { stores, fence }));
         m
     }
