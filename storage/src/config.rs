@@ -66,6 +66,10 @@ pub struct Config {
     /// when it is created, instead of leaving it sparse until its slots are written.
     #[serde(default)]
     pub preallocate: bool,
+    /// How often, in milliseconds, the chunk engines give the blocks of slots that stayed free since
+    /// the previous pass back to the file system (trim; docs/storage.md). 0: never.
+    #[serde(default = "default_trim_interval_ms")]
+    pub trim_interval_ms: u64,
     /// Chunk data I/O with O_DIRECT (aligned buffers, no page cache). Where the file system refuses
     /// O_DIRECT (e.g. tmpfs) the engine logs a warning and uses buffered I/O.
     #[serde(default = "default_true")]
@@ -119,6 +123,10 @@ fn default_register_timeout_ms() -> u64 {
     30_000
 }
 
+fn default_trim_interval_ms() -> u64 {
+    crate::engine::TRIM_INTERVAL.as_millis() as u64
+}
+
 fn default_fence_after_ms() -> u64 {
     2500
 }
@@ -140,6 +148,7 @@ impl Config {
             routing_refresh_ms: default_routing_refresh_ms(),
             register_timeout_ms: default_register_timeout_ms(),
             fence_after_ms: default_fence_after_ms(),
+            trim_interval_ms: default_trim_interval_ms(),
             metrics_listen: None,
             preallocate: false,
             direct_io: true,

@@ -87,8 +87,8 @@ impl Default for EngineOptions {
     }
 }
 
-/// How often the storage server runs [`Engine::trim`]: a slot that stays free is punched within two
-/// intervals.
+/// How often the storage server runs [`Engine::trim`] by default (`trim_interval_ms`): a slot that
+/// stays free is punched within two intervals.
 pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most slots one trim pass punches.
 pub const TRIM_MAX_SLOTS: usize = 16_384;
@@ -546,7 +546,7 @@ impl Engine {
     /// throughput: docs/benchmarks.md). Nothing is punched with `preallocate` (the blocks are meant to
     /// stay reserved) or once the file system refused. Each punch runs with the state locked, so the
     /// slot cannot be handed out while its hole is made. The storage server calls this every
-    /// [`TRIM_INTERVAL`]; after a restart, the free slots of an existing group file that hold blocks
+    /// `trim_interval_ms` ([`TRIM_INTERVAL`] by default); after a restart, the free slots of an existing group file that hold blocks
     /// count as freed. The figure returned counts whole slots.
     pub fn trim(&self, max: usize) -> u64 {
         if !self.punch.load(Ordering::Relaxed) {

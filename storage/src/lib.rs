@@ -136,9 +136,10 @@ async fn stop(cancel: CancellationToken, tasks: Vec<JoinHandle<()>>, stores: Arc
     }
 }
 
-/// Runs every engine's trim (`Engine::trim`: free slots punched out) every `TRIM_INTERVAL`.
+/// Runs every engine's trim (`Engine::trim`: free slots punched out) every `interval`.
 fn spawn_trim(
     stores: &Arc<HashMap<TargetId, ChunkStore>>,
+    interval: Duration,
     metrics: Arc<metrics::StorageMetrics>,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
@@ -151,7 +152,7 @@ fn spawn_trim(
     let engines = Arc::new(engines);
     t3fs_common::periodic::spawn_every(
         t3fs_common::periodic::First::AfterInterval,
-        || engine::TRIM_INTERVAL,
+        move || interval,
         cancel,
         move || {
             let (engines, metrics) = (engines.clone(), metrics.clone());
@@ -312,7 +313,9 @@ async fn serve_and_register(
         cancel.clone(),
     ));
     tasks.push(users.spawn_poller(Duration::from_millis(config.routing_refresh_ms), cancel.clone()));
-    tasks.push(spawn_trim(stores, metrics.clone(), cancel.clone()));
+    if config.trim_interval_ms > 0 {
+        tasks.push(spawn_trim(stores, Duration::from_millis(config.trim_interval_ms), metrics.clone(), cancel.clone()));
+    }
     tasks.push(heartbeat::spawn_heartbeats(
         mgmtd,
         me,

@@ -178,6 +178,8 @@ pub struct Cluster {
     pub mgmtd_cancel: CancellationToken,
     pub dirs: Vec<tempfile::TempDir>,
     pub servers: Vec<Server>,
+    /// Applied to every server's config before it starts.
+    pub tweak: fn(&mut Config),
 }
 
 pub async fn start_fake_mgmtd() -> (FakeMgmtd, String, CancellationToken) {
@@ -213,16 +215,23 @@ pub fn config(node: u32, mgmtd_addr: &str, dir: &std::path::Path) -> Config {
 
 impl Cluster {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Cluster::start`] with `tweak` applied to every server's config.
+    pub async fn start_with(tweak: fn(&mut Config)) -> Self {
         let (mgmtd, mgmtd_addr, mgmtd_cancel) = start_fake_mgmtd().await;
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut c = Cluster { mgmtd, mgmtd_addr, mgmtd_cancel, dirs, servers: vec![] };
+        let mut c = Cluster { mgmtd, mgmtd_addr, mgmtd_cancel, dirs, servers: vec![], tweak };
         c.start_servers().await;
         c
     }
 
     pub async fn start_servers(&mut self) {
         for (i, d) in self.dirs.iter().enumerate() {
-            let server = t3fs_storage::start(config(i as u32 + 1, &self.mgmtd_addr, d.path())).await.unwrap();
+            let mut cfg = config(i as u32 + 1, &self.mgmtd_addr, d.path());
+            (self.tweak)(&mut cfg);
+            let server = t3fs_storage::start(cfg).await.unwrap();
             self.servers.push(server);
         }
         self.wait_routing(self.mgmtd.version()).await;
@@ -247,7 +256,9 @@ impl Cluster {
     /// Starts the tail's server again on the same directory.
     pub async fn start_tail(&mut self) {
         assert_eq!(self.servers.len(), 2);
-        let server = t3fs_storage::start(config(3, &self.mgmtd_addr, self.dirs[2].path())).await.unwrap();
+        let mut cfg = config(3, &self.mgmtd_addr, self.dirs[2].path());
+        (self.tweak)(&mut cfg);
+        let server = t3fs_storage::start(cfg).await.unwrap();
         self.servers.push(server);
         self.wait_routing(self.mgmtd.version()).await;
     }
