@@ -275,7 +275,12 @@ impl StorageService {
             }
         }
         drop(guard);
-        Ok((BulkResponse { meta: Some(applied.meta.to_proto(chunk)), ..Default::default() }, Bytes::new()))
+        let rsp = BulkResponse { meta: Some(applied.meta.to_proto(chunk)), ..Default::default() };
+        if !client_write && !u.sync && !applied.duplicate {
+            // Committed here (and below): a retry that reaches this node as a new head is replayed.
+            self.channels.record_forwarded(&u, &rsp);
+        }
+        Ok((rsp, Bytes::new()))
     }
 
     /// At the head, before a client update: a pending version left by an earlier update whose forward

@@ -2,7 +2,7 @@
 //! before the failure (normal reads there say "not committed", relaxed reads see it), and the next client
 //! update completes it before building on it.
 use t3fs_common::bulk::BulkClient;
-use t3fs_common::proto::{PublicTargetState, bulk_request};
+use t3fs_common::proto::{self, PublicTargetState, bulk_request};
 use t3fs_common::{ChunkId, InodeId, StatusCode};
 
 mod common;
@@ -74,6 +74,46 @@ async fn a_pending_version_on_the_middle_is_replaced_by_the_predecessor() {
         let (rsp, data) = client.call(&c.bulk(node), &read(target, chunk, 0, CHUNK_SIZE), &[]).await.unwrap();
         assert_eq!((&data[..], rsp.meta.unwrap().version), (&b"lost!"[..], 3), "node {node}");
     }
+    c.stop_servers().await;
+    c.mgmtd_cancel.cancel();
+}
+
+/// A client write on an update channel (client id, channel, seq).
+fn channel_write(target: u64, chain_version: u32, chunk: ChunkId, seq: u64, data: &[u8]) -> proto::BulkRequest {
+    let mut r = write(target, chain_version, chunk, 0, data);
+    if let Some(bulk_request::Op::Update(u)) = r.op.as_mut() {
+        u.client_id = bytes::Bytes::from_static(b"client-a");
+        u.channel_id = 3;
+        u.seq = seq;
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_the_head_failed_is_answered_by_the_new_head_not_applied_again() {
+    let mut c = Cluster::start().await;
+    let client = BulkClient::default();
+    let chunk = ChunkId::new(InodeId(6), 0);
+    // Committed on every replica; say the answer never reached the client.
+    let (rsp, _) = client.call(&c.bulk(0), &channel_write(101, 1, chunk, 1, b"once"), b"once").await.unwrap();
+    assert_eq!(rsp.meta.unwrap().version, 1);
+    // The head fails; mgmtd makes the middle the head. The client's retry goes there.
+    let v = c.mgmtd.edit_chain(|ch| {
+        ch.chain_version = 2;
+        ch.targets[0].public_state = PublicTargetState::Offline as i32;
+    });
+    c.wait_routing(v).await;
+    let (rsp, _) = client.call(&c.bulk(1), &channel_write(201, 2, chunk, 1, b"once"), b"once").await.unwrap();
+    assert!(rsp.replayed, "answered from the record");
+    assert_eq!(rsp.meta.unwrap().version, 1, "not applied a second time");
+    for node in [1, 2] {
+        assert_eq!(find(&c.listing(node).await, chunk).unwrap().version, 1, "node {node}");
+    }
+    // The channel goes on from there.
+    let (rsp, _) = client.call(&c.bulk(1), &channel_write(201, 2, chunk, 2, b"twice"), b"twice").await.unwrap();
+    assert_eq!((rsp.replayed, rsp.meta.unwrap().version), (false, 2));
+    let e = client.call(&c.bulk(1), &channel_write(201, 2, chunk, 1, b"once"), b"once").await.unwrap_err();
+    assert_eq!(e.code, StatusCode::DuplicateUpdate);
     c.stop_servers().await;
     c.mgmtd_cancel.cancel();
 }

@@ -16,11 +16,16 @@
 //! A retry must be the same update: the record keeps the chunk, type, offset and payload CRC, and a
 //! same-seq request that differs is refused (InvalidArgument).
 //!
-//! Only client writes at the head use channels (`update_version == 0`, not sync, client id set);
-//! forwarded and resync updates carry the fields along and ignore them. The table is per storage
-//! node, in memory: a restarted node or a new head has no record, so a retry that reaches it after a
-//! failover is applied again (3FS has the same window; the chain's version check keeps replicas
-//! identical either way).
+//! Only client writes at the head are admitted through channels (`update_version == 0`, not sync,
+//! client id set). Forwarded updates carry the fields along, and every successor records them too
+//! ([`UpdateChannels::record_forwarded`]) once the update is committed there (at the tail when
+//! applied; on a middle hop once its successor acknowledged). So when the head fails after applying
+//! an update whose answer the client never got, the new head (its old successor) already has the
+//! record and answers the client's retry with it instead of applying the update a second time
+//! (3FS has this window open). The table is per storage node, in memory: a restarted node has no
+//! record, nor has a successor whose part of the chain failed before it committed; a retry that
+//! reaches such a node is applied again (the chain's version check keeps replicas identical either
+//! way, and resending the same write leaves the same bytes).
 //!
 //! Bounds: at most [`MAX_ENTRIES`] channels are tracked; entries idle for [`IDLE_EXPIRY`] are
 //! dropped (a client that comes back after that is treated as new, which is safe because its next
@@ -183,6 +188,34 @@ impl UpdateChannels {
         Ok(Admit::Fresh(Ticket { table: self.table.clone(), key, seq: u.seq, done: false }))
     }
 
+    /// Records a forwarded update (`update_version > 0`, not sync, with a channel) committed on this
+    /// successor, with the response this node gives for it, so a retry that reaches this node after
+    /// it became head is replayed. Never moves a channel back to an older seq, never touches an entry
+    /// this node is running as head, and gives up silently when the table is full of live entries
+    /// (the retry is then applied again, as before this record existed).
+    pub fn record_forwarded(&self, u: &UpdateChunk, rsp: &BulkResponse) {
+        if u.client_id.is_empty() || u.client_id.len() > MAX_CLIENT_ID || u.seq == 0 || u.update_version == 0 || u.sync
+        {
+            return;
+        }
+        let now = Instant::now();
+        let key = (u.client_id.clone(), u.channel_id);
+        let entry = Entry { seq: u.seq, what: Fingerprint::of(u), state: State::Done(rsp.clone()), used: now };
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        match table.get_mut(&key) {
+            Some(e) if e.seq > u.seq || matches!(e.state, State::Running) => {}
+            Some(e) => *e = entry,
+            None => {
+                if table.len() >= MAX_ENTRIES {
+                    table.retain(|_, e| matches!(e.state, State::Running) || now.duration_since(e.used) < IDLE_EXPIRY);
+                }
+                if table.len() < MAX_ENTRIES {
+                    table.insert(key, entry);
+                }
+            }
+        }
+    }
+
     /// Drops entries idle longer than [`IDLE_EXPIRY`] (also done lazily when the table fills).
     pub fn expire(&self) {
         let now = Instant::now();
@@ -312,5 +345,44 @@ mod tests {
         }
         fresh(&c, &upd("new", 1, 1, 0)).finish(&ok(1));
         assert!(c.len() <= 3, "idle entries were not expired: {}", c.len());
+    }
+
+    /// A forwarded update as a successor sees it: the client's channel fields, at a version.
+    fn fwd(client: &str, channel: u32, seq: u64, crc: u32, version: u64) -> UpdateChunk {
+        UpdateChunk { update_version: version, ..upd(client, channel, seq, crc) }
+    }
+
+    fn rsp(version: u64) -> BulkResponse {
+        ok(version).unwrap().0
+    }
+
+    #[test]
+    fn forwarded_updates_recorded_on_a_successor_replay_once_it_is_head() {
+        let c = UpdateChannels::default();
+        c.record_forwarded(&fwd("a", 1, 1, 7, 4), &rsp(4));
+        // The head failed before answering; its successor, now head, gets the retry.
+        match c.admit(&upd("a", 1, 1, 7)).unwrap() {
+            Admit::Replay(r) => assert_eq!((r.replayed, r.meta.unwrap().version), (true, 4)),
+            _ => panic!("the retry was applied again"),
+        }
+        // A different update under that seq is refused; the next seq is new.
+        assert_eq!(c.admit(&upd("a", 1, 1, 8)).err().unwrap().code, StatusCode::InvalidArgument);
+        fresh(&c, &upd("a", 1, 2, 9)).finish(&ok(5));
+        // An older forwarded seq never moves the channel back.
+        c.record_forwarded(&fwd("a", 1, 1, 7, 4), &rsp(4));
+        assert_eq!(c.admit(&upd("a", 1, 1, 7)).err().unwrap().code, StatusCode::DuplicateUpdate);
+        // An entry this node runs as head is left alone.
+        let t = fresh(&c, &upd("b", 1, 3, 1));
+        c.record_forwarded(&fwd("b", 1, 3, 1, 9), &rsp(9));
+        assert_eq!(c.admit(&upd("b", 1, 3, 1)).err().unwrap().code, StatusCode::Busy);
+        drop(t);
+        // Not recorded: client updates at the head, sync updates, no channel, a bad client id.
+        let before = c.len();
+        c.record_forwarded(&upd("c", 1, 1, 1), &rsp(1));
+        c.record_forwarded(&UpdateChunk { sync: true, ..fwd("d", 1, 1, 1, 1) }, &rsp(1));
+        c.record_forwarded(&fwd("", 1, 1, 1, 1), &rsp(1));
+        c.record_forwarded(&fwd(&"x".repeat(MAX_CLIENT_ID + 1), 1, 1, 1, 1), &rsp(1));
+        c.record_forwarded(&fwd("e", 1, 0, 1, 1), &rsp(1));
+        assert_eq!(c.len(), before);
     }
 }
