@@ -83,51 +83,18 @@ async fn main() -> anyhow::Result<()> {
     let options = t3fs_storage::engine::EngineOptions { direct_io: direct, ..Default::default() };
     let (store, _) = ChunkStore::open_with(TargetId(1), &target, options)?;
     println!("direct_io requested: {direct}, in use: {}", store.engine().direct_io());
-    let chunk = |i: u64| ChunkId::new(InodeId(1 + i / 1_000_000), (i % 1_000_000) as u32);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let data: Vec<u8> = (0..chunk_len).map(|_| rng.next() as u8).collect();
     let data = Bytes::from(data);
 
-    // Sequential write.
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for j in 0..jobs {
-        let (store, data) = (store.clone(), data.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in (j..n_chunks).step_by(jobs as usize) {
-                let g = store.lock(chunk(i)).await;
-                let u = Update::Replace { data: data.clone(), payload_crc32c: crc32c::crc32c(&data) };
-                store.apply(&g, 1, 1, u).await?;
-            }
-            Ok::<_, t3fs_common::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let write = mib_s(n_chunks * u64::from(chunk_len), t0.elapsed().as_secs_f64());
-
-    // Sequential overwrite: every chunk replaced once more, each update freeing its old slot.
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for j in 0..jobs {
-        let (store, data) = (store.clone(), data.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in (j..n_chunks).step_by(jobs as usize) {
-                let g = store.lock(chunk(i)).await;
-                let u = Update::Replace { data: data.clone(), payload_crc32c: crc32c::crc32c(&data) };
-                store.apply(&g, 2, 1, u).await?;
-            }
-            Ok::<_, t3fs_common::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let overwrite = mib_s(n_chunks * u64::from(chunk_len), t0.elapsed().as_secs_f64());
+    // Sequential write, then an overwrite: every chunk replaced once more, each update freeing its
+    // old slot.
+    let bytes = n_chunks * u64::from(chunk_len);
+    let write = mib_s(bytes, replace_all(&store, &data, n_chunks, jobs, 1).await?);
+    let overwrite = mib_s(bytes, replace_all(&store, &data, n_chunks, jobs, 2).await?);
     println!(
         "after the overwrite: {} MiB of chunk data, {} MiB allocated on disk by the group files",
-        (n_chunks * u64::from(chunk_len)) >> 20,
+        bytes >> 20,
         allocated_bytes(&target) >> 20
     );
 
@@ -204,6 +171,32 @@ async fn main() -> anyhow::Result<()> {
     println!("| sequential read ({chunk_kib} KiB, cold) | {read:.0} MiB/s | {} |", f(fio.map(|x| x.1), "MiB/s"));
     println!("| random read 4 KiB, {RAND_TASKS} tasks, cold | {iops:.0} IOPS | {} |", f(fio.map(|x| x.2), "IOPS"));
     Ok(())
+}
+
+/// The bench's chunk `i`.
+fn chunk(i: u64) -> ChunkId {
+    ChunkId::new(InodeId(1 + i / 1_000_000), (i % 1_000_000) as u32)
+}
+
+/// `jobs` tasks replace chunks `0..n_chunks` with `data` at `version`; returns the seconds taken.
+async fn replace_all(store: &ChunkStore, data: &Bytes, n_chunks: u64, jobs: u64, version: u64) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for j in 0..jobs {
+        let (store, data) = (store.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (j..n_chunks).step_by(jobs as usize) {
+                let g = store.lock(chunk(i)).await;
+                let u = Update::Replace { data: data.clone(), payload_crc32c: crc32c::crc32c(&data) };
+                store.apply(&g, version, 1, u).await?;
+            }
+            Ok::<_, t3fs_common::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(t0.elapsed().as_secs_f64())
 }
 
 /// Bytes the files under `dir` have allocated on disk (`st_blocks`).
