@@ -86,6 +86,18 @@ async fn unlinked_files_are_collected_unless_open_for_write() {
     wait_inode_gone(&a, s.id).await;
     assert_eq!(records(&a, s.id).await, 0, "no tombstones of the holes either");
 
+    // A sparse file of 1 PiB holding two chunks: GC's work follows the data (two removals), not the
+    // length (a billion removals, which would hold up every other file's collection for days).
+    let huge = a.create(&root, InodeId::ROOT, b"huge", 0o644, true).await.unwrap();
+    a.write(&huge, 0, b"head").await.unwrap();
+    a.write(&huge, 7 * CHUNK as u64, b"tail").await.unwrap();
+    a.close(&root, InodeId(huge.id), 7 * CHUNK as u64 + 4, true).await.unwrap();
+    assert_eq!(a.truncate(&root, InodeId(huge.id), 1 << 50).await.unwrap().length, 1 << 50);
+    assert_eq!(records(&a, huge.id).await, 6);
+    b.remove(&root, InodeId::ROOT, b"huge", false).await.unwrap();
+    wait_inode_gone(&a, huge.id).await;
+    assert_eq!(records(&a, huge.id).await, 0);
+
     // Open for write by A, unlinked by B: kept while A writes, collected after A closes.
     let (w, session) = a.create_for_write(&root, InodeId::ROOT, b"written", 0o644, true).await.unwrap();
     assert_ne!(session, 0);

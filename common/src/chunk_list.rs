@@ -9,7 +9,7 @@
 use tonic::transport::Channel;
 
 use crate::proto::{self, storage_admin_client::StorageAdminClient};
-use crate::{Error, TargetId};
+use crate::{Error, InodeId, TargetId};
 
 /// Every chunk of `target` (tombstones too if `include_removed`), in chunk id order. `header` makes
 /// the request header of each page (a fresh request id per call); `page` is the most chunks asked for
@@ -18,6 +18,28 @@ pub async fn list_chunks(
     admin: &mut StorageAdminClient<Channel>,
     header: impl Fn() -> proto::RequestHeader,
     target: TargetId,
+    include_removed: bool,
+    page: u32,
+) -> Result<Vec<proto::ChunkMeta>, Error> {
+    list(admin, header, target, None, include_removed, page).await
+}
+
+/// [`list_chunks`] of one file's chunks only (every track).
+pub async fn list_file_chunks(
+    admin: &mut StorageAdminClient<Channel>,
+    header: impl Fn() -> proto::RequestHeader,
+    target: TargetId,
+    inode: InodeId,
+    include_removed: bool,
+) -> Result<Vec<proto::ChunkMeta>, Error> {
+    list(admin, header, target, Some(inode), include_removed, 0).await
+}
+
+async fn list(
+    admin: &mut StorageAdminClient<Channel>,
+    header: impl Fn() -> proto::RequestHeader,
+    target: TargetId,
+    inode: Option<InodeId>,
     include_removed: bool,
     page: u32,
 ) -> Result<Vec<proto::ChunkMeta>, Error> {
@@ -30,6 +52,7 @@ pub async fn list_chunks(
             include_removed,
             start_after: start_after.clone(),
             limit: page,
+            inode: inode.map(|i| i.0),
         };
         let page = admin.list_chunks(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner();
         out.extend(page.chunks);

@@ -6,7 +6,8 @@
 //! oldest first, and for each:
 //! 1. skips it (moving it to the back of the queue) while a write session holds it;
 //! 2. removes its chunks on storage: a REMOVE update to the head of each chunk's chain, for every
-//!    chunk its length covers (a missing chunk is fine), 16 at a time, retried a few times; then a
+//!    chunk storage lists for the file (`LengthProbe::chunk_indexes`; without a probe, every index its
+//!    length covers), 16 at a time, retried a few times; then a
 //!    PURGE of each, which drops the tombstones the removals left (best effort: a tombstone that
 //!    stays is logged and costs one record; storage `service/purge.rs` says why this is safe);
 //! 3. deletes the inode, its xattrs and the queue entry in one transaction, unless a write session
@@ -14,8 +15,8 @@
 //!
 //! Any failure leaves the entry queued for the next pass, so GC is idempotent and survives meta
 //! restarts; several meta servers may work the same queue (the final step runs once). Chunks
-//! written past the length meta knows (a writer that crashed before reporting its length) are
-//! found by asking storage where the file's data ends (`crate::length`) first.
+//! written past the length meta knows (a writer that crashed before reporting its length) are in
+//! storage's listing like any other.
 //!
 //! Session pruning, every `session_prune_interval_ms`: write sessions whose client no longer has a
 //! client session at mgmtd (`ListClientSessions`), and that are older than one prune interval (so
@@ -104,43 +105,46 @@ impl Gc {
         Ok(pass)
     }
 
-    /// Removes every chunk up to the file's end (its length, or further where storage has data
-    /// past it), then purges their tombstones; returns how many removals were sent.
+    /// Removes the file's chunks, then purges their tombstones; returns how many removals were sent.
+    /// Which chunks: with storage to ask (`probe`), those storage lists for the file on each chain
+    /// of its stripe (live or tombstone), so the work follows the data, not the length: a sparse
+    /// file of 1 PB holding a few chunks costs a few removals, where removing every index its
+    /// length covers would take a billion and hold up every other file's collection meanwhile.
+    /// Without a probe (tests of meta alone): every index up to the length.
     async fn remove_chunks(&self, inode: &proto::Inode) -> Result<u64> {
         if inode.inode_type != InodeType::File as i32 {
-            return Ok(0);
-        }
-        let mut inode = inode.clone();
-        if let Some(probe) = &self.probe {
-            inode.length = inode.length.max(probe.exact_length(&inode).await?);
-        }
-        if inode.length == 0 {
             return Ok(0);
         }
         let Some(layout) = inode.layout.as_ref() else { return Ok(0) };
         if layout.chunk_size == 0 {
             return Err(Error::internal(format!("inode {} has chunk size 0", inode.id)));
         }
-        let count = inode.length.div_ceil(u64::from(layout.chunk_size));
-        let count =
-            u32::try_from(count).map_err(|_| Error::internal(format!("inode {}: too many chunks", inode.id)))?;
+        let indexes: Vec<u32> = match &self.probe {
+            Some(probe) => probe.chunk_indexes(inode).await?,
+            None => {
+                let count = inode.length.div_ceil(u64::from(layout.chunk_size));
+                let count = u32::try_from(count)
+                    .map_err(|_| Error::internal(format!("inode {}: too many chunks", inode.id)))?;
+                (0..count).collect()
+            }
+        };
         let id = InodeId(inode.id);
-        let mut runs = futures::stream::iter(0..count)
+        let mut runs = futures::stream::iter(indexes.iter().copied())
             .map(|index| self.chunk_update(layout, id, index, UpdateType::Remove))
             .buffer_unordered(CHUNKS_IN_FLIGHT);
         while let Some(r) = runs.next().await {
             r?;
         }
-        self.purge_chunks(layout, id, count).await;
-        Ok(u64::from(count))
+        self.purge_chunks(layout, id, &indexes).await;
+        Ok(indexes.len() as u64)
     }
 
     /// Drops the tombstones the removals left (storage `service/purge.rs`): the file is gone and its
     /// chunk ids are never used again. Best effort: a tombstone left behind (a failed or refused
     /// purge) costs one record and is logged, so it does not hold up the collection.
-    async fn purge_chunks(&self, layout: &proto::Layout, id: InodeId, count: u32) {
+    async fn purge_chunks(&self, layout: &proto::Layout, id: InodeId, indexes: &[u32]) {
         let (mut purged, mut kept, mut failed) = (0u32, 0u32, 0u32);
-        let mut runs = futures::stream::iter(0..count)
+        let mut runs = futures::stream::iter(indexes.iter().copied())
             .map(|index| self.chunk_update(layout, id, index, UpdateType::Purge))
             .buffer_unordered(CHUNKS_IN_FLIGHT);
         while let Some(r) = runs.next().await {

@@ -52,14 +52,14 @@ impl LengthProbe {
             .map_err(|_| Error::new(StatusCode::Timeout, format!("length probe of inode {} timed out", inode.id)))?
     }
 
-    async fn probe(&self, inode: &proto::Inode) -> Result<u64> {
+    /// The chains of the file's stripe, each once, with a SERVING target and its node's address.
+    fn serving_targets(&self, inode: &proto::Inode) -> Result<Vec<(TargetId, String)>> {
         if inode.inode_type != InodeType::File as i32 {
             return Err(Error::invalid(format!("inode {} is not a file", inode.id)));
         }
         let layout =
             inode.layout.as_ref().ok_or_else(|| Error::internal(format!("file {} has no layout", inode.id)))?;
         let routing = self.routing.get();
-        // The chains of the stripe, each once, with a SERVING target and its node's address.
         let mut asks: Vec<(TargetId, String)> = Vec::new();
         let mut seen: HashSet<ChainId> = HashSet::new();
         for i in 0..layout.stripe.max(1) {
@@ -73,6 +73,42 @@ impl LengthProbe {
             let node = routing.node_of_target(TargetId(target.target_id))?;
             asks.push((TargetId(target.target_id), node.grpc_addr.clone()));
         }
+        Ok(asks)
+    }
+
+    /// The indexes (track 0) of every chunk record of the file on storage, live or tombstone, in
+    /// order: one paged `ListChunks` of the file on a SERVING target of each chain of its stripe.
+    /// What GC removes: the work follows the data, not the file's length (a sparse file of 1 PB
+    /// would otherwise be a billion removals).
+    pub async fn chunk_indexes(&self, inode: &proto::Inode) -> Result<Vec<u32>> {
+        let id = t3fs_common::InodeId(inode.id);
+        let lists = self.serving_targets(inode)?.into_iter().map(|(target, addr)| async move {
+            let mut c = self.client(&addr).await?;
+            let header = || proto::RequestHeader {
+                request_id: t3fs_common::new_request_id(),
+                token: self.token.clone(),
+                ..Default::default()
+            };
+            t3fs_common::chunk_list::list_file_chunks(&mut c, header, target, id, true).await
+        });
+        let mut indexes = Vec::new();
+        for listed in futures::future::join_all(lists).await {
+            for m in listed? {
+                let chunk = ChunkId::from_bytes(&m.chunk_id)?;
+                if chunk.track == 0 {
+                    indexes.push(chunk.index);
+                }
+            }
+        }
+        indexes.sort_unstable();
+        indexes.dedup();
+        Ok(indexes)
+    }
+
+    async fn probe(&self, inode: &proto::Inode) -> Result<u64> {
+        let asks = self.serving_targets(inode)?;
+        let layout =
+            inode.layout.as_ref().ok_or_else(|| Error::internal(format!("file {} has no layout", inode.id)))?;
         let queries = asks.into_iter().map(|(target, addr)| async move {
             let mut c = self.client(&addr).await?;
             let req = proto::QueryLastChunkReq {

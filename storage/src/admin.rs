@@ -8,7 +8,7 @@ use t3fs_common::auth::{check_header, request_id};
 use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto::{self, PublicTargetState, storage_admin_server::StorageAdmin};
 use t3fs_common::routing::RoutingCache;
-use t3fs_common::{ChainId, ChunkId, Error, StatusCode, TargetId};
+use t3fs_common::{ChainId, ChunkId, Error, InodeId, StatusCode, TargetId};
 
 use crate::chunk_store::ChunkStore;
 use crate::local_state::TargetStates;
@@ -121,9 +121,9 @@ impl StorageAdmin for AdminService {
             0 => LIST_PAGE,
             n => n.min(LIST_PAGE),
         } as usize;
-        let include_removed = r.include_removed;
+        let (include_removed, inode) = (r.include_removed, r.inode.map(InodeId));
         let (list, next) = tokio::task::spawn_blocking(move || {
-            store.list_page(start_after, limit, LIST_MAX_SCAN as usize, include_removed)
+            store.list_page(start_after, inode, limit, LIST_MAX_SCAN as usize, include_removed)
         })
         .await
         .map_err(|e| Error::internal(format!("list task failed: {e}")))??;

@@ -567,23 +567,33 @@ impl ChunkStore {
     }
 
     /// One page of [`ChunkStore::list_all`] (the `ListChunks` RPC): the records after `start_after`
-    /// (exclusive; `None`: from the first), at most `limit` of them, tombstones only if
-    /// `include_removed`. At most `max_scan` records are looked at, so a long run of skipped tombstones
-    /// cannot make one page unbounded. The second value is where the next page starts (`None`: the
-    /// listing is complete).
+    /// (exclusive; `None`: from the first), only `inode`'s if set, at most `limit` of them,
+    /// tombstones only if `include_removed`. At most `max_scan` records are looked at, so a long run
+    /// of skipped tombstones cannot make one page unbounded. The second value is where the next page
+    /// starts (`None`: the listing is complete).
     pub fn list_page(
         &self,
         start_after: Option<ChunkId>,
+        inode: Option<InodeId>,
         limit: usize,
         max_scan: usize,
         include_removed: bool,
     ) -> Result<(Vec<ListedChunk>, Option<ChunkId>), Error> {
         use std::ops::Bound;
         let (limit, max_scan) = (limit.max(1), max_scan.max(1));
-        let from = start_after.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_bytes().to_vec()));
+        let key = |inode: u64| ChunkId { inode: InodeId(inode), track: 0, index: 0 }.to_bytes().to_vec();
+        let from = match (start_after, inode) {
+            (Some(c), _) => Bound::Excluded(c.to_bytes().to_vec()),
+            (None, Some(i)) => Bound::Included(key(i.0)),
+            (None, None) => Bound::Unbounded,
+        };
+        let to = match inode {
+            Some(i) if i.0 < u64::MAX => Bound::Excluded(key(i.0 + 1)),
+            _ => Bound::Unbounded,
+        };
         self.with_db(|db| {
             let (mut out, mut scanned, mut last) = (Vec::new(), 0, None);
-            for kv in db.metas.range::<Vec<u8>, _>((from, Bound::Unbounded)) {
+            for kv in db.metas.range::<Vec<u8>, _>((from, to)) {
                 if out.len() == limit || scanned == max_scan {
                     return Ok((out, last));
                 }

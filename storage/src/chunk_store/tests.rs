@@ -271,7 +271,7 @@ async fn paged_listings_equal_the_whole_listing() {
             for max_scan in [1, 2, 4, 1000] {
                 let (mut got, mut from, mut pages) = (Vec::new(), None, 0);
                 loop {
-                    let (page, next) = s.list_page(from, limit, max_scan, include_removed).unwrap();
+                    let (page, next) = s.list_page(from, None, limit, max_scan, include_removed).unwrap();
                     assert!(page.len() <= limit.min(max_scan));
                     got.extend(page);
                     pages += 1;
@@ -289,10 +289,25 @@ async fn paged_listings_equal_the_whole_listing() {
         }
     }
     // A page that ends exactly at the last record says so (no empty page after it).
-    assert_eq!(s.list_page(None, 13, 1000, true).unwrap().1, None);
-    assert_eq!(s.list_page(None, 12, 1000, true).unwrap().1, Some(id(11)));
+    assert_eq!(s.list_page(None, None, 13, 1000, true).unwrap().1, None);
+    assert_eq!(s.list_page(None, None, 12, 1000, true).unwrap().1, Some(id(11)));
     // Starting after the last chunk (or past every chunk) lists nothing.
-    assert_eq!(s.list_page(Some(other), 5, 5, true).unwrap(), (vec![], None));
+    assert_eq!(s.list_page(Some(other), None, 5, 5, true).unwrap(), (vec![], None));
+    // One file's chunks only, in pages.
+    let only = |inode: u64, limit| {
+        let (mut got, mut from) = (Vec::new(), None);
+        loop {
+            let (page, next) = s.list_page(from, Some(InodeId(inode)), limit, 1000, true).unwrap();
+            got.extend(page.iter().map(|c| c.chunk));
+            match next {
+                None => return got,
+                Some(n) => from = Some(n),
+            }
+        }
+    };
+    assert_eq!(only(42, 5), (0..12).map(id).collect::<Vec<_>>());
+    assert_eq!(only(43, 1), vec![other]);
+    assert!(only(41, 3).is_empty() && only(u64::MAX, 3).is_empty());
 }
 
 #[tokio::test]
