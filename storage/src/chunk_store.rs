@@ -570,7 +570,8 @@ impl ChunkStore {
     /// (exclusive; `None`: from the first), only `inode`'s if set, at most `limit` of them,
     /// tombstones only if `include_removed`. At most `max_scan` records are looked at, so a long run
     /// of skipped tombstones cannot make one page unbounded. The second value is where the next page
-    /// starts (`None`: the listing is complete).
+    /// starts (`None`: the listing is complete). With `inode`, the last page also lists the file's
+    /// chunks that have only a pending version (version 0, after the others).
     pub fn list_page(
         &self,
         start_after: Option<ChunkId>,
@@ -593,7 +594,7 @@ impl ChunkStore {
         };
         self.with_db(|db| {
             let (mut out, mut scanned, mut last) = (Vec::new(), 0, None);
-            for kv in db.metas.range::<Vec<u8>, _>((from, to)) {
+            for kv in db.metas.range::<Vec<u8>, _>((from, to.clone())) {
                 if out.len() == limit || scanned == max_scan {
                     return Ok((out, last));
                 }
@@ -609,6 +610,20 @@ impl ChunkStore {
                     None => 0,
                 };
                 out.push(ListedChunk { chunk, meta: r.meta, removed: r.removed, pending_version });
+            }
+            if inode.is_some() {
+                // One file's listing also names its chunks that only have a pending version (a
+                // write whose forward failed and was never retried), after the rest, in the last
+                // page: GC must remove them too. There are few; they carry version 0.
+                let from = inode.map_or(Bound::Unbounded, |i| Bound::Included(key(i.0)));
+                for kv in db.pending.range::<Vec<u8>, _>((from, to)) {
+                    let (k, v) = kv.into_inner().map_err(kv_err)?;
+                    if db.metas.get(&k).map_err(kv_err)?.is_none() {
+                        let pending_version = Record::decode_head(&v)?.meta.version;
+                        let chunk = ChunkId::from_bytes(&k)?;
+                        out.push(ListedChunk { chunk, meta: ChunkMeta::default(), removed: false, pending_version });
+                    }
+                }
             }
             Ok((out, None))
         })

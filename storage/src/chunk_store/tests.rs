@@ -306,6 +306,15 @@ async fn paged_listings_equal_the_whole_listing() {
         }
     };
     assert_eq!(only(42, 5), (0..12).map(id).collect::<Vec<_>>());
+    // A chunk with only a pending version: in its file's listing (last), not in the whole one.
+    let g = s.lock(id(20)).await;
+    s.prepare(&g, 1, 1, w(0, b"pending only")).await.unwrap();
+    drop(g);
+    assert_eq!(only(42, 5), (0..12).chain([20]).map(id).collect::<Vec<_>>());
+    let (page, _) = s.list_page(None, Some(InodeId(42)), 100, 1000, false).unwrap();
+    let last = page.last().unwrap();
+    assert_eq!((last.chunk, last.meta.version, last.pending_version), (id(20), 0, 1));
+    assert_eq!(s.list_all().unwrap().len(), 13);
     assert_eq!(only(43, 1), vec![other]);
     assert!(only(41, 3).is_empty() && only(u64::MAX, 3).is_empty());
 }
