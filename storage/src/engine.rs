@@ -529,13 +529,8 @@ impl Engine {
         } else if st.pins.contains_key(&slot) {
             st.deferred.insert(slot);
         } else {
-            self.release(&mut st, slot);
+            clear(&mut st, slot);
         }
-    }
-
-    /// Clears a freed slot's bit; [`Engine::trim`] gives its blocks back later if it stays free.
-    fn release(&self, st: &mut State, slot: Slot) {
-        clear(st, slot);
     }
 
     /// Gives the blocks of slots that have stayed free since the previous call back to the file
@@ -642,7 +637,7 @@ impl Drop for SlotPin {
         if *n == 0 {
             st.pins.remove(&self.slot);
             if st.deferred.remove(&self.slot) {
-                self.engine.release(&mut st, self.slot);
+                clear(&mut st, self.slot);
             }
         }
     }
