@@ -1,7 +1,8 @@
 //! Meta's GC of unlinked files on a real in-process cluster (mgmtd, meta, three storage servers;
 //! the local cluster's GC delay is `LOCAL_GC_DELAY_MS`): the chunks of an unlinked file disappear
 //! from every replica after the delay and then the inode goes; a file another client still has
-//! open for write is kept (and keeps taking writes) until that client closes it.
+//! open for write is kept (and keeps taking writes) until that client closes it. Also where the
+//! chunks of a shrinking truncate go: the work follows the data there too.
 use std::time::Duration;
 
 use t3fs_cli::local::inproc::LocalCluster;
@@ -141,6 +142,46 @@ async fn exact_lengths_come_from_storage() {
     assert_eq!(replicas(&c, g.id).await, 9);
     c.remove(&root, InodeId::ROOT, b"crashed", false).await.unwrap();
     assert_eq!(wait_replicas(&c, g.id, 0).await, 0, "chunks past the length meta knew are collected too");
+
+    c.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shrinking_a_sparse_file_removes_the_chunks_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    let c = cluster.client().await.unwrap();
+    let root = UserInfo::root();
+    let at = |index: u64| index * CHUNK as u64;
+    let in_time = Duration::from_secs(60);
+
+    // About 1 TB long, holding three chunks. By index the cut would be a million removals.
+    let f = c.create(&root, InodeId::ROOT, b"sparse", 0o644, true).await.unwrap();
+    c.write(&f, 0, b"head").await.unwrap();
+    c.write(&f, at(3), b"mid").await.unwrap();
+    c.write(&f, at(1_000_000), b"far").await.unwrap();
+    c.close(&root, InodeId(f.id), at(1_000_000) + 3, true).await.unwrap();
+    assert_eq!(replicas(&c, f.id).await, 9);
+    let cut = tokio::time::timeout(in_time, c.truncate(&root, InodeId(f.id), at(1) + 10)).await;
+    let cut = cut.expect("the cut follows the data").unwrap();
+    assert_eq!(cut.length, at(1) + 10);
+    // Chunk 0 and the chunk holding the new end (a cut of a hole makes it, so storage knows the end).
+    assert_eq!(replicas(&c, f.id).await, 6, "chunks 3 and 1,000,000 are gone");
+    let back = c.read(&cut, 0, CHUNK as u32 + 10).await.unwrap();
+    assert_eq!(back.len(), CHUNK + 10);
+    assert_eq!(&back[..4], b"head");
+    assert!(back[4..].iter().all(|&b| b == 0), "the cut chunks read as a hole");
+
+    // Data past the length meta knows (a writer that has not reported it) is cut too: else the next
+    // close, which takes the exact end from storage, would grow the file back over it.
+    assert_eq!(c.truncate(&root, InodeId(f.id), at(100)).await.unwrap().length, at(100));
+    c.write(&f, at(2_000_000), b"unreported").await.unwrap();
+    assert_eq!(c.getattr(&root, InodeId(f.id)).await.unwrap().length, at(100));
+    let cut = tokio::time::timeout(in_time, c.truncate(&root, InodeId(f.id), 0)).await;
+    assert_eq!(cut.unwrap().unwrap().length, 0);
+    assert_eq!(replicas(&c, f.id).await, 0);
+    assert_eq!(c.close(&root, InodeId(f.id), 0, true).await.unwrap().length, 0, "nothing grows back");
 
     c.shutdown().await;
     cluster.shutdown().await;

@@ -389,7 +389,7 @@ impl Client {
         t3fs_common::chunk_list::list_chunks(&mut admin, header, target, include_removed, 0).await
     }
 
-    async fn storage_admin(
+    pub(crate) async fn storage_admin(
         &self,
         target: TargetId,
     ) -> Result<proto::storage_admin_client::StorageAdminClient<tonic::transport::Channel>> {

@@ -46,6 +46,7 @@ pub mod meta;
 mod orphans;
 pub mod region;
 pub mod session;
+mod shrink;
 pub mod xattr;
 
 pub use batch::{

@@ -13,7 +13,6 @@ use t3fs_common::names::validate_name;
 use t3fs_common::proto::{self, InodeType};
 use t3fs_common::{Error, InodeId, Result, StatusCode};
 
-use crate::data::truncate_plan;
 use crate::{Client, MetaClient, UserInfo};
 
 /// Attribute changes for [`Client::setattr`]; `None` leaves a field unchanged. (Length changes go
@@ -320,11 +319,12 @@ impl Client {
         )
     }
 
-    /// Applies [`truncate_plan`]`(old_len, new_len)` to the file's chunks, 16 at a time. Meta is not
+    /// Cuts the file's chunks from `old_len` down to `new_len`, 16 at a time: [`crate::data::truncate_plan`], or
+    /// for a large cut the chunks storage lists past the new end ([`crate::shrink`]). Meta is not
     /// told (truncate does that; chunks of unlinked files are meta's GC's to remove).
     pub async fn remove_chunks(&self, inode: &proto::Inode, new_len: u64, old_len: u64) -> Result<()> {
         let layout = crate::data::file_layout(inode)?;
-        let plan = truncate_plan(old_len, new_len, layout.chunk_size)?;
+        let plan = self.shrink_plan(layout, InodeId(inode.id), old_len, new_len).await?;
         self.apply_chunk_ops(layout, InodeId(inode.id), &plan).await
     }
 

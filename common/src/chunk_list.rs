@@ -9,7 +9,7 @@
 use tonic::transport::Channel;
 
 use crate::proto::{self, storage_admin_client::StorageAdminClient};
-use crate::{Error, InodeId, TargetId};
+use crate::{ChunkId, Error, InodeId, TargetId};
 
 /// Every chunk of `target` (tombstones too if `include_removed`), in chunk id order. `header` makes
 /// the request header of each page (a fresh request id per call); `page` is the most chunks asked for
@@ -21,18 +21,30 @@ pub async fn list_chunks(
     include_removed: bool,
     page: u32,
 ) -> Result<Vec<proto::ChunkMeta>, Error> {
-    list(admin, header, target, None, include_removed, page).await
+    list(admin, header, target, None, None, include_removed, page).await
 }
 
-/// [`list_chunks`] of one file's chunks only (every track).
+/// [`list_chunks`] of one file's chunks only: every chunk of `inode` from index `from_index` of track
+/// 0 on (later tracks too), and the file's chunks that only have a pending version (version 0).
 pub async fn list_file_chunks(
     admin: &mut StorageAdminClient<Channel>,
     header: impl Fn() -> proto::RequestHeader,
     target: TargetId,
     inode: InodeId,
+    from_index: u32,
     include_removed: bool,
 ) -> Result<Vec<proto::ChunkMeta>, Error> {
-    list(admin, header, target, Some(inode), include_removed, 0).await
+    let start_after = match from_index {
+        0 => None,
+        i => Some(ChunkId::new(inode, i - 1)),
+    };
+    let mut chunks = list(admin, header, target, Some(inode), start_after, include_removed, 0).await?;
+    if let Some(start) = start_after {
+        // The pending-only chunks come from the whole file; keep the asked range.
+        let start = start.to_bytes();
+        chunks.retain(|m| m.chunk_id.as_ref() > start.as_slice());
+    }
+    Ok(chunks)
 }
 
 async fn list(
@@ -40,11 +52,12 @@ async fn list(
     header: impl Fn() -> proto::RequestHeader,
     target: TargetId,
     inode: Option<InodeId>,
+    start_after: Option<ChunkId>,
     include_removed: bool,
     page: u32,
 ) -> Result<Vec<proto::ChunkMeta>, Error> {
     let mut out = Vec::new();
-    let mut start_after = bytes::Bytes::new();
+    let mut start_after = start_after.map_or_else(bytes::Bytes::new, |c| bytes::Bytes::copy_from_slice(&c.to_bytes()));
     loop {
         let req = proto::ListChunksReq {
             header: Some(header()),

@@ -89,7 +89,7 @@ impl LengthProbe {
                 token: self.token.clone(),
                 ..Default::default()
             };
-            t3fs_common::chunk_list::list_file_chunks(&mut c, header, target, id, true).await
+            t3fs_common::chunk_list::list_file_chunks(&mut c, header, target, id, 0, true).await
         });
         let mut indexes = Vec::new();
         for listed in futures::future::join_all(lists).await {
