@@ -1,7 +1,7 @@
 //! fsx-style random-operation model test through a real FUSE mount: random writes, reads,
-//! truncates, fallocates (default mode), fsyncs and close+reopen on a few files in the mount, each
-//! mirrored on a file in a local temp directory; after every step the touched file's size and every
-//! byte are compared (through the open handle; after a reopen also through a fresh open by path, which
+//! truncates, fallocates (default mode, punch hole, zero range), fsyncs and close+reopen on a few
+//! files in the mount, each mirrored on a file in a local temp directory; after every step the
+//! touched file's size and every byte are compared (through the open handle; after a reopen also through a fresh open by path, which
 //! drops the kernel's page cache and reads what the daemon serves), all files every 64 steps.
 //! The two-mount variant writes on mount A and, each time the writer closes, opens the file on
 //! mount B of the same cluster and compares it whole (close-to-open consistency).
@@ -205,7 +205,7 @@ impl Fsx {
                 p.mnt.as_ref().unwrap().set_len(size).unwrap();
                 p.local.set_len(size).unwrap();
             }
-            72..=81 => {
+            72..=77 => {
                 let (off, len) = (self.offset(), self.len());
                 self.log.push(format!("{} fallocate f{i} off={off} len={len}", self.step));
                 let p = &self.files[i];
@@ -213,6 +213,33 @@ impl Fsx {
                     self.fail(&format!("fallocate on the mount: {e}"));
                 }
                 fallocate(&p.local, 0, off, len).unwrap();
+            }
+            78..=81 => {
+                // Punch hole, or zero range with or without KEEP_SIZE; often over a whole chunk.
+                let off = if self.rng.random_bool(0.3) { 0 } else { self.offset() };
+                let len = match self.rng.random_bool(0.5) {
+                    true => self.len(),
+                    false => self.boundary + self.rng.random_range(0..self.boundary / 2),
+                };
+                let (name, mode) = match self.rng.random_range(0..3) {
+                    0 => ("punch-hole", libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE),
+                    1 => ("zero-range-keep", libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE),
+                    _ => ("zero-range", libc::FALLOC_FL_ZERO_RANGE),
+                };
+                self.log.push(format!("{} {name} f{i} off={off} len={len}", self.step));
+                let p = &self.files[i];
+                if let Err(e) = fallocate(p.mnt.as_ref().unwrap(), mode, off, len) {
+                    self.fail(&format!("{name} on the mount: {e}"));
+                }
+                // The model, by hand (the twin's file system need not support these modes).
+                let size = p.local.metadata().unwrap().len();
+                let to = (off + len).min(size);
+                if off < to {
+                    p.local.write_all_at(&vec![0u8; (to - off) as usize], off).unwrap();
+                }
+                if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && off + len > size {
+                    p.local.set_len(off + len).unwrap();
+                }
             }
             82..=85 => {
                 self.log.push(format!("{} fsync f{i}", self.step));

@@ -1,6 +1,7 @@
 //! POSIX semantics of file data through a real FUSE mount (one in-process cluster and mount per
 //! test): open flags (O_CREAT|O_EXCL, O_TRUNC, O_APPEND, access modes and EBADF), truncate and
-//! extend with zero fill, holes, fallocate (default mode, KEEP_SIZE, unsupported modes), unlink of
+//! extend with zero fill, holes, fallocate (default mode, KEEP_SIZE, punch hole, zero range,
+//! unsupported modes), unlink of
 //! an open file, and close-to-open consistency between two mounts of one cluster. Each claim in
 //! docs/semantics.md about these names the test here that checks it.
 //!
@@ -159,6 +160,78 @@ async fn truncate_extend_and_holes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn punch_hole_and_zero_range() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await as u64;
+    let len = 5 * cs + 100;
+    let mut model = pattern(len as usize, 7);
+    let expect = model.clone();
+    env.fs(move |m| std::fs::write(m.join("holes"), expect).unwrap()).await;
+    let inode = env.inode("/holes").await;
+    let mtime = inode.mtime_ns;
+    let zero = |model: &mut Vec<u8>, from: u64, to: u64| model[from as usize..to as usize].fill(0);
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+
+    // Over two whole chunks and a part of each neighbour; a buffered write inside the hole is older
+    // than the punch, so it reads as zeros too.
+    zero(&mut model, cs / 2, 3 * cs + 10);
+    let want = model.clone();
+    env.fs(move |m| {
+        let f = OpenOptions::new().read(true).write(true).open(m.join("holes")).unwrap();
+        f.write_all_at(b"buffered", 2 * cs).unwrap();
+        fallocate(&f, punch, cs / 2, 5 * cs / 2 + 10).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), len, "a punch keeps the size");
+        let mut got = vec![0u8; len as usize];
+        f.read_exact_at(&mut got, 0).unwrap();
+        assert!(got == want, "the hole reads as zeros through the handle");
+    })
+    .await;
+    for index in [1, 2] {
+        assert!(env.chunk_replicas(&inode, index).await.iter().all(Option::is_none), "chunk {index} is freed");
+    }
+    assert!(env.chunk_replicas(&inode, 0).await.iter().all(Option::is_some), "a partly punched chunk stays");
+    assert!(env.inode("/holes").await.mtime_ns > mtime, "a punch sets mtime");
+
+    // Past the end a punch does nothing; zero range with KEEP_SIZE zeroes up to the end only;
+    // without it, the file grows to the range's end.
+    zero(&mut model, 5 * cs, len);
+    model.resize((len + cs) as usize, 0);
+    let want = model.clone();
+    env.fs(move |m| {
+        let f = OpenOptions::new().read(true).write(true).open(m.join("holes")).unwrap();
+        fallocate(&f, punch, len + 10, cs).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), len);
+        fallocate(&f, libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, 5 * cs, 2 * cs).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), len, "KEEP_SIZE keeps the size");
+        fallocate(&f, libc::FALLOC_FL_ZERO_RANGE, len, cs).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), len + cs, "zero range grows the file");
+        drop(f);
+        // A fresh open reads what the daemon serves.
+        assert!(std::fs::read(m.join("holes")).unwrap() == want);
+    })
+    .await;
+
+    // A hole over hundreds of chunks of a sparse file: storage lists what to remove.
+    env.fs(move |m| {
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.join("sparse")).unwrap();
+        f.write_all_at(b"first", 0).unwrap();
+        f.write_all_at(b"middle", 300 * cs).unwrap();
+        f.write_all_at(b"last", 600 * cs).unwrap();
+        fallocate(&f, punch, 1, 600 * cs - 1).unwrap();
+        let mut got = vec![9u8; 5];
+        f.read_exact_at(&mut got, 600 * cs - 1).unwrap();
+        assert_eq!(&got, b"\0last");
+        f.read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(&got, b"f\0\0\0\0");
+    })
+    .await;
+    let sparse = env.inode("/sparse").await;
+    assert!(env.chunk_replicas(&sparse, 300).await.iter().all(Option::is_none), "the middle chunk is freed");
+    assert_eq!(env.chunks_of(sparse.id).await.len(), 6, "chunks 0 and 600 are left, 3 replicas each");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fallocate_modes() {
     let Some(env) = Env::start().await else { return };
     let cs = env.chunk_size().await as u64;
@@ -175,10 +248,10 @@ async fn fallocate_modes() {
         // KEEP_SIZE never changes the size.
         fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 0, 4 * cs).unwrap();
         assert_eq!(f.metadata().unwrap().len(), cs + 12);
-        // Punching holes, zeroing ranges: not supported.
-        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        assert_eq!(errno(fallocate(&f, punch, 0, 2)), libc::EOPNOTSUPP);
-        assert_eq!(errno(fallocate(&f, libc::FALLOC_FL_ZERO_RANGE, 0, 2)), libc::EOPNOTSUPP);
+        // Punch hole without KEEP_SIZE, collapse and insert range: not supported.
+        assert_eq!(errno(fallocate(&f, libc::FALLOC_FL_PUNCH_HOLE, 0, 2)), libc::EOPNOTSUPP);
+        assert_eq!(errno(fallocate(&f, libc::FALLOC_FL_COLLAPSE_RANGE, 0, cs)), libc::EOPNOTSUPP);
+        assert_eq!(errno(fallocate(&f, libc::FALLOC_FL_INSERT_RANGE, 0, cs)), libc::EOPNOTSUPP);
         // Bad arguments: EINVAL (the kernel checks these).
         assert_eq!(errno(fallocate(&f, 0, 0, 0)), libc::EINVAL);
         drop(f);
