@@ -1,7 +1,7 @@
 //! POSIX semantics of file data through a real FUSE mount (one in-process cluster and mount per
 //! test): open flags (O_CREAT|O_EXCL, O_TRUNC, O_APPEND, access modes and EBADF), truncate and
-//! extend with zero fill, holes, fallocate (default mode, KEEP_SIZE, punch hole, zero range,
-//! unsupported modes), unlink of
+//! extend with zero fill, holes, `SEEK_DATA`/`SEEK_HOLE`, fallocate (default mode, KEEP_SIZE,
+//! punch hole, zero range, unsupported modes), unlink of
 //! an open file, and close-to-open consistency between two mounts of one cluster. Each claim in
 //! docs/semantics.md about these names the test here that checks it.
 //!
@@ -228,6 +228,55 @@ async fn punch_hole_and_zero_range() {
     let sparse = env.inode("/sparse").await;
     assert!(env.chunk_replicas(&sparse, 300).await.iter().all(Option::is_none), "the middle chunk is freed");
     assert_eq!(env.chunks_of(sparse.id).await.len(), 6, "chunks 0 and 600 are left, 3 replicas each");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seek_data_and_seek_hole() {
+    let Some(env) = Env::start().await else { return };
+    let cs = env.chunk_size().await as i64;
+    env.fs(move |m| {
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.join("seek")).unwrap();
+        f.write_all_at(&[1u8; 100], 0).unwrap();
+        f.write_all_at(&vec![3u8; cs as usize], 3 * cs as u64).unwrap();
+        f.write_all_at(&[5u8; 10], 5 * cs as u64 + 10).unwrap();
+        f.set_len(8 * cs as u64).unwrap();
+        f.sync_all().unwrap();
+        // Still in this handle's buffer: data all the same.
+        f.write_all_at(&[7u8; 50], 7 * cs as u64).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let seek = |off: i64, whence: i32| {
+            // SAFETY: lseek on a descriptor this closure's caller keeps open.
+            let r = unsafe { libc::lseek(fd, off, whence) };
+            if r < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap()) } else { Ok(r) }
+        };
+        let (data, hole) = (libc::SEEK_DATA, libc::SEEK_HOLE);
+        assert_eq!(seek(0, data), Ok(0));
+        assert_eq!(seek(0, hole), Ok(100), "chunk 0 holds 100 bytes");
+        assert_eq!(seek(100, data), Ok(3 * cs));
+        assert_eq!(seek(3 * cs + 5, data), Ok(3 * cs + 5));
+        assert_eq!(seek(3 * cs, hole), Ok(4 * cs));
+        assert_eq!(seek(4 * cs, data), Ok(5 * cs), "a chunk's data starts at the chunk");
+        assert_eq!(seek(5 * cs, hole), Ok(5 * cs + 20));
+        assert_eq!(seek(5 * cs + 20, data), Ok(7 * cs), "the handle's buffered write is data");
+        assert_eq!(seek(7 * cs, hole), Ok(7 * cs + 50));
+        assert_eq!(seek(7 * cs + 50, data), Err(libc::ENXIO), "only a hole up to the end");
+        assert_eq!(seek(7 * cs + 60, hole), Ok(7 * cs + 60));
+        assert_eq!(seek(8 * cs, data), Err(libc::ENXIO));
+        assert_eq!(seek(8 * cs, hole), Err(libc::ENXIO));
+        // A punched chunk becomes a hole.
+        fallocate(&f, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 3 * cs as u64, cs as u64).unwrap();
+        assert_eq!(seek(100, data), Ok(5 * cs));
+        // About 1 TB with data only at its two ends: a seek over the middle costs a listing per chain.
+        let far = (1i64 << 40) - 10;
+        f.set_len(0).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"0123456789", far as u64).unwrap();
+        assert_eq!(seek(4, data), Ok(far / cs * cs));
+        assert_eq!(seek(4, hole), Ok(4));
+        assert_eq!(seek(far, hole), Ok(far + 10));
+    })
+    .await;
     env.stop().await;
 }
 

@@ -45,6 +45,7 @@ pub mod locks;
 pub mod meta;
 mod orphans;
 pub mod region;
+pub mod seek;
 pub mod session;
 mod shrink;
 pub mod xattr;
@@ -60,6 +61,7 @@ pub use links::RenameFlags;
 pub use locks::LockSpec;
 pub use meta::SetAttr;
 pub use region::{RegionPart, RegionRead};
+pub use seek::Seek;
 pub use t3fs_common::{ChunkId, Error, InodeId, Result, StatusCode, TargetId};
 pub use xattr::SetXattrMode;
 

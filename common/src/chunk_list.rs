@@ -59,22 +59,86 @@ async fn list(
     let mut out = Vec::new();
     let mut start_after = start_after.map_or_else(bytes::Bytes::new, |c| bytes::Bytes::copy_from_slice(&c.to_bytes()));
     loop {
-        let req = proto::ListChunksReq {
-            header: Some(header()),
-            target_id: target.0,
-            include_removed,
-            start_after: start_after.clone(),
-            limit: page,
-            inode: inode.map(|i| i.0),
+        let (chunks, next) = fetch(admin, header(), target, inode, &start_after, include_removed, page).await?;
+        out.extend(chunks);
+        match next {
+            None => return Ok(out),
+            Some(next) => start_after = next,
+        }
+    }
+}
+
+/// One `ListChunks` call: the page after `start_after` (empty: from the start) and where the next
+/// page starts (`None`: the listing is complete).
+async fn fetch(
+    admin: &mut StorageAdminClient<Channel>,
+    header: proto::RequestHeader,
+    target: TargetId,
+    inode: Option<InodeId>,
+    start_after: &bytes::Bytes,
+    include_removed: bool,
+    limit: u32,
+) -> Result<(Vec<proto::ChunkMeta>, Option<bytes::Bytes>), Error> {
+    let req = proto::ListChunksReq {
+        header: Some(header),
+        target_id: target.0,
+        include_removed,
+        start_after: start_after.clone(),
+        limit,
+        inode: inode.map(|i| i.0),
+    };
+    let page = admin.list_chunks(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner();
+    if page.next_start_after.is_empty() {
+        return Ok((page.chunks, None));
+    }
+    if page.next_start_after <= start_after && !start_after.is_empty() {
+        return Err(Error::internal("ListChunks did not advance: the server sent a page start it was given"));
+    }
+    Ok((page.chunks, Some(page.next_start_after)))
+}
+
+/// One file's committed live chunks on one target, in index order, fetched a page at a time as the
+/// caller walks them (a seek usually needs only the first page). The chunks that only have a
+/// pending version (listed out of order at the end of the last page) are left out: reads do not
+/// see them either.
+pub struct FileChunks {
+    admin: StorageAdminClient<Channel>,
+    target: TargetId,
+    inode: InodeId,
+    start_after: bytes::Bytes,
+    more: bool,
+    page: std::collections::VecDeque<proto::ChunkMeta>,
+}
+
+impl FileChunks {
+    /// The walk over `inode`'s chunks from index `from_index` (track 0) on.
+    pub fn new(admin: StorageAdminClient<Channel>, target: TargetId, inode: InodeId, from_index: u32) -> Self {
+        let start_after = match from_index {
+            0 => bytes::Bytes::new(),
+            i => bytes::Bytes::copy_from_slice(&ChunkId::new(inode, i - 1).to_bytes()),
         };
-        let page = admin.list_chunks(req).await.map_err(|st| Error::from_tonic(&st))?.into_inner();
-        out.extend(page.chunks);
-        if page.next_start_after.is_empty() {
-            return Ok(out);
+        Self { admin, target, inode, start_after, more: true, page: Default::default() }
+    }
+
+    /// The next chunk (`None`: none left); `header` makes a request header if a page is fetched.
+    pub async fn next(&mut self, header: impl Fn() -> proto::RequestHeader) -> Result<Option<proto::ChunkMeta>, Error> {
+        loop {
+            if let Some(m) = self.page.pop_front() {
+                if m.version != 0 && !m.removed {
+                    return Ok(Some(m));
+                }
+                continue;
+            }
+            if !self.more {
+                return Ok(None);
+            }
+            let (admin, inode) = (&mut self.admin, Some(self.inode));
+            let (chunks, next) = fetch(admin, header(), self.target, inode, &self.start_after, false, 0).await?;
+            self.page.extend(chunks);
+            match next {
+                Some(next) => self.start_after = next,
+                None => self.more = false,
+            }
         }
-        if page.next_start_after <= start_after && !start_after.is_empty() {
-            return Err(Error::internal("ListChunks did not advance: the server sent a page start it was given"));
-        }
-        start_after = page.next_start_after;
     }
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use t3fs_client::{Client, SetAttr, UserInfo};
 use t3fs_common::names::validate_name;
@@ -757,6 +757,10 @@ impl Filesystem for T3Fs {
         reply: ReplyEmpty,
     ) {
         self.fallocate_op(req, ino, fh, offset, length, mode, reply);
+    }
+
+    fn lseek(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        self.lseek_op(req, ino, fh, offset, whence, reply);
     }
 }
 

@@ -35,6 +35,7 @@ pub mod locks;
 pub mod metrics;
 pub mod perm;
 pub mod prefetch;
+mod seek;
 pub mod wbuf;
 pub mod xattr;
 
