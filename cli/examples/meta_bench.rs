@@ -3,8 +3,9 @@
 //!
 //! `cargo run --release -p t3fs --example meta_bench -- [FILES] [TASKS] [DIR]`
 //!
-//! Two scenarios: one task doing everything in one directory, then TASKS concurrent tasks each in
-//! its own directory (FILES split between them). Per scenario: create (exclusive, empty files),
+//! Three scenarios: one task doing everything in one directory, then TASKS concurrent tasks each in
+//! its own directory (FILES split between them), then TASKS concurrent tasks in one shared
+//! directory (what a checkpoint written by many ranks into one directory does). Per scenario: create (exclusive, empty files),
 //! stat (lookup by name), readdir (entries/s over every directory), unlink. Prints one table of
 //! operations per second. Figures compare versions on one machine; they are not absolute claims
 //! (every daemon shares this process and the loopback network with the client).
@@ -18,8 +19,8 @@ use t3fs_client::{Client, InodeId, UserInfo};
 /// Operations per second of the four phases: create, stat, readdir (entries), unlink.
 type Rates = [f64; 4];
 
-fn name(i: usize) -> String {
-    format!("file-{i:07}")
+fn name(t: usize, i: usize) -> String {
+    format!("file-{t:03}-{i:07}")
 }
 
 fn rate(n: usize, t: Instant) -> f64 {
@@ -38,11 +39,16 @@ where
     }
 }
 
-async fn t3fs(client: &Arc<Client>, top: &str, files: usize, tasks: usize) -> Rates {
+/// One directory per task, or one for all (`shared`).
+fn dir_count(tasks: usize, shared: bool) -> usize {
+    if shared { 1 } else { tasks }
+}
+
+async fn t3fs(client: &Arc<Client>, top: &str, files: usize, tasks: usize, shared: bool) -> Rates {
     let user = UserInfo::default();
     let per = files / tasks;
     let mut dirs = Vec::new();
-    for t in 0..tasks {
+    for t in 0..dir_count(tasks, shared) {
         dirs.push(InodeId(
             client.mkdirs(&user, InodeId::ROOT, &format!("{top}/d{t}"), 0o755).await.expect("mkdirs").id,
         ));
@@ -53,9 +59,9 @@ async fn t3fs(client: &Arc<Client>, top: &str, files: usize, tasks: usize) -> Ra
         move |t: usize| {
             let (client, dirs, user) = (client.clone(), dirs.clone(), user.clone());
             async move {
-                let dir = dirs[t];
+                let dir = dirs[t % dirs.len()];
                 for i in 0..per {
-                    let n = name(i);
+                    let n = name(t, i);
                     match op {
                         0 => drop(client.create(&user, dir, n.as_bytes(), 0o644, true).await.expect("create")),
                         1 => drop(client.lookup(&user, dir, n.as_bytes()).await.expect("stat")),
@@ -84,9 +90,10 @@ async fn t3fs(client: &Arc<Client>, top: &str, files: usize, tasks: usize) -> Ra
     [create, stat, readdir, unlink]
 }
 
-async fn local(root: &Path, files: usize, tasks: usize) -> Rates {
+async fn local(root: &Path, files: usize, tasks: usize, shared: bool) -> Rates {
     let per = files / tasks;
-    let dirs: Arc<Vec<PathBuf>> = Arc::new((0..tasks).map(|t| root.join(format!("d{t}"))).collect());
+    let dirs: Vec<PathBuf> = (0..dir_count(tasks, shared)).map(|t| root.join(format!("d{t}"))).collect();
+    let dirs = Arc::new(dirs);
     for d in dirs.iter() {
         std::fs::create_dir_all(d).expect("local mkdir");
     }
@@ -97,7 +104,7 @@ async fn local(root: &Path, files: usize, tasks: usize) -> Rates {
             async move {
                 tokio::task::spawn_blocking(move || {
                     for i in 0..per {
-                        let p = dirs[t].join(name(i));
+                        let p = dirs[t % dirs.len()].join(name(t, i));
                         match op {
                             0 => drop(std::fs::File::create_new(&p).expect("local create")),
                             1 => drop(std::fs::metadata(&p).expect("local stat")),
@@ -141,10 +148,12 @@ async fn main() {
     let cluster = LocalCluster::start(&tmp.path().join("cluster")).await.expect("start the local cluster");
     let client = cluster.client().await.expect("client");
     let mut rows = Vec::new();
-    for (label, n) in [("1 task, 1 dir", 1), ("tasks, 1 dir each", tasks)] {
-        let t = t3fs(&client, &format!("bench-{n}"), files, n).await;
-        let dir = tmp.path().join(format!("local-{n}"));
-        let l = local(&dir, files, n).await;
+    for (label, n, shared) in
+        [("1 task, 1 dir", 1, false), ("tasks, 1 dir each", tasks, false), ("tasks, 1 dir", tasks, true)]
+    {
+        let t = t3fs(&client, &format!("bench-{n}-{shared}"), files, n, shared).await;
+        let dir = tmp.path().join(format!("local-{n}-{shared}"));
+        let l = local(&dir, files, n, shared).await;
         let label = if n == 1 { label.to_string() } else { format!("{n} {label}") };
         rows.push((label, t, l));
     }

@@ -91,6 +91,11 @@ impl MetaMetrics {
         m
     }
 
+    /// KV transaction attempts begun and attempts that failed retryably, so far.
+    pub fn kv_counts(&self) -> (u64, u64) {
+        (self.kv_transactions.get(), self.kv_conflicts.get())
+    }
+
     /// Counts one lock request that met a conflicting lock.
     pub fn lock_conflict(&self) {
         self.lock_conflicts.inc();

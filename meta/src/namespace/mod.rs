@@ -21,6 +21,7 @@
 //! round-robin base index); `paths` has mkdirs (mkdir -p in one transaction) and real paths.
 #[cfg(test)]
 mod check;
+mod dir_batch;
 pub mod layout;
 mod locks;
 #[cfg(test)]
@@ -56,6 +57,7 @@ use t3fs_kv::{Db, KvError, RangeOpts, Transaction};
 use crate::alloc::IdAllocator;
 use crate::keys;
 
+pub use dir_batch::MAX_BATCH as MAX_DIR_BATCH;
 pub use mutate::{CloseLength, SYMLINK_MAX, SetAttr};
 pub use rename::RenameFlags;
 pub use xattr::{XATTR_NAME_MAX, XATTR_TOTAL_MAX, XATTR_VALUE_MAX, XattrFlags};
@@ -157,6 +159,8 @@ pub struct MetaStore {
     ids: IdAllocator,
     /// How long idempotency records are honoured, in ms (a hot config item).
     idem_ttl_ms: std::sync::atomic::AtomicU64,
+    /// Creates, mkdirs and removes queued per directory ([`dir_batch`]).
+    dir_batches: std::sync::Arc<dir_batch::DirBatches>,
 }
 
 impl MetaStore {
@@ -183,7 +187,8 @@ impl MetaStore {
         t3fs_common::layout::validate(&probe)?;
         let idem_ttl_ms = std::sync::atomic::AtomicU64::new(ttl_ms(DEFAULT_IDEM_TTL));
         let ids = IdAllocator::new(opts.id_shards);
-        let store = Self { db, routing, placement, ids, idem_ttl_ms };
+        let dir_batches = Default::default();
+        let store = Self { db, routing, placement, ids, idem_ttl_ms, dir_batches };
         store.ensure_root(opts.root).await?;
         store.ids.init(&*store.db).await?;
         Ok(store)

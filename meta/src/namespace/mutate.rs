@@ -9,14 +9,16 @@
 use prost::Message;
 use t3fs_common::names::validate_name;
 use t3fs_common::proto::{DirEntry, Inode, InodeType, OpenSession, RemoveRsp};
+use t3fs_common::routing::Routing;
 use t3fs_common::{Error, InodeId, Result, StatusCode, now_ns};
 use t3fs_kv::{KvError, RangeOpts, Transaction};
 
+use super::dir_batch::DirOp;
 use super::perm::{self, S_ISGID, S_ISUID};
 use super::sessions::put_session;
 use super::{
-    Caller, MetaStore, delete_inode, get_dentry, get_dir, get_entry_inode, is_dir, must_inode, put_dentry, put_inode,
-    retire_file, show,
+    Caller, MetaStore, Placement, delete_inode, get_dentry, get_dir, get_entry_inode, is_dir, must_inode, put_dentry,
+    put_inode, retire_file, show,
 };
 use crate::{idem, keys};
 
@@ -113,25 +115,13 @@ fn check_length(length: u64) -> Result<()> {
 }
 
 impl MetaStore {
-    /// Creates directory `name` in `parent` (AlreadyExists if the name is taken).
+    /// Creates directory `name` in `parent` (AlreadyExists if the name is taken). Batched with the
+    /// directory's other creates and removes ([`super::dir_batch`]).
     pub async fn mkdir(&self, caller: &Caller, parent: InodeId, name: &[u8], mode: u32) -> Result<Inode> {
         validate_name(name)?;
         let id = self.ids.alloc(&*self.db).await?;
-        let (caller, name) = (caller.clone(), name.to_vec());
-        Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let (caller, name) = (caller.clone(), name.clone());
-            Box::pin(async move {
-                let mut dir = prepare_new_entry(txn, &caller, parent, &name).await?;
-                let now = now_ns();
-                let inode = new_dir_inode(&caller, &dir, id, &name, mode, now);
-                dir.nlink = dir.nlink.checked_add(1).ok_or_else(|| Error::invalid("too many subdirectories"))?;
-                put_inode(txn, &inode);
-                put_dentry(txn, parent, &DirEntry { name: name.into(), inode: id.0, inode_type: inode.inode_type });
-                touch_dir(txn, &mut dir, now);
-                Ok(inode)
-            })
-        })
-        .await?)
+        let args = MkdirArgs { caller: caller.clone(), name: name.to_vec(), mode, id };
+        self.dir_op(parent, DirOp::Mkdir(args)).await
     }
 
     /// Creates file `name` in `parent` with a layout from the current routing info. If the name
@@ -150,7 +140,8 @@ impl MetaStore {
     }
 
     /// [`Self::create`] that with `session` also records a write session for the file (new or
-    /// existing) in the same transaction, so a create-for-write is one durable commit.
+    /// existing) in the same transaction, so a create-for-write is one durable commit. Batched with
+    /// the directory's other creates and removes ([`super::dir_batch`]).
     pub async fn create_open(
         &self,
         caller: &Caller,
@@ -167,57 +158,17 @@ impl MetaStore {
         // The layout comes from the directory (round-robin counter) and this routing snapshot.
         let (routing, placement) = (self.routing.get(), self.placement.clone());
         let id = self.ids.alloc(&*self.db).await?;
-        let (caller, name) = (caller.clone(), name.to_vec());
-        Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let (caller, name, routing, placement) = (caller.clone(), name.clone(), routing.clone(), placement.clone());
-            let session = session.clone();
-            Box::pin(async move {
-                let mut dir = get_dir(txn, parent, false).await?;
-                perm::check(&caller, &dir, perm::X)?;
-                if let Some(entry) = get_dentry(txn, parent, &name, false).await? {
-                    if exclusive {
-                        return Err(exists(parent, &name));
-                    }
-                    let inode = get_entry_inode(txn, parent, &entry, false).await?;
-                    if is_dir(&inode) {
-                        return Err(Error::new(
-                            StatusCode::IsDirectory,
-                            format!("{} in directory {parent} is a directory", show(&name)),
-                        )
-                        .into());
-                    }
-                    if let Some(s) = &session {
-                        put_session(txn, InodeId(inode.id), s, caller.uid);
-                    }
-                    return Ok(inode);
-                }
-                perm::check_modify_dir(&caller, &dir)?;
-                let layout = super::layout::next_file_layout(&routing, &placement, &mut dir)?;
-                let now = now_ns();
-                let inode = Inode {
-                    id: id.0,
-                    inode_type: InodeType::File as i32,
-                    mode: mode & MODE_MASK,
-                    uid: caller.uid,
-                    gid: new_gid(&caller, &dir),
-                    nlink: 1,
-                    length: 0,
-                    atime_ns: now,
-                    mtime_ns: now,
-                    ctime_ns: now,
-                    layout: Some(layout),
-                    ..Default::default()
-                };
-                put_inode(txn, &inode);
-                put_dentry(txn, parent, &DirEntry { name: name.into(), inode: id.0, inode_type: inode.inode_type });
-                touch_dir(txn, &mut dir, now);
-                if let Some(s) = &session {
-                    put_session(txn, id, s, caller.uid);
-                }
-                Ok(inode)
-            })
-        })
-        .await?)
+        let args = CreateArgs {
+            caller: caller.clone(),
+            name: name.to_vec(),
+            mode,
+            exclusive,
+            session,
+            id,
+            routing,
+            placement,
+        };
+        self.dir_op(parent, DirOp::Create(Box::new(args))).await
     }
 
     /// Creates symlink `name` in `parent` pointing at `target` (mode 0777, length = target size).
@@ -288,7 +239,9 @@ impl MetaStore {
     /// Removes `name` from `parent`. `is_dir`: rmdir (must be an empty directory, else NotDirectory /
     /// DirectoryNotEmpty); otherwise unlink (must not be a directory, else IsDirectory). Returns the
     /// removed inode with its new `nlink`; at 0 a file goes to the GC queue (its chunks and inode
-    /// are removed after `gc_delay_ms`, once no write session holds it), anything else is gone. A non-empty `request_id` makes a retry return the first result.
+    /// are removed after `gc_delay_ms`, once no write session holds it), anything else is gone. A
+    /// non-empty `request_id` makes a retry return the first result. Batched with the directory's
+    /// other creates and removes ([`super::dir_batch`]).
     pub async fn remove(
         &self,
         caller: &Caller,
@@ -299,64 +252,14 @@ impl MetaStore {
     ) -> Result<Inode> {
         validate_name(name)?;
         idem::validate_request_id(request_id)?;
-        let (caller, name, rid, ttl) = (caller.clone(), name.to_vec(), request_id.to_string(), self.idempotency_ttl());
-        Ok(t3fs_kv::run(&*self.db, move |txn| {
-            let (caller, name, rid) = (caller.clone(), name.clone(), rid.clone());
-            Box::pin(async move {
-                if let Some(done) = idem::recorded(txn, &rid, "remove", caller.uid, ttl).await? {
-                    let rsp = RemoveRsp::decode(done.as_slice())
-                        .map_err(|e| Error::internal(format!("corrupt remove record: {e}")))?;
-                    return rsp.inode.ok_or_else(|| Error::internal("remove record without inode").into());
-                }
-                let mut dir = get_dir(txn, parent, false).await?;
-                perm::check(&caller, &dir, perm::X)?;
-                let entry = get_dentry(txn, parent, &name, false).await?.ok_or_else(|| missing(parent, &name))?;
-                perm::check_modify_dir(&caller, &dir)?;
-                let mut inode = get_entry_inode(txn, parent, &entry, false).await?;
-                perm::check_sticky(&caller, &dir, &inode)?;
-                let id = InodeId(inode.id);
-                let now = now_ns();
-                match (is_dir_op, is_dir(&inode)) {
-                    (true, false) => {
-                        return Err(Error::new(
-                            StatusCode::NotDirectory,
-                            format!("{} in directory {parent} is not a directory", show(&name)),
-                        )
-                        .into());
-                    }
-                    (false, true) => {
-                        return Err(Error::new(
-                            StatusCode::IsDirectory,
-                            format!("{} in directory {parent} is a directory", show(&name)),
-                        )
-                        .into());
-                    }
-                    (true, true) => {
-                        check_empty(txn, id, &name).await?;
-                        delete_inode(txn, id);
-                        inode.nlink = 0;
-                        dir.nlink = dir.nlink.saturating_sub(1).max(2);
-                    }
-                    (false, false) => {
-                        inode.nlink = inode.nlink.saturating_sub(1);
-                        inode.ctime_ns = now;
-                        if inode.nlink == 0 && inode.inode_type == InodeType::File as i32 {
-                            retire_file(txn, &inode, now);
-                        } else if inode.nlink == 0 {
-                            delete_inode(txn, id);
-                        } else {
-                            put_inode(txn, &inode);
-                        }
-                    }
-                }
-                txn.clear(&keys::dentry_key(parent, &name));
-                touch_dir(txn, &mut dir, now);
-                let rsp = RemoveRsp { inode: Some(inode.clone()) };
-                idem::record(txn, &rid, "remove", caller.uid, rsp.encode_to_vec());
-                Ok(inode)
-            })
-        })
-        .await?)
+        let args = RemoveArgs {
+            caller: caller.clone(),
+            name: name.to_vec(),
+            is_dir: is_dir_op,
+            request_id: request_id.to_string(),
+            ttl: self.idempotency_ttl(),
+        };
+        self.dir_op(parent, DirOp::Remove(args)).await
     }
 
     /// Changes attributes; ctime becomes now. Permissions: length needs write permission on the
@@ -541,4 +444,156 @@ fn check_file(inode: &Inode) -> Result<(), KvError> {
         return Err(Error::invalid(format!("inode {} is not a regular file", inode.id)).into());
     }
     Ok(())
+}
+
+/// What [`MetaStore::mkdir`] does, in a transaction.
+#[derive(Clone, Debug)]
+pub(super) struct MkdirArgs {
+    pub caller: Caller,
+    pub name: Vec<u8>,
+    pub mode: u32,
+    /// The new directory's inode id (allocated before the transaction).
+    pub id: InodeId,
+}
+
+/// What [`MetaStore::create_open`] does, in a transaction.
+#[derive(Clone, Debug)]
+pub(super) struct CreateArgs {
+    pub caller: Caller,
+    pub name: Vec<u8>,
+    pub mode: u32,
+    pub exclusive: bool,
+    pub session: Option<OpenSession>,
+    /// The new file's inode id (allocated before the transaction; unused if the name exists).
+    pub id: InodeId,
+    /// The routing snapshot and placement the new file's layout comes from.
+    pub routing: std::sync::Arc<Routing>,
+    pub placement: Placement,
+}
+
+/// What [`MetaStore::remove`] does, in a transaction.
+#[derive(Clone, Debug)]
+pub(super) struct RemoveArgs {
+    pub caller: Caller,
+    pub name: Vec<u8>,
+    pub is_dir: bool,
+    pub request_id: String,
+    pub ttl: std::time::Duration,
+}
+
+/// mkdir in `txn`. Every error comes before any write.
+pub(super) async fn mkdir_in(txn: &mut dyn Transaction, parent: InodeId, a: &MkdirArgs) -> Result<Inode, KvError> {
+    let (caller, name, id) = (&a.caller, &a.name, a.id);
+    let mut dir = prepare_new_entry(txn, caller, parent, name).await?;
+    let now = now_ns();
+    let inode = new_dir_inode(caller, &dir, id, name, a.mode, now);
+    dir.nlink = dir.nlink.checked_add(1).ok_or_else(|| Error::invalid("too many subdirectories"))?;
+    put_inode(txn, &inode);
+    put_dentry(txn, parent, &DirEntry { name: name.clone().into(), inode: id.0, inode_type: inode.inode_type });
+    touch_dir(txn, &mut dir, now);
+    Ok(inode)
+}
+
+/// create (open of an existing file) in `txn`. Every error comes before any write.
+pub(super) async fn create_in(txn: &mut dyn Transaction, parent: InodeId, a: &CreateArgs) -> Result<Inode, KvError> {
+    let (caller, name, id) = (&a.caller, &a.name, a.id);
+    let mut dir = get_dir(txn, parent, false).await?;
+    perm::check(caller, &dir, perm::X)?;
+    if let Some(entry) = get_dentry(txn, parent, name, false).await? {
+        if a.exclusive {
+            return Err(exists(parent, name));
+        }
+        let inode = get_entry_inode(txn, parent, &entry, false).await?;
+        if is_dir(&inode) {
+            return Err(Error::new(
+                StatusCode::IsDirectory,
+                format!("{} in directory {parent} is a directory", show(name)),
+            )
+            .into());
+        }
+        if let Some(s) = &a.session {
+            put_session(txn, InodeId(inode.id), s, caller.uid);
+        }
+        return Ok(inode);
+    }
+    perm::check_modify_dir(caller, &dir)?;
+    let layout = super::layout::next_file_layout(&a.routing, &a.placement, &mut dir)?;
+    let now = now_ns();
+    let inode = Inode {
+        id: id.0,
+        inode_type: InodeType::File as i32,
+        mode: a.mode & MODE_MASK,
+        uid: caller.uid,
+        gid: new_gid(caller, &dir),
+        nlink: 1,
+        length: 0,
+        atime_ns: now,
+        mtime_ns: now,
+        ctime_ns: now,
+        layout: Some(layout),
+        ..Default::default()
+    };
+    put_inode(txn, &inode);
+    put_dentry(txn, parent, &DirEntry { name: name.clone().into(), inode: id.0, inode_type: inode.inode_type });
+    touch_dir(txn, &mut dir, now);
+    if let Some(s) = &a.session {
+        put_session(txn, id, s, caller.uid);
+    }
+    Ok(inode)
+}
+
+/// unlink / rmdir in `txn`. Every error comes before any write.
+pub(super) async fn remove_in(txn: &mut dyn Transaction, parent: InodeId, a: &RemoveArgs) -> Result<Inode, KvError> {
+    let (caller, name, rid) = (&a.caller, &a.name, &a.request_id);
+    if let Some(done) = idem::recorded(txn, rid, "remove", caller.uid, a.ttl).await? {
+        let rsp =
+            RemoveRsp::decode(done.as_slice()).map_err(|e| Error::internal(format!("corrupt remove record: {e}")))?;
+        return rsp.inode.ok_or_else(|| Error::internal("remove record without inode").into());
+    }
+    let mut dir = get_dir(txn, parent, false).await?;
+    perm::check(caller, &dir, perm::X)?;
+    let entry = get_dentry(txn, parent, name, false).await?.ok_or_else(|| missing(parent, name))?;
+    perm::check_modify_dir(caller, &dir)?;
+    let mut inode = get_entry_inode(txn, parent, &entry, false).await?;
+    perm::check_sticky(caller, &dir, &inode)?;
+    let id = InodeId(inode.id);
+    let now = now_ns();
+    match (a.is_dir, is_dir(&inode)) {
+        (true, false) => {
+            return Err(Error::new(
+                StatusCode::NotDirectory,
+                format!("{} in directory {parent} is not a directory", show(name)),
+            )
+            .into());
+        }
+        (false, true) => {
+            return Err(Error::new(
+                StatusCode::IsDirectory,
+                format!("{} in directory {parent} is a directory", show(name)),
+            )
+            .into());
+        }
+        (true, true) => {
+            check_empty(txn, id, name).await?;
+            delete_inode(txn, id);
+            inode.nlink = 0;
+            dir.nlink = dir.nlink.saturating_sub(1).max(2);
+        }
+        (false, false) => {
+            inode.nlink = inode.nlink.saturating_sub(1);
+            inode.ctime_ns = now;
+            if inode.nlink == 0 && inode.inode_type == InodeType::File as i32 {
+                retire_file(txn, &inode, now);
+            } else if inode.nlink == 0 {
+                delete_inode(txn, id);
+            } else {
+                put_inode(txn, &inode);
+            }
+        }
+    }
+    txn.clear(&keys::dentry_key(parent, name));
+    touch_dir(txn, &mut dir, now);
+    let rsp = RemoveRsp { inode: Some(inode.clone()) };
+    idem::record(txn, rid, "remove", caller.uid, rsp.encode_to_vec());
+    Ok(inode)
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::check::check_invariants;
-use super::tests::store;
+use super::tests::{placement, routing_with, store, table};
 use super::*;
 
 const ROOT: InodeId = InodeId::ROOT;
@@ -191,4 +191,57 @@ async fn lookup_any(s: &MetaStore, name: &[u8]) -> InodeId {
         }
     }
     ROOT
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_and_removes_in_one_directory_commit_in_batches() {
+    let metrics = Arc::new(crate::metrics::MetaMetrics::default());
+    let db = metrics.wrap_kv(t3fs_kv::mem::MemKv::new());
+    let routing = routing_with(vec![table(1, 1, vec![1, 2])]);
+    let s = Arc::new(MetaStore::open(db, routing, placement()).await.unwrap());
+    let dir = InodeId(s.mkdir(&me(), ROOT, b"ckpt", 0o755).await.unwrap().id);
+    let (names, tries) = (200, 256);
+
+    // Exclusive creates of 200 names, 56 of them twice, all at once: each name is created once.
+    let (txns, _) = metrics.kv_counts();
+    let creates = (0..tries).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.create(&me(), dir, format!("f{}", i % names).as_bytes(), 0o644, true).await })
+    });
+    let mut created = 0;
+    for r in futures::future::join_all(creates).await {
+        match r.unwrap() {
+            Ok(_) => created += 1,
+            Err(e) => assert_eq!(e.code, StatusCode::AlreadyExists),
+        }
+    }
+    assert_eq!(created, names);
+    let (after, conflicts) = metrics.kv_counts();
+    assert_eq!(conflicts, 0, "one transaction at a time per directory: nothing to conflict with");
+    assert!(after - txns < tries as u64, "{} transactions for {tries} creates: not batched", after - txns);
+    check_invariants(s.db()).await;
+
+    // Removes of every name plus 20 that do not exist, and creates of new names, at once.
+    let removes = (0..names + 20).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.remove(&me(), dir, format!("f{i}").as_bytes(), false, "").await })
+    });
+    let adds = (0..50).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.create(&me(), dir, format!("g{i}").as_bytes(), 0o644, true).await.map(drop) })
+    });
+    let (removed, added) =
+        futures::future::join(futures::future::join_all(removes), futures::future::join_all(adds)).await;
+    for (i, r) in removed.into_iter().enumerate() {
+        match r.unwrap() {
+            Ok(inode) => assert!(i < names && inode.nlink == 0),
+            Err(e) => assert!(i >= names && e.code == StatusCode::NotFound, "{i}: {e}"),
+        }
+    }
+    assert!(added.into_iter().all(|r| r.unwrap().is_ok()));
+    assert_eq!(metrics.kv_counts().1, 0);
+    let left = s.readdir(&me(), dir, b"", MAX_READDIR_LIMIT).await.unwrap().entries;
+    assert_eq!(left.len(), 50);
+    assert!(left.iter().all(|e| e.name.starts_with(b"g")));
+    check_invariants(s.db()).await;
 }
