@@ -1,8 +1,9 @@
 //! fsx-style random-operation model test through a real FUSE mount: random writes, reads,
-//! truncates, fallocates (default mode, punch hole, zero range), fsyncs and close+reopen on a few
-//! files in the mount, each mirrored on a file in a local temp directory; after every step the
-//! touched file's size and every byte are compared (through the open handle; after a reopen also through a fresh open by path, which
-//! drops the kernel's page cache and reads what the daemon serves), all files every 64 steps.
+//! truncates, fallocates (default mode, punch hole, zero range), SEEK_DATA/SEEK_HOLE (never
+//! skipping data), fsyncs and close+reopen on a few files in the mount, each mirrored on a file in
+//! a local temp directory; after every step the touched file's size and every byte are compared
+//! (through the open handle; after a reopen also through a fresh open by path, which drops the
+//! kernel's page cache and reads what the daemon serves), all files every 64 steps.
 //! The two-mount variant writes on mount A and, each time the writer closes, opens the file on
 //! mount B of the same cluster and compares it whole (close-to-open consistency).
 //!
@@ -186,7 +187,38 @@ impl Fsx {
                 p.mnt.as_ref().unwrap().write_all_at(&data, end).unwrap();
                 p.local.write_all_at(&data, end).unwrap();
             }
-            45..=59 => {
+            57..=59 => {
+                // SEEK_DATA never skips data: the model reads zeros from the offset up to the answer
+                // (up to the end when it says ENXIO); SEEK_HOLE answers within [offset, size].
+                let off = self.offset();
+                self.log.push(format!("{} seek f{i} off={off}", self.step));
+                let p = &self.files[i];
+                let model = std::fs::read(&p.local_path).unwrap();
+                let fd = std::os::fd::AsRawFd::as_raw_fd(p.mnt.as_ref().unwrap());
+                let size = model.len() as u64;
+                // SAFETY: lseek on a descriptor the Pair keeps open.
+                let (data, hole) = unsafe {
+                    (libc::lseek(fd, off as i64, libc::SEEK_DATA), libc::lseek(fd, off as i64, libc::SEEK_HOLE))
+                };
+                if off >= size {
+                    if data >= 0 || hole >= 0 {
+                        self.fail(&format!("seek f{i} off={off} past the end {size}: data {data}, hole {hole}"));
+                    }
+                    return;
+                }
+                let skipped_to = if data < 0 { size } else { data as u64 };
+                if skipped_to < off
+                    || skipped_to > size
+                    || model[off as usize..skipped_to as usize].iter().any(|&b| b != 0)
+                {
+                    self.fail(&format!("seek f{i} off={off}: SEEK_DATA {data} skips data (size {size})"));
+                }
+                if hole < off as i64 || hole as u64 > size {
+                    self.fail(&format!("seek f{i} off={off}: SEEK_HOLE {hole} outside [{off}, {size}]"));
+                }
+                return; // nothing changed
+            }
+            45..=56 => {
                 let (off, len) = (self.offset(), self.len());
                 self.log.push(format!("{} read f{i} off={off} len={len}", self.step));
                 let p = &self.files[i];

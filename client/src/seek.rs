@@ -43,10 +43,22 @@ impl Client {
         if offset >= size {
             return Ok(None);
         }
+        // Retried (with fresh routing) while a chain changes its head.
+        self.retrying("seek", || self.seek_once(layout, InodeId(inode.id), offset, size, what)).await
+    }
+
+    async fn seek_once(
+        &self,
+        layout: &proto::Layout,
+        inode: InodeId,
+        offset: u64,
+        size: u64,
+        what: Seek,
+    ) -> Result<Option<u64>> {
         let cs = u64::from(layout.chunk_size);
         let first = u32::try_from(offset / cs)
             .map_err(|_| Error::invalid(format!("offset {offset} is past the largest file size")))?;
-        let mut cursors = self.cursors(layout, InodeId(inode.id), first).await?;
+        let mut cursors = self.cursors(layout, inode, first).await?;
         match what {
             Seek::Data => {
                 let mut best: Option<u64> = None;

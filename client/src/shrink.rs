@@ -96,8 +96,13 @@ impl Client {
     }
 
     /// The indexes (track 0) from `from` on of the file's chunks that hold data or a pending update,
-    /// as the write head of each chain of the stripe lists them, in order.
+    /// as the write head of each chain of the stripe lists them, in order. Retried (with fresh
+    /// routing) while a chain changes its head.
     async fn listed_chunks(&self, layout: &proto::Layout, inode: InodeId, from: u32) -> Result<BTreeSet<u32>> {
+        self.retrying("list a file's chunks", || self.listed_chunks_once(layout, inode, from)).await
+    }
+
+    async fn listed_chunks_once(&self, layout: &proto::Layout, inode: InodeId, from: u32) -> Result<BTreeSet<u32>> {
         let heads = {
             let routing = self.routing.get();
             let mut chains = HashSet::new();

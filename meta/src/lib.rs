@@ -129,7 +129,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         MetaStore::open_with_options(db.clone(), routing.clone(), placement, config.open_options())
             .await
             .context("opening the namespace")?
-            .with_idempotency_ttl(idem_ttl),
+            .with_idempotency_ttl(idem_ttl)
+            .with_metrics(metrics.clone()),
     );
 
     let cancel = CancellationToken::new();

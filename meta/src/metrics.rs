@@ -8,6 +8,7 @@
 //! | `t3fs_meta_lock_conflicts_total` | counter | | lock requests (F_GETLK, F_SETLK) that found a conflicting lock of another owner; lock requests themselves count in `t3fs_meta_ops_total{op="lock"}` |
 //! | `t3fs_meta_kv_transactions_total` | counter | | KV transaction attempts begun (a retried transaction counts once per attempt) |
 //! | `t3fs_meta_kv_conflicts_total` | counter | | KV transaction attempts that failed with a retryable error (conflict, too old); the retry loop starts them over unless its attempts are used up |
+//! | `t3fs_meta_dir_batch_ops` | histogram | | operations (create, mkdir, remove) per per-directory batch transaction (`namespace/dir_batch.rs`); 1 when a directory is idle |
 //!
 //! Requests refused before the handler runs (a bad cluster token) are not counted in the op
 //! metrics. KV attempts are counted by a [`KvEngine`] decorator ([`MetaMetrics::wrap_kv`]) around
@@ -48,6 +49,7 @@ pub struct MetaMetrics {
     kv_transactions: Counter,
     kv_conflicts: Counter,
     lock_conflicts: Counter,
+    dir_batch_ops: Histogram,
 }
 
 impl Default for MetaMetrics {
@@ -59,6 +61,7 @@ impl Default for MetaMetrics {
             kv_transactions: Counter::default(),
             kv_conflicts: Counter::default(),
             lock_conflicts: Counter::default(),
+            dir_batch_ops: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 8)),
         }
     }
 }
@@ -84,11 +87,21 @@ impl MetaMetrics {
             m.kv_conflicts.clone(),
         );
         registry.register(
+            "t3fs_meta_dir_batch_ops",
+            "Operations per per-directory batch transaction",
+            m.dir_batch_ops.clone(),
+        );
+        registry.register(
             "t3fs_meta_lock_conflicts",
             "Lock requests that found a conflicting lock of another owner",
             m.lock_conflicts.clone(),
         );
         m
+    }
+
+    /// Records one per-directory batch of `ops` operations.
+    pub fn dir_batch(&self, ops: usize) {
+        self.dir_batch_ops.observe(ops as f64);
     }
 
     /// KV transaction attempts begun and attempts that failed retryably, so far.

@@ -428,6 +428,9 @@ async fn metrics_count_ops_and_kv_transactions() {
     let txns = sample(&body, "t3fs_meta_kv_transactions_total").unwrap();
     assert!(txns >= txns_before + 3.0, "every op ran at least one transaction: {txns_before} -> {txns}");
     assert_eq!(sample(&body, "t3fs_meta_kv_conflicts_total"), Some(0.0), "{body}");
+    // Each mkdir was a batch of one on an idle directory.
+    assert_eq!(sample(&body, "t3fs_meta_dir_batch_ops_count"), Some(2.0), "{body}");
+    assert_eq!(sample(&body, "t3fs_meta_dir_batch_ops_sum"), Some(2.0), "{body}");
     server.shutdown().await;
     stop.cancel();
 }

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use super::MetaStore;
 use super::mutate::{CreateArgs, MkdirArgs, RemoveArgs, create_in, mkdir_in, remove_in};
+use crate::metrics::MetaMetrics;
 
 /// Most operations one transaction carries (about 1 KB of writes each, far below the KV limit).
 pub const MAX_BATCH: usize = 128;
@@ -82,15 +83,19 @@ impl MetaStore {
             lead
         };
         if lead {
-            tokio::spawn(lead_batches(self.db.clone(), self.dir_batches.clone(), parent));
+            let (db, batches, metrics) = (self.db.clone(), self.dir_batches.clone(), self.metrics.clone());
+            tokio::spawn(lead_batches(db, batches, metrics, parent));
         }
         result.await.map_err(|_| Error::internal("the directory's batch ended without an answer"))?
     }
 }
 
 /// The leader of `dir`: commits its queued operations batch by batch until the queue is empty.
-async fn lead_batches(db: Db, batches: Arc<DirBatches>, dir: InodeId) {
+async fn lead_batches(db: Db, batches: Arc<DirBatches>, metrics: Option<Arc<MetaMetrics>>, dir: InodeId) {
     while let Some(batch) = batches.take(dir) {
+        if let Some(m) = &metrics {
+            m.dir_batch(batch.len());
+        }
         let (ops, answers): (Vec<DirOp>, Vec<_>) = batch.into_iter().map(|q| (q.op, q.answer)).unzip();
         match commit(&db, dir, ops).await {
             Ok(results) => {

@@ -161,6 +161,8 @@ pub struct MetaStore {
     idem_ttl_ms: std::sync::atomic::AtomicU64,
     /// Creates, mkdirs and removes queued per directory ([`dir_batch`]).
     dir_batches: std::sync::Arc<dir_batch::DirBatches>,
+    /// Where batch sizes are recorded (none in tests of the namespace alone).
+    metrics: Option<std::sync::Arc<crate::metrics::MetaMetrics>>,
 }
 
 impl MetaStore {
@@ -188,10 +190,16 @@ impl MetaStore {
         let idem_ttl_ms = std::sync::atomic::AtomicU64::new(ttl_ms(DEFAULT_IDEM_TTL));
         let ids = IdAllocator::new(opts.id_shards);
         let dir_batches = Default::default();
-        let store = Self { db, routing, placement, ids, idem_ttl_ms, dir_batches };
+        let store = Self { db, routing, placement, ids, idem_ttl_ms, dir_batches, metrics: None };
         store.ensure_root(opts.root).await?;
         store.ids.init(&*store.db).await?;
         Ok(store)
+    }
+
+    /// Records the namespace's own metrics (per-directory batch sizes) in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::MetaMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Sets how long idempotency records are honoured (default [`DEFAULT_IDEM_TTL`]).
