@@ -144,3 +144,52 @@ async fn middle_then_head_stop_during_a_write_stream() {
 async fn tail_stops_during_a_write_stream() {
     writes_survive(&[Role::Tail]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listing_truncate_and_seek_survive_a_head_stopping() {
+    use t3fs_client::Seek;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let user = t3fs_client::UserInfo::default();
+    let inode = client.create(&user, InodeId::ROOT, b"sparse", 0o644, true).await.unwrap();
+    let cs = u64::from(inode.layout.unwrap().chunk_size);
+    for index in [0u64, 5, 300, 301, 1000] {
+        client.write(&inode, index * cs, b"data").await.unwrap();
+    }
+    let inode = client.close(&user, InodeId(inode.id), 1000 * cs + 4, true).await.unwrap();
+
+    // Stop the server holding the head of chunk 300's chain; mgmtd has not noticed yet.
+    let r = client.routing();
+    let lay = inode.layout.unwrap();
+    let table = r.table(ChainTableId(lay.table_id), lay.table_version).unwrap();
+    let chain = r.chain(layout::chain_of(&lay, &table.chains, 300).unwrap()).unwrap().clone();
+    let head_node = r.info.targets.iter().find(|t| t.target_id == chain.targets[0].target_id).unwrap().node_id;
+    let server = cluster.plan.storage.iter().position(|s| s.node_id == head_node).unwrap();
+    assert!(cluster.stop_storage(server).await);
+
+    // The cut (over 64 chunks: listed on the heads) retries until the chain has a new head.
+    let cut = client.truncate(&user, InodeId(inode.id), 300 * cs + 2).await.unwrap();
+    assert_eq!(cut.length, 300 * cs + 2);
+    let size = cut.length;
+    assert_eq!(client.seek(&cut, 6, size, Seek::Data).await.unwrap(), Some(5 * cs));
+    assert_eq!(client.seek(&cut, 5 * cs, size, Seek::Hole).await.unwrap(), Some(5 * cs + 4));
+    assert_eq!(client.seek(&cut, 5 * cs + 4, size, Seek::Data).await.unwrap(), Some(300 * cs));
+    assert_eq!(client.seek(&cut, 300 * cs, size, Seek::Hole).await.unwrap(), Some(300 * cs + 2), "cut to 2 bytes");
+    let back = client.read(&cut, 300 * cs, 2).await.unwrap();
+    assert_eq!(back, b"da");
+    // Chunks 301 and 1000 are gone from every live replica.
+    let mut chunk_indexes = Vec::new();
+    for t in &client.routing().info.targets {
+        let Ok(list) = client.list_chunks(t3fs_common::ids::TargetId(t.target_id)).await else { continue };
+        for m in list {
+            let c = t3fs_common::ids::ChunkId::from_bytes(&m.chunk_id).unwrap();
+            if c.inode == InodeId(inode.id) {
+                chunk_indexes.push(c.index);
+            }
+        }
+    }
+    assert!(chunk_indexes.iter().all(|i| [0, 5, 300].contains(i)), "{chunk_indexes:?}");
+    drop(client);
+    cluster.shutdown().await;
+}
