@@ -672,19 +672,25 @@ impl ChunkStore {
     pub async fn scrub(&self) -> Result<Vec<(ChunkId, Error)>, Error> {
         let mut bad = Vec::new();
         for (chunk, _) in self.list()? {
-            let store = self.clone();
-            let guard = self.lock(chunk).await;
-            let res = blocking(move || match store.record(chunk)?.filter(|r| !r.removed) {
-                Some(r) => store.read_verified(chunk, &r).map(|_| ()),
-                None => Ok(()),
-            })
-            .await;
-            drop(guard);
-            if let Err(e) = res {
+            if let Err(e) = self.verify(chunk).await {
                 bad.push((chunk, e));
             }
         }
         Ok(bad)
+    }
+
+    /// Reads the chunk's committed data under its lock and checks every block CRC and the whole
+    /// chunk's; returns the bytes read (0 for a tombstone or a missing chunk), or the damage.
+    pub async fn verify(&self, chunk: ChunkId) -> Result<u64, Error> {
+        let store = self.clone();
+        let guard = self.lock(chunk).await;
+        let res = blocking(move || match store.record(chunk)?.filter(|r| !r.removed) {
+            Some(r) => store.read_verified(chunk, &r).map(|d| d.len() as u64),
+            None => Ok(0),
+        })
+        .await;
+        drop(guard);
+        res
     }
 
     /// Drops the metadata database (blocking: waits for fjall's workers), releasing its directory lock

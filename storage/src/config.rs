@@ -70,6 +70,14 @@ pub struct Config {
     /// the previous pass back to the file system (trim; docs/storage.md). 0: never.
     #[serde(default = "default_trim_interval_ms")]
     pub trim_interval_ms: u64,
+    /// The background scrub's read rate, in MiB per second per storage server: every live chunk is
+    /// read back and checked against its CRCs, and a damaged replica is repaired from a good one
+    /// (docs/storage.md). 0: no scrub.
+    #[serde(default = "default_scrub_mib_per_sec")]
+    pub scrub_mib_per_sec: u64,
+    /// The scrub's pause after a full pass over every target, in milliseconds.
+    #[serde(default = "default_scrub_pause_ms")]
+    pub scrub_pause_ms: u64,
     /// Chunk data I/O with O_DIRECT (aligned buffers, no page cache). Where the file system refuses
     /// O_DIRECT (e.g. tmpfs) the engine logs a warning and uses buffered I/O.
     #[serde(default = "default_true")]
@@ -127,6 +135,14 @@ fn default_trim_interval_ms() -> u64 {
     crate::engine::TRIM_INTERVAL.as_millis() as u64
 }
 
+fn default_scrub_mib_per_sec() -> u64 {
+    16
+}
+
+fn default_scrub_pause_ms() -> u64 {
+    24 * 3600 * 1000
+}
+
 fn default_fence_after_ms() -> u64 {
     2500
 }
@@ -149,6 +165,8 @@ impl Config {
             register_timeout_ms: default_register_timeout_ms(),
             fence_after_ms: default_fence_after_ms(),
             trim_interval_ms: default_trim_interval_ms(),
+            scrub_mib_per_sec: default_scrub_mib_per_sec(),
+            scrub_pause_ms: default_scrub_pause_ms(),
             metrics_listen: None,
             preallocate: false,
             direct_io: true,

@@ -88,6 +88,10 @@ pub struct StorageMetrics {
     pub purged_tombstones: Counter,
     /// Bytes of free slots punched out by the engines' trim.
     pub trimmed_bytes: Counter,
+    /// Bytes the background scrub read and found healthy.
+    pub scrubbed_bytes: Counter,
+    /// Damaged chunk replicas the background scrub found.
+    pub scrub_damaged: Counter,
 }
 
 impl Default for StorageMetrics {
@@ -112,6 +116,8 @@ impl Default for StorageMetrics {
             replayed_updates: Counter::default(),
             purged_tombstones: Counter::default(),
             trimmed_bytes: Counter::default(),
+            scrubbed_bytes: Counter::default(),
+            scrub_damaged: Counter::default(),
         }
     }
 }
@@ -157,6 +163,8 @@ impl StorageMetrics {
         );
         r.register("t3fs_storage_purged_tombstones", "Tombstones dropped by PURGE", m.purged_tombstones.clone());
         r.register("t3fs_storage_trimmed_bytes", "Bytes of free slots punched out", m.trimmed_bytes.clone());
+        r.register("t3fs_storage_scrubbed_bytes", "Chunk bytes the scrub verified healthy", m.scrubbed_bytes.clone());
+        r.register("t3fs_storage_scrub_damaged", "Damaged chunk replicas the scrub found", m.scrub_damaged.clone());
         r.register_collector(Box::new(StateCollector { stores, fence }));
         m
     }

@@ -63,6 +63,7 @@ mod batch_read;
 pub mod channels;
 mod purge;
 mod repair;
+pub mod scrub;
 
 use channels::{Admit, UpdateChannels};
 
