@@ -50,6 +50,8 @@ pub struct StorageHot {
     /// Fence after this long without a heartbeat answer, ms; must stay above the heartbeat interval
     /// (and below mgmtd's `heartbeat_timeout_ms`). Takes effect at once.
     pub fence_after_ms: Option<u64>,
+    /// The background scrub's read rate, MiB/s (0: paused); takes effect from the next chunk.
+    pub scrub_mib_per_sec: Option<u64>,
 }
 
 /// Hot items of a meta server. Unset: the value from its config file.

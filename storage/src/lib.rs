@@ -272,15 +272,15 @@ async fn serve_and_register(
             .with_metrics(metrics.clone())
             .with_users(users.clone()),
     );
-    if config.scrub_mib_per_sec > 0 {
-        let pace = service::scrub::ScrubPace {
-            bytes_per_sec: config.scrub_mib_per_sec.saturating_mul(1 << 20),
-            pause: Duration::from_millis(config.scrub_pause_ms),
-        };
-        let mut targets: Vec<TargetId> = stores.keys().copied().collect();
-        targets.sort_unstable();
-        tasks.push(service::scrub::spawn_scrubber(handler.clone(), targets, pace, cancel.clone()));
-    }
+    // Always running: a pushed config may start (or pause) it whatever the file says.
+    let (scrub_hot, file_rate) = (hot.clone(), config.scrub_mib_per_sec);
+    let pace = service::scrub::ScrubPace {
+        rate: Arc::new(move || scrub_hot.current().scrub_mib_per_sec.unwrap_or(file_rate).saturating_mul(1 << 20)),
+        pause: Duration::from_millis(config.scrub_pause_ms),
+    };
+    let mut targets: Vec<TargetId> = stores.keys().copied().collect();
+    targets.sort_unstable();
+    tasks.push(service::scrub::spawn_scrubber(handler.clone(), targets, pace, cancel.clone()));
     tasks.push(tokio::spawn(t3fs_common::bulk::serve(bulk, handler, cancel.clone())));
     let sync_board = Arc::new(sync::progress::SyncBoard::default());
     let admin = StorageAdminServer::new(admin::AdminService::new(

@@ -80,3 +80,32 @@ async fn the_scrub_finds_and_repairs_a_damaged_replica() {
     assert!(back == d, "the repaired chunk reads back");
     c.stop_servers().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pushed_config_starts_and_pauses_the_scrub() {
+    let mut c = Cluster::start_with(|cfg| {
+        cfg.scrub_mib_per_sec = 0;
+        cfg.scrub_pause_ms = 100;
+    })
+    .await;
+    let client = BulkClient::default();
+    let chunk = ChunkId::new(InodeId(43), 0);
+    let d = pattern(64 << 10, 3);
+    client.call(&c.bulk(0), &write(101, 1, chunk, 0, &d), &d).await.unwrap();
+    assert!(common::corrupt::corrupt_on_disk(c.dirs[1].path(), &d[100..164]) >= 1);
+    // Off in the file: nothing is scrubbed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let body = scrape(&c.servers[1]).await;
+    assert_eq!(sample(&body, "t3fs_storage_scrub_damaged_total"), Some(0.0), "{body}");
+    // mgmtd pushes `scrub_mib_per_sec = 1024`: the scrub starts, finds the damage and repairs it.
+    let push = |version: u64, toml: &str| t3fs_common::proto::NodeConfig {
+        node_type: t3fs_common::proto::NodeType::Storage as i32,
+        version,
+        toml: toml.into(),
+    };
+    assert!(c.servers[1].hot_config().offer(Some(&push(1, "scrub_mib_per_sec = 1024"))));
+    wait_metric(&c, 1, "t3fs_storage_repairs_total", 1.0).await;
+    let (_, back) = client.call(&c.bulk(1), &read(201, chunk, 0, CHUNK_SIZE), &[]).await.unwrap();
+    assert!(back == d);
+    c.stop_servers().await;
+}

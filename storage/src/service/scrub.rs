@@ -8,7 +8,8 @@
 //!
 //! How: the scrubber walks each target's chunks in id order, a page at a time, verifying each under
 //! its chunk lock ([`ChunkStore::verify`]) and sleeping after each so that it reads at most
-//! `scrub_mib_per_sec`; after a full pass over every target it pauses `scrub_pause_ms`. A damaged
+//! `scrub_mib_per_sec` (a hot item: a pushed config changes the rate from the next chunk, 0 pauses
+//! it); after a full pass over every target it pauses `scrub_pause_ms`. A damaged
 //! chunk is counted (`t3fs_storage_scrub_damaged_total`), logged, and repaired: its data is read
 //! from another SERVING replica of the chain and kept only if that replica has the same version,
 //! length and CRC32C as the local record; then it goes through the repair path, which writes it only
@@ -29,14 +30,20 @@ use super::StorageService;
 /// Chunks listed per page of the walk.
 const PAGE: usize = 256;
 
-/// How fast and how often the scrubber runs (from the storage config).
-#[derive(Clone, Copy, Debug)]
+/// The scrub's current read rate in bytes per second (0: paused), asked before every chunk so a
+/// pushed config (`scrub_mib_per_sec`) takes effect at once.
+pub type ScrubRate = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How fast and how often the scrubber runs (from the storage config and its hot items).
+#[derive(Clone)]
 pub struct ScrubPace {
-    /// Most bytes read per second (> 0).
-    pub bytes_per_sec: u64,
+    pub rate: ScrubRate,
     /// The pause after a full pass over every target.
     pub pause: Duration,
 }
+
+/// While paused, how often the scrubber looks at its rate again.
+const PAUSED_CHECK: Duration = Duration::from_secs(1);
 
 /// What scrubbing one chunk found.
 #[derive(Debug, PartialEq, Eq)]
@@ -149,10 +156,9 @@ pub fn spawn_scrubber(
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let per_byte = 1.0 / pace.bytes_per_sec.max(1) as f64;
         loop {
             for &target in &targets {
-                if scrub_target(&svc, target, per_byte, &cancel).await.is_none() {
+                if scrub_target(&svc, target, &pace.rate, &cancel).await.is_none() {
                     return;
                 }
             }
@@ -165,9 +171,20 @@ pub fn spawn_scrubber(
 }
 
 /// One pass over `target`'s chunks; `None` once cancelled.
-async fn scrub_target(svc: &StorageService, target: TargetId, per_byte: f64, cancel: &CancellationToken) -> Option<()> {
+async fn scrub_target(
+    svc: &StorageService,
+    target: TargetId,
+    rate: &ScrubRate,
+    cancel: &CancellationToken,
+) -> Option<()> {
     let mut start_after = None;
     loop {
+        while rate() == 0 {
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(PAUSED_CHECK) => {}
+            }
+        }
         let page = match svc.store(target.0) {
             Ok(store) => {
                 let store = store.clone();
@@ -192,7 +209,7 @@ async fn scrub_target(svc: &StorageService, target: TargetId, per_byte: f64, can
                     return Some(());
                 }
             };
-            let pause = Duration::from_secs_f64(bytes as f64 * per_byte);
+            let pause = Duration::from_secs_f64(bytes as f64 / rate().max(1) as f64);
             tokio::select! {
                 _ = cancel.cancelled() => return None,
                 _ = tokio::time::sleep(pause) => {}
