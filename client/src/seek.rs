@@ -97,20 +97,8 @@ impl Client {
 
     /// A cursor from index `from` on the write head of each chain of the stripe.
     async fn cursors(&self, layout: &proto::Layout, inode: InodeId, from: u32) -> Result<HashMap<ChainId, Cursor>> {
-        let heads: Vec<(ChainId, t3fs_common::TargetId)> = {
-            let routing = self.routing.get();
-            let mut heads = Vec::new();
-            for i in 0..layout.stripe.max(1) {
-                let chain = chain_for(&routing, layout, i)?;
-                let id = ChainId(chain.chain_id);
-                if !heads.iter().any(|(c, _)| *c == id) {
-                    heads.push((id, routing.write_head(chain)?));
-                }
-            }
-            heads
-        };
         let mut cursors = HashMap::new();
-        for (chain, head) in heads {
+        for (chain, head) in self.stripe_heads(layout)? {
             let chunks = FileChunks::new(self.storage_admin(head).await?, head, inode, from);
             cursors.insert(chain, Cursor { chunks, peeked: None, done: false });
         }

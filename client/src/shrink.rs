@@ -18,7 +18,7 @@
 //! chunks wholly inside it are removed, the parts of the chunks at its two ends get zeros written.
 use std::collections::{BTreeSet, HashSet};
 
-use t3fs_common::{ChainId, ChunkId, Error, InodeId, Result, proto};
+use t3fs_common::{ChainId, ChunkId, Error, InodeId, Result, TargetId, proto};
 
 use crate::Client;
 use crate::data::{ChunkOp, chain_for, file_layout, truncate_plan};
@@ -102,20 +102,23 @@ impl Client {
         self.retrying("list a file's chunks", || self.listed_chunks_once(layout, inode, from)).await
     }
 
-    async fn listed_chunks_once(&self, layout: &proto::Layout, inode: InodeId, from: u32) -> Result<BTreeSet<u32>> {
-        let heads = {
-            let routing = self.routing.get();
-            let mut chains = HashSet::new();
-            let mut heads = Vec::new();
-            for i in 0..layout.stripe.max(1) {
-                let chain = chain_for(&routing, layout, i)?;
-                if chains.insert(ChainId(chain.chain_id)) {
-                    heads.push(routing.write_head(chain)?);
-                }
+    /// Each distinct chain of the file's stripe with its write head, in stripe order (where a file's
+    /// chunks are listed: the head has every chunk any replica of its chain has).
+    pub(crate) fn stripe_heads(&self, layout: &proto::Layout) -> Result<Vec<(ChainId, TargetId)>> {
+        let routing = self.routing.get();
+        let mut chains = HashSet::new();
+        let mut heads = Vec::new();
+        for i in 0..layout.stripe.max(1) {
+            let chain = chain_for(&routing, layout, i)?;
+            if chains.insert(ChainId(chain.chain_id)) {
+                heads.push((ChainId(chain.chain_id), routing.write_head(chain)?));
             }
-            heads
-        };
-        let lists = heads.into_iter().map(|head| async move {
+        }
+        Ok(heads)
+    }
+
+    async fn listed_chunks_once(&self, layout: &proto::Layout, inode: InodeId, from: u32) -> Result<BTreeSet<u32>> {
+        let lists = self.stripe_heads(layout)?.into_iter().map(|(_, head)| async move {
             let mut admin = self.storage_admin(head).await?;
             let header = || self.header(&crate::UserInfo::root(), &t3fs_common::new_request_id());
             t3fs_common::chunk_list::list_file_chunks(&mut admin, header, head, inode, from, true).await

@@ -4,8 +4,9 @@
 //! Why: each of these reads the parent directory's inode with a conflicting read and rewrites it
 //! (times, nlink, the round-robin counter), so concurrent ones in one directory conflict and all
 //! but one retry. Many ranks writing a checkpoint into one directory, or a cleanup deleting it,
-//! then ran at about one commit per retry round: measured with 64 tasks, 1,165 creates/s in one
-//! shared directory against 13,305/s in one directory each (docs/benchmarks.md).
+//! then ran at about one commit per retry round: measured with 64 tasks, 611-1,172 creates/s in
+//! one shared directory against 12,321-14,044/s in one directory each; batched, 8,946-18,462/s
+//! (docs/benchmarks.md).
 //!
 //! How: the first operation on a directory with none queued becomes the directory's leader, a
 //! spawned task (so a cancelled request cannot strand the others) that runs every queued operation
