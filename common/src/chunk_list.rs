@@ -34,10 +34,7 @@ pub async fn list_file_chunks(
     from_index: u32,
     include_removed: bool,
 ) -> Result<Vec<proto::ChunkMeta>, Error> {
-    let start_after = match from_index {
-        0 => None,
-        i => Some(ChunkId::new(inode, i - 1)),
-    };
+    let start_after = before_index(inode, from_index);
     let mut chunks = list(admin, header, target, Some(inode), start_after, include_removed, 0).await?;
     if let Some(start) = start_after {
         // The pending-only chunks come from the whole file; keep the asked range.
@@ -45,6 +42,16 @@ pub async fn list_file_chunks(
         chunks.retain(|m| m.chunk_id.as_ref() > start.as_slice());
     }
     Ok(chunks)
+}
+
+/// The listing position just before chunk `from_index` (track 0) of `inode` (`None`: the start).
+fn before_index(inode: InodeId, from_index: u32) -> Option<ChunkId> {
+    from_index.checked_sub(1).map(|i| ChunkId::new(inode, i))
+}
+
+/// `start_after` on the wire (empty: from the start).
+fn key(start_after: Option<ChunkId>) -> bytes::Bytes {
+    start_after.map_or_else(bytes::Bytes::new, |c| bytes::Bytes::copy_from_slice(&c.to_bytes()))
 }
 
 async fn list(
@@ -57,7 +64,7 @@ async fn list(
     page: u32,
 ) -> Result<Vec<proto::ChunkMeta>, Error> {
     let mut out = Vec::new();
-    let mut start_after = start_after.map_or_else(bytes::Bytes::new, |c| bytes::Bytes::copy_from_slice(&c.to_bytes()));
+    let mut start_after = key(start_after);
     loop {
         let (chunks, next) = fetch(admin, header(), target, inode, &start_after, include_removed, page).await?;
         out.extend(chunks);
@@ -113,10 +120,7 @@ pub struct FileChunks {
 impl FileChunks {
     /// The walk over `inode`'s chunks from index `from_index` (track 0) on.
     pub fn new(admin: StorageAdminClient<Channel>, target: TargetId, inode: InodeId, from_index: u32) -> Self {
-        let start_after = match from_index {
-            0 => bytes::Bytes::new(),
-            i => bytes::Bytes::copy_from_slice(&ChunkId::new(inode, i - 1).to_bytes()),
-        };
+        let start_after = key(before_index(inode, from_index));
         Self { admin, target, inode, start_after, more: true, page: Default::default() }
     }
 
