@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mgmtd_conn;
 pub mod names;
 pub mod periodic;
+pub mod repair;
 pub mod routing;
 pub mod status;
 pub mod telemetry;

@@ -7,7 +7,6 @@
 //! if its own copy at that version really is damaged and the content is what its metadata records,
 //! so a repair can never change a healthy replica or a chunk's committed content. Replicas whose
 //! metadata disagrees (a version or CRC conflict, not bit rot) are left alone: that is resync's job.
-use bytes::Bytes;
 use t3fs_common::bulk::BulkClient;
 use t3fs_common::proto::{self, bulk_request};
 use t3fs_common::routing::Routing;
@@ -51,39 +50,21 @@ async fn repair_one(
     dst: TargetId,
     meta: &proto::ChunkMeta,
 ) -> Result<(), String> {
-    let chunk_bytes = Bytes::copy_from_slice(&chunk.to_bytes());
     let src_addr = routing.node_of_target(src).map_err(|e| e.to_string())?.bulk_addr.clone();
-    let read = proto::BulkRequest {
-        request_id: t3fs_common::new_request_id(),
-        token: ctx.token.clone(),
-        op: Some(bulk_request::Op::Read(proto::ReadChunk {
-            target_id: src.0,
-            chunk_id: chunk_bytes.clone(),
-            offset: 0,
-            length: meta.length,
-            relaxed: false,
-        })),
-    };
-    let (_, data) = bulk.call(&src_addr, &read, &[]).await.map_err(|e| format!("reading the good copy: {e}"))?;
-    let crc = crc32c::crc32c(&data);
-    if data.len() != meta.length as usize || crc != meta.crc32c {
-        return Err(format!("the good copy changed under us ({} bytes, crc32c {crc:08x})", data.len()));
-    }
+    let data = t3fs_common::repair::read_good_copy(bulk, &src_addr, &ctx.token, src, chunk, meta)
+        .await
+        .map_err(|e| format!("reading the good copy: {e}"))?;
     let dst_addr = routing.node_of_target(dst).map_err(|e| e.to_string())?.bulk_addr.clone();
     let fix = proto::BulkRequest {
         request_id: t3fs_common::new_request_id(),
         token: ctx.token.clone(),
-        op: Some(bulk_request::Op::Update(proto::UpdateChunk {
-            chain_id: chain.chain_id,
-            chain_version: chain.chain_version,
-            target_id: dst.0,
-            chunk_id: chunk_bytes,
-            update_type: proto::UpdateType::Replace as i32,
-            payload_crc32c: crc,
-            update_version: meta.version,
-            repair: true,
-            ..Default::default()
-        })),
+        op: Some(bulk_request::Op::Update(t3fs_common::repair::repair_update(
+            chain,
+            dst,
+            chunk,
+            meta.version,
+            meta.crc32c,
+        ))),
     };
     bulk.call(&dst_addr, &fix, &data).await.map_err(|e| e.to_string())?;
     Ok(())

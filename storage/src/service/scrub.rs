@@ -18,8 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use t3fs_common::proto::{self, bulk_request};
+use t3fs_common::repair::{read_good_copy, repair_update};
 use t3fs_common::routing::is_readable;
 use t3fs_common::{ChunkId, Error, StatusCode, TargetId};
 use tokio::task::JoinHandle;
@@ -93,56 +92,21 @@ impl StorageService {
             .iter()
             .find(|c| c.targets.iter().any(|t| t.target_id == target.0))
             .ok_or_else(|| Error::new(StatusCode::TargetNotServing, format!("target {target} is in no chain")))?;
-        let chunk_bytes = Bytes::copy_from_slice(&chunk.to_bytes());
+        let want = meta.to_proto(chunk);
         let mut last = Error::new(StatusCode::TargetNotServing, "no other serving replica in the chain");
         for src in chain.targets.iter().filter(|t| t.target_id != target.0 && is_readable(t.public_state)) {
-            let read = proto::BulkRequest {
-                request_id: t3fs_common::new_request_id(),
-                token: self.token.clone(),
-                op: Some(bulk_request::Op::Read(proto::ReadChunk {
-                    target_id: src.target_id,
-                    chunk_id: chunk_bytes.clone(),
-                    offset: 0,
-                    length: meta.length,
-                    relaxed: false,
-                })),
+            let src = TargetId(src.target_id);
+            let read = match routing.bulk_addr(src) {
+                Ok(addr) => read_good_copy(&self.peers, &addr, &self.token, src, chunk, &want).await,
+                Err(e) => Err(e),
             };
-            let addr = match routing.bulk_addr(TargetId(src.target_id)) {
-                Ok(a) => a,
-                Err(e) => {
-                    last = e;
-                    continue;
+            match read {
+                Ok(data) => {
+                    self.repair(repair_update(chain, target, chunk, meta.version, meta.crc32c), data).await?;
+                    return Ok(src);
                 }
-            };
-            let (rsp, data) = match self.peers.call(&addr, &read, &[]).await {
-                Ok(r) => r,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            let version = rsp.meta.as_ref().map_or(0, |m| m.version);
-            let crc = crc32c::crc32c(&data);
-            if version != meta.version || data.len() != meta.length as usize || crc != meta.crc32c {
-                last = Error::new(
-                    StatusCode::ChecksumMismatch,
-                    format!("target {} has version {version}, {} bytes, crc32c {crc:08x}", src.target_id, data.len()),
-                );
-                continue;
+                Err(e) => last = e,
             }
-            let fix = proto::UpdateChunk {
-                chain_id: chain.chain_id,
-                chain_version: chain.chain_version,
-                target_id: target.0,
-                chunk_id: chunk_bytes.clone(),
-                update_type: proto::UpdateType::Replace as i32,
-                payload_crc32c: crc,
-                update_version: meta.version,
-                repair: true,
-                ..Default::default()
-            };
-            self.repair(fix, data).await?;
-            return Ok(TargetId(src.target_id));
         }
         Err(last)
     }
