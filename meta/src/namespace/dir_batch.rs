@@ -130,7 +130,7 @@ async fn commit(db: &Db, dir: InodeId, ops: Vec<DirOp>) -> Result<Vec<Result<Ino
                 };
                 match r {
                     Ok(inode) => out.push(Ok(inode)),
-                    Err(KvError::User(e)) if !KvError::User(e.clone()).is_retryable() => out.push(Err(e)),
+                    Err(e @ KvError::User(_)) if !e.is_retryable() => out.push(Err(e.into())),
                     Err(e) => return Err(e),
                 }
             }
