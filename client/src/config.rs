@@ -29,6 +29,11 @@ pub struct ClientConfig {
     /// RDMA device (else TCP, with a log line).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub bulk_rdma: bool,
+    /// Send creates, mkdirs and removes to their directory's owner meta node (rendezvous hashing
+    /// over the live meta nodes), so one node batches each directory's operations from every
+    /// client. Off: every request goes to the client's current meta node (spreads one hot
+    /// directory's load over the meta nodes, at the cost of conflicts between them).
+    pub dir_owner_routing: bool,
 }
 
 impl Default for ClientConfig {
@@ -40,6 +45,7 @@ impl Default for ClientConfig {
             retry_timeout_ms: 30_000,
             session_extend_ms: 10_000,
             bulk_rdma: false,
+            dir_owner_routing: true,
         }
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use t3fs_common::bulk::BulkClient;
 use t3fs_common::mgmtd_conn::MgmtdConn;
 use t3fs_common::proto;
-use t3fs_common::routing::{self, Routing, RoutingCache};
+use t3fs_common::routing::{Routing, RoutingCache};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +43,7 @@ pub mod file;
 pub mod links;
 pub mod locks;
 pub mod meta;
+mod meta_route;
 mod orphans;
 pub mod region;
 pub mod seek;
@@ -74,13 +75,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 /// Explicit routing refreshes (on retry) closer together than this are skipped.
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(50);
 
-/// A connection to one meta node.
-#[derive(Clone)]
-struct MetaConn {
-    node_id: u32,
-    client: MetaClient,
-}
-
 /// A connected t3fs client. Cheap to share (`Arc`); every method takes `&self`.
 pub struct Client {
     cfg: ClientConfig,
@@ -90,7 +84,8 @@ pub struct Client {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// This client's session id at mgmtd ([`session`]).
     client_id: String,
-    meta: Mutex<Option<MetaConn>>,
+    /// Meta connections and which node each request goes to ([`meta_route`]).
+    meta: meta_route::MetaConns,
     /// Connection used for explicit routing refreshes, and the time of the last one.
     mgmtd: tokio::sync::Mutex<(MgmtdConn, Option<Instant>)>,
     bulk: BulkClient,
@@ -137,7 +132,7 @@ impl Client {
             cancel,
             tasks: Mutex::new(tasks),
             client_id: client_id.clone(),
-            meta: Mutex::new(None),
+            meta: meta_route::MetaConns::default(),
             mgmtd: tokio::sync::Mutex::new((mgmtd, None)),
             bulk: BulkClient::choose(&t3fs_common::bulk::TransportPrefs { rdma: cfg.bulk_rdma, ..Default::default() }),
             channels: channels::UpdateChannels::new(client_id.clone()),
@@ -154,7 +149,7 @@ impl Client {
                 format!("no meta node known from mgmtd {} after {:?}", client.cfg.mgmtd_addr, client.retry_timeout()),
             ));
         }
-        if let Err(e) = client.retrying("connect meta", || async { client.meta_conn().await.map(|_| ()) }).await {
+        if let Err(e) = client.retrying("connect meta", || async { client.meta_conn(None).await.map(|_| ()) }).await {
             client.cancel.cancel();
             return Err(e);
         }
@@ -253,46 +248,6 @@ impl Client {
         g.1 = Some(Instant::now());
         if let Err(e) = self.routing.refresh_via(&g.0, &self.cfg.token).await {
             tracing::debug!(error = %e, "routing refresh failed");
-        }
-    }
-
-    /// The current meta connection, or a new one to a meta node from routing info (round robin, so
-    /// after a failure the next node is tried first).
-    async fn meta_conn(&self) -> Result<MetaConn> {
-        if let Some(c) = self.meta.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Ok(c);
-        }
-        let routing = self.routing.get();
-        let nodes: Vec<(u32, String)> =
-            routing.nodes_of_type(proto::NodeType::Meta).map(|n| (n.node_id, n.grpc_addr.clone())).collect();
-        if nodes.is_empty() {
-            return Err(Error::new(StatusCode::RoutingNotReady, "no meta node in routing info"));
-        }
-        let start = self.next_rr();
-        let mut last = None;
-        for i in 0..nodes.len() {
-            let (node_id, addr) = &nodes[(start + i) % nodes.len()];
-            match routing::connect_channel(addr).await {
-                Ok(ch) => {
-                    let conn = MetaConn { node_id: *node_id, client: MetaClient::new(ch) };
-                    *self.meta.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-                    tracing::debug!(node = node_id, %addr, "connected to meta");
-                    return Ok(conn);
-                }
-                Err(e) => {
-                    tracing::debug!(node = node_id, %addr, error = %e, "meta node unreachable");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::unavailable("no meta node reachable")))
-    }
-
-    /// Drops the connection to `node_id` (if it is still the current one) after a transport failure.
-    fn forget_meta(&self, node_id: u32) {
-        let mut g = self.meta.lock().unwrap_or_else(|p| p.into_inner());
-        if g.as_ref().is_some_and(|c| c.node_id == node_id) {
-            *g = None;
         }
     }
 }

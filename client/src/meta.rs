@@ -50,9 +50,19 @@ impl Client {
         F: Fn(MetaClient) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.meta_call_to(None, what, call).await
+    }
+
+    /// [`meta_call`](Self::meta_call) sent to the owner of directory `dir` when given (creates,
+    /// mkdirs and removes in `dir`, so one meta node batches them; see `meta_route`).
+    pub(crate) async fn meta_call_to<T, F, Fut>(&self, dir: Option<InodeId>, what: &str, call: F) -> Result<T>
+    where
+        F: Fn(MetaClient) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         let call = &call;
         self.retrying(what, move || async move {
-            let conn = self.meta_conn().await?;
+            let conn = self.meta_conn(dir).await?;
             match call(conn.client).await {
                 Ok(rsp) => Ok(rsp.into_inner()),
                 Err(st) => {
@@ -106,7 +116,7 @@ impl Client {
             mode: mode & 0o7777,
         };
         inode_of(
-            self.meta_call("mkdir", |mut c| {
+            self.meta_call_to(Some(parent), "mkdir", |mut c| {
                 let r = req.clone();
                 async move { c.mkdir(r).await }
             })
@@ -187,7 +197,7 @@ impl Client {
             session,
         };
         inode_of(
-            self.meta_call("create", |mut c| {
+            self.meta_call_to(Some(parent), "create", |mut c| {
                 let r = req.clone();
                 async move { c.create(r).await }
             })
@@ -221,7 +231,7 @@ impl Client {
             is_dir,
         };
         let rsp = self
-            .meta_call("remove", |mut c| {
+            .meta_call_to(Some(parent), "remove", |mut c| {
                 let r = req.clone();
                 async move { c.remove(r).await }
             })

@@ -55,6 +55,9 @@ pub struct MountConfig {
     /// well below mgmtd's `client_session_timeout_ms`: when the session lapses, meta drops this
     /// mount's file locks and write sessions (docs/fuse.md "Locks").
     pub session_extend_ms: u64,
+    /// Send creates, mkdirs and removes to their directory's owner meta node (see
+    /// `ClientConfig::dir_owner_routing`).
+    pub dir_owner_routing: bool,
 }
 
 impl Default for MountConfig {
@@ -77,6 +80,7 @@ impl Default for MountConfig {
             write_buffer_memory_bytes: crate::handles::DEFAULT_WRITE_MEMORY,
             flush_interval_ms: 5000,
             session_extend_ms: ClientConfig::default().session_extend_ms,
+            dir_owner_routing: true,
         }
     }
 }
@@ -99,6 +103,7 @@ impl MountConfig {
             mgmtd_addr: self.mgmtd_addr.clone(),
             token: self.token.clone(),
             session_extend_ms: self.session_extend_ms,
+            dir_owner_routing: self.dir_owner_routing,
             ..ClientConfig::default()
         }
     }

@@ -44,6 +44,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A running meta server (all tasks on the caller's tokio runtime).
 pub struct Server {
+    node_id: u32,
     grpc_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     cancel: CancellationToken,
@@ -51,9 +52,15 @@ pub struct Server {
     store: Arc<MetaStore>,
     routing: RoutingCache,
     hot: Arc<HotState<MetaHot>>,
+    metrics: Arc<metrics::MetaMetrics>,
 }
 
 impl Server {
+    /// The node id this server registered with.
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
     /// The actual bound gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
@@ -72,6 +79,11 @@ impl Server {
     /// The pushed (hot) config this server has applied, and its version.
     pub fn hot_config(&self) -> &HotState<MetaHot> {
         &self.hot
+    }
+
+    /// This server's metric handles (what `metrics_listen` serves).
+    pub fn metrics(&self) -> &Arc<metrics::MetaMetrics> {
+        &self.metrics
     }
 
     /// The routing cache the server keeps fresh.
@@ -112,12 +124,21 @@ fn advertised(addr: SocketAddr) -> SocketAddr {
 /// Binds, opens the store, starts serving, registers with mgmtd and returns once all of it is done.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate().context("invalid meta config")?;
+    let db = t3fs_kv::open(&config.kv).await.context("opening the kv store")?;
+    start_on(config, db).await
+}
+
+/// [`start`] on a store the caller opened (`config.kv` is not opened): several meta servers in
+/// one process over one store, as several meta hosts share one FoundationDB cluster (tests and
+/// benchmarks of multi-server behavior).
+pub async fn start_on(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Server> {
+    config.validate().context("invalid meta config")?;
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let grpc_addr = listener.local_addr().context("reading the bound address")?;
     let registry = t3fs_common::metrics::new_registry();
     let metrics = Arc::new(metrics::MetaMetrics::register(&mut registry.lock().unwrap_or_else(|p| p.into_inner())));
-    let db = metrics.wrap_kv(t3fs_kv::open(&config.kv).await.context("opening the kv store")?);
+    let db = metrics.wrap_kv(db);
     let routing = RoutingCache::new();
     // Users' tokens, from mgmtd's user table (polled with routing below).
     let mgmtd_conn = t3fs_common::mgmtd_conn::MgmtdConn::new(&config.mgmtd_addr).context("mgmtd_addr")?;
@@ -155,7 +176,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     tasks.push(idem::spawn_cleaner(db, settings, cancel.clone()));
     let probe = Arc::new(length::LengthProbe::new(routing.clone(), config.token.clone()));
     let svc = MetaService::new(store.clone(), config.token.clone())
-        .with_metrics(metrics)
+        .with_metrics(metrics.clone())
         .with_users(users.clone())
         .with_length_probe(probe.clone())
         .into_server();
@@ -181,7 +202,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         Ok(c) => c,
         Err(e) => {
             // Stop what already runs before reporting.
-            Server { grpc_addr, metrics_addr, cancel, tasks, store, routing, hot }.shutdown().await;
+            Server { node_id: config.node_id, grpc_addr, metrics_addr, cancel, tasks, store, routing, hot, metrics }
+                .shutdown()
+                .await;
             return Err(anyhow::Error::new(e).context("meta start"));
         }
     };
@@ -216,7 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let interval = Duration::from_millis(config.heartbeat_interval_ms);
     tasks.push(node.spawn_heartbeat(Some(client), interval, hot.clone(), cancel.clone()));
     tracing::info!(node_id = config.node_id, %grpc_addr, "meta server started");
-    Ok(Server { grpc_addr, metrics_addr, cancel, tasks, store, routing, hot })
+    Ok(Server { node_id: config.node_id, grpc_addr, metrics_addr, cancel, tasks, store, routing, hot, metrics })
 }
 
 /// `start`, then serve until `shutdown` is cancelled, then stop cleanly.

@@ -109,6 +109,11 @@ impl MetaMetrics {
         (self.kv_transactions.get(), self.kv_conflicts.get())
     }
 
+    /// Operations `op` answered with `Ok` so far.
+    pub fn ok_ops(&self, op: &'static str) -> u64 {
+        self.ops.get_or_create(&OpCode { op, code: Code(StatusCode::Ok) }).get()
+    }
+
     /// Counts one lock request that met a conflicting lock.
     pub fn lock_conflict(&self) {
         self.lock_conflicts.inc();

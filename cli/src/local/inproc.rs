@@ -21,6 +21,10 @@ pub struct LocalCluster {
     pub plan: Plan,
     mgmtd: Option<t3fs_mgmtd::Server>,
     meta: Option<t3fs_meta::Server>,
+    /// Meta servers added with [`Self::add_meta`], on the same store as `meta`.
+    more_meta: Vec<t3fs_meta::Server>,
+    /// The meta store, shared by every meta server of this process.
+    meta_db: Option<t3fs_kv::Db>,
     /// Storage servers by index into `plan.storage`; `None` while stopped (failure injection).
     storage: Vec<Option<t3fs_storage::Server>>,
 }
@@ -56,8 +60,16 @@ impl LocalCluster {
             storage.push(Some(server));
         }
         ensure_chain_table(&plan.cluster.mgmtd_addr, &plan.cluster.token, plan.cluster.shape).await?;
-        let meta = t3fs_meta::start(plan.meta.clone()).await.context("starting meta")?;
-        Ok(LocalCluster { plan, mgmtd: Some(mgmtd), meta: Some(meta), storage })
+        let db = t3fs_kv::open(&plan.meta.kv).await.context("opening the meta store")?;
+        let meta = t3fs_meta::start_on(plan.meta.clone(), db.clone()).await.context("starting meta")?;
+        Ok(LocalCluster {
+            plan,
+            mgmtd: Some(mgmtd),
+            meta: Some(meta),
+            more_meta: Vec::new(),
+            meta_db: Some(db),
+            storage,
+        })
     }
 
     /// The address clients reach mgmtd at.
@@ -94,6 +106,43 @@ impl LocalCluster {
         self.meta.as_ref()
     }
 
+    /// Starts one more meta server on the same store (node id = the first's + the number added),
+    /// as a second meta host would run over one FoundationDB cluster. Returns its node id.
+    pub async fn add_meta(&mut self) -> anyhow::Result<u32> {
+        let db = self.meta_db.clone().context("the cluster is stopped")?;
+        let mut cfg = self.plan.meta.clone();
+        cfg.node_id += 1 + self.more_meta.len() as u32;
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.advertise = None;
+        cfg.metrics_listen = None;
+        let node_id = cfg.node_id;
+        self.more_meta.push(t3fs_meta::start_on(cfg, db).await.context("starting another meta server")?);
+        Ok(node_id)
+    }
+
+    /// Every running meta server: the first, then those [`Self::add_meta`] started.
+    pub fn metas(&self) -> impl Iterator<Item = &t3fs_meta::Server> {
+        self.meta.iter().chain(&self.more_meta)
+    }
+
+    /// Stops the meta server with node id `node_id` (failure injection). Returns false if none
+    /// runs with that id.
+    pub async fn stop_meta(&mut self, node_id: u32) -> bool {
+        if self.meta.as_ref().is_some_and(|m| m.node_id() == node_id) {
+            if let Some(m) = self.meta.take() {
+                m.shutdown().await;
+            }
+            return true;
+        }
+        match self.more_meta.iter().position(|m| m.node_id() == node_id) {
+            Some(i) => {
+                self.more_meta.remove(i).shutdown().await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stops storage server `i` (0-based) only, as a crash would (failure injection for tests).
     /// Returns false if it was not running.
     pub async fn stop_storage(&mut self, i: usize) -> bool {
@@ -118,9 +167,11 @@ impl LocalCluster {
 
     /// Stops everything (meta, storage, then mgmtd), releasing every file so `start` can reopen it.
     pub async fn shutdown(mut self) {
-        if let Some(m) = self.meta.take() {
+        for m in self.meta.take().into_iter().chain(self.more_meta.drain(..)) {
             m.shutdown().await;
         }
+        // The last handle of the store: an embedded one closes here, so `start` can reopen it.
+        self.meta_db = None;
         for s in self.storage.drain(..).flatten() {
             s.shutdown().await;
         }
