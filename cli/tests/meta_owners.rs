@@ -147,3 +147,48 @@ async fn a_stopped_owner_hands_its_directories_to_the_other_meta_node() {
     c.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_meta_server_collects_the_unlinked_files_it_owns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    cluster.add_meta().await.unwrap();
+    let root = UserInfo::root();
+    let c = client(&cluster, true, 2).await;
+    // Both servers must see each other, or one would (correctly) collect every file.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cluster.metas().all(|m| t3fs_common::owner::meta_nodes(&m.routing().get()).len() == 2) {
+        assert!(tokio::time::Instant::now() < deadline, "the meta servers never saw each other");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let nodes: Vec<u32> = cluster.metas().map(|m| m.node_id()).collect();
+    let collected =
+        |cluster: &LocalCluster| -> Vec<u64> { cluster.metas().map(|m| m.metrics().gc_collected_count()).collect() };
+    let before = collected(&cluster);
+
+    const FILES: usize = 40;
+    let mut expected = vec![0u64; nodes.len()];
+    for f in 0..FILES {
+        let name = format!("gone{f}");
+        let i = c.create(&root, InodeId::ROOT, name.as_bytes(), 0o644, true).await.unwrap();
+        c.write(&i, 0, b"some bytes").await.unwrap();
+        c.close(&root, InodeId(i.id), 10, true).await.unwrap();
+        c.remove(&root, InodeId::ROOT, name.as_bytes(), false).await.unwrap();
+        let owner = t3fs_common::owner::owner(i.id, &nodes).unwrap();
+        expected[nodes.iter().position(|n| *n == owner).unwrap()] += 1;
+    }
+    assert!(expected.iter().all(|n| *n > 0), "both servers own some of {FILES} files: {expected:?}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let now: Vec<u64> = collected(&cluster).iter().zip(&before).map(|(a, b)| a - b).collect();
+        if now.iter().sum::<u64>() >= FILES as u64 || tokio::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done, expected, "each server collected exactly the files it owns");
+
+    c.shutdown().await;
+    cluster.shutdown().await;
+}

@@ -19,11 +19,12 @@
 //! - A node that failed a transport is avoided for [`AVOID_FOR`] (or until routing drops it): its
 //!   directories fall to their next node in hash order meanwhile, so a dead owner costs one
 //!   failed try, not a retry timeout.
-//! - Rendezvous hashing: when a meta node joins or leaves, only the directories it wins (or won)
-//!   move; every client with the same routing picks the same owner.
+//! - Rendezvous hashing (`t3fs_common::owner`): when a meta node joins or leaves, only the
+//!   directories it wins (or won) move; every client with the same routing picks the same owner.
 use std::collections::HashMap;
 use std::time::Duration;
 
+use t3fs_common::owner::rendezvous_order;
 use t3fs_common::proto;
 use t3fs_common::routing;
 use t3fs_common::{Error, InodeId, Result, StatusCode};
@@ -62,20 +63,6 @@ impl MetaConns {
     }
 }
 
-/// The rendezvous score of `node` for directory `dir`: the owner is the node with the highest.
-fn score(dir: InodeId, node: u32) -> u64 {
-    // splitmix64's finalizer over both ids: well mixed, and the same in every client.
-    let mut z = dir.0 ^ (u64::from(node).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `nodes` in the order to try for directory `dir`: by descending score, nodes in `avoid` last.
-pub(crate) fn owner_order(dir: InodeId, nodes: &mut [(u32, String)], avoid: impl Fn(u32) -> bool) {
-    nodes.sort_by_key(|(id, _)| (avoid(*id), std::cmp::Reverse(score(dir, *id))));
-}
-
 impl Client {
     /// The connection for a namespace request: to the owner of `dir` when given, else to the
     /// current node. Tries the nodes in order until one connects.
@@ -89,7 +76,7 @@ impl Client {
             let mut st = self.meta.state();
             st.failed.retain(|id, at| at.elapsed() < AVOID_FOR && nodes.iter().any(|(n, _)| n == id));
             match dir {
-                Some(dir) => owner_order(dir, &mut nodes, |id| st.failed.contains_key(&id)),
+                Some(dir) => rendezvous_order(dir.0, &mut nodes, |n| n.0, |id| st.failed.contains_key(&id)),
                 None => {
                     if let Some(c) = st.current.and_then(|id| st.conns.get(&id)) {
                         return Ok(c.1.clone());
@@ -145,7 +132,12 @@ impl Client {
         }
         let mut nodes = self.meta_nodes();
         let st = self.meta.state();
-        owner_order(dir, &mut nodes, |id| st.failed.get(&id).is_some_and(|at| at.elapsed() < AVOID_FOR));
+        rendezvous_order(
+            dir.0,
+            &mut nodes,
+            |n| n.0,
+            |id| st.failed.get(&id).is_some_and(|at| at.elapsed() < AVOID_FOR),
+        );
         nodes.first().map(|n| n.0)
     }
 
@@ -158,60 +150,5 @@ impl Client {
             st.current = None;
         }
         st.failed.insert(node_id, Instant::now());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nodes(ids: &[u32]) -> Vec<(u32, String)> {
-        ids.iter().map(|id| (*id, format!("n{id}"))).collect()
-    }
-
-    fn owner(dir: u64, ids: &[u32]) -> u32 {
-        let mut n = nodes(ids);
-        owner_order(InodeId(dir), &mut n, |_| false);
-        n[0].0
-    }
-
-    #[test]
-    fn owners_spread_over_nodes_and_do_not_depend_on_listing_order() {
-        let mut counts = HashMap::new();
-        for dir in 1..=3000u64 {
-            let o = owner(dir, &[3, 7, 11]);
-            assert_eq!(o, owner(dir, &[11, 3, 7]), "the owner is a function of the set of nodes");
-            *counts.entry(o).or_insert(0) += 1;
-        }
-        for id in [3, 7, 11] {
-            let c = counts.get(&id).copied().unwrap_or(0);
-            assert!((800..1200).contains(&c), "node {id} owns {c} of 3000 directories");
-        }
-    }
-
-    #[test]
-    fn a_node_leaving_moves_only_its_own_directories() {
-        for dir in 1..=2000u64 {
-            let before = owner(dir, &[1, 2, 3, 4]);
-            let after = owner(dir, &[1, 2, 4]);
-            if before != 3 {
-                assert_eq!(before, after, "directory {dir} moved though its owner stayed");
-            }
-            // A node joining takes directories only for itself.
-            let joined = owner(dir, &[1, 2, 3, 4, 5]);
-            assert!(joined == before || joined == 5);
-        }
-    }
-
-    #[test]
-    fn avoided_nodes_go_last_in_hash_order() {
-        for dir in 1..=500u64 {
-            let first = owner(dir, &[1, 2, 3]);
-            let mut n = nodes(&[1, 2, 3]);
-            owner_order(InodeId(dir), &mut n, |id| id == first);
-            assert_eq!(n[2].0, first);
-            let rest: Vec<u32> = [1, 2, 3].into_iter().filter(|id| *id != first).collect();
-            assert_eq!(n[0].0, owner(dir, &rest), "the next owner is the owner among the others");
-        }
     }
 }

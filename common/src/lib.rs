@@ -20,6 +20,7 @@ pub mod layout;
 pub mod metrics;
 pub mod mgmtd_conn;
 pub mod names;
+pub mod owner;
 pub mod periodic;
 pub mod repair;
 pub mod routing;

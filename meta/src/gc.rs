@@ -14,7 +14,9 @@
 //!    appeared meanwhile.
 //!
 //! Any failure leaves the entry queued for the next pass, so GC is idempotent and survives meta
-//! restarts; several meta servers may work the same queue (the final step runs once). Chunks
+//! restarts; several meta servers may work the same queue (the final step runs once). With
+//! several, each takes the files it owns (`t3fs_common::owner` over the live meta nodes), so a
+//! file's chunks are removed once, not once per server. Chunks
 //! written past the length meta knows (a writer that crashed before reporting its length) are in
 //! storage's listing like any other.
 //!
@@ -31,6 +33,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use t3fs_common::bulk::BulkClient;
 use t3fs_common::mgmtd_conn::MgmtdConn;
+use t3fs_common::owner;
 use t3fs_common::periodic::{First, spawn_every};
 use t3fs_common::proto::{self, InodeType, UpdateType, bulk_request};
 use t3fs_common::routing::RoutingCache;
@@ -45,6 +48,9 @@ const CHUNKS_IN_FLIGHT: usize = 16;
 const TRIES: u32 = 5;
 /// Files looked at per pass.
 const BATCH: usize = 256;
+/// With several meta servers, due entries scanned per pass: `BATCH` per server, up to this many
+/// servers' worth (the pass keeps the ones this server owns).
+const MAX_SCAN_SHARE: usize = 16;
 
 /// What the GC worker needs.
 #[derive(Clone)]
@@ -57,6 +63,9 @@ pub struct Gc {
     pub delay: Duration,
     /// Finds chunks past the length meta has (a writer that died before its close reported it).
     pub probe: Option<Arc<crate::length::LengthProbe>>,
+    /// This server's node id: with several meta servers each collects the files it owns.
+    pub node_id: u32,
+    pub metrics: Arc<crate::metrics::MetaMetrics>,
 }
 
 /// Counts of one pass.
@@ -74,7 +83,17 @@ impl Gc {
         let now = u64::try_from(now_ns()).unwrap_or(0);
         let before = now.saturating_sub(u64::try_from(self.delay.as_nanos()).unwrap_or(u64::MAX));
         let mut pass = Pass::default();
-        for (unlinked, id) in self.store.gc_due(before, BATCH).await? {
+        // Several meta servers share the queue: each takes the files it owns (rendezvous hashing
+        // over the live meta nodes), so they do not remove the same chunks twice and conflict on
+        // the same entries. Without itself in routing (not registered yet, or dropped), it takes
+        // every due file: the final step still runs once per file.
+        let metas = owner::meta_nodes(&self.routing.get());
+        let shared = metas.len() > 1 && metas.contains(&self.node_id);
+        let scan = if shared { BATCH * metas.len().min(MAX_SCAN_SHARE) } else { BATCH };
+        let mine = |id: InodeId| !shared || owner::owner(id.0, &metas) == Some(self.node_id);
+        let due: Vec<_> =
+            self.store.gc_due(before, scan).await?.into_iter().filter(|(_, id)| mine(*id)).take(BATCH).collect();
+        for (unlinked, id) in due {
             if !self.store.sessions_of(id).await?.is_empty() {
                 self.store.gc_requeue(unlinked, id, now).await?;
                 pass.held += 1;
@@ -93,6 +112,7 @@ impl Gc {
             match self.store.gc_finish(unlinked, id).await? {
                 Finish::Collected => {
                     tracing::debug!(inode = id.0, "GC: collected");
+                    self.metrics.gc_collected();
                     pass.collected += 1;
                 }
                 Finish::Held => {

@@ -227,6 +227,8 @@ pub async fn start_on(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Server>
         token: config.token.clone(),
         delay: Duration::from_millis(config.gc_delay_ms),
         probe: Some(probe),
+        node_id: config.node_id,
+        metrics: metrics.clone(),
     };
     tasks.push(gc::spawn(gc, Duration::from_millis(config.gc_interval_ms), cancel.clone()));
     tasks.push(gc::spawn_session_pruner(

@@ -8,6 +8,7 @@
 //! | `t3fs_meta_lock_conflicts_total` | counter | | lock requests (F_GETLK, F_SETLK) that found a conflicting lock of another owner; lock requests themselves count in `t3fs_meta_ops_total{op="lock"}` |
 //! | `t3fs_meta_kv_transactions_total` | counter | | KV transaction attempts begun (a retried transaction counts once per attempt) |
 //! | `t3fs_meta_kv_conflicts_total` | counter | | KV transaction attempts that failed with a retryable error (conflict, too old); the retry loop starts them over unless its attempts are used up |
+//! | `t3fs_meta_gc_files_collected_total` | counter | | unlinked files this server's GC collected (chunks removed, inode deleted); with several meta servers each collects the files it owns (`gc.rs`) |
 //! | `t3fs_meta_dir_batch_ops` | histogram | | operations (create, mkdir, remove) per per-directory batch transaction (`namespace/dir_batch.rs`); 1 when a directory is idle |
 //!
 //! Requests refused before the handler runs (a bad cluster token) are not counted in the op
@@ -50,6 +51,7 @@ pub struct MetaMetrics {
     kv_conflicts: Counter,
     lock_conflicts: Counter,
     dir_batch_ops: Histogram,
+    gc_collected: Counter,
 }
 
 impl Default for MetaMetrics {
@@ -62,6 +64,7 @@ impl Default for MetaMetrics {
             kv_conflicts: Counter::default(),
             lock_conflicts: Counter::default(),
             dir_batch_ops: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 8)),
+            gc_collected: Counter::default(),
         }
     }
 }
@@ -92,6 +95,11 @@ impl MetaMetrics {
             m.dir_batch_ops.clone(),
         );
         registry.register(
+            "t3fs_meta_gc_files_collected",
+            "Unlinked files this server's GC collected",
+            m.gc_collected.clone(),
+        );
+        registry.register(
             "t3fs_meta_lock_conflicts",
             "Lock requests that found a conflicting lock of another owner",
             m.lock_conflicts.clone(),
@@ -107,6 +115,16 @@ impl MetaMetrics {
     /// KV transaction attempts begun and attempts that failed retryably, so far.
     pub fn kv_counts(&self) -> (u64, u64) {
         (self.kv_transactions.get(), self.kv_conflicts.get())
+    }
+
+    /// Counts one file collected by GC.
+    pub fn gc_collected(&self) {
+        self.gc_collected.inc();
+    }
+
+    /// Files this server's GC collected so far.
+    pub fn gc_collected_count(&self) -> u64 {
+        self.gc_collected.get()
     }
 
     /// Operations `op` answered with `Ok` so far.
