@@ -245,3 +245,69 @@ async fn concurrent_creates_and_removes_in_one_directory_commit_in_batches() {
     assert!(left.iter().all(|e| e.name.starts_with(b"g")));
     check_invariants(s.db()).await;
 }
+
+/// Two meta servers over one store (what happens while clients disagree on a directory's owner, or
+/// with `dir_owner_routing` off): their batches on one directory conflict with each other and
+/// retry, and every operation still has exactly one outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_of_two_servers_on_one_directory_conflict_and_stay_serializable() {
+    let metrics = Arc::new(crate::metrics::MetaMetrics::default());
+    let db = metrics.wrap_kv(t3fs_kv::mem::MemKv::new());
+    let routing = routing_with(vec![table(1, 1, vec![1, 2])]);
+    let a = Arc::new(MetaStore::open(db.clone(), routing.clone(), placement()).await.unwrap());
+    let b = Arc::new(MetaStore::open(db, routing, placement()).await.unwrap());
+    let dir = InodeId(a.mkdir(&me(), ROOT, b"shared", 0o755).await.unwrap().id);
+    let names = 100;
+
+    // Both servers create every name exclusively, at once: each name is created exactly once.
+    let creates = (0..2 * names).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let name = format!("f{}", i / 2);
+            loop {
+                // Retryable errors (a batch whose conflict retries ran out) are retried, as the client does.
+                match s.create(&me(), dir, name.as_bytes(), 0o644, true).await {
+                    Err(e) if e.is_retryable() => tokio::task::yield_now().await,
+                    other => return other,
+                }
+            }
+        })
+    });
+    let mut created = 0;
+    for r in futures::future::join_all(creates).await {
+        match r.unwrap() {
+            Ok(_) => created += 1,
+            Err(e) => assert_eq!(e.code, StatusCode::AlreadyExists),
+        }
+    }
+    assert_eq!(created, names);
+    check_invariants(a.db()).await;
+
+    // Both remove every name at once: each is removed exactly once, the other gets NotFound.
+    let removes = (0..2 * names).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let name = format!("f{}", i / 2);
+            loop {
+                match s.remove(&me(), dir, name.as_bytes(), false, "").await {
+                    Err(e) if e.is_retryable() => tokio::task::yield_now().await,
+                    other => return other,
+                }
+            }
+        })
+    });
+    let mut removed = 0;
+    for r in futures::future::join_all(removes).await {
+        match r.unwrap() {
+            Ok(inode) => {
+                assert_eq!(inode.nlink, 0);
+                removed += 1;
+            }
+            Err(e) => assert_eq!(e.code, StatusCode::NotFound),
+        }
+    }
+    assert_eq!(removed, names);
+    assert!(b.readdir(&me(), dir, b"", MAX_READDIR_LIMIT).await.unwrap().entries.is_empty());
+    check_invariants(b.db()).await;
+    eprintln!("KV conflicts between the two servers' batches: {}", metrics.kv_counts().1);
+}
