@@ -212,7 +212,10 @@ async fn admin_commands_against_a_cluster() {
     assert!(env.ok(&["stat", "/a"]).await.contains("default layout: none set"));
     let v = env.json(&["mkdir", "-p", "/lay/x/../y/z"]).await;
     assert_eq!(v["inode"]["default_layout"]["chunk_size"], 65536, "{v}");
-    assert_eq!(env.json(&["stat", "/lay/y"]).await["type"], "dir");
+    let v = env.json(&["stat", "/lay/y"]).await;
+    assert_eq!(v["type"], "dir");
+    assert_eq!(v["owner_meta_node"], 100, "one meta node owns every directory: {v}");
+    assert!(env.ok(&["stat", "/lay"]).await.contains("owner meta node: 100"));
     std::fs::write(env.local("small.bin"), pattern(100_000, 3)).unwrap();
     env.ok(&["put", env.local("small.bin").to_str().unwrap(), "/lay/y/f"]).await;
     let v = env.json(&["stat", "/lay/y/f"]).await;

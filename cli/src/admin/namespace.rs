@@ -164,9 +164,14 @@ pub async fn ls(ctx: &Ctx, path: &str, long: bool) -> anyhow::Result<()> {
 pub async fn stat(ctx: &Ctx, path: &str) -> anyhow::Result<()> {
     let c = ctx.client().await?;
     let i = resolve(ctx, &c, path).await?;
+    // The meta node a directory's creates and removes go to (meta.md, directory owners).
+    let owner = (i.inode_type == InodeType::Directory as i32).then(|| c.dir_owner(InodeId(i.id))).flatten();
     if ctx.json {
         let mut v = inode_json(&i);
         v["path"] = json!(path);
+        if let Some(o) = owner {
+            v["owner_meta_node"] = json!(o);
+        }
         print_json(&v);
     } else {
         println!("  path: {path}");
@@ -180,6 +185,9 @@ pub async fn stat(ctx: &Ctx, path: &str) -> anyhow::Result<()> {
                     l.table_id, l.chunk_size, l.stripe
                 ),
                 None => println!("default layout: none set (the meta config's)"),
+            }
+            if let Some(o) = owner {
+                println!("owner meta node: {o} (creates and removes in it go there)");
             }
         } else if let Some(l) = &i.layout {
             println!(
