@@ -74,7 +74,11 @@ impl Client {
         }
         {
             let mut st = self.meta.state();
-            st.failed.retain(|id, at| at.elapsed() < AVOID_FOR && nodes.iter().any(|(n, _)| n == id));
+            let listed = |id: &u32| nodes.iter().any(|(n, _)| n == id);
+            st.failed.retain(|id, at| at.elapsed() < AVOID_FOR && listed(id));
+            // Connections to nodes routing no longer lists are dropped (a node that comes back is
+            // connected again).
+            st.conns.retain(|id, _| listed(id));
             match dir {
                 Some(dir) => rendezvous_order(dir.0, &mut nodes, |n| n.0, |id| st.failed.contains_key(&id)),
                 None => {
@@ -83,6 +87,8 @@ impl Client {
                     }
                     let start = self.next_rr() % nodes.len();
                     nodes.rotate_left(start);
+                    // Round robin, but nodes that failed a request lately last (a stable sort).
+                    nodes.sort_by_key(|(id, _)| st.failed.contains_key(id));
                 }
             }
         }
