@@ -13,6 +13,14 @@ use t3fs_cli::local::inproc::LocalCluster;
 use t3fs_client::{Client, InodeId, UserInfo};
 use t3fs_common::proto::NodeType;
 
+/// A local cluster with a second meta server (its node id last).
+async fn two_metas() -> (tempfile::TempDir, LocalCluster, u32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
+    let second = cluster.add_meta().await.unwrap();
+    (tmp, cluster, second)
+}
+
 /// Connects a client (with `owner_routing` as given) and waits until it knows `metas` meta nodes.
 async fn client(cluster: &LocalCluster, owner_routing: bool, metas: usize) -> Arc<Client> {
     let cfg = t3fs_client::ClientConfig { dir_owner_routing: owner_routing, ..cluster.client_config() };
@@ -33,9 +41,7 @@ fn answered(cluster: &LocalCluster) -> Vec<(u32, u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn creates_and_removes_go_to_the_directory_owner_from_every_client() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
-    cluster.add_meta().await.unwrap();
+    let (_tmp, cluster, _) = two_metas().await;
     let root = UserInfo::root();
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -111,9 +117,7 @@ async fn creates_and_removes_go_to_the_directory_owner_from_every_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_owner_hands_its_directories_to_the_other_meta_node() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
-    let second = cluster.add_meta().await.unwrap();
+    let (_tmp, mut cluster, second) = two_metas().await;
     let root = UserInfo::root();
     let c = client(&cluster, true, 2).await;
 
@@ -150,9 +154,7 @@ async fn a_stopped_owner_hands_its_directories_to_the_other_meta_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_meta_server_collects_the_unlinked_files_it_owns() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(&tmp.path().join("data")).await.unwrap();
-    cluster.add_meta().await.unwrap();
+    let (_tmp, cluster, _) = two_metas().await;
     let root = UserInfo::root();
     let c = client(&cluster, true, 2).await;
     // Both servers must see each other, or one would (correctly) collect every file.

@@ -178,6 +178,19 @@ async fn a_storm_of_mixed_renames_keeps_the_tree_whole() {
     assert_eq!(s.statfs().await.unwrap().inodes, 5, "directories are only moved, never lost");
 }
 
+/// Waits for `tasks` and returns what the successful ones returned; every other one must have
+/// failed with `code`.
+async fn successes<T>(tasks: impl IntoIterator<Item = tokio::task::JoinHandle<Result<T>>>, code: StatusCode) -> Vec<T> {
+    let mut ok = Vec::new();
+    for r in futures::future::join_all(tasks).await {
+        match r.unwrap() {
+            Ok(v) => ok.push(v),
+            Err(e) => assert_eq!(e.code, code, "{e}"),
+        }
+    }
+    ok
+}
+
 /// A directory named `name` anywhere in the tree (breadth-first), or the root.
 async fn lookup_any(s: &MetaStore, name: &[u8]) -> InodeId {
     let mut queue = vec![ROOT];
@@ -208,14 +221,7 @@ async fn concurrent_creates_and_removes_in_one_directory_commit_in_batches() {
         let s = s.clone();
         tokio::spawn(async move { s.create(&me(), dir, format!("f{}", i % names).as_bytes(), 0o644, true).await })
     });
-    let mut created = 0;
-    for r in futures::future::join_all(creates).await {
-        match r.unwrap() {
-            Ok(_) => created += 1,
-            Err(e) => assert_eq!(e.code, StatusCode::AlreadyExists),
-        }
-    }
-    assert_eq!(created, names);
+    assert_eq!(successes(creates, StatusCode::AlreadyExists).await.len(), names);
     let (after, conflicts) = metrics.kv_counts();
     assert_eq!(conflicts, 0, "one transaction at a time per directory: nothing to conflict with");
     assert!(after - txns < tries as u64, "{} transactions for {tries} creates: not batched", after - txns);
@@ -273,14 +279,7 @@ async fn batches_of_two_servers_on_one_directory_conflict_and_stay_serializable(
             }
         })
     });
-    let mut created = 0;
-    for r in futures::future::join_all(creates).await {
-        match r.unwrap() {
-            Ok(_) => created += 1,
-            Err(e) => assert_eq!(e.code, StatusCode::AlreadyExists),
-        }
-    }
-    assert_eq!(created, names);
+    assert_eq!(successes(creates, StatusCode::AlreadyExists).await.len(), names);
     check_invariants(a.db()).await;
 
     // Both remove every name at once: each is removed exactly once, the other gets NotFound.
@@ -296,17 +295,9 @@ async fn batches_of_two_servers_on_one_directory_conflict_and_stay_serializable(
             }
         })
     });
-    let mut removed = 0;
-    for r in futures::future::join_all(removes).await {
-        match r.unwrap() {
-            Ok(inode) => {
-                assert_eq!(inode.nlink, 0);
-                removed += 1;
-            }
-            Err(e) => assert_eq!(e.code, StatusCode::NotFound),
-        }
-    }
-    assert_eq!(removed, names);
+    let removed = successes(removes, StatusCode::NotFound).await;
+    assert_eq!(removed.len(), names);
+    assert!(removed.iter().all(|inode| inode.nlink == 0));
     assert!(b.readdir(&me(), dir, b"", MAX_READDIR_LIMIT).await.unwrap().entries.is_empty());
     check_invariants(b.db()).await;
     eprintln!("KV conflicts between the two servers' batches: {}", metrics.kv_counts().1);
