@@ -68,6 +68,13 @@ impl Client {
     /// current node. Tries the nodes in order until one connects.
     pub(crate) async fn meta_conn(&self, dir: Option<InodeId>) -> Result<MetaConn> {
         let dir = dir.filter(|_| self.cfg.dir_owner_routing);
+        if dir.is_none() {
+            // The common case, without reading routing: the current node's connection.
+            let st = self.meta.state();
+            if let Some(c) = st.current.and_then(|id| st.conns.get(&id)) {
+                return Ok(c.1.clone());
+            }
+        }
         let mut nodes = self.meta_nodes();
         if nodes.is_empty() {
             return Err(Error::new(StatusCode::RoutingNotReady, "no meta node in routing info"));
@@ -82,9 +89,6 @@ impl Client {
             match dir {
                 Some(dir) => rendezvous_order(dir.0, &mut nodes, |n| n.0, |id| st.failed.contains_key(&id)),
                 None => {
-                    if let Some(c) = st.current.and_then(|id| st.conns.get(&id)) {
-                        return Ok(c.1.clone());
-                    }
                     let start = self.next_rr() % nodes.len();
                     nodes.rotate_left(start);
                     // Round robin, but nodes that failed a request lately last (a stable sort).
