@@ -5,7 +5,10 @@
 //! (`client/src/meta_route.rs`), so each server answers exactly the operations of the directories
 //! it owns, whichever client sent them, and batches them; with `dir_owner_routing` off a client's
 //! operations all go to its current node. A stopped owner's directories fail over to the other
-//! server at once.
+//! server at once. Each server garbage-collects the unlinked files it owns. Two FUSE mounts
+//! writing, reading and removing in one directory reach its owner for every create and remove.
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,13 +28,18 @@ async fn two_metas() -> (tempfile::TempDir, LocalCluster, u32) {
 async fn client(cluster: &LocalCluster, owner_routing: bool, metas: usize) -> Arc<Client> {
     let cfg = t3fs_client::ClientConfig { dir_owner_routing: owner_routing, ..cluster.client_config() };
     let c = Client::connect(cfg).await.unwrap();
+    knows_metas(&c, metas).await;
+    c
+}
+
+/// Waits until `c` knows `metas` meta nodes.
+async fn knows_metas(c: &Client, metas: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while c.routing().nodes_of_type(NodeType::Meta).count() != metas {
         assert!(tokio::time::Instant::now() < deadline, "the client never saw {metas} meta nodes");
         c.refresh_routing().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    c
 }
 
 /// `(node id, creates answered Ok, removes answered Ok)` of every meta server.
@@ -193,4 +201,72 @@ async fn each_meta_server_collects_the_unlinked_files_it_owns() {
 
     c.shutdown().await;
     cluster.shutdown().await;
+}
+
+/// Two FUSE mounts over two meta servers write, read and remove files in one directory: every
+/// create and remove reaches the directory's owner, and each mount sees the other's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_mounts_share_one_directory_through_its_owner() {
+    let Some(mut env) = support::Env::start().await else { return };
+    env.cluster.add_meta().await.unwrap();
+    let other = env.mount_another("m2").await;
+    knows_metas(&env.client, 2).await;
+    knows_metas(&other.client, 2).await;
+    env.fs(|m| std::fs::create_dir(m.join("ckpt")).unwrap()).await;
+    let dir = InodeId(env.inode("/ckpt").await.id);
+    let owner = env.client.dir_owner(dir).unwrap();
+    assert_eq!(other.client.dir_owner(dir), Some(owner));
+    let before = answered(&env.cluster);
+
+    const FILES: usize = 40;
+    let write = |mnt: std::path::PathBuf, rank: usize| {
+        std::thread::spawn(move || {
+            for f in 0..FILES {
+                std::fs::write(
+                    mnt.join(format!("ckpt/rank{rank}-{f}")),
+                    support::pattern(3000, (rank * 100 + f) as u64),
+                )
+                .unwrap();
+            }
+        })
+    };
+    let (a, b) = (write(env.mnt.clone(), 0), write(other.mnt.clone(), 1));
+    support::blocking(move || (a.join().unwrap(), b.join().unwrap())).await;
+
+    // Each mount reads every file, its own and the other's.
+    for mnt in [env.mnt.clone(), other.mnt.clone()] {
+        support::blocking(move || {
+            let mut names: Vec<String> = std::fs::read_dir(mnt.join("ckpt"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(names.len(), 2 * FILES);
+            for rank in 0..2 {
+                for f in 0..FILES {
+                    let got = std::fs::read(mnt.join(format!("ckpt/rank{rank}-{f}"))).unwrap();
+                    assert_eq!(got, support::pattern(3000, (rank * 100 + f) as u64));
+                }
+            }
+        })
+        .await;
+    }
+    // Each removes the other's files.
+    let (m1, m2) = (env.mnt.clone(), other.mnt.clone());
+    support::blocking(move || {
+        for f in 0..FILES {
+            std::fs::remove_file(m1.join(format!("ckpt/rank1-{f}"))).unwrap();
+            std::fs::remove_file(m2.join(format!("ckpt/rank0-{f}"))).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(m1.join("ckpt")).unwrap().count(), 0);
+    })
+    .await;
+
+    let after = answered(&env.cluster);
+    for ((node, c0, r0), (_, c1, r1)) in before.iter().zip(&after) {
+        let expected = if *node == owner { (2 * FILES) as u64 } else { 0 };
+        assert_eq!((c1 - c0, r1 - r0), (expected, expected), "node {node}: creates and removes (owner {owner})");
+    }
+    other.stop().await;
+    env.stop().await;
 }
