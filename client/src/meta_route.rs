@@ -63,6 +63,13 @@ impl MetaConns {
     }
 }
 
+impl State {
+    /// Whether `node` failed a request within the last [`AVOID_FOR`].
+    fn avoided(&self, node: u32) -> bool {
+        self.failed.get(&node).is_some_and(|at| at.elapsed() < AVOID_FOR)
+    }
+}
+
 impl Client {
     /// The connection for a namespace request: to the owner of `dir` when given, else to the
     /// current node. Tries the nodes in order until one connects.
@@ -82,17 +89,17 @@ impl Client {
         {
             let mut st = self.meta.state();
             let listed = |id: &u32| nodes.iter().any(|(n, _)| n == id);
-            st.failed.retain(|id, at| at.elapsed() < AVOID_FOR && listed(id));
+            st.failed.retain(|id, _| listed(id));
             // Connections to nodes routing no longer lists are dropped (a node that comes back is
             // connected again).
             st.conns.retain(|id, _| listed(id));
             match dir {
-                Some(dir) => rendezvous_order(dir.0, &mut nodes, |n| n.0, |id| st.failed.contains_key(&id)),
+                Some(dir) => rendezvous_order(dir.0, &mut nodes, |n| n.0, |id| st.avoided(id)),
                 None => {
                     let start = self.next_rr() % nodes.len();
                     nodes.rotate_left(start);
                     // Round robin, but nodes that failed a request lately last (a stable sort).
-                    nodes.sort_by_key(|(id, _)| st.failed.contains_key(id));
+                    nodes.sort_by_key(|(id, _)| st.avoided(*id));
                 }
             }
         }
@@ -142,12 +149,7 @@ impl Client {
         }
         let mut nodes = self.meta_nodes();
         let st = self.meta.state();
-        rendezvous_order(
-            dir.0,
-            &mut nodes,
-            |n| n.0,
-            |id| st.failed.get(&id).is_some_and(|at| at.elapsed() < AVOID_FOR),
-        );
+        rendezvous_order(dir.0, &mut nodes, |n| n.0, |id| st.avoided(id));
         nodes.first().map(|n| n.0)
     }
 
