@@ -185,7 +185,17 @@ impl RoutingCache {
     /// Fetches routing info once from the primary mgmtd through `conn` (following a takeover);
     /// returns whether it changed. `conn` learns every mgmtd address the info lists.
     pub async fn refresh_via(&self, conn: &MgmtdConn, token: &str) -> Result<bool, Error> {
-        let known = self.get().version();
+        self.fetch_via(conn, token, self.get().version()).await
+    }
+
+    /// [`RoutingCache::refresh_via`] that takes the whole info even when its version is unchanged:
+    /// the targets' used, free and capacity bytes change with every heartbeat without a new version
+    /// (mgmtd keeps them in memory only), so whoever reports space (meta's statfs) refetches it so.
+    pub async fn refresh_all_via(&self, conn: &MgmtdConn, token: &str) -> Result<bool, Error> {
+        self.fetch_via(conn, token, 0).await
+    }
+
+    async fn fetch_via(&self, conn: &MgmtdConn, token: &str, known: u64) -> Result<bool, Error> {
         let rsp = conn
             .call(|mut c| {
                 let header = proto::RequestHeader {
@@ -216,6 +226,19 @@ impl RoutingCache {
         interval: Duration,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        self.spawn_poller_with_space(mgmtd_addr, token, interval, None, cancel)
+    }
+
+    /// [`RoutingCache::spawn_poller`] that also takes the whole info, space figures included
+    /// ([`RoutingCache::refresh_all_via`]), once every `space_every` when that is set.
+    pub fn spawn_poller_with_space(
+        &self,
+        mgmtd_addr: String,
+        token: String,
+        interval: Duration,
+        space_every: Option<Duration>,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let conn = match MgmtdConn::new(&mgmtd_addr) {
             Ok(c) => c,
             Err(e) => {
@@ -224,14 +247,27 @@ impl RoutingCache {
             }
         };
         let cache = self.clone();
+        let last_full = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
         crate::periodic::spawn_every(
             crate::periodic::First::Now,
             move || interval,
             cancel,
             move || {
                 let (cache, conn, token) = (cache.clone(), conn.clone(), token.clone());
+                let full = space_every.is_some_and(|every| {
+                    let mut last = last_full.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = last.elapsed() >= every;
+                    if due {
+                        *last = tokio::time::Instant::now();
+                    }
+                    due
+                });
                 async move {
-                    if let Err(e) = cache.refresh_via(&conn, &token).await {
+                    let res = match full {
+                        true => cache.refresh_all_via(&conn, &token).await,
+                        false => cache.refresh_via(&conn, &token).await,
+                    };
+                    if let Err(e) = res {
                         tracing::debug!(error = %e, "routing refresh failed");
                     }
                 }

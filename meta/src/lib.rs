@@ -41,6 +41,9 @@ pub use service::MetaService;
 
 /// How long `shutdown` waits for a task before aborting it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often meta takes the whole routing info, for the free space statfs reports (a heartbeat
+/// changes it without a new routing version).
+const SPACE_REFRESH: Duration = Duration::from_secs(2);
 
 /// A running meta server (all tasks on the caller's tokio runtime).
 pub struct Server {
@@ -213,10 +216,12 @@ pub async fn start_on(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Server>
     if let Err(e) = routing.refresh(&mut client, header).await {
         tracing::debug!(error = %e, "initial routing fetch failed; the poller retries");
     }
-    tasks.push(routing.spawn_poller(
+    // statfs reports the targets' free space, which changes without a new routing version.
+    tasks.push(routing.spawn_poller_with_space(
         config.mgmtd_addr.clone(),
         config.token.clone(),
         Duration::from_millis(config.routing_refresh_ms),
+        Some(SPACE_REFRESH),
         cancel.clone(),
     ));
     tasks.push(users.spawn_poller(Duration::from_millis(config.routing_refresh_ms), cancel.clone()));
