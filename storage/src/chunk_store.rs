@@ -243,6 +243,10 @@ struct Inner {
     /// taken exclusively by [`ChunkStore::update_barrier`].
     updates: tokio::sync::RwLock<()>,
     used_bytes: AtomicU64,
+    /// Set once the metadata store has poisoned itself (a journal write or sync failed, e.g. a
+    /// disk that filled up or failed): every later update fails until the process restarts and
+    /// reopens it, so the target reports itself OFFLINE ([`ChunkStore::failed`]).
+    failed: std::sync::atomic::AtomicBool,
     /// Test-only crash points in the update path (`apply.rs`).
     #[cfg(test)]
     failpoint: Mutex<Option<Failpoint>>,
@@ -404,6 +408,7 @@ impl ChunkStore {
                 locks: Mutex::default(),
                 updates: tokio::sync::RwLock::new(()),
                 used_bytes: AtomicU64::new(0),
+                failed: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(test)]
                 failpoint: Mutex::new(None),
             }),
@@ -486,9 +491,31 @@ impl ChunkStore {
     fn with_db<T>(&self, f: impl FnOnce(&Db) -> Result<T, Error>) -> Result<T, Error> {
         let g = self.inner.db.read().unwrap_or_else(|p| p.into_inner());
         match g.as_ref() {
-            Some(db) => f(db),
+            Some(db) => f(db).inspect_err(|e| {
+                if e.code == StatusCode::Io {
+                    self.check_poisoned(db);
+                }
+            }),
             None => Err(Error::unavailable(format!("target {} is closed", self.inner.target))),
         }
+    }
+
+    /// After an I/O error of the metadata store: whether fjall poisoned itself (it then refuses
+    /// every write, and a persist of nothing says so). Logged once; the heartbeat then reports the
+    /// target OFFLINE, so mgmtd takes it out of its chain instead of letting writes fail on it.
+    fn check_poisoned(&self, db: &Db) {
+        if matches!(db.db.persist(fjall::PersistMode::Buffer), Err(fjall::Error::Poisoned))
+            && !self.inner.failed.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(target_id = %self.inner.target, dir = %self.inner.dir.display(),
+                "chunk metadata store failed (poisoned after an I/O error, e.g. a full or failing disk): \
+                 the target reports OFFLINE until the storage process restarts");
+        }
+    }
+
+    /// Whether the target's metadata store has failed for good (see [`ChunkStore::check_poisoned`]).
+    pub fn failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Relaxed)
     }
 
     /// The committed record of `chunk`.
@@ -752,5 +779,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod full_tests;
 #[cfg(test)]
 mod tests;

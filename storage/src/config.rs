@@ -66,6 +66,13 @@ pub struct Config {
     /// when it is created, instead of leaving it sparse until its slots are written.
     #[serde(default)]
     pub preallocate: bool,
+    /// Free space, in bytes, that client writes leave on each engine's file system for removals,
+    /// truncates, resync and the chunk metadata store: a write that would eat into it is refused
+    /// with NoSpace (ENOSPC at the mount), everything else may use it (docs/storage.md "Full
+    /// disks"). Unset: 2% of the file system's size, at least 256 MiB. 0: no reserve (a disk that
+    /// fills up then poisons the target's metadata store until the process restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_space_bytes: Option<u64>,
     /// How often, in milliseconds, the chunk engines give the blocks of slots that stayed free since
     /// the previous pass back to the file system (trim; docs/storage.md). 0: never.
     #[serde(default = "default_trim_interval_ms")]
@@ -169,6 +176,7 @@ impl Config {
             scrub_pause_ms: default_scrub_pause_ms(),
             metrics_listen: None,
             preallocate: false,
+            reserved_space_bytes: None,
             direct_io: true,
             bulk_rdma: false,
         }

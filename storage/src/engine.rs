@@ -59,8 +59,10 @@ use bytes::Bytes;
 use t3fs_common::{Error, StatusCode};
 
 pub mod aligned;
+pub mod space;
 
 use aligned::{ALIGN, AlignedBuf, align_up};
+pub use space::Claim;
 
 /// Smallest size class: 64 KiB.
 pub const MIN_CLASS_SHIFT: u8 = 16;
@@ -79,11 +81,14 @@ pub struct EngineOptions {
     pub preallocate: bool,
     /// O_DIRECT slot I/O (falls back to buffered I/O where the file system refuses it).
     pub direct_io: bool,
+    /// Free space kept for removals and recovery ([`space`]): client writes are refused below it.
+    /// `None`: [`space::reserve_of`]'s default (2% of the file system, at least 256 MiB).
+    pub reserved_bytes: Option<u64>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { preallocate: false, direct_io: true }
+        Self { preallocate: false, direct_io: true, reserved_bytes: None }
     }
 }
 
@@ -204,6 +209,19 @@ struct State {
     pins: HashMap<Slot, u32>,
     /// Freed while pinned: cleared by the last unpin.
     deferred: HashSet<Slot>,
+    /// New blocks promised to client writes whose slot is allocated but not yet synced ([`space`]).
+    unsynced: HashMap<Slot, u64>,
+    /// The sum of `unsynced`.
+    unsynced_bytes: u64,
+}
+
+impl State {
+    /// Forgets what `slot` was promised (synced, or freed).
+    fn settle(&mut self, slot: Slot) {
+        if let Some(n) = self.unsynced.remove(&slot) {
+            self.unsynced_bytes -= n;
+        }
+    }
 }
 
 /// The data files of one disk (or one target). See the module note.
@@ -219,6 +237,8 @@ pub struct Engine {
     /// [`Engine::trim`] punches free slots out of their group files (off with `preallocate`, or once
     /// the file system refused).
     punch: AtomicBool,
+    /// The free-space reserve of the engine's file system.
+    space: space::Space,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -301,6 +321,7 @@ impl Engine {
             gate: RwLock::new(()),
             lock: Mutex::new(Some(lock)),
             punch: AtomicBool::new(!options.preallocate),
+            space: space::Space::new(dir, options.reserved_bytes),
         };
         Ok(Arc::new(engine))
     }
@@ -392,7 +413,15 @@ impl Engine {
     }
 
     /// Takes a free slot for a chunk of `length` bytes, creating a group file if its class is full.
+    /// Never refused for space ([`Claim::Reserve`]).
     pub fn allocate(&self, length: u32) -> Result<Slot, Error> {
+        self.allocate_for(length, Claim::Reserve)
+    }
+
+    /// [`Engine::allocate`] for `claim`: a [`Claim::Client`] allocation that needs new blocks is
+    /// refused with `NoSpace` when they would come out of the reserve ([`space`]), unless a free slot
+    /// that still holds blocks can take the chunk.
+    pub fn allocate_for(&self, length: u32, claim: Claim) -> Result<Slot, Error> {
         let class = class_for(length);
         let mut st = self.state();
         if !st.sealed {
@@ -402,24 +431,62 @@ impl Engine {
             )));
         }
         let slots = slots_per_group(class);
-        let mut next_group = 0;
-        for (&(_, group), g) in st.groups.range_mut((class, 0)..=(class, u32::MAX)) {
-            next_group = group + 1;
-            if g.used < slots {
-                let index = (0..4)
-                    .filter(|&w| g.bits[w] != u64::MAX)
-                    .map(|w| w as u32 * 64 + g.bits[w].trailing_ones())
-                    .find(|&i| i < slots)
-                    .expect("a group with used < slots has a free bit") as u16;
-                g.set(index, true);
-                return Ok(Slot { class, group, index });
-            }
+        let groups = || st.groups.range((class, 0)..=(class, u32::MAX));
+        let next_group = groups().next_back().map_or(0, |(&(_, g), _)| g + 1);
+        // The lowest free slot of the class, if any group has one.
+        let mut pick = groups().find(|(_, g)| g.used < slots).map(|(&(_, group), g)| {
+            let index = (0..4)
+                .filter(|&w| g.bits[w] != u64::MAX)
+                .map(|w| w as u32 * 64 + g.bits[w].trailing_ones())
+                .find(|&i| i < slots)
+                .expect("a group with used < slots has a free bit") as u16;
+            (group, index, g.is_dirty(index))
+        });
+        let need = match pick {
+            Some((_, _, dirty)) if dirty || self.options.preallocate => 0,
+            None if self.options.preallocate => u64::from(slots) << class,
+            _ => align_up(length as usize) as u64,
+        };
+        let mut promised = need;
+        if claim == Claim::Client
+            && need > 0
+            && let Err(e) = self.space.check(need, st.unsynced_bytes)
+        {
+            // A free slot that still holds blocks (freed since the last trim) needs none.
+            pick = Some(dirty_free_slot(&st, class).ok_or(e)?);
+            promised = 0;
         }
-        let file = self.create_group(class, next_group)?;
-        let mut g = Group::new(file);
-        g.set(0, true);
-        st.groups.insert((class, next_group), g);
-        Ok(Slot { class, group: next_group, index: 0 })
+        let slot = match pick {
+            Some((group, index, _)) => {
+                st.groups.get_mut(&(class, group)).expect("picked from the map").set(index, true);
+                Slot { class, group, index }
+            }
+            None => {
+                let file = self.create_group(class, next_group)?;
+                let mut g = Group::new(file);
+                g.set(0, true);
+                st.groups.insert((class, next_group), g);
+                Slot { class, group: next_group, index: 0 }
+            }
+        };
+        if claim == Claim::Client && promised > 0 {
+            st.unsynced.insert(slot, promised);
+            st.unsynced_bytes += promised;
+        }
+        Ok(slot)
+    }
+
+    /// Free bytes of the engine's file system left for client writes (less the reserve and what
+    /// unsynced writes were promised) and its total bytes; `None` when it cannot be measured.
+    pub fn client_space(&self) -> Option<(u64, u64)> {
+        let in_flight = self.state().unsynced_bytes;
+        self.space.for_clients(in_flight)
+    }
+
+    /// Replaces how the engine measures its file system's free and total bytes (tests).
+    #[cfg(test)]
+    pub fn set_space_probe(&self, probe: impl Fn() -> Option<(u64, u64)> + Send + Sync + 'static) {
+        self.space.set_probe(Box::new(probe));
     }
 
     fn create_group(&self, class: u8, group: u32) -> Result<File, Error> {
@@ -476,7 +543,11 @@ impl Engine {
 
     /// `fdatasync` of the slot's group file.
     pub fn sync(&self, slot: Slot) -> Result<(), Error> {
-        self.file(slot)?.sync_data().map_err(io(format!("syncing slot {slot:?}")))
+        let res = self.file(slot).and_then(|f| f.sync_data().map_err(io(format!("syncing slot {slot:?}"))));
+        // Written and synced (or failed, and about to be freed): the file system's own free space
+        // counts it from now on.
+        self.state().settle(slot);
+        res
     }
 
     /// Bytes `[offset, offset + len)` of `slot`. With O_DIRECT the 4 KiB-aligned range around them is
@@ -524,6 +595,7 @@ impl Engine {
     pub fn free(&self, slot: Slot) {
         let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let mut st = self.state();
+        st.settle(slot);
         if st.conflicts.contains(&slot) {
             tracing::warn!(?slot, "not freeing a slot referenced more than once");
         } else if st.pins.contains_key(&slot) {
@@ -616,6 +688,18 @@ impl Engine {
     }
 }
 
+/// A free slot of `class` that still holds blocks (freed since the last trim), as (group, index, true).
+fn dirty_free_slot(st: &State, class: u8) -> Option<(u32, u16, bool)> {
+    let slots = slots_per_group(class);
+    st.groups.range((class, 0)..=(class, u32::MAX)).find_map(|(&(_, group), g)| {
+        (0..4).find_map(|w| {
+            let bits = g.dirty[w] & !g.bits[w];
+            let index = w as u32 * 64 + bits.trailing_zeros();
+            (bits != 0 && index < slots).then_some((group, index as u16, true))
+        })
+    })
+}
+
 fn clear(st: &mut State, slot: Slot) {
     match st.groups.get_mut(&(slot.class, slot.group)) {
         Some(g) if g.is_set(slot.index) => g.set(slot.index, false),
@@ -696,196 +780,4 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classes_and_slot_codes() {
-        assert_eq!(class_for(0), 16);
-        assert_eq!(class_for(1), 16);
-        assert_eq!(class_for(64 << 10), 16);
-        assert_eq!(class_for((64 << 10) + 1), 17);
-        assert_eq!(class_for(1 << 20), 20);
-        assert_eq!(class_for(64 << 20), 26);
-        assert_eq!((slots_per_group(16), slots_per_group(20), slots_per_group(26)), (256, 64, 1));
-        assert_eq!(
-            (class_dir_name(16), class_dir_name(20), class_dir_name(26)),
-            ("64K".into(), "1M".into(), "64M".into())
-        );
-        let s = Slot { class: 20, group: 0xABCD, index: 63 };
-        assert_eq!(Slot::decode(s.encode()), Some(s));
-        assert_eq!(Slot::decode(0), None);
-        assert_eq!(Slot::decode(Slot { index: 64, ..s }.encode()), None, "index beyond the group");
-        assert_eq!(Slot::decode(Slot { class: 27, ..s }.encode()), None);
-        assert_eq!(s.offset(), 63 << 20);
-    }
-
-    #[test]
-    fn slots_that_stay_free_give_their_blocks_back_unless_preallocated() {
-        use std::os::unix::fs::MetadataExt;
-        for preallocate in [false, true] {
-            let d = tempfile::tempdir().unwrap();
-            let options = EngineOptions { preallocate, ..EngineOptions::default() };
-            let (e, _) = Engine::open_single(d.path(), options, 1, &[]).unwrap();
-            let slots: Vec<Slot> = (0..3).map(|_| e.allocate(1 << 20).unwrap()).collect();
-            for (i, &slot) in slots.iter().enumerate() {
-                e.write(slot, &vec![i as u8 + 1; 1 << 20]).unwrap();
-            }
-            let path = e.group_path(slots[0].class, slots[0].group);
-            let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
-            let before = allocated();
-            // Slot 0 is freed while a reader pins it, slot 1 freed and reused before it ages.
-            let pin = e.pin(slots[0]);
-            e.free(slots[0]);
-            e.free(slots[1]);
-            assert_eq!(e.trim(usize::MAX), 0, "a first pass only ages the free slots");
-            assert_eq!(e.allocate(1 << 20).unwrap(), slots[1]);
-            assert_eq!(e.trim(usize::MAX), 0, "pinned or reused: nothing to give back");
-            drop(pin);
-            assert_eq!(e.trim(usize::MAX), 0, "slot 0 became free only now");
-            let released = e.trim(usize::MAX);
-            assert_eq!(allocated(), before - released, "preallocate {preallocate}");
-            if preallocate {
-                assert_eq!(released, 0, "preallocated blocks stay reserved");
-            } else {
-                assert_eq!(released, 1 << 20, "slot 0's MiB went back to the file system");
-            }
-            assert_eq!(e.trim(usize::MAX), 0, "each slot is punched once");
-            // The reused slot and the neighbour are intact; slot 0 is reused and holds what is
-            // written next.
-            let mut buf = [0u8; 4];
-            e.read(slots[1], 0, &mut buf).unwrap();
-            assert_eq!(buf, [2; 4]);
-            e.read(slots[2], (1 << 20) - 4, &mut buf).unwrap();
-            assert_eq!(buf, [3; 4]);
-            assert_eq!(e.allocate(1 << 20).unwrap(), slots[0]);
-            e.write(slots[0], b"next").unwrap();
-            e.read(slots[0], 0, &mut buf).unwrap();
-            assert_eq!(&buf, b"next");
-            drop(e);
-            // Reopened with only slot 2 referenced: the free slots of the existing file are given
-            // back by the second pass, at most `max` per pass.
-            let (e, _) = Engine::open_single(d.path(), options, 1, &[slots[2]]).unwrap();
-            assert_eq!(e.trim(1), 0);
-            let released = e.trim(1) + e.trim(1);
-            assert_eq!(released, if preallocate { 0 } else { 2 << 20 });
-            assert_eq!(allocated(), if preallocate { before } else { 1 << 20 });
-            assert_eq!(e.trim(usize::MAX) + e.trim(usize::MAX), 0, "slots never written are not counted");
-        }
-    }
-
-    #[test]
-    fn allocate_write_read_free_and_pins() {
-        let d = tempfile::tempdir().unwrap();
-        let (e, bad) = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]).unwrap();
-        assert!(bad.is_empty());
-        let slots: Vec<Slot> = (0..300).map(|_| e.allocate(100).unwrap()).collect();
-        // 256 in group 0, the rest in group 1; all distinct.
-        assert_eq!(slots[255], Slot { class: 16, group: 0, index: 255 });
-        assert_eq!(slots[256], Slot { class: 16, group: 1, index: 0 });
-        assert_eq!(e.allocated().len(), 300);
-        e.write(slots[7], b"seven").unwrap();
-        let mut buf = [0u8; 4];
-        e.read(slots[7], 1, &mut buf).unwrap();
-        assert_eq!(&buf, b"even");
-        // A pinned slot's free is deferred to the last unpin; until then it is not reallocated.
-        let (p1, p2) = (e.pin(slots[3]), e.pin(slots[3]));
-        e.free(slots[3]);
-        assert_eq!(e.allocate(1).unwrap(), Slot { class: 16, group: 1, index: 44 });
-        drop(p1);
-        assert!(e.allocated().contains(&slots[3]));
-        drop(p2);
-        assert!(!e.allocated().contains(&slots[3]));
-        assert_eq!(e.allocate(1).unwrap(), slots[3], "the lowest free slot is taken first");
-        let big = e.allocate(3 << 20).unwrap();
-        assert_eq!((big.class, big.index), (22, 0));
-        assert!(e.group_path(22, 0).exists());
-        assert_eq!(e.space().0, 301 * (64 << 10) + (4 << 20));
-        drop(e);
-        // Reopen with a subset referenced: the rest is free; an unknown group is reported.
-        let ghost = Slot { class: 18, group: 9, index: 0 };
-        let (e, bad) =
-            Engine::open_single(d.path(), EngineOptions::default(), 1, &[slots[7], slots[7], ghost]).unwrap();
-        assert_eq!(bad, vec![slots[7], ghost]);
-        assert_eq!(e.allocated(), vec![slots[7]]);
-        e.read(slots[7], 0, &mut buf).unwrap();
-        assert_eq!(&buf, b"seve");
-        // The doubly referenced slot is never freed (neither referrer can hand it to someone else).
-        e.free(slots[7]);
-        assert_eq!(e.allocated(), vec![slots[7]]);
-    }
-
-    #[test]
-    fn a_shared_engine_allocates_only_after_every_owner_attached() {
-        let d = tempfile::tempdir().unwrap();
-        let (e, _) = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]).unwrap();
-        let (a, b) = (e.allocate(10).unwrap(), e.allocate(10).unwrap());
-        drop(e);
-        let e = Engine::open(d.path(), EngineOptions::default()).unwrap();
-        assert_eq!(e.attach(1, &[a]).unwrap(), vec![]);
-        assert_eq!(e.allocate(10).unwrap_err().code, StatusCode::Unavailable, "not sealed");
-        assert!(e.attach(1, &[]).is_err(), "attached twice");
-        // Target 2 references `a` too (a conflict) and `b`.
-        assert_eq!(e.attach(2, &[a, b]).unwrap(), vec![a]);
-        e.seal();
-        assert!(e.attach(3, &[]).is_err(), "attached after the seal");
-        assert_eq!(e.owners(), 2);
-        let c = e.allocate(10).unwrap();
-        assert!(c != a && c != b);
-        // A free through either referrer of the conflicted slot leaves it allocated.
-        e.free(a);
-        assert!(e.allocated().contains(&a));
-        e.free(b);
-        assert_eq!(e.allocate(10).unwrap(), b);
-    }
-
-    #[test]
-    fn a_file_system_refusing_o_direct_falls_back_to_buffered_io() {
-        let d = tempfile::tempdir().unwrap();
-        aligned::REFUSE_DIRECT.with(|r| r.set(true));
-        let opened = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]);
-        aligned::REFUSE_DIRECT.with(|r| r.set(false));
-        let (e, _) = opened.unwrap();
-        assert!(!e.direct_io(), "fell back");
-        let s = e.allocate(5000).unwrap();
-        e.write(s, &[7; 5000]).unwrap();
-        assert_eq!(&e.read_bytes(s, 4990, 10).unwrap()[..], &[7; 10]);
-        // Where it is accepted (ext4, xfs, tmpfs since Linux 6.6), the option is in force.
-        let d = tempfile::tempdir().unwrap();
-        let (e, _) = Engine::open_single(d.path(), EngineOptions::default(), 1, &[]).unwrap();
-        assert_eq!(e.direct_io(), aligned::probe_direct(d.path()).unwrap());
-    }
-
-    #[test]
-    fn direct_and_buffered_io_read_back_any_range() {
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        for direct_io in [false, true] {
-            let d = tempfile::tempdir().unwrap();
-            let opts = EngineOptions { direct_io, ..Default::default() };
-            let (e, _) = Engine::open_single(d.path(), opts, 1, &[]).unwrap();
-            assert!(!e.direct_io() || direct_io);
-            let s = e.allocate(data.len() as u32).unwrap();
-            e.write(s, &data).unwrap();
-            for (off, len) in [(0usize, data.len()), (1, 10), (4095, 2), (65536, 65536), (199_999, 1), (5, 0)] {
-                let got = e.read_bytes(s, off as u64, len).unwrap();
-                assert_eq!(&got[..], &data[off..off + len], "direct {direct_io} at {off}+{len}");
-            }
-            // The padding past the data is zero.
-            assert!(e.read_bytes(s, data.len() as u64, 100).unwrap().iter().all(|b| *b == 0));
-        }
-    }
-
-    #[test]
-    fn group_files_are_sparse_unless_preallocated() {
-        use std::os::unix::fs::MetadataExt;
-        for preallocate in [false, true] {
-            let d = tempfile::tempdir().unwrap();
-            let opts = EngineOptions { preallocate, ..Default::default() };
-            let (e, _) = Engine::open_single(d.path(), opts, 1, &[]).unwrap();
-            let s = e.allocate(1 << 20).unwrap();
-            let m = fs::metadata(e.group_path(s.class, s.group)).unwrap();
-            assert_eq!(m.len(), 64 << 20);
-            assert_eq!(m.blocks() * 512 >= 64 << 20, preallocate, "allocated {} bytes", m.blocks() * 512);
-        }
-    }
-}
+mod tests;

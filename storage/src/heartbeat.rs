@@ -4,9 +4,10 @@
 //! configured deadline passes: mgmtd may come up after storage). Every request goes to the primary mgmtd
 //! through a [`MgmtdConn`] over the configured address list, which follows a takeover. Then a task sends a heartbeat every
 //! interval (or at once when woken, e.g. after a `SyncDone`) with one `LocalTarget` per target: its local
-//! state ([`crate::local_state`]), used bytes, free and total bytes of the file system holding its engine
-//! ([`disk_space`]; targets reporting the same disk index each report an equal share, so the disk is not
-//! counted once per target),
+//! state ([`crate::local_state`]), used bytes, the free bytes left for client writes (the file system's
+//! free space less the engine's reserve, `crate::engine::space`) and the total bytes of the file system
+//! holding its engine (targets reporting the same disk index each report an equal share, so the disk is
+//! not counted once per target),
 //! and the chain version it knows. mgmtd derives public target
 //! states and chain membership from these reports. Every successful reply feeds the node's [`Fence`].
 //!
@@ -16,7 +17,6 @@
 //! One that fails to parse, or would leave the fence delay at or below the heartbeat interval
 //! (hot items combined with the file's values), is logged and not applied.
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,25 +92,6 @@ pub async fn register(mgmtd: &MgmtdConn, me: &NodeIdentity, timeout: Duration) -
     }
 }
 
-/// Free (available to unprivileged users) and total bytes of the file system holding `path`
-/// (`statvfs`), or `None` when it cannot be read.
-pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c_path` is NUL-terminated and `st` is writable memory of the right type, which
-    // statvfs fills in when it returns 0 (only then is it read).
-    if unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    // The field types differ between platforms (u32 or u64).
-    #[allow(clippy::unnecessary_cast)]
-    let (frsize, avail, blocks) = (st.f_frsize as u64, st.f_bavail as u64, st.f_blocks as u64);
-    Some((avail.saturating_mul(frsize), blocks.saturating_mul(frsize)))
-}
-
 /// The per-target part of a heartbeat.
 pub fn local_targets(
     stores: &HashMap<TargetId, ChunkStore>,
@@ -130,9 +111,13 @@ pub fn local_targets(
     let mut out: Vec<proto::LocalTarget> = stores
         .iter()
         .map(|(id, store)| {
-            let (local_state, chain_version) = states.observe(*id, &r);
+            let (mut local_state, chain_version) = states.observe(*id, &r);
+            if store.failed() {
+                // Its metadata store refuses every update until a restart: out of the chain.
+                local_state = proto::LocalTargetState::Offline;
+            }
             let share = disks.get(id).and_then(|d| per_disk.get(d)).copied().unwrap_or(1).max(1);
-            let space = disk_space(store.engine().dir()).map(|(free, total)| (free / share, total / share));
+            let space = store.engine().client_space().map(|(free, total)| (free / share, total / share));
             proto::LocalTarget {
                 target_id: id.0,
                 local_state: local_state as i32,
@@ -248,6 +233,8 @@ pub fn spawn_heartbeats(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::space::disk_space;
+    use std::path::Path;
 
     #[test]
     fn disk_space_of_a_real_directory() {

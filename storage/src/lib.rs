@@ -194,7 +194,11 @@ fn bulk_client(config: &Config) -> t3fs_common::bulk::BulkClient {
 
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
-    let options = engine::EngineOptions { preallocate: config.preallocate, direct_io: config.direct_io };
+    let options = engine::EngineOptions {
+        preallocate: config.preallocate,
+        direct_io: config.direct_io,
+        reserved_bytes: config.reserved_space_bytes,
+    };
     let to_open = config.clone();
     let stores = tokio::task::spawn_blocking(move || {
         let mut stores = HashMap::new();

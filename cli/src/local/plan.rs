@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 /// How long a local cluster's meta waits before garbage-collecting an unlinked file.
 pub const LOCAL_GC_DELAY_MS: u64 = 1000;
+/// The free space a local cluster's storage leaves on its file system for removals and recovery
+/// (`reserved_space_bytes`; production default: 2% of the disk, at least 256 MiB). A dev cluster
+/// shares the machine's disk with everything else, so it keeps the floor only.
+pub const LOCAL_RESERVED_SPACE: u64 = 256 << 20;
 
 /// The persistent identity of a local cluster (`DIR/cluster.toml`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -220,6 +224,7 @@ impl Plan {
                 s.bulk_listen = "127.0.0.1:0".into();
                 s.token = cluster.token.clone();
                 s.metrics_listen = Some("127.0.0.1:0".into());
+                s.reserved_space_bytes = Some(LOCAL_RESERVED_SPACE);
                 s
             })
             .collect();

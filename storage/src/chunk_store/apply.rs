@@ -25,8 +25,8 @@ use t3fs_common::{ChunkId, Error, StatusCode};
 
 use super::record::{BlockCrcs, Record, crc_block_size};
 use super::{Applied, ChunkGuard, ChunkMeta, ChunkStore, RecordState, Update, blocking, kv_err};
-use crate::engine::Slot;
 use crate::engine::aligned::{AlignedBuf, align_up};
+use crate::engine::{Claim, Slot};
 
 /// A chunk's new content: `len` bytes at the start of `buf` (zeros after them).
 struct Content {
@@ -290,6 +290,7 @@ impl ChunkStore {
             // takes the newest one on top of what it has; resync repairs such replicas.
             tracing::warn!(target_id = %self.inner.target, %chunk, old_version, version, "update version gap");
         }
+        let claim = claim_of(&update, old.as_ref());
         let content = self.new_content(chunk, old.as_ref(), update)?;
         let rec = match &content {
             Some(c) => {
@@ -306,7 +307,7 @@ impl ChunkStore {
             },
         };
         let slot = match &content {
-            Some(c) if c.len > 0 => Some(self.write_slot(c)?),
+            Some(c) if c.len > 0 => Some(self.write_slot(c, claim)?),
             _ => None,
         };
         let rec = Record { slot: slot.map(Slot::encode), ..rec };
@@ -381,10 +382,11 @@ impl ChunkStore {
         Ok(Some(Content { buf, len }))
     }
 
-    /// Writes `data` into a fresh slot and syncs it; the slot is freed again on failure.
-    fn write_slot(&self, data: &Content) -> Result<Slot, Error> {
+    /// Writes `data` into a fresh slot (taken for `claim`) and syncs it; the slot is freed again on
+    /// failure.
+    fn write_slot(&self, data: &Content, claim: Claim) -> Result<Slot, Error> {
         let engine = &self.inner.engine;
-        let slot = engine.allocate(data.len as u32)?;
+        let slot = engine.allocate_for(data.len as u32, claim)?;
         let res = (|| {
             self.fail(Failpoint::SlotAllocated)?;
             engine.write_aligned_unsynced(slot, &data.buf, data.len)?;
@@ -397,5 +399,17 @@ impl ChunkStore {
             return Err(e);
         }
         Ok(slot)
+    }
+}
+
+/// Whose space an update's new slot takes (`crate::engine::space`): new client data (a write, or a
+/// truncate that grows the chunk) must leave the disk's reserve alone; a shrink, and a replacement
+/// from resync, repair or a pending version being completed, may use it.
+fn claim_of(update: &Update, old: Option<&Record>) -> Claim {
+    let old_len = old.filter(|r| !r.removed).map_or(0, |r| r.meta.length);
+    match update {
+        Update::Write { .. } => Claim::Client,
+        Update::Truncate { length, .. } if *length > old_len => Claim::Client,
+        Update::Truncate { .. } | Update::Remove | Update::Replace { .. } => Claim::Reserve,
     }
 }

@@ -1,0 +1,173 @@
+//! Storage disks that fill up, through a real FUSE mount on an in-process cluster whose three
+//! storage servers each keep their targets (chunk data and chunk metadata store) on a 96 MiB tmpfs
+//! with a 24 MiB reserve (`reserved_space_bytes`, storage's `engine/space.rs`).
+//!
+//! What a user must see: writes end with ENOSPC (not EIO, not a hang); every file written before
+//! reads back; the disks never actually run out (the metadata store, which poisons itself on a
+//! failed journal write, keeps working); `df` on the mount shows the space gone; and once files
+//! are deleted, GC and trim give the space back and writes work again, with no restart.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod support;
+use support::{Env, blocking, pattern};
+
+const MIB: u64 = 1 << 20;
+const TMPFS_MIB: u64 = 96;
+const RESERVE: u64 = 24 * MIB;
+const FILE: usize = 4 << 20;
+
+/// The tmpfs mounts under the cluster's storage directories; unmounted (lazily) on drop, after
+/// the cluster that uses them is gone.
+struct Tmpfs(Vec<PathBuf>);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::process::Command::new("umount").arg("-l").arg(dir).status();
+        }
+    }
+}
+
+fn mount_tmpfs(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    let size = format!("size={}m", TMPFS_MIB);
+    std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let st = support::sys::statvfs(dir).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+/// Writes `data` to `path` and fsyncs it (a buffered write's error surfaces at the latest there).
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Free bytes `df` shows on the mount (mgmtd's view, refreshed by heartbeats).
+fn mount_avail(mnt: &Path) -> u64 {
+    let st = support::sys::statvfs(mnt).unwrap();
+    st.f_bavail * st.f_bsize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_refuses_writes_with_enospc_and_recovers_when_files_go() {
+    let mut tmpfs = Tmpfs(Vec::new());
+    let mut mounted = true;
+    let Some(env) = Env::start_tweaked(
+        |plan| {
+            for s in &mut plan.storage {
+                let dir = s.targets[0].path.parent().unwrap().to_path_buf();
+                mounted &= mount_tmpfs(&dir);
+                tmpfs.0.push(dir);
+                s.reserved_space_bytes = Some(RESERVE);
+                s.trim_interval_ms = 200;
+            }
+        },
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root); the full-disk test cannot run");
+        env.stop().await;
+        return;
+    }
+    let dirs = tmpfs.0.clone();
+    let mnt = env.mnt.clone();
+    let avail_at_start = mount_avail(&mnt);
+    assert!(avail_at_start > 40 * MIB, "df shows {} MiB free at the start", avail_at_start >> 20);
+
+    // Fill it: 4 MiB files, each fsync'ed, until a write is refused.
+    let (written, err) = blocking({
+        let mnt = mnt.clone();
+        move || {
+            for i in 0..40u64 {
+                if let Err(e) = write_synced(&mnt.join(format!("f{i}")), &pattern(FILE, i)) {
+                    return (i, e);
+                }
+            }
+            panic!("160 MiB went onto 96 MiB disks");
+        }
+    })
+    .await;
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "a full disk is ENOSPC, got {err}");
+    assert!(written >= 5, "only {written} files fit before ENOSPC");
+    eprintln!("{written} files of 4 MiB fit; then: {err}");
+    for dir in &dirs {
+        let left = free_bytes(dir);
+        assert!(left >= RESERVE / 2, "{}: {} KiB left: the reserve was not kept", dir.display(), left >> 10);
+    }
+
+    // `df` on the mount tells the space is gone (mgmtd's view lags by a heartbeat).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mount_avail(&mnt) > 8 * MIB {
+        assert!(Instant::now() < deadline, "df still shows {} MiB free", mount_avail(&mnt) >> 20);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Everything written before reads back; metadata still works; the storage daemons serve on.
+    blocking({
+        let mnt = mnt.clone();
+        move || {
+            for i in 0..written {
+                let got = std::fs::read(mnt.join(format!("f{i}"))).unwrap();
+                assert!(got == pattern(FILE, i), "f{i} changed on a full disk");
+            }
+            std::fs::create_dir(mnt.join("still-works")).unwrap();
+            std::fs::remove_file(mnt.join(format!("f{written}"))).unwrap();
+        }
+    })
+    .await;
+    for t in &env.client.routing().info.targets {
+        assert_eq!(t.public_state, t3fs_common::proto::PublicTargetState::Serving as i32, "target {}", t.target_id);
+    }
+
+    // Delete half the files: GC removes their chunks, trim gives the blocks back, writes work again.
+    let removed = written / 2;
+    blocking({
+        let mnt = mnt.clone();
+        move || (0..removed).for_each(|i| std::fs::remove_file(mnt.join(format!("f{i}"))).unwrap())
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        let mnt = mnt.clone();
+        let r = blocking(move || write_synced(&mnt.join("after"), &pattern(FILE, 99))).await;
+        match r {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && Instant::now() < deadline => n += 1,
+            Err(e) => panic!("writes never came back after deleting {removed} files ({n} tries): {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let back = blocking({
+        let mnt = mnt.clone();
+        move || std::fs::read(mnt.join("after")).unwrap()
+    })
+    .await;
+    assert!(back == pattern(FILE, 99));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mount_avail(&mnt) < 8 * MIB {
+        let free: Vec<u64> = dirs.iter().map(|d| free_bytes(d) >> 20).collect();
+        assert!(
+            Instant::now() < deadline,
+            "df never showed the freed space: {} MiB; disks {free:?} MiB",
+            mount_avail(&mnt) >> 20
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.stop().await;
+    drop(tmpfs);
+}
