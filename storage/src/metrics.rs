@@ -21,6 +21,9 @@
 //! | `t3fs_storage_resync_remaining_chunks` | gauge | | chunks the running resyncs still have to transfer (`t3fs admin list-syncs` shows each sync) |
 //! | `t3fs_storage_fenced` | gauge | | 1 while the node is fenced (no mgmtd heartbeat answer for `fence_after_ms`), else 0; computed at scrape |
 //! | `t3fs_storage_used_bytes` | gauge | `target` | bytes in the target's live chunks; computed at scrape |
+//! | `t3fs_storage_free_bytes` | gauge | `target` | free bytes client writes may still use on the file system holding the target's chunk data (its free space less the reserve, `engine/space.rs`; 0: writes get NoSpace); computed at scrape |
+//! | `t3fs_storage_capacity_bytes` | gauge | `target` | size of the file system holding the target's chunk data; computed at scrape |
+//! | `t3fs_storage_target_failed` | gauge | `target` | 1 once the target's chunk metadata store has failed (poisoned by an I/O error, e.g. a full disk; the target reports OFFLINE until the process restarts), else 0 |
 //!
 //! Per-target series exist only for the targets this node serves (requests naming other targets are
 //! counted in `t3fs_storage_op_errors_total` only), so a client cannot grow the label set.
@@ -220,16 +223,41 @@ impl Collector for StateCollector {
             fenced.metric_type(),
         )?;
         fenced.encode(e)?;
-        let used: Family<Target, Gauge> = Family::default();
-        for (id, store) in self.stores.iter() {
-            used.get_or_create(&Target { target: id.0 }).set(i64::try_from(store.used_bytes()).unwrap_or(i64::MAX));
+        let per_target = |value: &dyn Fn(&ChunkStore) -> Option<u64>| {
+            let family: Family<Target, Gauge> = Family::default();
+            for (id, store) in self.stores.iter() {
+                if let Some(v) = value(store) {
+                    family.get_or_create(&Target { target: id.0 }).set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+            }
+            family
+        };
+        let gauges: [(&str, &str, Family<Target, Gauge>); 4] = [
+            (
+                "t3fs_storage_used_bytes",
+                "Bytes in the live chunks of each target",
+                per_target(&|s| Some(s.used_bytes())),
+            ),
+            (
+                "t3fs_storage_free_bytes",
+                "Free bytes client writes may still use on the file system of the target's chunk data (less the reserve)",
+                per_target(&|s| s.engine().client_space().map(|(free, _)| free)),
+            ),
+            (
+                "t3fs_storage_capacity_bytes",
+                "Size of the file system holding the target's chunk data",
+                per_target(&|s| s.engine().client_space().map(|(_, total)| total)),
+            ),
+            (
+                "t3fs_storage_target_failed",
+                "1 once the target's chunk metadata store has failed (OFFLINE until the process restarts)",
+                per_target(&|s| Some(u64::from(s.failed()))),
+            ),
+        ];
+        for (name, help, family) in gauges {
+            let e = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+            family.encode(e)?;
         }
-        let e = encoder.encode_descriptor(
-            "t3fs_storage_used_bytes",
-            "Bytes in the live chunks of each target",
-            None,
-            used.metric_type(),
-        )?;
-        used.encode(e)
+        Ok(())
     }
 }

@@ -40,6 +40,10 @@ async fn metrics_count_reads_updates_and_forwards() {
     assert_eq!(sample(&head, "t3fs_storage_op_duration_seconds_count{op=\"update\"}"), Some(2.0), "{head}");
     assert_eq!(sample(&head, "t3fs_storage_used_bytes{target=\"101\"}"), Some(1000.0), "{head}");
     assert_eq!(sample(&head, "t3fs_storage_fenced"), Some(0.0), "{head}");
+    assert_eq!(sample(&head, "t3fs_storage_target_failed{target=\"101\"}"), Some(0.0), "{head}");
+    let free = sample(&head, "t3fs_storage_free_bytes{target=\"101\"}").expect("free bytes");
+    let capacity = sample(&head, "t3fs_storage_capacity_bytes{target=\"101\"}").expect("capacity");
+    assert!(capacity > 0.0 && free < capacity, "free {free} capacity {capacity}");
 
     let middle = scrape(&c.servers[1]).await;
     // The forwarded update counts on the replica too, and the replica forwards it on to the tail.
