@@ -171,3 +171,66 @@ async fn a_full_disk_refuses_writes_with_enospc_and_recovers_when_files_go() {
     env.stop().await;
     drop(tmpfs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_metadata_disk_refuses_new_names_and_still_removes() {
+    const META_RESERVE: u64 = 8 * MIB;
+    let mut tmpfs = Tmpfs(Vec::new());
+    let mut mounted = true;
+    let Some(env) = Env::start_tweaked(
+        |plan| {
+            let t3fs_kv::KvConfig::Embedded { path } = &plan.meta.kv else { panic!("local meta is embedded") };
+            let dir = path.parent().unwrap().to_path_buf();
+            mounted &= mount_tmpfs(&dir);
+            tmpfs.0.push(dir);
+            plan.meta.reserved_space_bytes = Some(META_RESERVE);
+        },
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root); the full-disk test cannot run");
+        env.stop().await;
+        return;
+    }
+    let meta_fs = tmpfs.0[0].clone();
+    let mnt = env.mnt.clone();
+    blocking({
+        let (mnt, meta_fs) = (mnt.clone(), meta_fs.clone());
+        move || {
+            write_synced(&mnt.join("kept"), &pattern(FILE, 1)).unwrap();
+            std::fs::create_dir(mnt.join("d")).unwrap();
+            std::fs::write(mnt.join("d/victim"), b"v").unwrap();
+            // Something else fills the metadata disk to half its reserve.
+            let filler = meta_fs.join("filler");
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let block = vec![0u8; 1 << 20];
+            while free_bytes(&meta_fs) > META_RESERVE / 2 + (1 << 20) {
+                f.write_all(&block).unwrap();
+                f.sync_all().unwrap();
+            }
+            drop(f);
+            let enospc = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+            assert_eq!(enospc(std::fs::create_dir(mnt.join("e"))), Some(libc::ENOSPC));
+            assert_eq!(enospc(std::fs::File::create(mnt.join("new")).map(drop)), Some(libc::ENOSPC));
+            assert_eq!(enospc(std::os::unix::fs::symlink("kept", mnt.join("l"))), Some(libc::ENOSPC));
+            assert_eq!(enospc(support::sys::setxattr(&mnt.join("kept"), "user.k", b"v", 0)), Some(libc::ENOSPC));
+            // Existing files are still written and read; renames and removals work.
+            write_synced(&mnt.join("kept"), &pattern(FILE, 2)).unwrap();
+            assert!(std::fs::read(mnt.join("kept")).unwrap() == pattern(FILE, 2));
+            std::fs::rename(mnt.join("kept"), mnt.join("d/kept")).unwrap();
+            std::fs::remove_file(mnt.join("d/victim")).unwrap();
+            // The disk gets its space back: new names work again, and the store never failed.
+            std::fs::remove_file(&filler).unwrap();
+            std::fs::create_dir(mnt.join("e")).unwrap();
+            write_synced(&mnt.join("e/new"), b"new").unwrap();
+            assert_eq!(std::fs::read(mnt.join("e/new")).unwrap(), b"new");
+        }
+    })
+    .await;
+    env.stop().await;
+    drop(tmpfs);
+}

@@ -24,6 +24,7 @@ pub mod owner;
 pub mod periodic;
 pub mod repair;
 pub mod routing;
+pub mod space;
 pub mod status;
 pub mod telemetry;
 pub mod users;

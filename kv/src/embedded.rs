@@ -31,6 +31,8 @@ const VERSION_KEY: &[u8] = b"commit_version";
 /// A durable transactional store on local disk with FoundationDB semantics.
 pub struct EmbeddedKv {
     engine: Arc<Engine<FjallStore>>,
+    /// The store's directory (its file system's free space: [`KvEngine::space`]).
+    path: std::path::PathBuf,
 }
 
 impl EmbeddedKv {
@@ -47,7 +49,7 @@ impl EmbeddedKv {
         };
         tracing::debug!(path = %path.display(), version, "opened embedded kv");
         let engine = Engine::start(FjallStore { db, data, meta }, version, "t3fs-kv-fjall")?;
-        Ok(Arc::new(EmbeddedKv { engine }))
+        Ok(Arc::new(EmbeddedKv { engine, path: path.to_path_buf() }))
     }
 }
 
@@ -55,6 +57,10 @@ impl EmbeddedKv {
 impl KvEngine for EmbeddedKv {
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
         Ok(self.engine.begin())
+    }
+
+    fn space(&self) -> Option<(u64, u64)> {
+        t3fs_common::space::disk_space(&self.path)
     }
 }
 

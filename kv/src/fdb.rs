@@ -85,6 +85,11 @@ impl KvEngine for FdbKv {
         let read_version = trx.get_read_version().await.map_err(map_err)?;
         Ok(Box::new(FdbTxn { trx, read_version: read_version.max(0) as u64, bytes: 0, invalid: None }))
     }
+
+    /// FoundationDB manages its own space (its storage servers refuse commits when full).
+    fn space(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 struct FdbTxn {

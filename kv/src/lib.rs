@@ -63,6 +63,12 @@ pub struct RangeOpts {
 pub trait KvEngine: Send + Sync + 'static {
     /// Starts a transaction at the newest committed read version.
     async fn begin(&self) -> Result<Box<dyn Transaction>>;
+
+    /// Free and total bytes of the local file system holding the store, for a store that keeps its
+    /// data on this machine (the embedded backend); `None` where the backend manages its own space
+    /// (FoundationDB) or has no disk (mem). Meta keeps a reserve on it (docs/meta.md). Required (no
+    /// default), so a wrapper cannot hide the store's answer by forgetting to forward it.
+    fn space(&self) -> Option<(u64, u64)>;
 }
 
 /// A read-write transaction. Dropping it without commit discards its writes.

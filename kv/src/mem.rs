@@ -33,6 +33,11 @@ impl KvEngine for MemKv {
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
         Ok(self.engine.begin())
     }
+
+    /// No disk.
+    fn space(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// The copy-on-write map behind [`MemKv`] (also used by the resolver's tests).

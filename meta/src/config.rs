@@ -44,6 +44,12 @@ pub struct Config {
     /// default 32 as 3FS); a store keeps the count it was set up with (see docs/meta.md).
     #[serde(default = "default_inode_alloc_shards")]
     pub inode_alloc_shards: u32,
+    /// Free space, in bytes, kept on the disk of an embedded metadata store (`kv.backend =
+    /// "embedded"`; FoundationDB manages its own): below it, creates, mkdirs, symlinks, links and
+    /// xattr writes get NoSpace (ENOSPC), while removals, renames, attribute changes and closes go
+    /// on (docs/meta.md "Full disk"). Unset: 2% of the disk, at least 256 MiB. 0: no reserve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_space_bytes: Option<u64>,
     /// How often the server heartbeats to mgmtd, in milliseconds.
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
@@ -142,6 +148,7 @@ impl Config {
             stripe: default_stripe(),
             chain_table_id: default_chain_table_id(),
             inode_alloc_shards: default_inode_alloc_shards(),
+            reserved_space_bytes: None,
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
             routing_refresh_ms: default_routing_refresh_ms(),
             idempotency_ttl_ms: default_idempotency_ttl_ms(),
@@ -161,9 +168,14 @@ impl Config {
         crate::RootAttrs { uid: self.root_uid, gid: self.root_gid, mode: self.root_mode }
     }
 
-    /// Options applied when the store is fresh (root directory, id counter shards).
+    /// Options the store opens with (root directory and id counter shards when it is fresh; the
+    /// space reserve).
     pub fn open_options(&self) -> crate::OpenOptions {
-        crate::OpenOptions { root: self.root_attrs(), id_shards: self.inode_alloc_shards }
+        crate::OpenOptions {
+            root: self.root_attrs(),
+            id_shards: self.inode_alloc_shards,
+            reserved_space: self.reserved_space_bytes,
+        }
     }
 
     /// Checks values the server cannot run with.

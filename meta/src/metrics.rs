@@ -182,6 +182,10 @@ impl KvEngine for CountingKv {
         self.metrics.kv_transactions.inc();
         Ok(Box::new(CountingTxn { inner, metrics: self.metrics.clone(), counted: false }))
     }
+
+    fn space(&self) -> Option<(u64, u64)> {
+        self.inner.space()
+    }
 }
 
 #[async_trait::async_trait]

@@ -82,7 +82,7 @@ pub struct EngineOptions {
     /// O_DIRECT slot I/O (falls back to buffered I/O where the file system refuses it).
     pub direct_io: bool,
     /// Free space kept for removals and recovery ([`space`]): client writes are refused below it.
-    /// `None`: [`space::reserve_of`]'s default (2% of the file system, at least 256 MiB).
+    /// `None`: [`t3fs_common::space::reserve_of`]'s default (2% of the file system, at least 256 MiB).
     pub reserved_bytes: Option<u64>,
 }
 

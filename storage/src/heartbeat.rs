@@ -233,17 +233,7 @@ pub fn spawn_heartbeats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::space::disk_space;
-    use std::path::Path;
-
-    #[test]
-    fn disk_space_of_a_real_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let (free, total) = disk_space(dir.path()).expect("statvfs of a temp dir");
-        assert!(total > 0 && free <= total, "free {free} total {total}");
-        assert_eq!(disk_space(&dir.path().join("missing")), None);
-        assert_eq!(disk_space(Path::new("nul\0byte")), None);
-    }
+    use t3fs_common::space::disk_space;
 
     #[test]
     fn targets_on_one_disk_report_a_share_of_it() {

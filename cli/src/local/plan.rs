@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// How long a local cluster's meta waits before garbage-collecting an unlinked file.
 pub const LOCAL_GC_DELAY_MS: u64 = 1000;
-/// The free space a local cluster's storage leaves on its file system for removals and recovery
-/// (`reserved_space_bytes`; production default: 2% of the disk, at least 256 MiB). A dev cluster
-/// shares the machine's disk with everything else, so it keeps the floor only.
+/// The free space a local cluster's storage and meta leave on their file system for removals and
+/// recovery (`reserved_space_bytes`; production default: 2% of the disk, at least 256 MiB). A dev
+/// cluster shares the machine's disk with everything else, so it keeps the floor only.
 pub const LOCAL_RESERVED_SPACE: u64 = 256 << 20;
 
 /// The persistent identity of a local cluster (`DIR/cluster.toml`).
@@ -202,6 +202,7 @@ impl Plan {
         // A dev cluster frees the space of deleted files quickly (production default: 60 s).
         meta.gc_delay_ms = LOCAL_GC_DELAY_MS;
         meta.gc_interval_ms = 200;
+        meta.reserved_space_bytes = Some(LOCAL_RESERVED_SPACE);
         let storage = (0..cluster.shape.storage_servers)
             .map(|i| {
                 let node_id = FIRST_STORAGE_NODE_ID + i;

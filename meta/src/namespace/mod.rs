@@ -43,6 +43,8 @@ mod tests_concurrency;
 mod tests_perm;
 #[cfg(test)]
 mod tests_rename;
+#[cfg(test)]
+mod tests_space;
 mod xattr;
 
 use std::borrow::Cow;
@@ -143,11 +145,14 @@ pub struct OpenOptions {
     pub root: RootAttrs,
     /// Inode id counter shards for a store without sharded allocation yet ([`crate::alloc`]).
     pub id_shards: u32,
+    /// Free space kept on the store's disk (a local store only, [`t3fs_kv::KvEngine::space`]): new
+    /// names and xattrs are refused with NoSpace below it. `None`: 2% of the disk, at least 256 MiB.
+    pub reserved_space: Option<u64>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { root: RootAttrs::default(), id_shards: crate::alloc::DEFAULT_SHARDS }
+        Self { root: RootAttrs::default(), id_shards: crate::alloc::DEFAULT_SHARDS, reserved_space: None }
     }
 }
 
@@ -163,6 +168,8 @@ pub struct MetaStore {
     dir_batches: std::sync::Arc<dir_batch::DirBatches>,
     /// Where batch sizes are recorded (none in tests of the namespace alone).
     metrics: Option<std::sync::Arc<crate::metrics::MetaMetrics>>,
+    /// See [`OpenOptions::reserved_space`].
+    reserved_space: Option<u64>,
 }
 
 impl MetaStore {
@@ -190,7 +197,8 @@ impl MetaStore {
         let idem_ttl_ms = std::sync::atomic::AtomicU64::new(ttl_ms(DEFAULT_IDEM_TTL));
         let ids = IdAllocator::new(opts.id_shards);
         let dir_batches = Default::default();
-        let store = Self { db, routing, placement, ids, idem_ttl_ms, dir_batches, metrics: None };
+        let reserved_space = opts.reserved_space;
+        let store = Self { db, routing, placement, ids, idem_ttl_ms, dir_batches, metrics: None, reserved_space };
         store.ensure_root(opts.root).await?;
         store.ids.init(&*store.db).await?;
         Ok(store)
@@ -221,6 +229,32 @@ impl MetaStore {
     /// The KV handle (tests and tools).
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Why an operation that adds to the store (a new name, an xattr) must be refused now: the
+    /// local store's disk is down to its reserve (`None`: go ahead). Removals, renames, attribute
+    /// changes and closes never ask: they must work on a full disk, to free space. Without the
+    /// reserve, a store whose journal write fails poisons itself and every later commit fails
+    /// until meta restarts (docs/meta.md "Full disk").
+    fn space_refusal(&self, what: &str) -> Option<Error> {
+        let (free, total) = self.db.space()?;
+        let reserve = t3fs_common::space::reserve_of(self.reserved_space, total);
+        (free < reserve).then(|| {
+            Error::new(
+                StatusCode::NoSpace,
+                format!(
+                    "the metadata store's disk is full ({} MiB free, below the {} MiB reserve): {what} refused; \
+                     removals still work",
+                    free >> 20,
+                    reserve >> 20
+                ),
+            )
+        })
+    }
+
+    /// [`Self::space_refusal`] as a result.
+    fn check_space(&self, what: &str) -> Result<()> {
+        self.space_refusal(what).map_or(Ok(()), Err)
     }
 
     async fn ensure_root(&self, attrs: RootAttrs) -> Result<()> {

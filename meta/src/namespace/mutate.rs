@@ -119,6 +119,7 @@ impl MetaStore {
     /// directory's other creates and removes ([`super::dir_batch`]).
     pub async fn mkdir(&self, caller: &Caller, parent: InodeId, name: &[u8], mode: u32) -> Result<Inode> {
         validate_name(name)?;
+        self.check_space("mkdir")?;
         let id = self.ids.alloc(&*self.db).await?;
         let args = MkdirArgs { caller: caller.clone(), name: name.to_vec(), mode, id };
         self.dir_op(parent, DirOp::Mkdir(args)).await
@@ -167,6 +168,7 @@ impl MetaStore {
             id,
             routing,
             placement,
+            full: self.space_refusal("creating a file"),
         };
         self.dir_op(parent, DirOp::Create(Box::new(args))).await
     }
@@ -176,6 +178,7 @@ impl MetaStore {
     pub async fn symlink(&self, caller: &Caller, parent: InodeId, name: &[u8], target: &[u8]) -> Result<Inode> {
         validate_name(name)?;
         validate_symlink_target(target)?;
+        self.check_space("symlink")?;
         let id = self.ids.alloc(&*self.db).await?;
         let (caller, name, target) = (caller.clone(), name.to_vec(), target.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
@@ -210,6 +213,7 @@ impl MetaStore {
     /// refused with OperationNotPermitted, EPERM). Returns the inode with its new `nlink`.
     pub async fn link(&self, caller: &Caller, inode: InodeId, new_parent: InodeId, new_name: &[u8]) -> Result<Inode> {
         validate_name(new_name)?;
+        self.check_space("link")?;
         let (caller, name) = (caller.clone(), new_name.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             let (caller, name) = (caller.clone(), name.clone());
@@ -469,6 +473,9 @@ pub(super) struct CreateArgs {
     /// The routing snapshot and placement the new file's layout comes from.
     pub routing: std::sync::Arc<Routing>,
     pub placement: Placement,
+    /// Set when the store's disk is down to its reserve: a new file is refused with this error
+    /// (an existing one still opens).
+    pub full: Option<Error>,
 }
 
 /// What [`MetaStore::remove`] does, in a transaction.
@@ -517,6 +524,9 @@ pub(super) async fn create_in(txn: &mut dyn Transaction, parent: InodeId, a: &Cr
         return Ok(inode);
     }
     perm::check_modify_dir(caller, &dir)?;
+    if let Some(e) = &a.full {
+        return Err(e.clone().into());
+    }
     let layout = super::layout::next_file_layout(&a.routing, &a.placement, &mut dir)?;
     let now = now_ns();
     let inode = Inode {

@@ -65,6 +65,7 @@ impl MetaStore {
         if flags.create_only && flags.replace_only {
             return Err(Error::invalid("XATTR_CREATE and XATTR_REPLACE exclude each other"));
         }
+        self.check_space("setting an xattr")?;
         let (caller, name, value) = (caller.clone(), name.to_vec(), value.to_vec());
         Ok(t3fs_kv::run(&*self.db, move |txn| {
             let (caller, name, value) = (caller.clone(), name.clone(), value.clone());
