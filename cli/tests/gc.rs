@@ -99,6 +99,20 @@ async fn unlinked_files_are_collected_unless_open_for_write() {
     wait_inode_gone(&a, huge.id).await;
     assert_eq!(records(&a, huge.id).await, 0);
 
+    // Truncated from 8 chunks to 1, then unlinked: the 7 cut chunks are tombstones already, so GC
+    // sends one removal (not 8) and purges all 8 records.
+    let cut = a.create(&root, InodeId::ROOT, b"cut", 0o644, true).await.unwrap();
+    a.write(&cut, 0, &vec![3u8; 8 * CHUNK]).await.unwrap();
+    a.close(&root, InodeId(cut.id), 8 * CHUNK as u64, true).await.unwrap();
+    a.truncate(&root, InodeId(cut.id), 100).await.unwrap();
+    assert_eq!(records(&a, cut.id).await, 24, "one live chunk and seven tombstones on each of 3 replicas");
+    let meta = cluster.meta().unwrap().metrics().clone();
+    let removals = meta.gc_chunk_removals_count();
+    b.remove(&root, InodeId::ROOT, b"cut", false).await.unwrap();
+    wait_inode_gone(&a, cut.id).await;
+    assert_eq!(records(&a, cut.id).await, 0, "tombstones purged");
+    assert_eq!(meta.gc_chunk_removals_count() - removals, 1, "tombstones are not removed again");
+
     // Open for write by A, unlinked by B: kept while A writes, collected after A closes.
     let (w, session) = a.create_for_write(&root, InodeId::ROOT, b"written", 0o644, true).await.unwrap();
     assert_ne!(session, 0);

@@ -6,10 +6,11 @@
 //! oldest first, and for each:
 //! 1. skips it (moving it to the back of the queue) while a write session holds it;
 //! 2. removes its chunks on storage: a REMOVE update to the head of each chunk's chain, for every
-//!    chunk storage lists for the file (`LengthProbe::chunk_indexes`; without a probe, every index its
-//!    length covers), 16 at a time, retried a few times; then a
-//!    PURGE of each, which drops the tombstones the removals left (best effort: a tombstone that
-//!    stays is logged and costs one record; storage `service/purge.rs` says why this is safe);
+//!    chunk storage lists for the file with data or a pending update (`LengthProbe::chunk_records`;
+//!    without a probe, every index its length covers), 16 at a time, retried a few times; then a
+//!    PURGE of every listed chunk, which drops the tombstones the removals left and those earlier
+//!    truncates left (best effort: a tombstone that stays is logged and costs one record; storage
+//!    `service/purge.rs` says why this is safe);
 //! 3. deletes the inode, its xattrs and the queue entry in one transaction, unless a write session
 //!    appeared meanwhile.
 //!
@@ -101,7 +102,10 @@ impl Gc {
             }
             if let Some(inode) = self.store.gc_inode(id).await? {
                 match self.remove_chunks(&inode).await {
-                    Ok(n) => pass.chunks_removed += n,
+                    Ok(n) => {
+                        pass.chunks_removed += n;
+                        self.metrics.gc_chunk_removals(n);
+                    }
                     Err(e) => {
                         tracing::warn!(inode = id.0, error = %e, "GC: removing chunks failed; retrying next pass");
                         pass.failed += 1;
@@ -127,9 +131,10 @@ impl Gc {
 
     /// Removes the file's chunks, then purges their tombstones; returns how many removals were sent.
     /// Which chunks: with storage to ask (`probe`), those storage lists for the file on each chain
-    /// of its stripe (live or tombstone), so the work follows the data, not the length: a sparse
-    /// file of 1 PB holding a few chunks costs a few removals, where removing every index its
-    /// length covers would take a billion and hold up every other file's collection meanwhile.
+    /// of its stripe, so the work follows the data, not the length: a sparse file of 1 PB holding a
+    /// few chunks costs a few removals, where removing every index its length covers would take a
+    /// billion and hold up every other file's collection meanwhile. A chunk listed as a tombstone
+    /// only (cut away by an earlier truncate or punch) is purged without another removal.
     /// Without a probe (tests of meta alone): every index up to the length.
     async fn remove_chunks(&self, inode: &proto::Inode) -> Result<u64> {
         if inode.inode_type != InodeType::File as i32 {
@@ -139,24 +144,26 @@ impl Gc {
         if layout.chunk_size == 0 {
             return Err(Error::internal(format!("inode {} has chunk size 0", inode.id)));
         }
-        let indexes: Vec<u32> = match &self.probe {
-            Some(probe) => probe.chunk_indexes(inode).await?,
+        let records: Vec<(u32, bool)> = match &self.probe {
+            Some(probe) => probe.chunk_records(inode).await?,
             None => {
                 let count = inode.length.div_ceil(u64::from(layout.chunk_size));
                 let count = u32::try_from(count)
                     .map_err(|_| Error::internal(format!("inode {}: too many chunks", inode.id)))?;
-                (0..count).collect()
+                (0..count).map(|i| (i, true)).collect()
             }
         };
         let id = InodeId(inode.id);
-        let mut runs = futures::stream::iter(indexes.iter().copied())
+        let live: Vec<u32> = records.iter().filter(|(_, live)| *live).map(|(i, _)| *i).collect();
+        let mut runs = futures::stream::iter(live.iter().copied())
             .map(|index| self.chunk_update(layout, id, index, UpdateType::Remove))
             .buffer_unordered(CHUNKS_IN_FLIGHT);
         while let Some(r) = runs.next().await {
             r?;
         }
-        self.purge_chunks(layout, id, &indexes).await;
-        Ok(indexes.len() as u64)
+        let all: Vec<u32> = records.iter().map(|(i, _)| *i).collect();
+        self.purge_chunks(layout, id, &all).await;
+        Ok(live.len() as u64)
     }
 
     /// Drops the tombstones the removals left (storage `service/purge.rs`): the file is gone and its

@@ -76,11 +76,12 @@ impl LengthProbe {
         Ok(asks)
     }
 
-    /// The indexes (track 0) of every chunk record of the file on storage, live or tombstone, in
-    /// order: one paged `ListChunks` of the file on a SERVING target of each chain of its stripe.
-    /// What GC removes: the work follows the data, not the file's length (a sparse file of 1 PB
-    /// would otherwise be a billion removals).
-    pub async fn chunk_indexes(&self, inode: &proto::Inode) -> Result<Vec<u32>> {
+    /// Every chunk record (track 0) of the file on storage, in index order, as (index, whether it
+    /// holds data or a pending update; else it is a tombstone only): one paged `ListChunks` of the
+    /// file on a SERVING target of each chain of its stripe. What GC removes and purges: the work
+    /// follows the data, not the file's length (a sparse file of 1 PB would otherwise be a billion
+    /// removals).
+    pub async fn chunk_records(&self, inode: &proto::Inode) -> Result<Vec<(u32, bool)>> {
         let id = t3fs_common::InodeId(inode.id);
         let lists = self.serving_targets(inode)?.into_iter().map(|(target, addr)| async move {
             let mut c = self.client(&addr).await?;
@@ -91,18 +92,11 @@ impl LengthProbe {
             };
             t3fs_common::chunk_list::list_file_chunks(&mut c, header, target, id, 0, true).await
         });
-        let mut indexes = Vec::new();
-        for listed in futures::future::join_all(lists).await {
-            for m in listed? {
-                let chunk = ChunkId::from_bytes(&m.chunk_id)?;
-                if chunk.track == 0 {
-                    indexes.push(chunk.index);
-                }
-            }
+        let mut listed = Vec::new();
+        for list in futures::future::join_all(lists).await {
+            listed.extend(list?);
         }
-        indexes.sort_unstable();
-        indexes.dedup();
-        Ok(indexes)
+        merge_records(&listed)
     }
 
     async fn probe(&self, inode: &proto::Inode) -> Result<u64> {
@@ -132,5 +126,43 @@ impl LengthProbe {
             }
         }
         Ok(end)
+    }
+}
+
+/// The chunk records (track 0) of one file in `listed` (the listings of every chain of its
+/// stripe), by index: whether any of them holds data or a pending update (a removal is due) or
+/// only tombstones (nothing to remove, only a tombstone to purge).
+fn merge_records(listed: &[proto::ChunkMeta]) -> Result<Vec<(u32, bool)>> {
+    let mut records = std::collections::BTreeMap::new();
+    for m in listed {
+        let chunk = ChunkId::from_bytes(&m.chunk_id)?;
+        if chunk.track == 0 {
+            *records.entry(chunk.index).or_insert(false) |= !m.removed || m.pending_version != 0;
+        }
+    }
+    Ok(records.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_are_purged_but_not_removed_again() {
+        let meta = |index: u32, track: u16, removed: bool, pending_version: u64| proto::ChunkMeta {
+            chunk_id: ChunkId { track, ..ChunkId::new(t3fs_common::InodeId(9), index) }.to_bytes().to_vec().into(),
+            removed,
+            pending_version,
+            ..Default::default()
+        };
+        let listed = [
+            meta(5, 0, true, 0),  // a tombstone only
+            meta(0, 0, false, 0), // live
+            meta(3, 0, true, 4),  // a tombstone with a pending update: may become data
+            meta(5, 0, true, 0),  // listed by a second chain of the stripe as well
+            meta(7, 1, false, 0), // another track: not the file's data chunks
+        ];
+        assert_eq!(merge_records(&listed).unwrap(), vec![(0, true), (3, true), (5, false)]);
+        assert!(merge_records(&[proto::ChunkMeta { chunk_id: vec![1, 2].into(), ..Default::default() }]).is_err());
     }
 }

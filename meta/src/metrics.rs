@@ -9,6 +9,7 @@
 //! | `t3fs_meta_kv_transactions_total` | counter | | KV transaction attempts begun (a retried transaction counts once per attempt) |
 //! | `t3fs_meta_kv_conflicts_total` | counter | | KV transaction attempts that failed with a retryable error (conflict, too old); the retry loop starts them over unless its attempts are used up |
 //! | `t3fs_meta_gc_files_collected_total` | counter | | unlinked files this server's GC collected (chunks removed, inode deleted); with several meta servers each collects the files it owns (`gc.rs`) |
+//! | `t3fs_meta_gc_chunk_removals_total` | counter | | chunk REMOVE updates GC sent to storage for the files it collected (chunks with data or a pending update; tombstones are only purged) |
 //! | `t3fs_meta_dir_batch_ops` | histogram | | operations (create, mkdir, remove) per per-directory batch transaction (`namespace/dir_batch.rs`); 1 when a directory is idle |
 //!
 //! Requests refused before the handler runs (a bad cluster token) are not counted in the op
@@ -52,6 +53,7 @@ pub struct MetaMetrics {
     lock_conflicts: Counter,
     dir_batch_ops: Histogram,
     gc_collected: Counter,
+    gc_chunk_removals: Counter,
 }
 
 impl Default for MetaMetrics {
@@ -65,6 +67,7 @@ impl Default for MetaMetrics {
             lock_conflicts: Counter::default(),
             dir_batch_ops: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 8)),
             gc_collected: Counter::default(),
+            gc_chunk_removals: Counter::default(),
         }
     }
 }
@@ -100,6 +103,11 @@ impl MetaMetrics {
             m.gc_collected.clone(),
         );
         registry.register(
+            "t3fs_meta_gc_chunk_removals",
+            "Chunk REMOVE updates GC sent to storage",
+            m.gc_chunk_removals.clone(),
+        );
+        registry.register(
             "t3fs_meta_lock_conflicts",
             "Lock requests that found a conflicting lock of another owner",
             m.lock_conflicts.clone(),
@@ -125,6 +133,16 @@ impl MetaMetrics {
     /// Files this server's GC collected so far.
     pub fn gc_collected_count(&self) -> u64 {
         self.gc_collected.get()
+    }
+
+    /// Counts `n` chunk removals GC sent.
+    pub fn gc_chunk_removals(&self, n: u64) {
+        self.gc_chunk_removals.inc_by(n);
+    }
+
+    /// Chunk removals this server's GC sent so far.
+    pub fn gc_chunk_removals_count(&self) -> u64 {
+        self.gc_chunk_removals.get()
     }
 
     /// Operations `op` answered with `Ok` so far.
