@@ -127,7 +127,7 @@ impl Client {
         for listed in futures::future::join_all(lists).await {
             for m in listed? {
                 let chunk = ChunkId::from_bytes(&m.chunk_id)?;
-                if chunk.track == 0 && chunk.index >= from && (!m.removed || m.pending_version != 0) {
+                if chunk.track == 0 && chunk.index >= from && t3fs_common::chunk_list::needs_removal(&m) {
                     indexes.insert(chunk.index);
                 }
             }

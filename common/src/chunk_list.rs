@@ -11,6 +11,14 @@ use tonic::transport::Channel;
 use crate::proto::{self, storage_admin_client::StorageAdminClient};
 use crate::{ChunkId, Error, InodeId, TargetId};
 
+/// Whether a listed chunk record still needs a REMOVE to be gone: it holds data, or has a pending
+/// update (which may become data: the head completes a pending version before a removal applies).
+/// A tombstone with nothing pending only needs a PURGE (GC, `t3fs admin gc-orphans`) or nothing
+/// (a shrink).
+pub fn needs_removal(m: &proto::ChunkMeta) -> bool {
+    !m.removed || m.pending_version != 0
+}
+
 /// Every chunk of `target` (tombstones too if `include_removed`), in chunk id order. `header` makes
 /// the request header of each page (a fresh request id per call); `page` is the most chunks asked for
 /// per call (0: the server's page size).
@@ -144,5 +152,20 @@ impl FileChunks {
                 None => self.more = false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_needs_a_removal() {
+        let m =
+            |removed: bool, pending_version: u64| proto::ChunkMeta { removed, pending_version, ..Default::default() };
+        assert!(needs_removal(&m(false, 0)), "live data");
+        assert!(needs_removal(&m(false, 3)), "live data with a pending update");
+        assert!(needs_removal(&m(true, 3)), "a tombstone (or nothing) with a pending update");
+        assert!(!needs_removal(&m(true, 0)), "a tombstone only: a PURGE, no REMOVE");
     }
 }

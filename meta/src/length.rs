@@ -137,7 +137,7 @@ fn merge_records(listed: &[proto::ChunkMeta]) -> Result<Vec<(u32, bool)>> {
     for m in listed {
         let chunk = ChunkId::from_bytes(&m.chunk_id)?;
         if chunk.track == 0 {
-            *records.entry(chunk.index).or_insert(false) |= !m.removed || m.pending_version != 0;
+            *records.entry(chunk.index).or_insert(false) |= t3fs_common::chunk_list::needs_removal(m);
         }
     }
     Ok(records.into_iter().collect())

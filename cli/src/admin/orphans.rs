@@ -11,7 +11,8 @@
 //! name are looked up in meta (`BatchStat`, each inode once). An inode meta does not
 //! have is gone for good: ids are never reused, and a file waiting for GC still has its inode, so it
 //! is left alone. For each record of a gone inode, a REMOVE goes to the chain's head if some replica
-//! still has the chunk live, then a PURGE. Both follow the chain's normal rules, so nothing a live
+//! still has the chunk live or a pending update of it (`chunk_list::needs_removal`; a PURGE alone
+//! would leave such a record), then a PURGE. Both follow the chain's normal rules, so nothing a live
 //! file owns can be touched, and a replica that is not SERVING now drops its records when it is
 //! resynced. A listing or lookup failure stops the command (chains already swept stay swept); a
 //! failed update is counted and makes the command exit 1 after its report.
@@ -101,11 +102,12 @@ impl Scan {
                 .with_context(|| format!("listing target {}", t.target_id))?;
             for m in listed {
                 let seen = records.entry(ChunkId::from_bytes(&m.chunk_id)?).or_default();
-                if m.removed {
-                    seen.tombstones += 1;
-                } else {
+                // A pending update (even on a tombstone) may still become data: it is removed too.
+                if t3fs_common::chunk_list::needs_removal(&m) {
                     seen.live += 1;
                     seen.bytes = seen.bytes.max(u64::from(m.length));
+                } else {
+                    seen.tombstones += 1;
                 }
             }
         }
