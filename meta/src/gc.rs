@@ -25,7 +25,8 @@
 //! client session at mgmtd (`ListClientSessions`), and that are older than one prune interval (so
 //! a client that just started is not pruned before mgmtd lists it), are deleted. Without an answer
 //! from mgmtd nothing is pruned. The file locks of such clients (`LOCK` records,
-//! `crate::namespace` locks) are released in the same pass, under the same rules.
+//! `crate::namespace` locks) are released in the same pass, under the same rules. With several meta
+//! servers one prunes at a time: the owner of a fixed key among the live meta nodes.
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,8 @@ const BATCH: usize = 256;
 /// With several meta servers, due entries scanned per pass: `BATCH` per server, up to this many
 /// servers' worth (the pass keeps the ones this server owns).
 const MAX_SCAN_SHARE: usize = 16;
+/// The key whose owner among the live meta nodes prunes sessions and locks of dead clients.
+const PRUNER_KEY: u64 = u64::MAX;
 
 /// What the GC worker needs.
 #[derive(Clone)]
@@ -278,9 +281,19 @@ pub async fn live_clients(conn: &MgmtdConn, token: &str) -> Result<HashSet<Strin
     Ok(rsp.sessions.into_iter().map(|s| s.client_id).collect())
 }
 
-/// Prunes write sessions of dead clients every `interval` until `cancel` fires.
+/// Whether meta node `node_id` prunes this time: with several live meta nodes, only the owner of
+/// [`PRUNER_KEY`] does (the others would read the same records and race to delete them); when it
+/// leaves routing another takes over. A node not in routing yet prunes (as when alone).
+fn prunes_here(routing: &t3fs_common::routing::Routing, node_id: u32) -> bool {
+    let metas = owner::meta_nodes(routing);
+    !metas.contains(&node_id) || owner::owner(PRUNER_KEY, &metas) == Some(node_id)
+}
+
+/// Prunes write sessions and file locks of dead clients every `interval` until `cancel` fires, on
+/// one meta node of the cluster at a time ([`prunes_here`]).
 pub fn spawn_session_pruner(
     store: Arc<MetaStore>,
+    (routing, node_id): (RoutingCache, u32),
     conn: MgmtdConn,
     token: String,
     interval: Duration,
@@ -292,7 +305,11 @@ pub fn spawn_session_pruner(
         cancel,
         move || {
             let (store, conn, token) = (store.clone(), conn.clone(), token.clone());
+            let here = prunes_here(&routing.get(), node_id);
             async move {
+                if !here {
+                    return;
+                }
                 let live = match live_clients(&conn, &token).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -314,4 +331,33 @@ pub fn spawn_session_pruner(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_meta_node_prunes_at_a_time() {
+        let node = |node_id: u32, node_type: proto::NodeType| proto::NodeInfo {
+            node_id,
+            node_type: node_type as i32,
+            status: proto::NodeStatus::HeartbeatConnected as i32,
+            ..Default::default()
+        };
+        let routing = |ids: &[u32]| {
+            let mut nodes: Vec<_> = ids.iter().map(|&i| node(i, proto::NodeType::Meta)).collect();
+            nodes.push(node(1, proto::NodeType::Mgmtd));
+            t3fs_common::routing::Routing::new(proto::RoutingInfo { nodes, ..Default::default() })
+        };
+        let three = routing(&[100, 101, 102]);
+        let pruners: Vec<u32> = [100, 101, 102].into_iter().filter(|&n| prunes_here(&three, n)).collect();
+        assert_eq!(pruners.len(), 1, "{pruners:?}");
+        // The pruner leaves: exactly one of the others takes over.
+        let left: Vec<u32> = [100, 101, 102].into_iter().filter(|n| *n != pruners[0]).collect();
+        let two = routing(&left);
+        assert_eq!(left.iter().filter(|&&n| prunes_here(&two, n)).count(), 1);
+        assert!(prunes_here(&routing(&[100]), 100), "alone");
+        assert!(prunes_here(&three, 103), "not in routing yet: prunes as if alone");
+    }
 }

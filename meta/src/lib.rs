@@ -238,6 +238,7 @@ pub async fn start_on(config: Config, db: t3fs_kv::Db) -> anyhow::Result<Server>
     tasks.push(gc::spawn(gc, Duration::from_millis(config.gc_interval_ms), cancel.clone()));
     tasks.push(gc::spawn_session_pruner(
         store.clone(),
+        (routing.clone(), config.node_id),
         mgmtd_conn,
         config.token.clone(),
         Duration::from_millis(config.session_prune_interval_ms),
