@@ -5,7 +5,9 @@
 //! What a user must see: writes end with ENOSPC (not EIO, not a hang); every file written before
 //! reads back; the disks never actually run out (the metadata store, which poisons itself on a
 //! failed journal write, keeps working); `df` on the mount shows the space gone; and once files
-//! are deleted, GC and trim give the space back and writes work again, with no restart.
+//! are deleted, GC and trim give the space back and writes work again, with no restart. Also: the
+//! metadata store's disk at its reserve (meta refuses new names, removals go on), and one replica's
+//! disk filled to the last block by something else (its targets go OFFLINE, the chain goes on).
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -231,6 +233,112 @@ async fn a_full_metadata_disk_refuses_new_names_and_still_removes() {
         }
     })
     .await;
+    env.stop().await;
+    drop(tmpfs);
+}
+
+/// The public state of every target of storage node `node_id`, as the client's routing shows it.
+fn states_of_node(env: &Env, node_id: u32) -> Vec<i32> {
+    let r = env.client.routing();
+    r.info
+        .chains
+        .iter()
+        .flat_map(|c| &c.targets)
+        .filter(|t| t.target_id / 100 == u64::from(node_id))
+        .map(|t| t.public_state)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_whose_disk_fills_to_the_last_block_goes_offline_and_the_chain_goes_on() {
+    // Storage server 3 alone keeps its targets on a small tmpfs with no reserve, as if something
+    // outside t3fs had filled its disk.
+    let mut tmpfs = Tmpfs(Vec::new());
+    let mut mounted = true;
+    let mut node = 0;
+    let Some(env) = Env::start_tweaked(
+        |plan| {
+            let s = plan.storage.last_mut().unwrap();
+            let dir = s.targets[0].path.parent().unwrap().to_path_buf();
+            mounted &= mount_tmpfs(&dir);
+            tmpfs.0.push(dir);
+            s.reserved_space_bytes = Some(0);
+            // Deleted chunks' blocks stay allocated (no trim): the disk stays full.
+            s.trim_interval_ms = 0;
+            node = s.node_id;
+        },
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root); the full-disk test cannot run");
+        env.stop().await;
+        return;
+    }
+    let serving = t3fs_common::proto::PublicTargetState::Serving as i32;
+    let offline = t3fs_common::proto::PublicTargetState::Offline as i32;
+    let (mnt, disk) = (env.mnt.clone(), tmpfs.0[0].clone());
+    blocking({
+        let (mnt, disk) = (mnt.clone(), disk.clone());
+        move || {
+            for i in 0..3 {
+                write_synced(&mnt.join(format!("f{i}")), &pattern(FILE, i)).unwrap();
+            }
+            std::fs::create_dir(mnt.join("small")).unwrap();
+            for i in 0..100 {
+                std::fs::write(mnt.join(format!("small/{i}")), b"small").unwrap();
+            }
+            // Fill the disk to the last block.
+            let mut f = std::fs::File::create(disk.join("filler")).unwrap();
+            let block = vec![1u8; 64 << 10];
+            while f.write_all(&block).is_ok() {}
+            let _ = f.sync_all();
+            // Deleting files makes every replica write tombstones: on the full one the metadata
+            // store's journal soon cannot grow, and it poisons itself.
+            std::fs::remove_file(mnt.join("f0")).unwrap();
+            for i in 0..100 {
+                std::fs::remove_file(mnt.join(format!("small/{i}"))).unwrap();
+            }
+        }
+    })
+    .await;
+    assert!(states_of_node(&env, node).iter().all(|s| *s == serving), "{:?}", states_of_node(&env, node));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !states_of_node(&env, node).contains(&offline) {
+        assert!(Instant::now() < deadline, "no target of the full node went OFFLINE: {:?}", states_of_node(&env, node));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The other replicas carry on: GC finishes, new files are written (where a chain still has a
+    // full SERVING replica, until the next removal fails it too), and everything reads back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mnt = mnt.clone();
+        let r = blocking(move || {
+            std::fs::remove_file(mnt.join("probe")).ok();
+            write_synced(&mnt.join("probe"), &pattern(FILE, 7))?;
+            std::fs::remove_file(mnt.join("f1"))
+        })
+        .await;
+        match r {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "writes did not come back: {e}; {:?}", states_of_node(&env, node))
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    blocking({
+        let mnt = mnt.clone();
+        move || {
+            assert!(std::fs::read(mnt.join("f2")).unwrap() == pattern(FILE, 2));
+            assert!(std::fs::read(mnt.join("probe")).unwrap() == pattern(FILE, 7));
+        }
+    })
+    .await;
+    assert!(env.cluster.storage(2).is_some(), "the storage server of the full disk is still running");
     env.stop().await;
     drop(tmpfs);
 }

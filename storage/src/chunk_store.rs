@@ -244,8 +244,9 @@ struct Inner {
     updates: tokio::sync::RwLock<()>,
     used_bytes: AtomicU64,
     /// Set once the metadata store has poisoned itself (a journal write or sync failed, e.g. a
-    /// disk that filled up or failed): every later update fails until the process restarts and
-    /// reopens it, so the target reports itself OFFLINE ([`ChunkStore::failed`]).
+    /// disk that filled up or failed; every later update fails until the process restarts and
+    /// reopens it) or chunk data could not be written for a reason other than a full disk: the
+    /// target reports itself OFFLINE ([`ChunkStore::failed`]).
     failed: std::sync::atomic::AtomicBool,
     /// Test-only crash points in the update path (`apply.rs`).
     #[cfg(test)]
@@ -504,16 +505,24 @@ impl ChunkStore {
     /// every write, and a persist of nothing says so). Logged once; the heartbeat then reports the
     /// target OFFLINE, so mgmtd takes it out of its chain instead of letting writes fail on it.
     fn check_poisoned(&self, db: &Db) {
-        if matches!(db.db.persist(fjall::PersistMode::Buffer), Err(fjall::Error::Poisoned))
-            && !self.inner.failed.swap(true, Ordering::Relaxed)
-        {
-            tracing::error!(target_id = %self.inner.target, dir = %self.inner.dir.display(),
-                "chunk metadata store failed (poisoned after an I/O error, e.g. a full or failing disk): \
-                 the target reports OFFLINE until the storage process restarts");
+        if matches!(db.db.persist(fjall::PersistMode::Buffer), Err(fjall::Error::Poisoned)) {
+            self.mark_failed("chunk metadata store poisoned after an I/O error (a full or failing disk)");
         }
     }
 
-    /// Whether the target's metadata store has failed for good (see [`ChunkStore::check_poisoned`]).
+    /// Marks the target failed (logged once): its heartbeat reports it OFFLINE from now on, so
+    /// mgmtd takes it out of its chain and the other replicas carry on; a restart of the storage
+    /// process reopens it, and it returns through resync.
+    pub(crate) fn mark_failed(&self, why: &str) {
+        if !self.inner.failed.swap(true, Ordering::Relaxed) {
+            tracing::error!(target_id = %self.inner.target, dir = %self.inner.dir.display(), why,
+                "target failed: it reports OFFLINE until the storage process restarts");
+        }
+    }
+
+    /// Whether the target has failed for good: its metadata store poisoned itself
+    /// ([`ChunkStore::check_poisoned`]), or writing or syncing chunk data failed with an I/O error
+    /// other than a full disk (a failing disk).
     pub fn failed(&self) -> bool {
         self.inner.failed.load(Ordering::Relaxed)
     }

@@ -239,6 +239,9 @@ pub struct Engine {
     punch: AtomicBool,
     /// The free-space reserve of the engine's file system.
     space: space::Space,
+    /// Tests: every slot write fails with this errno.
+    #[cfg(test)]
+    inject_errno: Mutex<Option<i32>>,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -322,6 +325,8 @@ impl Engine {
             lock: Mutex::new(Some(lock)),
             punch: AtomicBool::new(!options.preallocate),
             space: space::Space::new(dir, options.reserved_bytes),
+            #[cfg(test)]
+            inject_errno: Mutex::new(None),
         };
         Ok(Arc::new(engine))
     }
@@ -483,6 +488,12 @@ impl Engine {
         self.space.for_clients(in_flight)
     }
 
+    /// Makes every slot write fail with `errno` (`None`: stop) (tests).
+    #[cfg(test)]
+    pub fn inject_write_errno(&self, errno: Option<i32>) {
+        *self.inject_errno.lock().unwrap_or_else(|p| p.into_inner()) = errno;
+    }
+
     /// Replaces how the engine measures its file system's free and total bytes (tests).
     #[cfg(test)]
     pub fn set_space_probe(&self, probe: impl Fn() -> Option<(u64, u64)> + Send + Sync + 'static) {
@@ -538,6 +549,10 @@ impl Engine {
         let padded = align_up(len);
         assert!(padded as u64 <= slot.size() && buf.len() >= padded, "chunk data larger than its slot or buffer");
         let data = if self.direct { &buf[..padded] } else { &buf[..len] };
+        #[cfg(test)]
+        if let Some(errno) = *self.inject_errno.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(Error::io(&format!("writing slot {slot:?}"), std::io::Error::from_raw_os_error(errno)));
+        }
         self.file(slot)?.write_all_at(data, slot.offset()).map_err(io(format!("writing slot {slot:?}")))
     }
 

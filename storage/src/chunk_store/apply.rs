@@ -396,6 +396,10 @@ impl ChunkStore {
         })();
         if let Err(e) = res {
             engine.free(slot);
+            if e.code == StatusCode::Io {
+                // Not a full disk (NoSpace), not a test failpoint (Internal): the disk is failing.
+                self.mark_failed(&format!("writing chunk data failed: {e}"));
+            }
             return Err(e);
         }
         Ok(slot)

@@ -1,7 +1,8 @@
-//! A target whose disk is filled behind its back (no reserve, a 16 MiB tmpfs; needs root to mount,
-//! skipped otherwise): the metadata store poisons itself on the failed journal write, and the
-//! target then counts as failed, so its heartbeat reports it OFFLINE instead of every update of
-//! its chain failing on it. The storage process and its other targets go on.
+//! Targets on full and failing disks. A target whose disk is filled behind its back (no reserve, a
+//! 16 MiB tmpfs; needs root to mount, skipped otherwise): the metadata store poisons itself on the
+//! failed journal write, and the target then counts as failed, so its heartbeat reports it OFFLINE
+//! instead of every update of its chain failing on it. A chunk data write that fails with an I/O
+//! error (a failing disk, injected) fails the target too; one refused for space (ENOSPC) does not.
 use std::io::Write;
 
 use super::tests::{id, w};
@@ -65,5 +66,35 @@ async fn a_store_poisoned_by_a_full_disk_reports_its_target_offline() {
     let report =
         crate::heartbeat::local_targets(&stores, &HashMap::new(), &t3fs_common::routing::RoutingCache::new(), &states);
     assert_eq!(report[0].local_state, proto::LocalTargetState::Offline as i32);
+    s.close();
+}
+
+#[tokio::test]
+async fn a_failing_data_write_fails_the_target_and_a_full_disk_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = ChunkStore::open(TargetId(7), tmp.path()).unwrap();
+    let apply = |i: u32, v: u64| {
+        let s = s.clone();
+        async move {
+            let g = s.lock(id(i)).await;
+            s.apply(&g, v, 1, w(0, b"data")).await
+        }
+    };
+    apply(0, 1).await.unwrap();
+    // A full disk refuses the write and leaves the target alone.
+    s.engine().inject_write_errno(Some(libc::ENOSPC));
+    assert_eq!(apply(1, 1).await.unwrap_err().code, StatusCode::NoSpace);
+    assert!(!s.failed());
+    // An I/O error writing chunk data: the disk is failing, the target goes.
+    s.engine().inject_write_errno(Some(libc::EIO));
+    assert_eq!(apply(1, 1).await.unwrap_err().code, StatusCode::Io);
+    assert!(s.failed());
+    s.engine().inject_write_errno(None);
+    let stores = HashMap::from([(TargetId(7), s.clone())]);
+    let states = crate::local_state::TargetStates::new([TargetId(7)]);
+    let report =
+        crate::heartbeat::local_targets(&stores, &HashMap::new(), &t3fs_common::routing::RoutingCache::new(), &states);
+    assert_eq!(report[0].local_state, proto::LocalTargetState::Offline as i32);
+    super::tests::assert_no_leak(&s);
     s.close();
 }
