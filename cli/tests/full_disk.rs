@@ -60,31 +60,45 @@ fn mount_avail(mnt: &Path) -> u64 {
     st.f_bavail * st.f_bsize
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_disk_refuses_writes_with_enospc_and_recovers_when_files_go() {
+/// Starts a cluster with a FUSE mount; `tweak` adjusts its configs and may put directories on
+/// tmpfs mounts of their own (`on_tmpfs(dir)`). `None` (with a message) where FUSE or tmpfs mounts
+/// are not available. The mounts come first in the pair so that they outlive the cluster.
+async fn start_with_tmpfs(
+    tweak: impl FnOnce(&mut t3fs_cli::local::plan::Plan, &mut dyn FnMut(PathBuf)),
+) -> Option<(Tmpfs, Env)> {
     let mut tmpfs = Tmpfs(Vec::new());
     let mut mounted = true;
-    let Some(env) = Env::start_tweaked(
+    let env = Env::start_tweaked(
         |plan| {
-            for s in &mut plan.storage {
-                let dir = s.targets[0].path.parent().unwrap().to_path_buf();
+            tweak(plan, &mut |dir: PathBuf| {
                 mounted &= mount_tmpfs(&dir);
                 tmpfs.0.push(dir);
-                s.reserved_space_bytes = Some(RESERVE);
-                s.trim_interval_ms = 200;
-            }
+            })
         },
         |_| {},
     )
+    .await?;
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount tmpfs here (needs root); the full-disk test cannot run");
+        env.stop().await;
+        return None;
+    }
+    Some((tmpfs, env))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_refuses_writes_with_enospc_and_recovers_when_files_go() {
+    let Some((tmpfs, env)) = start_with_tmpfs(|plan, on_tmpfs| {
+        for s in &mut plan.storage {
+            on_tmpfs(s.targets[0].path.parent().unwrap().to_path_buf());
+            s.reserved_space_bytes = Some(RESERVE);
+            s.trim_interval_ms = 200;
+        }
+    })
     .await
     else {
         return;
     };
-    if !mounted {
-        eprintln!("SKIPPED: cannot mount tmpfs here (needs root); the full-disk test cannot run");
-        env.stop().await;
-        return;
-    }
     let dirs = tmpfs.0.clone();
     let mnt = env.mnt.clone();
     let avail_at_start = mount_avail(&mnt);
@@ -177,27 +191,15 @@ async fn a_full_disk_refuses_writes_with_enospc_and_recovers_when_files_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_metadata_disk_refuses_new_names_and_still_removes() {
     const META_RESERVE: u64 = 8 * MIB;
-    let mut tmpfs = Tmpfs(Vec::new());
-    let mut mounted = true;
-    let Some(env) = Env::start_tweaked(
-        |plan| {
-            let t3fs_kv::KvConfig::Embedded { path } = &plan.meta.kv else { panic!("local meta is embedded") };
-            let dir = path.parent().unwrap().to_path_buf();
-            mounted &= mount_tmpfs(&dir);
-            tmpfs.0.push(dir);
-            plan.meta.reserved_space_bytes = Some(META_RESERVE);
-        },
-        |_| {},
-    )
+    let Some((tmpfs, env)) = start_with_tmpfs(|plan, on_tmpfs| {
+        let t3fs_kv::KvConfig::Embedded { path } = &plan.meta.kv else { panic!("local meta is embedded") };
+        on_tmpfs(path.parent().unwrap().to_path_buf());
+        plan.meta.reserved_space_bytes = Some(META_RESERVE);
+    })
     .await
     else {
         return;
     };
-    if !mounted {
-        eprintln!("SKIPPED: cannot mount tmpfs here (needs root); the full-disk test cannot run");
-        env.stop().await;
-        return;
-    }
     let meta_fs = tmpfs.0[0].clone();
     let mnt = env.mnt.clone();
     blocking({
@@ -253,31 +255,19 @@ fn states_of_node(env: &Env, node_id: u32) -> Vec<i32> {
 async fn a_replica_whose_disk_fills_to_the_last_block_goes_offline_and_the_chain_goes_on() {
     // Storage server 3 alone keeps its targets on a small tmpfs with no reserve, as if something
     // outside t3fs had filled its disk.
-    let mut tmpfs = Tmpfs(Vec::new());
-    let mut mounted = true;
     let mut node = 0;
-    let Some(env) = Env::start_tweaked(
-        |plan| {
-            let s = plan.storage.last_mut().unwrap();
-            let dir = s.targets[0].path.parent().unwrap().to_path_buf();
-            mounted &= mount_tmpfs(&dir);
-            tmpfs.0.push(dir);
-            s.reserved_space_bytes = Some(0);
-            // Deleted chunks' blocks stay allocated (no trim): the disk stays full.
-            s.trim_interval_ms = 0;
-            node = s.node_id;
-        },
-        |_| {},
-    )
+    let Some((tmpfs, env)) = start_with_tmpfs(|plan, on_tmpfs| {
+        let s = plan.storage.last_mut().unwrap();
+        on_tmpfs(s.targets[0].path.parent().unwrap().to_path_buf());
+        s.reserved_space_bytes = Some(0);
+        // Deleted chunks' blocks stay allocated (no trim): the disk stays full.
+        s.trim_interval_ms = 0;
+        node = s.node_id;
+    })
     .await
     else {
         return;
     };
-    if !mounted {
-        eprintln!("SKIPPED: cannot mount tmpfs here (needs root); the full-disk test cannot run");
-        env.stop().await;
-        return;
-    }
     let serving = t3fs_common::proto::PublicTargetState::Serving as i32;
     let offline = t3fs_common::proto::PublicTargetState::Offline as i32;
     let (mnt, disk) = (env.mnt.clone(), tmpfs.0[0].clone());
