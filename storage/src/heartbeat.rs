@@ -113,7 +113,8 @@ pub fn local_targets(
         .map(|(id, store)| {
             let (mut local_state, chain_version) = states.observe(*id, &r);
             if store.failed() {
-                // Its metadata store refuses every update until a restart: out of the chain.
+                // Its disk failed (a poisoned metadata store, a data write error): out of the chain
+                // until the process restarts.
                 local_state = proto::LocalTargetState::Offline;
             }
             let share = disks.get(id).and_then(|d| per_disk.get(d)).copied().unwrap_or(1).max(1);
