@@ -142,6 +142,22 @@ async fn a_full_disk_refuses_writes_with_enospc_and_recovers_when_files_go() {
             }
             std::fs::create_dir(mnt.join("still-works")).unwrap();
             std::fs::remove_file(mnt.join(format!("f{written}"))).unwrap();
+            // A writer that never fsyncs (most programs) learns it at close(2): the mount buffers
+            // the write, and its write-out at close is refused.
+            let path = mnt.join("unsynced");
+            let fd = support::sys::open(&path, libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap();
+            let data = pattern(FILE, 50);
+            // SAFETY: `fd` is open and `data` is valid for its length.
+            let wrote = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+            let write_errno = (wrote < 0).then(|| std::io::Error::last_os_error().raw_os_error());
+            // SAFETY: closes the fd opened above, once.
+            let closed = unsafe { libc::close(fd) };
+            let close_errno = (closed < 0).then(|| std::io::Error::last_os_error().raw_os_error());
+            assert!(
+                write_errno == Some(Some(libc::ENOSPC)) || (wrote > 0 && close_errno == Some(Some(libc::ENOSPC))),
+                "write {wrote} ({write_errno:?}), close {closed} ({close_errno:?}): ENOSPC expected from one of them"
+            );
+            std::fs::remove_file(&path).unwrap();
         }
     })
     .await;
