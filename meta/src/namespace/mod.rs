@@ -148,11 +148,23 @@ pub struct OpenOptions {
     /// Free space kept on the store's disk (a local store only, [`t3fs_kv::KvEngine::space`]): new
     /// names and xattrs are refused with NoSpace below it. `None`: 2% of the disk, at least 256 MiB.
     pub reserved_space: Option<u64>,
+    /// How long statfs reuses its count of inodes and file bytes (ten times the scan's duration if
+    /// that is longer); zero (the default here; the meta server's `statfs_cache_ms` is
+    /// [`DEFAULT_STATFS_CACHE`]): a scan on every call ([`MetaStore::statfs`]).
+    pub statfs_cache: Duration,
 }
+
+/// The meta server's default `statfs_cache_ms`.
+pub const DEFAULT_STATFS_CACHE: Duration = Duration::from_secs(5);
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { root: RootAttrs::default(), id_shards: crate::alloc::DEFAULT_SHARDS, reserved_space: None }
+        Self {
+            root: RootAttrs::default(),
+            id_shards: crate::alloc::DEFAULT_SHARDS,
+            reserved_space: None,
+            statfs_cache: Duration::ZERO,
+        }
     }
 }
 
@@ -170,7 +182,14 @@ pub struct MetaStore {
     metrics: Option<std::sync::Arc<crate::metrics::MetaMetrics>>,
     /// See [`OpenOptions::reserved_space`].
     reserved_space: Option<u64>,
+    /// See [`OpenOptions::statfs_cache`].
+    statfs_ttl: Duration,
+    /// The last inode scan of statfs.
+    statfs_cache: tokio::sync::Mutex<Option<InodeScan>>,
 }
+
+/// One inode scan of statfs: when it ended, how long it took, (inodes in use, file bytes).
+type InodeScan = (std::time::Instant, Duration, (u64, u64));
 
 impl MetaStore {
     /// Opens the namespace in `db`, creating the root directory (with [`RootAttrs::default`]) if it
@@ -197,8 +216,18 @@ impl MetaStore {
         let idem_ttl_ms = std::sync::atomic::AtomicU64::new(ttl_ms(DEFAULT_IDEM_TTL));
         let ids = IdAllocator::new(opts.id_shards);
         let dir_batches = Default::default();
-        let reserved_space = opts.reserved_space;
-        let store = Self { db, routing, placement, ids, idem_ttl_ms, dir_batches, metrics: None, reserved_space };
+        let store = Self {
+            db,
+            routing,
+            placement,
+            ids,
+            idem_ttl_ms,
+            dir_batches,
+            metrics: None,
+            reserved_space: opts.reserved_space,
+            statfs_ttl: opts.statfs_cache,
+            statfs_cache: Default::default(),
+        };
         store.ensure_root(opts.root).await?;
         store.ids.init(&*store.db).await?;
         Ok(store)
@@ -362,25 +391,46 @@ impl MetaStore {
         .await?)
     }
 
-    /// Totals by a paged scan of the inodes (each page its own snapshot transaction); capacity
-    /// and free space from routing info ([`space_of`]).
+    /// Capacity and free space from routing info ([`space_of`], always current); inodes in use and
+    /// the sum of file lengths from a paged scan of the inodes (each page its own snapshot
+    /// transaction), cached ([`OpenOptions::statfs_cache`]).
     pub async fn statfs(&self) -> Result<StatFs> {
         let (capacity_bytes, free_bytes) = space_of(&self.routing.get());
-        let mut out = StatFs { capacity_bytes, free_bytes, ..Default::default() };
+        let (inodes, used_bytes) = self.inode_totals().await?;
+        Ok(StatFs { capacity_bytes, free_bytes, used_bytes, inodes })
+    }
+
+    /// (inodes in use, sum of file lengths). The scan costs about 0.6 µs per inode (2 s for three
+    /// million files, on the embedded store), and `df`, monitoring agents and programs checking for
+    /// room call statfs all the time: so a result is reused for `statfs_cache`, or ten times as long
+    /// as its scan took if that is longer (scanning at most a tenth of the time however often
+    /// statfs is called); concurrent calls wait for one scan instead of each running their own.
+    /// A cache of zero scans every time.
+    async fn inode_totals(&self) -> Result<(u64, u64)> {
+        let mut cached = self.statfs_cache.lock().await;
+        if let Some((at, took, totals)) = *cached
+            && !self.statfs_ttl.is_zero()
+            && at.elapsed() < self.statfs_ttl.max(took * 10)
+        {
+            return Ok(totals);
+        }
+        let started = std::time::Instant::now();
+        let (mut inodes, mut used) = (0u64, 0u64);
         let mut scan = t3fs_kv::PageScan::new(keys::inode_range(), STATFS_PAGE);
         while let Some(page) = scan.next(&*self.db).await? {
             for kv in &page {
                 let inode = keys::decode_inode(keys::inode_id_of(&kv.key), &kv.value)?;
                 // Unlinked files waiting for GC still hold space but are no longer in the namespace.
                 if inode.nlink > 0 || is_dir(&inode) {
-                    out.inodes += 1;
+                    inodes += 1;
                 }
                 if inode.inode_type == InodeType::File as i32 {
-                    out.used_bytes = out.used_bytes.saturating_add(inode.length);
+                    used = used.saturating_add(inode.length);
                 }
             }
         }
-        Ok(out)
+        *cached = Some((std::time::Instant::now(), started.elapsed(), (inodes, used)));
+        Ok((inodes, used))
     }
 }
 

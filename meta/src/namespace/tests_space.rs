@@ -1,6 +1,6 @@
 //! The metadata store's disk reserve ([`MetaStore::space_refusal`]): over a KV whose reported free
 //! space the test sets, what adds to the store is refused with NoSpace below the reserve, and what
-//! frees or keeps space goes on.
+//! frees or keeps space goes on. And statfs's cached inode count.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,4 +68,24 @@ async fn below_the_reserve_new_names_and_xattrs_are_refused_and_removals_go_on()
     free.store(101 * MIB, Ordering::Relaxed);
     s.create(&me, ROOT, b"g", 0o644, true).await.unwrap();
     s.set_xattr(&me, file, b"user.a", b"1", xattr).await.unwrap();
+}
+
+#[tokio::test]
+async fn statfs_reuses_its_inode_count_for_the_cache_time() {
+    let routing = || routing_with(vec![table(1, 1, vec![1, 2])]);
+    let me = Caller::default();
+    let cached = OpenOptions { statfs_cache: Duration::from_millis(300), ..Default::default() };
+    let s = MetaStore::open_with_options(MemKv::new(), routing(), placement(), cached).await.unwrap();
+    assert_eq!(s.statfs().await.unwrap().inodes, 1);
+    s.mkdir(&me, ROOT, b"a", 0o755).await.unwrap();
+    assert_eq!(s.statfs().await.unwrap().inodes, 1, "within the cache time: the last count");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.statfs().await.unwrap().inodes, 2, "after it: counted again");
+
+    let exact = OpenOptions { statfs_cache: Duration::ZERO, ..Default::default() };
+    let s = MetaStore::open_with_options(MemKv::new(), routing(), placement(), exact).await.unwrap();
+    s.mkdir(&me, ROOT, b"a", 0o755).await.unwrap();
+    assert_eq!(s.statfs().await.unwrap().inodes, 2);
+    s.mkdir(&me, ROOT, b"b", 0o755).await.unwrap();
+    assert_eq!(s.statfs().await.unwrap().inodes, 3, "no cache: counted every time");
 }
