@@ -223,10 +223,13 @@ impl Collector for StateCollector {
             fenced.metric_type(),
         )?;
         fenced.encode(e)?;
-        let per_target = |value: &dyn Fn(&ChunkStore) -> Option<u64>| {
+        // One statvfs per target for both space gauges.
+        let space: HashMap<TargetId, Option<(u64, u64)>> =
+            self.stores.iter().map(|(id, store)| (*id, store.engine().client_space())).collect();
+        let per_target = |value: &dyn Fn(TargetId, &ChunkStore) -> Option<u64>| {
             let family: Family<Target, Gauge> = Family::default();
             for (id, store) in self.stores.iter() {
-                if let Some(v) = value(store) {
+                if let Some(v) = value(*id, store) {
                     family.get_or_create(&Target { target: id.0 }).set(i64::try_from(v).unwrap_or(i64::MAX));
                 }
             }
@@ -236,22 +239,22 @@ impl Collector for StateCollector {
             (
                 "t3fs_storage_used_bytes",
                 "Bytes in the live chunks of each target",
-                per_target(&|s| Some(s.used_bytes())),
+                per_target(&|_, s| Some(s.used_bytes())),
             ),
             (
                 "t3fs_storage_free_bytes",
                 "Free bytes client writes may still use on the file system of the target's chunk data (less the reserve)",
-                per_target(&|s| s.engine().client_space().map(|(free, _)| free)),
+                per_target(&|id, _| space[&id].map(|(free, _)| free)),
             ),
             (
                 "t3fs_storage_capacity_bytes",
                 "Size of the file system holding the target's chunk data",
-                per_target(&|s| s.engine().client_space().map(|(_, total)| total)),
+                per_target(&|id, _| space[&id].map(|(_, total)| total)),
             ),
             (
                 "t3fs_storage_target_failed",
                 "1 once the target's chunk metadata store has failed (OFFLINE until the process restarts)",
-                per_target(&|s| Some(u64::from(s.failed()))),
+                per_target(&|_, s| Some(u64::from(s.failed()))),
             ),
         ];
         for (name, help, family) in gauges {
